@@ -1,0 +1,210 @@
+"""Frozen, validated run configuration saved as JSON in every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+LABEL_MODES = ("binary", "three-class")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+CLASS_WEIGHTINGS = ("balanced", "none")
+TRANSFER_MODES = ("end-to-end", "frozen", "fine-tune")
+THRESHOLD_METHODS = ("youden", "fixed-0.5")
+
+_RUN_NAME_PATTERN = re.compile(r"^[\w .,:+=@()\-]{0,80}$")
+
+
+def _require(condition: bool, message: str) -> None:
+    """Raises ValueError with a message that says what to change."""
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to read and how to label and size them.
+
+    Attributes:
+        data_dir: Dataset root in the Kaggle or flat layout.
+        label_mode: "binary" (normal vs pneumonia) or "three-class"
+            (normal / bacterial / viral, from file names).
+        image_size: Side of the square grayscale input, in pixels.
+    """
+
+    data_dir: str
+    label_mode: str = "binary"
+    image_size: int = 128
+
+    def __post_init__(self):
+        _require(bool(str(self.data_dir).strip()), "Choose a data folder: data_dir is empty.")
+        _require(
+            self.label_mode in LABEL_MODES,
+            f"label_mode must be one of {', '.join(LABEL_MODES)}, not {self.label_mode!r}.",
+        )
+        _require(
+            isinstance(self.image_size, int) and 16 <= self.image_size <= 512,
+            f"image_size must be a whole number of pixels from 16 to 512, not {self.image_size!r}.",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and its hyperparameters.
+
+    Only the fields that the chosen architecture lists in its registry entry are used;
+    the others keep their defaults so that every run's JSON has the same shape.
+    """
+
+    architecture: str = "cnn"
+    # Custom CNN.
+    conv_blocks: int = 3
+    base_filters: int = 32
+    kernel_size: int = 3
+    dense_units: int = 128
+    dropout_rate: float = 0.3
+    batch_norm: bool = False
+    # Pretrained backbones.
+    alpha: float = 1.0
+    weights: str | None = None
+    transfer_mode: str = "end-to-end"
+    fine_tune_layers: int = 20
+
+    def __post_init__(self):
+        # Imported here because models imports this module.
+        from zoidberg.models import ARCHITECTURES
+
+        _require(
+            self.architecture in ARCHITECTURES,
+            f"Unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.",
+        )
+        _require(1 <= self.conv_blocks <= 6, f"conv_blocks must be 1 to 6, not {self.conv_blocks}.")
+        _require(4 <= self.base_filters <= 256, f"base_filters must be 4 to 256, not {self.base_filters}.")
+        _require(self.kernel_size in (3, 5, 7), f"kernel_size must be 3, 5 or 7, not {self.kernel_size}.")
+        _require(1 <= self.dense_units <= 2048, f"dense_units must be 1 to 2048, not {self.dense_units}.")
+        _require(
+            0.0 <= self.dropout_rate < 1.0,
+            f"dropout_rate must be at least 0 and below 1, not {self.dropout_rate}.",
+        )
+        _require(0.05 <= self.alpha <= 1.4, f"alpha must be between 0.05 and 1.4, not {self.alpha}.")
+        _require(
+            self.transfer_mode in TRANSFER_MODES,
+            f"transfer_mode must be one of {', '.join(TRANSFER_MODES)}, not {self.transfer_mode!r}.",
+        )
+        _require(self.fine_tune_layers >= 0, "fine_tune_layers must be 0 or more.")
+        if self.transfer_mode != "end-to-end":
+            _require(
+                self.weights not in (None, ""),
+                f"transfer_mode {self.transfer_mode!r} needs pretrained weights: "
+                "set weights to 'imagenet' or to a local .h5 file.",
+            )
+            _require(
+                ARCHITECTURES[self.architecture].pretrained_capable,
+                f"{self.architecture} has no pretrained weights; use transfer_mode 'end-to-end'.",
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How each fold's model is trained."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    early_stopping_patience: int = 3
+    class_weighting: str = "balanced"
+    augmentation: bool = False
+
+    def __post_init__(self):
+        _require(
+            isinstance(self.epochs, int) and 1 <= self.epochs <= 1000,
+            f"epochs must be a whole number from 1 to 1000, not {self.epochs!r}.",
+        )
+        _require(
+            isinstance(self.batch_size, int) and 1 <= self.batch_size <= 1024,
+            f"batch_size must be from 1 to 1024, not {self.batch_size!r}.",
+        )
+        _require(
+            0 < self.learning_rate <= 1.0,
+            f"learning_rate must be above 0 and at most 1 (e.g. 0.001), not {self.learning_rate!r}.",
+        )
+        _require(
+            self.optimizer in OPTIMIZERS,
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}.",
+        )
+        _require(
+            self.early_stopping_patience >= 0,
+            "early_stopping_patience must be 0 (off) or more epochs.",
+        )
+        _require(
+            self.class_weighting in CLASS_WEIGHTINGS,
+            f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}.",
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one cross-validation run needs, saved as config.json."""
+
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    n_splits: int = 5
+    random_state: int = 42
+    threshold_method: str = "youden"
+    run_name: str = ""
+    source_tuning_run: str | None = None
+
+    def __post_init__(self):
+        from zoidberg.models import ARCHITECTURES
+
+        _require(
+            isinstance(self.n_splits, int) and 2 <= self.n_splits <= 20,
+            f"k (n_splits) must be from 2 to 20, not {self.n_splits!r}.",
+        )
+        _require(
+            self.threshold_method in THRESHOLD_METHODS,
+            f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}.",
+        )
+        _require(
+            bool(_RUN_NAME_PATTERN.match(self.run_name)),
+            "run_name may use letters, digits, spaces and . , : + = @ ( ) - _ (at most 80).",
+        )
+        spec = ARCHITECTURES[self.model.architecture]
+        _require(
+            self.data.image_size >= spec.min_image_size,
+            f"{spec.label} needs images of at least {spec.min_image_size} px; "
+            f"raise image size from {self.data.image_size}.",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> "RunConfig":
+        """Builds a validated config from a dict, ignoring unknown keys."""
+        payload = dict(payload)
+        return cls(
+            data=_from_mapping(DataConfig, payload.get("data", {})),
+            model=_from_mapping(ModelConfig, payload.get("model", {})),
+            train=_from_mapping(TrainConfig, payload.get("train", {})),
+            **{
+                key: payload[key]
+                for key in ("n_splits", "random_state", "threshold_method", "run_name", "source_tuning_run")
+                if key in payload
+            },
+        )
+
+
+def _from_mapping(cls, payload: Mapping[str, Any]):
+    """Builds dataclass `cls` from the keys of `payload` that it knows."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in dict(payload).items() if key in names})
+
+
+def replace_fields(config, **changes):
+    """Returns a copy of a frozen config with `changes`, validated again."""
+    return dataclasses.replace(config, **changes)

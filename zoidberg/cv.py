@@ -1,0 +1,314 @@
+"""Patient-grouped k-fold cross-validation of one configuration, written to the run store."""
+
+from __future__ import annotations
+
+import csv
+import platform
+import time
+import traceback
+from typing import Callable
+
+import numpy as np
+
+from zoidberg import metrics
+from zoidberg.callbacks import Heartbeat, RunStoreCallback
+from zoidberg.config import RunConfig
+from zoidberg.data import Dataset, load_dataset
+from zoidberg.folds import check_fold_count, fold_table, iter_fold_indices, make_folds
+from zoidberg.runstore import Run
+
+Reporter = Callable[[str], None]
+
+
+class RunStopped(Exception):
+    """Raised inside the worker when a stop was requested."""
+
+
+def package_versions() -> dict[str, str]:
+    """Returns versions of the packages that decide a run's numbers."""
+    import keras
+    import PIL
+    import sklearn
+    import tensorflow as tf
+
+    import zoidberg
+
+    return {
+        "zoidberg": zoidberg.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def config_payload(config: RunConfig, **extra) -> dict:
+    """Returns the JSON saved as config.json: the config plus reproducibility facts."""
+    return {**config.to_dict(), **extra}
+
+
+def check_run_config(config: RunConfig, dataset: Dataset) -> None:
+    """Checks a config against the data before anything trains.
+
+    Raises:
+        ValueError: with what to change (k too large for the smallest class, size too
+            small for the architecture).
+    """
+    from zoidberg.models import check_model_config
+
+    check_model_config(config.model, config.data.image_size)
+    indices = dataset.training_indices()
+    check_fold_count(dataset.labels[indices], dataset.patients[indices], config.n_splits, dataset.class_names)
+
+
+def write_folds_csv(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np.ndarray) -> None:
+    """Writes folds.csv (path, patient, label, fold) into the run."""
+    rows = fold_table(
+        [dataset.paths[i] for i in indices], dataset.patients[indices], dataset.labels[indices], fold_of, dataset.class_names
+    )
+    with open(run.path / "folds.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_cross_validation(run: Run, *, report: Reporter | None = None) -> dict:
+    """Runs (or resumes) the cross-validation described by the run's config.json.
+
+    Finished folds (those with metrics.json) are kept and skipped, which is how a
+    resumed run continues. Folds depend only on the data, k and the seed, and each
+    fold's seed is `random_state + fold`, so a resumed run ends as an uninterrupted one.
+
+    Args:
+        run: A run created by the run store.
+        report: Optional callable that receives one-line progress messages.
+
+    Returns:
+        The summary dict (also saved as summary.json), or the partial state when stopped.
+    """
+    say = report or (lambda message: None)
+    with Heartbeat(run):
+        try:
+            return _run_folds(run, say)
+        except RunStopped:
+            return _finish_stopped(run, say)
+        except Exception as error:  # The worker must record every failure for the UI.
+            message = plain_error_message(error)
+            run.append_event("failed", error=message)
+            run.set_status("failed", error=message, traceback=traceback.format_exc(limit=20))
+            say(f"Run failed: {message}")
+            raise
+
+
+def plain_error_message(error: BaseException) -> str:
+    """Turns an exception into one plain sentence for users."""
+    text = str(error).strip() or error.__class__.__name__
+    if isinstance(error, MemoryError):
+        return "Out of memory: lower the image size or the batch size."
+    if error.__class__.__name__ == "ResourceExhaustedError":
+        return "Out of memory while training: lower the batch size or the image size."
+    return text if isinstance(error, (ValueError, FileNotFoundError, LookupError)) else f"{error.__class__.__name__}: {text}"
+
+
+def _run_folds(run: Run, say: Reporter) -> dict:
+    import os
+
+    config = RunConfig.from_dict(run.config)
+    run.set_status("running", pid=os.getpid(), host=platform.node(), started=run.status().get("started") or _now(), error=None)
+    run.append_event("run_started", n_folds=config.n_splits, epochs=config.train.epochs)
+    say(f"Loading {config.data.data_dir} at {config.data.image_size} px ...")
+    dataset = load_dataset(
+        config.data.data_dir,
+        label_mode=config.data.label_mode,
+        image_size=config.data.image_size,
+        progress=lambda done, total: run.append_event("loading", done=done, total=total),
+    )
+    check_run_config(config, dataset)
+    indices = dataset.training_indices()
+    labels = dataset.labels[indices]
+    fold_of = make_folds(labels, dataset.patients[indices], config.n_splits, config.random_state)
+    _record_data_facts(run, dataset, indices, fold_of)
+    write_folds_csv(run, dataset, indices, fold_of)
+    say(
+        f"{len(indices)} images from {len(np.unique(dataset.patients[indices]))} patients, "
+        f"{config.n_splits} patient-grouped folds; {len(dataset.skipped)} files skipped."
+    )
+
+    import tensorflow as tf
+
+    # One uint8 tensor for all folds: memory stays at one byte per pixel.
+    image_tensor = tf.constant(dataset.images[indices])
+    for fold, train_part, validation_part in iter_fold_indices(fold_of):
+        fold_number = fold + 1
+        if run.read_json(f"fold_{fold_number}/metrics.json"):
+            say(f"Fold {fold_number}/{config.n_splits}: already done, kept.")
+            continue
+        if run.stop_requested:
+            raise RunStopped()
+        _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say)
+    return _finish_completed(run, config, dataset, indices, fold_of, say)
+
+
+def _now() -> str:
+    from zoidberg.runstore import now_iso
+
+    return now_iso()
+
+
+def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np.ndarray) -> None:
+    """Saves what the run was trained on: fingerprint, counts, skipped files."""
+    run.write_json(
+        "data.json",
+        {
+            "root": str(dataset.root),
+            "fingerprint": dataset.fingerprint,
+            "synthetic": dataset.synthetic,
+            "class_names": list(dataset.class_names),
+            "n_images": int(len(indices)),
+            "n_patients": int(len(np.unique(dataset.patients[indices]))),
+            "class_counts": dataset.class_counts(indices),
+            "n_test": int(len(dataset.test_indices())),
+            "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
+            "fold_sizes": np.bincount(fold_of).tolist(),
+        },
+    )
+
+
+def _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say) -> None:
+    """Trains one fold and saves its model, out-of-fold probabilities and metrics."""
+    from zoidberg.models import count_parameters
+    from zoidberg.training import predict_probabilities, train_model
+
+    n_folds = config.n_splits
+    run.append_event("fold_started", fold=fold_number, n_folds=n_folds, n_train=len(train_part), n_validation=len(validation_part))
+    say(f"Fold {fold_number}/{n_folds}: training on {len(train_part)} images, validating on {len(validation_part)} ...")
+    callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
+    start = time.perf_counter()
+    model, history = train_model(
+        config.model,
+        config.train,
+        image_tensor,
+        labels,
+        train_part,
+        validation_part,
+        num_classes=dataset.num_classes,
+        image_size=config.data.image_size,
+        callbacks=[callback],
+        random_state=config.random_state + fold_number,
+    )
+    train_seconds = time.perf_counter() - start
+    if callback.stopped_by_request:
+        raise RunStopped()
+    probabilities = predict_probabilities(model, image_tensor, validation_part)
+    fold_metrics = metrics.evaluate_predictions(labels[validation_part], probabilities, dataset.class_names, 0.5)
+    fold_dir = run.fold_dir(fold_number)
+    model.save(fold_dir / "model.keras")
+    np.savez_compressed(fold_dir / "oof.npz", indices=validation_part, probabilities=probabilities)
+    payload = {
+        "fold": fold_number,
+        "metrics": metrics.to_jsonable(fold_metrics),
+        "history": history,
+        "epochs_trained": len(history.get("loss", [])),
+        "train_seconds": train_seconds,
+        "n_train": int(len(train_part)),
+        "n_validation": int(len(validation_part)),
+        "parameters": count_parameters(model),
+    }
+    run.write_json(f"fold_{fold_number}/metrics.json", payload)
+    run.append_event("fold_finished", fold=fold_number, n_folds=n_folds, metrics=payload["metrics"], train_seconds=train_seconds)
+    headline = fold_metrics.get("roc_auc")
+    say(
+        f"Fold {fold_number}/{n_folds}: accuracy {fold_metrics['accuracy']:.3f}, AUC "
+        f"{headline if headline is None else f'{headline:.3f}'}, {train_seconds:.1f} s"
+    )
+
+
+def _load_out_of_fold(run: Run, n_samples: int, num_classes: int) -> np.ndarray:
+    """Collects the out-of-fold probabilities of all folds into one (N, C) array."""
+    probabilities = np.full((n_samples, num_classes), np.nan, dtype=np.float32)
+    for path in sorted(run.path.glob("fold_*/oof.npz")):
+        with np.load(path) as stored:
+            probabilities[stored["indices"]] = stored["probabilities"]
+    return probabilities
+
+
+def choose_threshold(config: RunConfig, labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Returns the decision threshold on out-of-fold probabilities (binary runs only)."""
+    if probabilities.shape[1] != 2 or config.threshold_method == "fixed-0.5":
+        return 0.5
+    return float(metrics.youden_threshold(labels, probabilities[:, 1]))
+
+
+def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
+    """Writes summary.json: per-fold metrics at the run threshold, OOF ROC, test metrics."""
+    labels = dataset.labels[indices]
+    oof = _load_out_of_fold(run, len(indices), dataset.num_classes)
+    threshold = choose_threshold(config, labels, oof)
+    fold_results = []
+    for fold, _, validation_part in iter_fold_indices(fold_of):
+        stored = run.read_json(f"fold_{fold + 1}/metrics.json")
+        fold_metrics = metrics.evaluate_predictions(labels[validation_part], oof[validation_part], dataset.class_names, threshold)
+        fold_results.append({**metrics.to_jsonable(fold_metrics), "train_seconds": stored["train_seconds"]})
+    summary = {
+        "run_id": run.id,
+        "class_names": list(dataset.class_names),
+        "threshold": threshold,
+        "threshold_method": config.threshold_method if dataset.num_classes == 2 else "argmax",
+        "folds": fold_results,
+        "mean_std": metrics.to_jsonable(metrics.summarize_folds(fold_results)),
+        "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, oof, dataset.class_names, threshold)),
+        "roc": metrics.to_jsonable(_roc_payload(labels, oof, dataset.class_names)),
+        "parameters": run.read_json("fold_1/metrics.json", {}).get("parameters"),
+        "n_train_per_fold": [int(np.sum(fold_of != fold)) for fold in range(config.n_splits)],
+        "n_validation_per_fold": [int(np.sum(fold_of == fold)) for fold in range(config.n_splits)],
+        "test": _evaluate_test_split(run, config, dataset, threshold, say),
+    }
+    run.write_json("summary.json", summary)
+    run.set_status("completed", error=None)
+    run.append_event("run_finished", state="completed")
+    mean_std = summary["mean_std"]
+    say(
+        "Cross-validation done: "
+        + ", ".join(
+            f"{name} {mean_std[name]['mean']:.3f} ± {mean_std[name]['std']:.3f}"
+            for name in ("accuracy", "roc_auc", "sensitivity", "specificity")
+            if name in mean_std and mean_std[name]["mean"] is not None
+        )
+    )
+    return summary
+
+
+def _roc_payload(labels: np.ndarray, probabilities: np.ndarray, class_names) -> dict:
+    if len(class_names) == 2:
+        return {"pneumonia": metrics.roc_curve_points(labels, probabilities[:, 1])}
+    return metrics.roc_curves_one_vs_rest(labels, probabilities, list(class_names))
+
+
+def _evaluate_test_split(run, config, dataset, threshold, say) -> dict | None:
+    """Evaluates the fold ensemble once on the held-out test split, if there is one."""
+    test_indices = dataset.test_indices()
+    if len(test_indices) == 0:
+        return None
+    import keras
+
+    from zoidberg.training import predict_probabilities
+
+    probabilities = []
+    for fold in range(1, config.n_splits + 1):
+        model = keras.models.load_model(run.model_path(fold), safe_mode=True)
+        probabilities.append(predict_probabilities(model, dataset.images, test_indices))
+    ensemble = np.mean(probabilities, axis=0)
+    result = metrics.evaluate_predictions(dataset.labels[test_indices], ensemble, dataset.class_names, threshold)
+    result["roc"] = _roc_payload(dataset.labels[test_indices], ensemble, dataset.class_names)
+    say(f"Held-out test split ({len(test_indices)} images), fold ensemble: accuracy {result['accuracy']:.3f}")
+    return metrics.to_jsonable(result)
+
+
+def _finish_stopped(run: Run, say: Reporter) -> dict:
+    finished = len(run.fold_metrics())
+    run.set_status("stopped", error=None, folds_finished=finished)
+    run.append_event("run_finished", state="stopped", folds_finished=finished)
+    say(f"Stopped; {finished} finished fold(s) kept. Resume with: python -m zoidberg resume {run.id}")
+    return {"state": "stopped", "folds_finished": finished}

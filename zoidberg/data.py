@@ -1,0 +1,425 @@
+"""Chest X-ray datasets: layout discovery, labels, patient ids, decoding with a disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from zoidberg.imaging import ImageDecodeError, load_image
+
+SPLITS = ("train", "val", "test")
+CLASS_FOLDERS = ("NORMAL", "PNEUMONIA")
+CLASS_NAMES = {
+    "binary": ("normal", "pneumonia"),
+    "three-class": ("normal", "bacterial", "viral"),
+}
+CACHE_DIR_ENV = "ZOIDBERG_CACHE_DIR"
+CACHE_FORMAT_VERSION = 2
+EXPECTED_LAYOUTS = (
+    "Expected one of these layouts (class folder names are case-insensitive):\n"
+    "  Kaggle:  <root>/train/NORMAL/*.jpeg, <root>/train/PNEUMONIA/*.jpeg "
+    "(and optionally val/ and test/ with the same class folders)\n"
+    "  Flat:    <root>/NORMAL/*.jpeg, <root>/PNEUMONIA/*.jpeg"
+)
+
+_PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)
+_NORMAL2 = re.compile(r"^(NORMAL2-IM-\d+)-\d+", re.IGNORECASE)
+_IM = re.compile(r"^(IM-\d+)-\d+", re.IGNORECASE)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class DatasetError(ValueError):
+    """Raised when a folder cannot be read as a dataset; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of a dataset, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One image file found in a dataset folder, before decoding."""
+
+    path: str  # Relative to the dataset root, with '/' separators.
+    split: str  # train, val, test, or all for the flat layout.
+    class_folder: str  # NORMAL or PNEUMONIA.
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Dataset:
+    """Decoded images and their labels, patients and splits.
+
+    Images stay uint8 in memory (N, S, S); the training pipeline scales each batch.
+    """
+
+    root: Path
+    label_mode: str
+    image_size: int
+    images: np.ndarray
+    labels: np.ndarray
+    patients: np.ndarray
+    paths: list[str]
+    splits: np.ndarray
+    class_names: tuple[str, ...]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    fingerprint: str = ""
+    synthetic: bool = False
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the label mode."""
+        return len(self.class_names)
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether a held-out test split exists."""
+        return bool(np.any(self.splits == "test"))
+
+    def training_indices(self) -> np.ndarray:
+        """Indices of the pooled train+val images (all images in a flat layout)."""
+        return np.flatnonzero(self.splits != "test")
+
+    def test_indices(self) -> np.ndarray:
+        """Indices of the held-out test images (empty without a test split)."""
+        return np.flatnonzero(self.splits == "test")
+
+    def class_counts(self, indices: np.ndarray | None = None) -> dict[str, int]:
+        """Counts images per class name."""
+        labels = self.labels if indices is None else self.labels[indices]
+        counts = np.bincount(labels, minlength=self.num_classes)
+        return {name: int(count) for name, count in zip(self.class_names, counts)}
+
+
+def parse_patient_id(filename: str) -> str:
+    """Returns the patient id encoded in a Kermany file name.
+
+    `personN_...` is patient `personN` (whatever the pathogen), `IM-XXXX-YYYY` is
+    `IM-XXXX`, `NORMAL2-IM-XXXX-YYYY` is `NORMAL2-IM-XXXX`; any other name is its own
+    patient (its stem).
+
+    Args:
+        filename: A file name or path.
+
+    Returns:
+        The patient id.
+    """
+    stem = Path(filename).stem
+    for pattern in (_PERSON, _NORMAL2, _IM):
+        match = pattern.match(stem)
+        if match:
+            return match.group(1).lower() if pattern is _PERSON else match.group(1).upper()
+    return stem
+
+
+def parse_label(class_folder: str, filename: str, label_mode: str) -> str | None:
+    """Returns the class name of a file, or None when the mode cannot label it.
+
+    Args:
+        class_folder: NORMAL or PNEUMONIA.
+        filename: The file name (three-class mode reads bacteria/virus from it).
+        label_mode: "binary" or "three-class".
+    """
+    if class_folder == "NORMAL":
+        return "normal"
+    if label_mode == "binary":
+        return "pneumonia"
+    name = Path(filename).name.lower()
+    if "bacteria" in name:
+        return "bacterial"
+    if "virus" in name:
+        return "viral"
+    return None
+
+
+def _class_folders(parent: Path) -> dict[str, Path]:
+    """Maps NORMAL/PNEUMONIA to the case-insensitive matching subfolders of `parent`."""
+    found = {}
+    for child in parent.iterdir():
+        if child.is_dir() and child.name.upper() in CLASS_FOLDERS:
+            found[child.name.upper()] = child
+    return found
+
+
+def find_class_folders(root: str | os.PathLike) -> list[tuple[str, str, Path]]:
+    """Finds the (split, class folder, path) triples of a dataset in either layout.
+
+    Raises:
+        DatasetError: when the folder is missing or in neither layout.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"Data folder {root} does not exist or is not a folder.\n{EXPECTED_LAYOUTS}")
+    split_dirs = {child.name.lower(): child for child in root.iterdir() if child.is_dir() and child.name.lower() in SPLITS}
+    triples: list[tuple[str, str, Path]] = []
+    if split_dirs:
+        for split in SPLITS:
+            if split in split_dirs:
+                triples += [(split, name, path) for name, path in sorted(_class_folders(split_dirs[split]).items())]
+    else:
+        triples = [("all", name, path) for name, path in sorted(_class_folders(root).items())]
+    if not triples:
+        names = ", ".join(sorted(child.name for child in root.iterdir())[:10]) or "nothing"
+        raise DatasetError(f"{root} holds no NORMAL/PNEUMONIA class folders (found: {names}).\n{EXPECTED_LAYOUTS}")
+    return triples
+
+
+def scan_dataset(root: str | os.PathLike) -> list[FileRecord]:
+    """Lists every file of a dataset folder without decoding anything.
+
+    Hidden files (such as .DS_Store) are ignored; every other file is a candidate image.
+    """
+    root = Path(root).expanduser()
+    records = []
+    for split, class_folder, folder in find_class_folders(root):
+        for entry in sorted(os.scandir(folder), key=lambda item: item.name):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            stat = entry.stat()
+            relative = Path(entry.path).relative_to(root).as_posix()
+            records.append(FileRecord(relative, split, class_folder, stat.st_size, stat.st_mtime_ns))
+    return records
+
+
+def fingerprint_records(records: Sequence[FileRecord]) -> str:
+    """Hashes the file list (paths, sizes, mtimes) into a short hex fingerprint."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(f"{record.path}\0{record.size}\0{record.mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    """Returns $ZOIDBERG_CACHE_DIR or ~/.cache/zoidberg."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "zoidberg").expanduser()
+
+
+def _check_label_mode(records: Sequence[FileRecord], label_mode: str, root: Path) -> None:
+    """Refuses a label mode the data cannot support, before any decoding."""
+    if label_mode not in CLASS_NAMES:
+        raise DatasetError(f"label_mode must be one of {', '.join(CLASS_NAMES)}, not {label_mode!r}.")
+    folders = {record.class_folder for record in records if record.split != "test"}
+    if not records:
+        raise DatasetError(f"{root} has class folders but no image files in them.\n{EXPECTED_LAYOUTS}")
+    if len(folders) < 2:
+        only = next(iter(folders)) if folders else "none"
+        raise DatasetError(
+            f"{root} has images of one class only ({only}); training needs both NORMAL and PNEUMONIA images."
+        )
+    if label_mode == "three-class":
+        pneumonia = [Path(record.path).name.lower() for record in records if record.class_folder == "PNEUMONIA"]
+        missing = [word for word in ("bacteria", "virus") if not any(word in name for name in pneumonia)]
+        if missing:
+            raise DatasetError(
+                "Three-class mode needs PNEUMONIA file names that say the pathogen "
+                "(personN_bacteria_M.jpeg and personN_virus_M.jpeg); no file name here contains "
+                f"{' or '.join(repr(word) for word in missing)}. Use the binary label mode."
+            )
+
+
+def load_dataset(
+    root: str | os.PathLike,
+    *,
+    label_mode: str = "binary",
+    image_size: int = 128,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: ProgressCallback | None = None,
+    max_workers: int | None = None,
+) -> Dataset:
+    """Loads a dataset folder as uint8 arrays, from the disk cache when it is current.
+
+    Files that cannot be decoded are skipped and listed in `Dataset.skipped` with a
+    reason; they never abort the load.
+
+    Args:
+        root: Dataset folder (Kaggle or flat layout).
+        label_mode: "binary" or "three-class".
+        image_size: Side of the square grayscale images.
+        cache_dir: Where decoded arrays are cached; defaults to default_cache_dir().
+        use_cache: Read and write the cache.
+        progress: Called as progress(done, total) while decoding.
+        max_workers: Decoding threads (Pillow releases the GIL while decoding).
+
+    Returns:
+        The Dataset.
+
+    Raises:
+        DatasetError: for a missing folder, an unknown layout, no images, one class only,
+            or three-class mode on names without bacteria/virus.
+    """
+    root = Path(root).expanduser().resolve()
+    records = scan_dataset(root)
+    _check_label_mode(records, label_mode, root)
+    fingerprint = fingerprint_records(records)
+    cache_path = Path(cache_dir or default_cache_dir()) / f"images-{fingerprint}-{image_size}px-v{CACHE_FORMAT_VERSION}"
+    decoded = _read_cache(cache_path, records) if use_cache else None
+    from_cache = decoded is not None
+    if decoded is None:
+        decoded = _decode_records(root, records, image_size, progress, max_workers)
+        if use_cache:
+            _write_cache(cache_path, records, *decoded)
+    images, ok_mask, reasons = decoded
+    return _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
+
+
+def _decode_records(
+    root: Path,
+    records: Sequence[FileRecord],
+    image_size: int,
+    progress: ProgressCallback | None,
+    max_workers: int | None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decodes every record; returns images, a success mask and failure reasons."""
+    images = np.zeros((len(records), image_size, image_size), dtype=np.uint8)
+    ok_mask = np.zeros(len(records), dtype=bool)
+    reasons = [""] * len(records)
+
+    def decode(index: int) -> None:
+        try:
+            images[index] = load_image(root / records[index].path, image_size)
+            ok_mask[index] = True
+        except ImageDecodeError as error:
+            reasons[index] = str(error)
+        except (OSError, ValueError, MemoryError) as error:
+            reasons[index] = f"unreadable: {error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+    workers = max_workers or min(8, (os.cpu_count() or 2) + 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(decode, range(len(records))), start=1):
+            if progress and (done % 64 == 0 or done == len(records)):
+                progress(done, len(records))
+    return images, ok_mask, reasons
+
+
+def _cache_meta(records: Sequence[FileRecord], ok_mask: np.ndarray, reasons: list[str], images: np.ndarray) -> dict:
+    return {
+        "version": CACHE_FORMAT_VERSION,
+        "paths": [record.path for record in records],
+        "ok": ok_mask.astype(int).tolist(),
+        "reasons": reasons,
+        "shape": list(images.shape),
+        "crc32": zlib.crc32(memoryview(np.ascontiguousarray(images)).cast("B")),
+    }
+
+
+def _write_cache(path: Path, records, images, ok_mask, reasons) -> None:
+    """Writes the cache atomically; a failure to write only costs speed next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = _cache_meta(records, ok_mask, reasons, images)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(descriptor, "wb") as handle:
+            header = json.dumps(meta).encode()
+            handle.write(len(header).to_bytes(8, "little"))
+            handle.write(header)
+            handle.write(memoryview(np.ascontiguousarray(images)).cast("B"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        # Two processes writing the same cache each rename a complete file over the other.
+        os.replace(temporary, path)
+    except OSError:
+        try:
+            Path(temporary).unlink(missing_ok=True)  # type: ignore[possibly-undefined]
+        except (NameError, OSError):
+            pass
+
+
+def _read_cache(path: Path, records: Sequence[FileRecord]):
+    """Reads and validates a cache file; returns None when absent, stale or corrupt."""
+    try:
+        with open(path, "rb") as handle:
+            header_length = int.from_bytes(handle.read(8), "little")
+            if not 0 < header_length < 64 * 1024 * 1024:
+                return None
+            meta = json.loads(handle.read(header_length))
+            shape = tuple(meta["shape"])
+            payload = handle.read()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    expected = int(np.prod(shape)) if shape else -1
+    if (
+        meta.get("version") != CACHE_FORMAT_VERSION
+        or meta.get("paths") != [record.path for record in records]
+        or len(payload) != expected
+        or zlib.crc32(payload) != meta.get("crc32")
+    ):
+        return None
+    images = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+    return images, np.asarray(meta["ok"], dtype=bool), list(meta["reasons"])
+
+
+def _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache) -> Dataset:
+    """Builds the Dataset from decoded arrays, skipping failures and unlabelable files."""
+    from zoidberg.demo import is_synthetic_dataset
+
+    class_names = CLASS_NAMES[label_mode]
+    keep, labels, skipped = [], [], []
+    for index, record in enumerate(records):
+        if not ok_mask[index]:
+            skipped.append(SkippedFile(record.path, reasons[index]))
+            continue
+        label = parse_label(record.class_folder, record.path, label_mode)
+        if label is None:
+            skipped.append(SkippedFile(record.path, "three-class mode: the file name says neither bacteria nor virus"))
+            continue
+        keep.append(index)
+        labels.append(class_names.index(label))
+    keep_array = np.asarray(keep, dtype=np.int64)
+    kept = [records[index] for index in keep]
+    dataset = Dataset(
+        root=root,
+        label_mode=label_mode,
+        image_size=image_size,
+        images=images[keep_array] if len(keep) != len(records) else images,
+        labels=np.asarray(labels, dtype=np.int64),
+        patients=np.asarray([parse_patient_id(record.path) for record in kept], dtype=object),
+        paths=[record.path for record in kept],
+        splits=np.asarray([record.split for record in kept], dtype=object),
+        class_names=class_names,
+        skipped=skipped,
+        fingerprint=fingerprint,
+        synthetic=is_synthetic_dataset(root),
+        from_cache=from_cache,
+    )
+    _check_decoded(dataset)
+    return dataset
+
+
+def _check_decoded(dataset: Dataset) -> None:
+    """Refuses a dataset that has no usable images of some class after decoding."""
+    counts = dataset.class_counts(dataset.training_indices())
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty:
+        raise DatasetError(
+            f"No readable training images of class {', '.join(empty)} in {dataset.root} "
+            f"({len(dataset.skipped)} files were skipped as unreadable)."
+        )
+
+
+def time_load(root, **kwargs) -> tuple[Dataset, float]:
+    """Loads a dataset and returns it with the wall time in seconds (for benchmarks)."""
+    start = time.perf_counter()
+    dataset = load_dataset(root, **kwargs)
+    return dataset, time.perf_counter() - start

@@ -1,0 +1,369 @@
+"""The run store: one folder per run, the only channel between workers, CLI and dashboard."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+RUNS_DIR_ENV = "ZOIDBERG_RUNS_DIR"
+RUN_KINDS = ("cv", "tune")
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
+
+# A worker writes a heartbeat every few seconds; one silent for this long, or whose
+# process is gone, is dead and its run is shown as interrupted.
+HEARTBEAT_TIMEOUT_S = 60.0
+
+_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")
+
+
+class RunNotFoundError(LookupError):
+    """Raised when a run id names no run in the store."""
+
+
+def default_runs_dir() -> Path:
+    """Returns the runs directory: $ZOIDBERG_RUNS_DIR or ./runs."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser()
+
+
+def validate_run_id(run_id: str) -> str:
+    """Returns `run_id` if it is a plain id, else raises ValueError.
+
+    Plain ids keep every path the store builds inside the runs directory: no
+    separators, no `..`, no absolute paths.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID_PATTERN.match(run_id):
+        raise ValueError(
+            f"{run_id!r} is not a run id: use the id shown by `python -m zoidberg runs` "
+            "(letters, digits, '-' and '_' only)."
+        )
+    return run_id
+
+
+def now_iso() -> str:
+    """Returns the current UTC time as an ISO-8601 string."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Writes JSON so that readers see the old or the new file, never half of one.
+
+    Args:
+        path: Destination file.
+        payload: JSON-serializable object.
+    """
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, allow_nan=True, default=_json_default)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """Reads a JSON file, returning `default` when it is absent or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return default
+
+
+def _json_default(value: Any) -> Any:
+    """Converts numpy scalars and arrays for json.dump."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def pid_is_alive(pid: int | None) -> bool:
+    """Tells whether a process with `pid` exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
+            return handle.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Run:
+    """One run's folder: config, status, events, per-fold outputs.
+
+    Args:
+        path: The run's folder inside the store.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    # Files.
+    @property
+    def config(self) -> dict:
+        """The run's config.json."""
+        return self.read_json("config.json", default={}) or {}
+
+    @property
+    def kind(self) -> str:
+        """'cv' or 'tune'."""
+        return self.read_json("meta.json", default={}).get("kind", "cv")
+
+    @property
+    def meta(self) -> dict:
+        """Kind, name and creation time."""
+        return self.read_json("meta.json", default={}) or {}
+
+    @property
+    def name(self) -> str:
+        """The user's run name, or the id."""
+        return self.meta.get("name") or self.id
+
+    def write_json(self, name: str, payload: Any) -> None:
+        """Atomically writes `name` inside the run folder."""
+        write_json_atomic(self.path / name, payload)
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        """Reads `name` inside the run folder."""
+        return read_json(self.path / name, default)
+
+    def fold_dir(self, fold: int) -> Path:
+        """Returns (and creates) the folder of fold `fold` (1-based)."""
+        path = self.path / f"fold_{int(fold)}"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def model_path(self, fold: int) -> Path:
+        """Returns the .keras file of fold `fold`."""
+        return self.path / f"fold_{int(fold)}" / "model.keras"
+
+    def fold_metrics(self) -> list[dict]:
+        """Returns the metrics of finished folds, in fold order."""
+        results = []
+        for path in sorted(self.path.glob("fold_*/metrics.json"), key=lambda p: int(p.parent.name[5:])):
+            payload = read_json(path)
+            if payload:
+                results.append(payload)
+        return results
+
+    # Status.
+    def status(self) -> dict:
+        """Returns status.json with `state` corrected for dead workers.
+
+        A run recorded as running whose worker process is gone, or whose heartbeat is
+        older than HEARTBEAT_TIMEOUT_S, is reported as `interrupted`.
+        """
+        status = self.read_json("status.json", default={}) or {"state": "queued"}
+        if status.get("state") in ACTIVE_STATES and self._worker_is_dead(status):
+            status = {
+                **status,
+                "state": "interrupted",
+                "error": status.get("error")
+                or "The worker process stopped without finishing (killed, crashed or the machine restarted). "
+                "Resume the run to continue from its first unfinished fold.",
+            }
+        return status
+
+    @property
+    def state(self) -> str:
+        """The run's state after the liveness check."""
+        return self.status().get("state", "queued")
+
+    def _worker_is_dead(self, status: dict) -> bool:
+        pid = status.get("pid")
+        if status.get("state") == "queued":
+            # A queued run has no worker yet; it is dead only if its launcher gave up.
+            created = status.get("updated_unix", time.time())
+            return time.time() - created > HEARTBEAT_TIMEOUT_S and not pid_is_alive(pid)
+        if pid and status.get("host") == os.uname().nodename and not pid_is_alive(pid):
+            return True
+        heartbeat = self.read_json("heartbeat.json", default={}) or {}
+        last = heartbeat.get("unix", status.get("updated_unix", time.time()))
+        return time.time() - last > HEARTBEAT_TIMEOUT_S
+
+    def set_status(self, state: str, **fields: Any) -> dict:
+        """Records a new state, keeping earlier fields unless overridden."""
+        status = self.read_json("status.json", default={}) or {}
+        status.update(fields)
+        status["state"] = state
+        status["updated"] = now_iso()
+        status["updated_unix"] = time.time()
+        if state in FINAL_STATES:
+            status.setdefault("ended", now_iso())
+        self.write_json("status.json", status)
+        return status
+
+    def heartbeat(self) -> None:
+        """Tells readers that the worker is alive."""
+        self.write_json("heartbeat.json", {"unix": time.time(), "pid": os.getpid()})
+
+    # Stop requests.
+    def request_stop(self) -> None:
+        """Asks the worker to stop after the current batch."""
+        (self.path / "STOP").write_text(now_iso(), encoding="utf-8")
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether someone asked this run to stop."""
+        return (self.path / "STOP").exists()
+
+    def clear_stop(self) -> None:
+        """Removes a stop request (used when a run is resumed)."""
+        (self.path / "STOP").unlink(missing_ok=True)
+
+    # Events.
+    def append_event(self, event_type: str, **data: Any) -> dict:
+        """Appends one event as a single JSON line.
+
+        One `write` of a line shorter than the pipe buffer on a file opened for
+        appending is atomic on POSIX, so concurrent readers see whole lines only;
+        `read_events` skips a trailing partial line anyway.
+        """
+        event = {"type": event_type, "time": time.time(), **data}
+        line = json.dumps(event, default=_json_default, allow_nan=True) + "\n"
+        with open(self.path / "events.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line)
+        return event
+
+    def read_events(self, offset: int = 0) -> tuple[list[dict], int]:
+        """Reads events written since byte `offset`.
+
+        Args:
+            offset: Byte offset returned by the previous call (0 for all).
+
+        Returns:
+            The new events and the offset to pass next time.
+        """
+        try:
+            with open(self.path / "events.jsonl", "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return [], offset
+        events = []
+        consumed = 0
+        for raw in chunk.splitlines(keepends=True):
+            if not raw.endswith(b"\n"):
+                break  # A line still being written: read it next time.
+            consumed += len(raw)
+            try:
+                events.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        return events, offset + consumed
+
+    def events(self, event_type: str | None = None) -> list[dict]:
+        """Returns all events, optionally of one type."""
+        events, _ = self.read_events(0)
+        return [event for event in events if event_type is None or event["type"] == event_type]
+
+    def summary(self) -> dict | None:
+        """Returns summary.json once the run has one."""
+        return self.read_json("summary.json")
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+
+class RunStore:
+    """A folder of runs.
+
+    Args:
+        root: The runs directory; defaults to $ZOIDBERG_RUNS_DIR or ./runs.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser() if root else default_runs_dir()
+
+    def ensure_writable(self) -> None:
+        """Creates the runs directory and checks that runs can be written there.
+
+        Raises:
+            ValueError: with what to change when the folder is not writable.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-test-", delete=True)
+            probe.close()
+        except OSError as error:
+            raise ValueError(
+                f"The runs directory {self.root} is not writable ({error.strerror or error}). "
+                f"Choose another folder with --runs-dir or ${RUNS_DIR_ENV}."
+            ) from None
+
+    def create_run(self, kind: str, config: dict, name: str = "") -> Run:
+        """Creates a new run folder with its config and a queued status.
+
+        Args:
+            kind: "cv" or "tune".
+            config: JSON-ready config (saved as config.json).
+            name: A human-readable name.
+
+        Returns:
+            The new Run.
+        """
+        if kind not in RUN_KINDS:
+            raise ValueError(f"kind must be one of {RUN_KINDS}, not {kind!r}")
+        self.ensure_writable()
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_id = f"{stamp}-{kind}-{secrets.token_hex(3)}"
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.root))
+        run = Run(staging)
+        run.write_json("config.json", config)
+        run.write_json("meta.json", {"id": run_id, "kind": kind, "name": name or "", "created": now_iso()})
+        run.set_status("queued")
+        # The folder appears complete or not at all, so listings never see half a run.
+        os.replace(staging, self.root / run_id)
+        return Run(self.root / run_id)
+
+    def get(self, run_id: str) -> Run:
+        """Returns the run `run_id`.
+
+        Raises:
+            ValueError: if the id is not a plain id.
+            RunNotFoundError: if no such run exists.
+        """
+        validate_run_id(run_id)
+        path = self.root / run_id
+        if not (path / "meta.json").exists():
+            raise RunNotFoundError(f"No run {run_id!r} in {self.root}. `python -m zoidberg runs` lists them.")
+        return Run(path)
+
+    def list_runs(self, kind: str | None = None) -> list[Run]:
+        """Returns runs, newest first, optionally of one kind."""
+        if not self.root.is_dir():
+            return []
+        runs = [Run(path) for path in self.root.iterdir() if (path / "meta.json").exists() and not path.name.startswith(".")]
+        runs = [run for run in runs if kind is None or run.kind == kind]
+        return sorted(runs, key=lambda run: run.id, reverse=True)
+
+    def delete(self, run_id: str) -> None:
+        """Deletes a finished run's folder."""
+        run = self.get(run_id)
+        if run.state in ACTIVE_STATES:
+            raise ValueError("Stop the run before deleting it.")
+        shutil.rmtree(run.path)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.list_runs())

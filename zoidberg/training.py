@@ -1,0 +1,217 @@
+"""Training one model: a tf.data pipeline over uint8 arrays, augmentation, class weights."""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoidberg.config import ModelConfig, TrainConfig
+from zoidberg.models import build_model, compile_model, unfreeze_top_layers
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def make_augmentation() -> keras.Sequential:
+    """Returns light X-ray augmentation: small rotation, zoom, shift and contrast, no flips.
+
+    Flips are left out on purpose: the heart sits on the left, and a mirrored chest
+    film is not a plausible radiograph.
+    """
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(0.03, fill_mode="constant"),
+            keras.layers.RandomZoom(0.08, fill_mode="constant"),
+            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
+            keras.layers.RandomContrast(0.15),
+        ],
+        name="xray_augmentation",
+    )
+
+
+def make_batches(
+    images: np.ndarray | tf.Tensor,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    augment: bool = False,
+    random_state: int = 0,
+) -> tf.data.Dataset:
+    """Builds a batched dataset that gathers uint8 images by index and scales per batch.
+
+    The full uint8 array is held once (as a tensor) and only indices are shuffled, so
+    memory stays at one byte per pixel however many folds are trained.
+
+    Args:
+        images: uint8 (N, S, S) array or tensor of all images.
+        labels: int labels (N,).
+        indices: Which samples to use.
+        batch_size: Batch size.
+        shuffle: Reshuffle every epoch.
+        augment: Apply make_augmentation() to training batches.
+        random_state: Shuffle and augmentation seed.
+
+    Returns:
+        A tf.data.Dataset of (float32 (B, S, S, 1) in [0, 1], labels).
+    """
+    image_tensor = images if isinstance(images, tf.Tensor) else tf.constant(images)
+    label_tensor = tf.constant(np.asarray(labels, dtype=np.int32))
+    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int32))
+    if shuffle:
+        dataset = dataset.shuffle(len(indices), seed=random_state, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+
+    def gather(batch_indices):
+        batch = tf.cast(tf.gather(image_tensor, batch_indices), tf.float32) * (1.0 / 255.0)
+        return batch[..., tf.newaxis], tf.gather(label_tensor, batch_indices)
+
+    dataset = dataset.map(gather, num_parallel_calls=AUTOTUNE)
+    if augment:
+        augmentation = make_augmentation()
+        dataset = dataset.map(
+            lambda batch, batch_labels: (tf.clip_by_value(augmentation(batch, training=True), 0.0, 1.0), batch_labels),
+            num_parallel_calls=AUTOTUNE,
+        )
+    return dataset.prefetch(AUTOTUNE)
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Returns n / (k * count_c) per class, as sklearn's 'balanced' weighting."""
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    counts[counts == 0] = 1.0
+    return {index: float(len(labels) / (num_classes * count)) for index, count in enumerate(counts)}
+
+
+def make_early_stopping(patience: int) -> keras.callbacks.Callback | None:
+    """Returns early stopping on validation loss, or None when patience is 0."""
+    if patience <= 0:
+        return None
+    return keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+
+
+def train_model(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    images: np.ndarray | tf.Tensor,
+    labels: np.ndarray,
+    train_indices: np.ndarray,
+    validation_indices: np.ndarray,
+    *,
+    num_classes: int,
+    image_size: int,
+    callbacks: list[keras.callbacks.Callback] | tuple = (),
+    random_state: int = 0,
+    verbose: int = 0,
+) -> tuple[keras.Model, dict]:
+    """Builds, compiles and trains a fresh model on `train_indices`.
+
+    In fine-tune mode the head first trains with the backbone frozen for half the
+    epochs; then the top `fine_tune_layers` backbone layers are unfrozen and training
+    goes on at a tenth of the learning rate.
+
+    Args:
+        model_config: Architecture and hyperparameters.
+        train_config: Optimizer, epochs, batch size and the rest.
+        images: uint8 (N, S, S) images.
+        labels: int labels (N,).
+        train_indices: Samples to train on.
+        validation_indices: Samples for per-epoch validation metrics and early stopping.
+        num_classes: 2 for binary, 3 for three-class.
+        image_size: Side of the images.
+        callbacks: Extra Keras callbacks (e.g. the run-store callback).
+        random_state: Seed for weights, shuffling and augmentation.
+        verbose: Keras fit verbosity.
+
+    Returns:
+        The trained model and a history dict {metric: [per-epoch values]}.
+    """
+    keras.utils.set_random_seed(random_state)
+    image_tensor = images if isinstance(images, tf.Tensor) else tf.constant(images)
+    model = build_model(model_config, image_size, num_classes)
+    compile_model(model, train_config, num_classes)
+    train_data = make_batches(
+        image_tensor,
+        labels,
+        train_indices,
+        train_config.batch_size,
+        shuffle=True,
+        augment=train_config.augmentation,
+        random_state=random_state,
+    )
+    validation_data = make_batches(image_tensor, labels, validation_indices, train_config.batch_size)
+    class_weight = (
+        balanced_class_weights(labels[train_indices], num_classes) if train_config.class_weighting == "balanced" else None
+    )
+    all_callbacks = [*callbacks]
+    early_stopping = make_early_stopping(train_config.early_stopping_patience)
+    if early_stopping is not None:
+        all_callbacks.append(early_stopping)
+
+    fit_kwargs = dict(validation_data=validation_data, class_weight=class_weight, callbacks=all_callbacks, verbose=verbose)
+    if model_config.transfer_mode == "fine-tune" and train_config.epochs >= 2:
+        warmup_epochs = max(1, train_config.epochs // 2)
+        history = model.fit(train_data, epochs=warmup_epochs, **fit_kwargs).history
+        if not model.stop_training:
+            unfreeze_top_layers(model, model_config.fine_tune_layers)
+            compile_model(model, train_config, num_classes, learning_rate=train_config.learning_rate / 10)
+            more = model.fit(train_data, epochs=train_config.epochs, initial_epoch=warmup_epochs, **fit_kwargs).history
+            history = {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
+    else:
+        history = model.fit(train_data, epochs=train_config.epochs, **fit_kwargs).history
+    return model, {key: [float(value) for value in values] for key, values in history.items()}
+
+
+def make_probability_function(model: keras.Model):
+    """Returns a tf.function that runs the model in inference mode (much cheaper than predict)."""
+
+    @tf.function(reduce_retracing=True)
+    def infer(batch):
+        return model(batch, training=False)
+
+    return infer
+
+
+def predict_probabilities(
+    model: keras.Model, images: np.ndarray | tf.Tensor, indices: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """Predicts class probabilities for `indices`.
+
+    Returns:
+        float32 (len(indices), num_classes): for a binary sigmoid model the columns are
+        (1 - p, p) so callers treat both label modes alike.
+    """
+    infer = make_probability_function(model)
+    labels = np.zeros(len(images) if not isinstance(images, tf.Tensor) else images.shape[0], dtype=np.int32)
+    outputs = [infer(batch).numpy() for batch, _ in make_batches(images, labels, indices, batch_size)]
+    probabilities = np.concatenate(outputs) if outputs else np.zeros((0, 1), dtype=np.float32)
+    return as_class_probabilities(probabilities)
+
+
+def as_class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Turns a sigmoid (N, 1) output into (N, 2) columns; leaves softmax outputs alone."""
+    outputs = np.asarray(outputs, dtype=np.float32)
+    if outputs.ndim == 1:
+        outputs = outputs[:, None]
+    if outputs.shape[1] == 1:
+        return np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs
+
+
+class Stopwatch:
+    """Measures wall time of a block."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        return False

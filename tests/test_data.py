@@ -1,0 +1,153 @@
+"""Dataset discovery, label and patient parsing, skipping bad files, and the decode cache."""
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoidberg.data import DatasetError, load_dataset, parse_label, parse_patient_id, scan_dataset
+
+
+def write_image(path: Path, value: int = 128, size: int = 40) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    pixels = np.clip(rng.normal(value, 20, (size, size)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def make_flat(root: Path, normal_folder="NORMAL", pneumonia_folder="PNEUMONIA") -> Path:
+    for index in range(4):
+        write_image(root / normal_folder / f"IM-{index:04d}-0001.jpeg", 60)
+        write_image(root / pneumonia_folder / f"person{index}_bacteria_{index}.jpeg", 180)
+        write_image(root / pneumonia_folder / f"person{index + 10}_virus_{index}.jpeg", 200)
+    return root
+
+
+@pytest.mark.parametrize(
+    "filename, patient",
+    [
+        ("person1000_bacteria_2931.jpeg", "person1000"),
+        ("person1000_virus_1681.jpeg", "person1000"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+        ("some scan.png", "some scan"),
+        ("train/PNEUMONIA/person7_virus_12.jpeg", "person7"),
+    ],
+)
+def test_parse_patient_id(filename, patient):
+    assert parse_patient_id(filename) == patient
+
+
+def test_parse_label_modes():
+    assert parse_label("NORMAL", "IM-0001-0001.jpeg", "three-class") == "normal"
+    assert parse_label("PNEUMONIA", "person1_bacteria_1.jpeg", "binary") == "pneumonia"
+    assert parse_label("PNEUMONIA", "person1_bacteria_1.jpeg", "three-class") == "bacterial"
+    assert parse_label("PNEUMONIA", "person1_virus_1.jpeg", "three-class") == "viral"
+    assert parse_label("PNEUMONIA", "scan.jpeg", "three-class") is None
+
+
+def test_flat_layout_with_lowercase_class_folders(tmp_path):
+    root = make_flat(tmp_path / "flat", "normal", "Pneumonia")
+    dataset = load_dataset(root, image_size=32)
+    assert len(dataset) == 12
+    assert set(dataset.splits) == {"all"}
+    assert dataset.images.dtype == np.uint8 and dataset.images.shape == (12, 32, 32)
+    assert dataset.class_counts() == {"normal": 4, "pneumonia": 8}
+
+
+def test_kaggle_layout_splits_and_three_class(demo_dir):
+    dataset = load_dataset(demo_dir, label_mode="three-class", image_size=32)
+    assert set(dataset.splits) >= {"train", "test"}
+    assert dataset.class_names == ("normal", "bacterial", "viral")
+    assert set(np.unique(dataset.labels)) == {0, 1, 2}
+    # The test split is held out of the pooled training indices.
+    assert not set(dataset.training_indices()) & set(dataset.test_indices())
+    assert dataset.synthetic
+
+
+def test_unknown_layout_shows_expected_layouts(tmp_path):
+    (tmp_path / "cats").mkdir()
+    with pytest.raises(DatasetError, match="Kaggle"):
+        load_dataset(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset(tmp_path / "nope")
+
+
+def test_no_images_and_one_class(tmp_path):
+    (tmp_path / "empty" / "NORMAL").mkdir(parents=True)
+    (tmp_path / "empty" / "PNEUMONIA").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no image files"):
+        load_dataset(tmp_path / "empty")
+    write_image(tmp_path / "one" / "NORMAL" / "IM-0001-0001.jpeg")
+    with pytest.raises(DatasetError, match="one class only"):
+        load_dataset(tmp_path / "one")
+
+
+def test_three_class_needs_pathogen_names(tmp_path):
+    root = tmp_path / "plain"
+    for index in range(3):
+        write_image(root / "NORMAL" / f"IM-{index:04d}-0001.jpeg")
+        write_image(root / "PNEUMONIA" / f"scan{index}.jpeg")
+    with pytest.raises(DatasetError, match="binary label mode"):
+        load_dataset(root, label_mode="three-class")
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path):
+    root = make_flat(tmp_path / "bad")
+    (root / "NORMAL" / "empty.jpeg").write_bytes(b"")
+    (root / "NORMAL" / "notes.txt").write_text("radiology notes, not an image")
+    good = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(good, format="JPEG")
+    (root / "PNEUMONIA" / "person99_virus_1.jpeg").write_bytes(good.getvalue()[: len(good.getvalue()) // 3])
+    (root / "NORMAL" / ".DS_Store").write_bytes(b"\0\0")
+    dataset = load_dataset(root, image_size=32)
+    assert len(dataset) == 12
+    reasons = {item.path: item.reason for item in dataset.skipped}
+    assert set(reasons) == {"NORMAL/empty.jpeg", "NORMAL/notes.txt", "PNEUMONIA/person99_virus_1.jpeg"}
+    assert all(reason and "\n" not in reason for reason in reasons.values())
+    assert "empty" in reasons["NORMAL/empty.jpeg"].lower()
+
+
+def test_cache_hit_is_fast_and_identical(demo_dir, tmp_path):
+    first_start = time.perf_counter()
+    first = load_dataset(demo_dir, image_size=48, cache_dir=tmp_path)
+    first_seconds = time.perf_counter() - first_start
+    second_start = time.perf_counter()
+    second = load_dataset(demo_dir, image_size=48, cache_dir=tmp_path)
+    second_seconds = time.perf_counter() - second_start
+    assert not first.from_cache and second.from_cache
+    np.testing.assert_array_equal(first.images, second.images)
+    assert first.paths == second.paths
+    # Not a timing assertion on a noisy machine: only a sanity check of the order.
+    assert second_seconds < first_seconds * 2
+
+
+def test_cache_key_changes_with_size_and_files(demo_dir, tmp_path):
+    load_dataset(demo_dir, image_size=32, cache_dir=tmp_path)
+    assert not load_dataset(demo_dir, image_size=40, cache_dir=tmp_path).from_cache
+    assert load_dataset(demo_dir, image_size=32, cache_dir=tmp_path).from_cache
+
+
+def test_corrupted_cache_is_rebuilt(demo_dir, tmp_path):
+    reference = load_dataset(demo_dir, image_size=32, cache_dir=tmp_path)
+    cache_file = next(tmp_path.glob("images-*"))
+    data = bytearray(cache_file.read_bytes())
+    data[-100] ^= 0xFF
+    cache_file.write_bytes(bytes(data))
+    rebuilt = load_dataset(demo_dir, image_size=32, cache_dir=tmp_path)
+    assert not rebuilt.from_cache
+    np.testing.assert_array_equal(rebuilt.images, reference.images)
+    cache_file.write_bytes(b"garbage")
+    assert not load_dataset(demo_dir, image_size=32, cache_dir=tmp_path).from_cache
+
+
+def test_scan_ignores_hidden_files(tmp_path):
+    root = make_flat(tmp_path / "d")
+    (root / "NORMAL" / ".hidden.jpeg").write_bytes(b"x")
+    assert all(not Path(record.path).name.startswith(".") for record in scan_dataset(root))

@@ -1,0 +1,378 @@
+"""Command line: python -m zoidberg {demo-data,folds,cv,runs,predict,resume,stop,tune,worker}."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from zoidberg.config import (
+    CLASS_WEIGHTINGS,
+    LABEL_MODES,
+    OPTIMIZERS,
+    THRESHOLD_METHODS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _weights(text: str) -> str | None:
+    return None if text.lower() in ("none", "") else text
+
+
+def _model_option_help() -> dict[str, str]:
+    """Help texts of model hyperparameters, read from the architecture registry."""
+    from zoidberg.models import ARCHITECTURES
+
+    helps: dict[str, str] = {}
+    for spec in ARCHITECTURES.values():
+        for parameter in spec.hyperparameters:
+            users = helps.get(parameter.name, "")
+            helps[parameter.name] = users or f"{parameter.help} (used by: "
+    for name in helps:
+        archs = [spec.name for spec in ARCHITECTURES.values() if any(p.name == name for p in spec.hyperparameters)]
+        helps[name] += ", ".join(archs) + ")"
+    return helps
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, with_size: bool = True) -> None:
+    """Adds --data, --label-mode and --image-size."""
+    parser.add_argument("--data", required=True, help="Dataset folder: Kaggle layout <root>/{train,val,test}/{NORMAL,PNEUMONIA} or flat <root>/{NORMAL,PNEUMONIA}.")
+    parser.add_argument("--label-mode", choices=LABEL_MODES, default="binary", help="binary: normal vs pneumonia; three-class: normal / bacterial / viral from file names.")
+    if with_size:
+        parser.add_argument("--image-size", type=int, default=128, help="Square grayscale input size in pixels (default 128).")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Adds --arch and one option per ModelConfig hyperparameter."""
+    from zoidberg.models import ARCHITECTURES
+
+    parser.add_argument("--arch", choices=list(ARCHITECTURES), default="cnn", help="Architecture from the registry.")
+    helps = _model_option_help()
+    converters = {bool: _bool, int: int, float: float}
+    for field in dataclasses.fields(ModelConfig):
+        if field.name == "architecture":
+            continue
+        converter = _weights if field.name == "weights" else converters.get(type(field.default), str)
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=converter,
+            default=field.default,
+            help=helps.get(field.name, field.name.replace("_", " ")) + f" [default: {field.default}]",
+        )
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Adds the TrainConfig options."""
+    defaults = TrainConfig()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"Epochs per fold [default: {defaults.epochs}].")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"Batch size [default: {defaults.batch_size}].")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help=f"Learning rate [default: {defaults.learning_rate}].")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="Optimizer.")
+    parser.add_argument("--patience", type=int, default=defaults.early_stopping_patience, help="Early-stopping patience in epochs on validation loss; 0 turns it off.")
+    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=defaults.class_weighting, help="balanced: weight classes by inverse frequency.")
+    parser.add_argument("--augment", action="store_true", help="Light X-ray augmentation: small rotation, zoom, shift, contrast; no flips.")
+
+
+def add_runs_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", default=argparse.SUPPRESS, help="Run store folder [default: $ZOIDBERG_RUNS_DIR or ./runs].")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m zoidberg",
+        description="Zoidberg 2.0: pneumonia detection on chest X-rays with patient-grouped k-fold cross-validation.",
+    )
+    parser.add_argument("--runs-dir", default=None, help="Run store folder [default: $ZOIDBERG_RUNS_DIR or ./runs].")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo-data", help="Write the deterministic synthetic demo dataset.", description="Write the deterministic SYNTHETIC demo dataset (Kaggle layout, real naming scheme).")
+    demo.add_argument("out", help="Output folder.")
+    demo.add_argument("--seed", type=int, default=0, help="Random seed [default: 0].")
+
+    folds = commands.add_parser("folds", help="Write the patient-grouped fold assignment as CSV.", description="Assign pooled train+val images to stratified, patient-grouped folds and write path,patient,label,fold.")
+    add_data_options(folds, with_size=False)
+    folds.add_argument("--folds", type=int, default=5, help="Number of folds k [default: 5].")
+    folds.add_argument("--seed", type=int, default=42, help="Random seed [default: 42].")
+    folds.add_argument("--out", default="-", help="CSV file to write ('-' for standard output).")
+
+    cv = commands.add_parser("cv", help="Cross-validate a model configuration.", description="Run patient-grouped k-fold cross-validation; prints per-fold metrics and mean ± std.")
+    add_data_options(cv)
+    add_model_options(cv)
+    add_train_options(cv)
+    cv.add_argument("--folds", type=int, default=5, help="Number of folds k [default: 5].")
+    cv.add_argument("--seed", type=int, default=42, help="Random seed for folds and weights [default: 42].")
+    cv.add_argument("--threshold-method", choices=THRESHOLD_METHODS, default="youden", help="How the decision threshold is chosen on out-of-fold probabilities.")
+    cv.add_argument("--name", default="", help="A readable run name.")
+    cv.add_argument("--from-tuning", default=None, metavar="RUN_ID", help="Use the best hyperparameters of this tuning run (other options still apply to data and k).")
+    cv.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
+    cv.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    add_runs_dir(cv)
+
+    runs = commands.add_parser("runs", help="List runs with status and headline metrics.", description="List runs, newest first.")
+    runs.add_argument("--json", action="store_true", help="Print JSON.")
+    add_runs_dir(runs)
+
+    predict = commands.add_parser("predict", help="Predict images with a run's fold ensemble.", description="Predict pneumonia on images (PNG, JPEG, DICOM) with the fold ensemble of a finished run.")
+    predict.add_argument("--run", required=True, help="Run id.")
+    predict.add_argument("images", nargs="+", help="Image files.")
+    predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's].")
+    predict.add_argument("--json", action="store_true", help="Print JSON.")
+    add_runs_dir(predict)
+
+    for name, text in (("resume", "Resume an interrupted, stopped or failed run."), ("stop", "Ask a running run to stop.")):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("run_id", help="Run id.")
+        if name == "resume":
+            sub.add_argument("--background", action="store_true", help="Resume in a worker process and return at once.")
+        add_runs_dir(sub)
+
+    worker = commands.add_parser("worker", help="(internal) Run a prepared run in this process.", description="Internal: body of a background job.")
+    worker.add_argument("run_id", help="Run id.")
+    add_runs_dir(worker)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Builds the validated RunConfig of `cv` options."""
+    model_fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(ModelConfig) if field.name != "architecture"}
+    model = ModelConfig(architecture=args.arch, **model_fields)
+    source = None
+    train = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        early_stopping_patience=args.patience,
+        class_weighting=args.class_weighting,
+        augmentation=args.augment,
+    )
+    return RunConfig(
+        data=DataConfig(str(Path(args.data).expanduser().resolve()), args.label_mode, args.image_size),
+        model=model,
+        train=train,
+        n_splits=args.folds,
+        random_state=args.seed,
+        threshold_method=args.threshold_method,
+        run_name=args.name,
+        source_tuning_run=source,
+    )
+
+
+def _print_summary_table(summary: dict) -> None:
+    mean_std = summary["mean_std"]
+    names = [name for name in ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "precision", "f1", "macro_auc", "macro_f1", "balanced_accuracy") if name in mean_std]
+    print()
+    print(f"{'fold':>6} " + " ".join(f"{name:>12}" for name in names))
+    for index, fold in enumerate(summary["folds"], start=1):
+        print(f"{index:>6} " + " ".join(f"{_fmt(fold.get(name)):>12}" for name in names))
+    print(f"{'mean':>6} " + " ".join(f"{_fmt(mean_std[name]['mean']):>12}" for name in names))
+    print(f"{'± std':>6} " + " ".join(f"{_fmt(mean_std[name]['std']):>12}" for name in names))
+    if summary.get("threshold") is not None and len(summary.get("class_names", [])) == 2:
+        print(f"\nDecision threshold ({summary['threshold_method']} on out-of-fold probabilities): {summary['threshold']:.3f}")
+    if summary.get("test"):
+        test = summary["test"]
+        print(f"Held-out test split, fold ensemble: accuracy {_fmt(test.get('accuracy'))}, AUC {_fmt(test.get('roc_auc'))}")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def command_cv(args) -> int:
+    from zoidberg.cv import config_payload, package_versions, run_cross_validation
+    from zoidberg.jobs import start_run
+    from zoidberg.runstore import RunStore
+
+    config = config_from_args(args)
+    payload = config_payload(config, versions=package_versions())
+    if args.background:
+        run_id = start_run("cv", payload, name=config.run_name, runs_dir=args.runs_dir)
+        print(run_id)
+        return 0
+    run = RunStore(args.runs_dir).create_run("cv", payload, config.run_name)
+    quiet = args.json
+    print(f"Run {run.id}", file=sys.stderr if quiet else sys.stdout)
+    summary = run_cross_validation(run, report=lambda line: print(line, file=sys.stderr if quiet else sys.stdout, flush=True))
+    if "folds" not in summary:
+        return 1
+    if args.json:
+        print(json.dumps({"run_id": run.id, **summary}, indent=2))
+    else:
+        _print_summary_table(summary)
+        print(f"\nRun id: {run.id}")
+    return 0
+
+
+def command_folds(args) -> int:
+    from zoidberg.data import load_dataset
+    from zoidberg.folds import fold_table, make_folds, shared_patients
+
+    dataset = load_dataset(args.data, label_mode=args.label_mode, image_size=32)
+    indices = dataset.training_indices()
+    fold_of = make_folds(dataset.labels[indices], dataset.patients[indices], args.folds, args.seed)
+    rows = fold_table([dataset.paths[i] for i in indices], dataset.patients[indices], dataset.labels[indices], fold_of, dataset.class_names)
+    handle = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
+    writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
+    writer.writeheader()
+    writer.writerows(rows)
+    if handle is not sys.stdout:
+        handle.close()
+        shared = shared_patients(dataset.patients[indices], fold_of)
+        print(f"Wrote {len(rows)} rows, {args.folds} folds, {len(np.unique(dataset.patients[indices]))} patients; patients in two folds: {len(shared)}.")
+    return 0
+
+
+def command_runs(args) -> int:
+    from zoidberg.runstore import RunStore
+
+    rows = []
+    for run in RunStore(args.runs_dir).list_runs():
+        status = run.status()
+        summary = run.summary() or {}
+        mean_std = summary.get("mean_std", {})
+        config = run.config
+        rows.append(
+            {
+                "id": run.id,
+                "kind": run.kind,
+                "name": run.name,
+                "state": status.get("state"),
+                "architecture": config.get("model", {}).get("architecture") or config.get("architecture"),
+                "folds_done": len(run.fold_metrics()) if run.kind == "cv" else None,
+                "accuracy": (mean_std.get("accuracy") or {}).get("mean"),
+                "roc_auc": (mean_std.get("roc_auc") or {}).get("mean"),
+                "error": status.get("error"),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("No runs yet. Start one with: python -m zoidberg cv --data DIR")
+        return 0
+    print(f"{'id':<32} {'kind':<5} {'arch':<14} {'state':<12} {'folds':>5} {'accuracy':>9} {'AUC':>7}  name")
+    for row in rows:
+        print(
+            f"{row['id']:<32} {row['kind']:<5} {str(row['architecture']):<14} {str(row['state']):<12} "
+            f"{'' if row['folds_done'] is None else row['folds_done']:>5} {_fmt(row['accuracy']):>9} {_fmt(row['roc_auc']):>7}  {row['name']}"
+        )
+    return 0
+
+
+def command_predict(args) -> int:
+    from zoidberg.imaging import ImageDecodeError
+    from zoidberg.predict import load_ensemble
+
+    ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
+    threshold = ensemble.threshold if args.threshold is None else args.threshold
+    results = []
+    for path in args.images:
+        try:
+            prediction = ensemble.predict_file(path, threshold=threshold)
+            results.append({"image": path, **prediction})
+        except (ImageDecodeError, OSError) as error:
+            results.append({"image": path, "error": str(error) if isinstance(error, ImageDecodeError) else f"cannot read: {error.strerror or error}"})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0 if all("error" not in row for row in results) else 1
+    for row in results:
+        if "error" in row:
+            print(f"{row['image']}: ERROR {row['error']}")
+        else:
+            print(f"{row['image']}: {row['label']} (p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across folds, threshold {threshold:.3f})")
+    return 0 if all("error" not in row for row in results) else 1
+
+
+def command_resume(args) -> int:
+    from zoidberg.jobs import resume_run, run_worker
+
+    if args.background:
+        run = resume_run(args.run_id, runs_dir=args.runs_dir)
+        print(run.id)
+        return 0
+    from zoidberg.runstore import RunStore
+
+    run = RunStore(args.runs_dir).get(args.run_id)
+    state = run.state
+    if state not in ("interrupted", "stopped", "failed"):
+        raise CliError(f"Run {run.id} is {state}; only interrupted, stopped or failed runs can be resumed.")
+    run.clear_stop()
+    run.set_status("queued", error=None, resumed_from=state)
+    run.append_event("resumed", previous_state=state)
+    return run_worker(run.id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))
+
+
+def command_stop(args) -> int:
+    from zoidberg.jobs import stop_run
+
+    stop_run(args.run_id, runs_dir=args.runs_dir)
+    print(f"Stop requested for {args.run_id}; it ends after the current batch.")
+    return 0
+
+
+def command_demo_data(args) -> int:
+    from zoidberg.demo import make_demo_dataset
+
+    path = make_demo_dataset(args.out, random_state=args.seed)
+    print(f"Wrote the synthetic demo dataset to {path}")
+    return 0
+
+
+def command_worker(args) -> int:
+    from zoidberg.jobs import run_worker
+
+    return run_worker(args.run_id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))
+
+
+COMMANDS = {
+    "demo-data": command_demo_data,
+    "folds": command_folds,
+    "cv": command_cv,
+    "runs": command_runs,
+    "predict": command_predict,
+    "resume": command_resume,
+    "stop": command_stop,
+    "worker": command_worker,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the exit code. User errors print one line, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "runs_dir", None) is None:
+        args.runs_dir = None
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except (CliError, ValueError, FileNotFoundError, LookupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+

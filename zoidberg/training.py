@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -160,7 +161,8 @@ def train_model(
         history = model.fit(train_data, epochs=warmup_epochs, **fit_kwargs).history
         if not model.stop_training:
             unfreeze_top_layers(model, model_config.fine_tune_layers)
-            compile_model(model, train_config, num_classes, learning_rate=train_config.learning_rate / 10)
+            fine_tune_config = dataclasses.replace(train_config, learning_rate=train_config.learning_rate / 10)
+            compile_model(model, fine_tune_config, num_classes)
             more = model.fit(train_data, epochs=train_config.epochs, initial_epoch=warmup_epochs, **fit_kwargs).history
             history = {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
     else:

@@ -78,3 +78,113 @@ def roc_figure(
         margin=dict(l=10, r=10, t=40 if title else 10, b=10),
     )
     return figure
+
+
+def nearest_threshold_point(curve: Mapping[str, Sequence[float]], threshold: float) -> tuple[float, float, float] | None:
+    """Finds the ROC point whose threshold is closest to a chosen one.
+
+    Args:
+        curve: {"fpr": [...], "tpr": [...], "thresholds": [...]} from metrics.roc_curve_points.
+        threshold: The decision threshold of the run.
+
+    Returns:
+        (fpr, tpr, threshold) of that point, or None when the curve is empty.
+    """
+    thresholds = list(curve.get("thresholds") or [])
+    if not thresholds or threshold is None:
+        return None
+    index = min(range(len(thresholds)), key=lambda position: abs(thresholds[position] - threshold))
+    return float(curve["fpr"][index]), float(curve["tpr"][index]), float(threshold)
+
+
+def class_counts_figure(rows: Sequence[Mapping[str, object]], title: str = "") -> go.Figure:
+    """Grouped bar chart of images per split and class.
+
+    Args:
+        rows: Records with keys "split", "class" and "images".
+        title: Figure title.
+    """
+    figure = go.Figure()
+    class_names = list(dict.fromkeys(str(row["class"]) for row in rows))
+    for index, name in enumerate(class_names):
+        chosen = [row for row in rows if row["class"] == name]
+        figure.add_trace(
+            go.Bar(
+                x=[row["split"] for row in chosen], y=[row["images"] for row in chosen], name=name,
+                marker_color=color_for(index), text=[row["images"] for row in chosen], textposition="auto",
+            )
+        )
+    figure.update_layout(
+        title=title, barmode="group", height=300, yaxis_title="images", xaxis_title="split",
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(orientation="h", y=1.12),
+    )
+    return figure
+
+
+def images_per_patient_figure(counts_by_class: Mapping[str, Sequence[int]], title: str = "") -> go.Figure:
+    """Histogram of how many images each patient has, one colour per class.
+
+    Args:
+        counts_by_class: {class name: [images of each patient of that class]}.
+        title: Figure title.
+    """
+    figure = go.Figure()
+    for index, (name, counts) in enumerate(counts_by_class.items()):
+        figure.add_trace(go.Histogram(x=list(counts), name=name, marker_color=color_for(index), xbins=dict(size=1), opacity=0.85))
+    figure.update_layout(
+        title=title, barmode="stack", height=300, xaxis_title="images per patient", yaxis_title="patients",
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(orientation="h", y=1.12), bargap=0.1,
+    )
+    return figure
+
+
+def fold_balance_figure(overview: Sequence[Mapping[str, int]], class_names: Sequence[str], title: str = "") -> go.Figure:
+    """Stacked bars of images per class in each fold.
+
+    Args:
+        overview: Rows of zoidberg.folds.fold_overview (fold, images, patients, one key per class).
+        class_names: Class names in order.
+        title: Figure title.
+    """
+    figure = go.Figure()
+    folds = [f"fold {row['fold']}" for row in overview]
+    for index, name in enumerate(class_names):
+        figure.add_trace(go.Bar(x=folds, y=[row[name] for row in overview], name=name, marker_color=color_for(index)))
+    figure.update_layout(
+        title=title, barmode="stack", height=300, yaxis_title="images",
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(orientation="h", y=1.12),
+    )
+    return figure
+
+
+def training_curves_figure(epochs: Sequence[Mapping[str, object]], metric: str, title: str = "") -> go.Figure:
+    """Per-fold learning curves of one metric: training dashed, validation solid.
+
+    Args:
+        epochs: Records with "fold", "epoch" and the logged metrics (e.g. "loss", "val_loss").
+        metric: Base metric name ("loss", "accuracy" or "auc").
+        title: Figure title.
+    """
+    figure = go.Figure()
+    folds = sorted({int(row["fold"]) for row in epochs})
+    for fold in folds:
+        rows = sorted((row for row in epochs if int(row["fold"]) == fold), key=lambda row: int(row["epoch"]))
+        for prefix, dash, part in (("", "dash", "train"), ("val_", "solid", "validation")):
+            key = prefix + metric
+            points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
+            if not points:
+                continue
+            figure.add_trace(
+                go.Scatter(
+                    x=[epoch for epoch, _ in points], y=[value for _, value in points], mode="lines+markers",
+                    name=f"fold {fold} {part}", legendgroup=f"fold {fold}",
+                    line=dict(color=color_for(fold - 1), dash=dash, width=2), marker=dict(size=5),
+                    hovertemplate=f"fold {fold} {part}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>",
+                )
+            )
+    figure.update_layout(
+        title=title, height=320, xaxis_title="epoch", yaxis_title=metric,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(font=dict(size=11)),
+    )
+    figure.update_xaxes(rangemode="tozero", dtick=1 if len({row["epoch"] for row in epochs}) <= 20 else None)
+    return figure

@@ -1,0 +1,48 @@
+"""Zoidberg 2.0 dashboard entry point: page routing and the sidebar footer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="Zoidberg 2.0", page_icon="🩻", layout="wide")
+
+from zoidberg.runstore import default_runs_dir  # noqa: E402  (set_page_config comes first)
+
+APP_ROOT = Path(__file__).resolve().parent
+
+# (file, title, icon) in menu order; pages whose file is absent are left out of the menu.
+PAGES = (
+    ("pages/data.py", "Data", "🗂️"),
+    ("pages/train.py", "Train", "🏋️"),
+    ("pages/compare.py", "Compare", "📊"),
+    ("pages/predict.py", "Predict", "🩺"),
+    ("pages/tune.py", "Tune", "🎛️"),
+)
+
+
+def available_pages() -> list:
+    """Returns st.Page objects for the page files that exist, Data first (the default).
+
+    Returns:
+        The pages.
+    """
+    existing = [(path, title, icon) for path, title, icon in PAGES if (APP_ROOT / path).is_file()]
+    return [
+        st.Page(path, title=title, icon=icon, default=index == 0)
+        for index, (path, title, icon) in enumerate(existing)
+    ]
+
+
+def sidebar_footer() -> None:
+    """Shows where runs are stored and what this tool is not."""
+    with st.sidebar:
+        st.divider()
+        st.caption(f"Runs folder: `{default_runs_dir().resolve()}`")
+        st.caption("**Research demo — not a medical device.**")
+
+
+page = st.navigation(available_pages())
+sidebar_footer()
+page.run()

@@ -155,7 +155,10 @@ def train_model(
     if early_stopping is not None:
         all_callbacks.append(early_stopping)
 
-    fit_kwargs = dict(validation_data=validation_data, class_weight=class_weight, callbacks=all_callbacks, verbose=verbose)
+    # The tf.data pipeline already shuffles; shuffle=False keeps Keras from warning about it.
+    fit_kwargs = dict(
+        validation_data=validation_data, class_weight=class_weight, callbacks=all_callbacks, verbose=verbose, shuffle=False
+    )
     if model_config.transfer_mode == "fine-tune" and train_config.epochs >= 2:
         warmup_epochs = max(1, train_config.epochs // 2)
         history = model.fit(train_data, epochs=warmup_epochs, **fit_kwargs).history

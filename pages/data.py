@@ -64,20 +64,28 @@ def patients_in_several_splits(dataset: Dataset) -> list[str]:
     return sorted(patient for patient, splits in splits_per_patient.items() if len(splits) > 1)
 
 
+DATA_DIR_WIDGET = "data_dir_input"
+
+
+def use_demo_data() -> None:
+    """Puts the synthetic demo folder into the folder input (a button callback)."""
+    st.session_state[DATA_DIR_WIDGET] = state.demo_data_dir()
+
+
 def folder_section() -> tuple[str, str, int]:
     """Draws the folder, label-mode and preview-size inputs; remembers the folder."""
-    demo = state.demo_data_dir()
-    left, middle, right = st.columns([4, 2, 1])
+    left, button, middle, right = st.columns([4, 1, 2, 1], vertical_alignment="bottom")
     with left:
-        data_dir = widgets.data_dir_ui(default=state.chosen_data_dir())
+        data_dir = widgets.data_dir_ui(default=state.chosen_data_dir(), key=DATA_DIR_WIDGET)
+    with button:
+        st.button("🧪 Demo data", on_click=use_demo_data, help="Use the generated synthetic dataset (not real X-rays).")
     with middle:
         label_mode = widgets.label_mode_ui("data_label_mode")
     with right:
         image_size = st.selectbox("Preview size (px)", PREVIEW_SIZES, index=1, key="data_preview_size", persist_state="session")
-    if data_dir != demo:
-        st.caption(f"The synthetic demo data is at `{demo}`.")
-    state.remember_data_dir(data_dir or demo)
-    return data_dir or demo, label_mode, int(image_size)
+    data_dir = data_dir or state.demo_data_dir()
+    state.remember_data_dir(data_dir)
+    return data_dir, label_mode, int(image_size)
 
 
 def overview_section(dataset: Dataset) -> None:
@@ -121,8 +129,8 @@ def patients_section(dataset: Dataset) -> None:
                     "class": name,
                     "patients": len(counts),
                     "images": int(sum(counts)),
-                    "images / patient (mean)": round(float(np.mean(counts)), 2) if counts else 0.0,
-                    "max": max(counts) if counts else 0,
+                    "mean / patient": round(float(np.mean(counts)), 2) if counts else 0.0,
+                    "max / patient": max(counts) if counts else 0,
                 }
                 for name, counts in per_class.items()
             ]

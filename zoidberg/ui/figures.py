@@ -24,22 +24,28 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequen
         title: Figure title.
     """
     rows = [list(map(int, row)) for row in matrix]
-    text = []
-    for row in rows:
-        total = sum(row) or 1
-        text.append([f"{count}<br>({count / total:.0%})" for count in row])
+    x_labels = [f"pred {name}" for name in class_names]
+    y_labels = [f"true {name}" for name in class_names]
     figure = go.Figure(
         go.Heatmap(
             z=rows,
-            x=[f"pred {name}" for name in class_names],
-            y=[f"true {name}" for name in class_names],
-            text=text,
-            texttemplate="%{text}",
+            x=x_labels,
+            y=y_labels,
             colorscale="Blues",
             showscale=False,
             hovertemplate="%{y} → %{x}: %{z}<extra></extra>",
         )
     )
+    # Per-cell annotations pick white text on dark cells and black on light ones, which a
+    # single heatmap text colour cannot do.
+    largest = max((count for row in rows for count in row), default=0) or 1
+    for row_index, row in enumerate(rows):
+        total = sum(row) or 1
+        for column_index, count in enumerate(row):
+            figure.add_annotation(
+                x=x_labels[column_index], y=y_labels[row_index], text=f"<b>{count}</b><br>({count / total:.0%})",
+                showarrow=False, font=dict(size=14, color="white" if count > 0.45 * largest else "#1f2d3d"),
+            )
     figure.update_yaxes(autorange="reversed")
     figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     return figure

@@ -333,17 +333,18 @@ def run_view(run_id: str) -> None:
     status = run.status()
     if status.get("state") in ACTIVE_STATES:
         # The fragment alone polls; the rest of the page stays still while it refreshes.
-        st.fragment(run_every=POLL_SECONDS)(_live_fragment)(run_id)
+        st.fragment(run_every=POLL_SECONDS)(_live_fragment)(run_id, status.get("state"))
     else:
         finished_view(run, status)
 
 
-def _live_fragment(run_id: str) -> None:
-    """Body of the polling fragment; asks for a full rerun once the run has ended."""
+def _live_fragment(run_id: str, initial_state: str) -> None:
+    """Body of the polling fragment; asks for a full rerun once the run's state changes."""
     run = state.run_store().get(run_id)
     status = run.status()
-    if status.get("state") not in ACTIVE_STATES:
-        # A full rerun redraws the page with the final view and no polling.
+    if status.get("state") != initial_state:
+        # A full rerun updates the run picker's badge and, once the run has ended,
+        # redraws the page with the final view and no polling.
         st.rerun()
     live_view(run, status)
 
@@ -372,7 +373,7 @@ def live_view(run: Run, status: dict) -> None:
     fold_metrics = run.fold_metrics()
     if fold_metrics:
         st.markdown("**Finished folds**")
-        st.dataframe(fold_metrics_frame(fold_metrics), hide_index=True, width="stretch")
+        metrics_table(fold_metrics_frame(fold_metrics))
 
 
 def _run_header(run: Run, status: dict) -> None:
@@ -411,7 +412,7 @@ def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> N
     elapsed = time.time() - progress.started_at if progress.started_at else None
     columns = st.columns(5)
     columns[0].metric("Fold", f"{min(progress.fold, progress.n_folds) or '—'}/{progress.n_folds or '—'}")
-    columns[1].metric("Epoch", f"{progress.epoch or '—'}/{progress.epochs or '—'}")
+    columns[1].metric("Epoch", f"{progress.epoch or progress.epochs_done_in_fold}/{progress.epochs or '—'}")
     batch_text = f"{progress.batch}/{progress.steps}" if progress.steps and progress.batch else "—"
     columns[2].metric("Batch", batch_text)
     columns[3].metric("Elapsed", format_duration(elapsed))
@@ -440,6 +441,20 @@ def _curves(progress: Progress, key_prefix: str) -> None:
     st.caption("Dashed: training · solid: validation (the held-out fold) · one colour per fold.")
 
 
+def metrics_table(frame: pd.DataFrame) -> None:
+    """Draws a metrics table with three decimals and a dash for missing values.
+
+    Args:
+        frame: Rows of metrics; float columns are formatted.
+    """
+    config = {
+        column: st.column_config.NumberColumn(column, format="%.3f")
+        for column in frame.columns
+        if pd.api.types.is_float_dtype(frame[column]) or frame[column].isna().any()
+    }
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=config, placeholder="—")
+
+
 def finished_view(run: Run, status: dict) -> None:
     """Draws an ended run: summary, per-fold table, confusion matrix, ROC, test, downloads.
 
@@ -465,7 +480,7 @@ def finished_view(run: Run, status: dict) -> None:
     fold_metrics = run.fold_metrics()
     if not summary and fold_metrics:
         st.markdown("**Finished folds**")
-        st.dataframe(fold_metrics_frame(fold_metrics), hide_index=True, width="stretch")
+        metrics_table(fold_metrics_frame(fold_metrics))
     progress = read_progress(read_events_incrementally(run))
     if progress.epoch_rows:
         with st.expander("Learning curves", expanded=not summary):
@@ -505,7 +520,7 @@ def _summary_block(summary: dict) -> None:
     with tables:
         st.dataframe(summary_frame(summary)[["metric", "mean ± std", "per fold"]], hide_index=True, width="stretch")
     with per_fold:
-        st.dataframe(per_fold_frame(summary), hide_index=True, width="stretch")
+        metrics_table(per_fold_frame(summary))
     _out_of_fold_block(summary, class_names, binary)
     if summary.get("test"):
         _test_block(summary["test"], summary, class_names, binary)
@@ -521,9 +536,13 @@ def _out_of_fold_block(summary: dict, class_names: Sequence[str], binary: bool) 
             st.plotly_chart(figures.confusion_matrix_figure(out_of_fold["confusion_matrix"], class_names, title="Confusion matrix"))
     with right:
         _roc_chart(summary.get("roc") or {}, summary.get("threshold") if binary else None, "ROC curve")
+        st.caption(
+            "The pooled out-of-fold AUC ranks all images together, so it can sit below the mean per-fold AUC "
+            "when the fold models score on different scales. ✕ marks the decision threshold."
+        )
     if not binary and out_of_fold.get("per_class"):
         st.markdown("**Per class (one vs rest)**")
-        st.dataframe(per_class_frame(out_of_fold), hide_index=True, width="stretch")
+        metrics_table(per_class_frame(out_of_fold))
 
 
 def _roc_chart(curves: dict, threshold: float | None, title: str) -> None:
@@ -553,7 +572,7 @@ def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: b
     with right:
         _roc_chart(test.get("roc") or {}, summary.get("threshold") if binary else None, "Test ROC curve")
     if not binary and test.get("per_class"):
-        st.dataframe(per_class_frame(test), hide_index=True, width="stretch")
+        metrics_table(per_class_frame(test))
 
 
 def _downloads(run: Run, has_models: bool) -> None:

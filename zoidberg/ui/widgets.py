@@ -102,9 +102,10 @@ def data_dir_ui(default: str, key: str = "data_dir_input") -> str:
     Returns:
         The folder path, stripped.
     """
+    if key not in st.session_state:
+        st.session_state[key] = default
     value = st.text_input(
         "Data folder",
-        value=default,
         key=key,
         persist_state=PERSIST,
         help="Kaggle layout <folder>/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg or flat <folder>/{NORMAL,PNEUMONIA}/*.jpeg. "

@@ -1,0 +1,696 @@
+"""Predict page pieces: per-file decoding and fold-ensemble prediction, Grad-CAM, cards and batch table."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from zoidberg.imaging import MAX_UPLOAD_BYTES, ImageDecodeError, decode_grayscale, resize_square, sniff_kind
+from zoidberg.runstore import Run, RunStore
+from zoidberg.ui.compare_figures import choice_label
+from zoidberg.ui.figures import color_for
+
+LOGGER = logging.getLogger(__name__)
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom"]
+MAX_UPLOAD_MB = MAX_UPLOAD_BYTES // (1024 * 1024)
+
+# Runs whose fold models are final: a stopped or interrupted run keeps its finished folds.
+ELIGIBLE_STATES = ("completed", "stopped", "interrupted")
+
+# Decoded images are kept for display at most this large (long side); the network sees
+# its own S×S resize of the full image, so this only bounds memory and page weight.
+MAX_DISPLAY_SIDE = 1024
+
+# Cards drawn at once; the batch table always lists every file.
+CARD_LIMIT = 24
+DEMO_IMAGE_COUNT = 4
+
+RESULTS_KEY = "predict_results"
+MAX_CACHED_RESULTS = 64
+
+DISCLAIMER = (
+    "**Research demo, not a medical device.** These predictions come from models trained for teaching and "
+    "experimentation. They have not been validated clinically and must never be used to diagnose, treat or "
+    "triage a patient."
+)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image to predict, held in memory.
+
+    Attributes:
+        name: File name as uploaded (or the demo file's relative path).
+        data: The file's bytes.
+        source: "upload" or "demo".
+        true_label: The known class of a demo image (synthetic), else None.
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+    source: str = "upload"
+    true_label: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the content (the cache key of its prediction)."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def uploads_to_inputs(uploads: Sequence[Any] | None) -> list[ImageInput]:
+    """Turns Streamlit UploadedFile objects into in-memory inputs.
+
+    Args:
+        uploads: The file_uploader value (a list, one file or None).
+
+    Returns:
+        Inputs in upload order.
+    """
+    if uploads is None:
+        return []
+    if not isinstance(uploads, (list, tuple)):
+        uploads = [uploads]
+    return [ImageInput(name=str(upload.name), data=bytes(upload.getvalue()), source="upload") for upload in uploads]
+
+
+def demo_inputs(demo_dir: str | Path, label_mode: str, count: int = DEMO_IMAGE_COUNT) -> list[ImageInput]:
+    """Picks a few images of the synthetic demo test split, alternating classes.
+
+    Args:
+        demo_dir: Root of the demo dataset (Kaggle layout).
+        label_mode: "binary" or "three-class", for the true labels.
+        count: How many images.
+
+    Returns:
+        Inputs labelled with their (synthetic) true class; empty when the split is missing.
+    """
+    from zoidberg.data import parse_label
+
+    root = Path(demo_dir) / "test"
+    groups = {
+        "normal": sorted((root / "NORMAL").glob("*.jpeg")),
+        "bacteria": sorted(path for path in (root / "PNEUMONIA").glob("*.jpeg") if "bacteria" in path.name),
+        "virus": sorted(path for path in (root / "PNEUMONIA").glob("*.jpeg") if "virus" in path.name),
+    }
+    # One image per patient, so that the few demo images show different patients.
+    groups = {key: _one_per_patient(paths) for key, paths in groups.items()}
+    order = ["normal", "bacteria", "normal", "virus"]
+    chosen: list[Path] = []
+    positions = {key: 0 for key in groups}
+    for step in range(count * len(order)):
+        if len(chosen) >= count:
+            break
+        key = order[step % len(order)]
+        if positions[key] < len(groups[key]):
+            chosen.append(groups[key][positions[key]])
+            positions[key] += 1
+    inputs = []
+    for path in chosen:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        truth = parse_label(path.parent.name, path.name, label_mode)
+        inputs.append(ImageInput(name=f"{path.parent.name}/{path.name}", data=data, source="demo", true_label=truth))
+    return inputs
+
+
+def _one_per_patient(paths: Sequence[Path]) -> list[Path]:
+    """Keeps the first image of each patient, in order."""
+    from zoidberg.data import parse_patient_id
+
+    kept, seen = [], set()
+    for path in paths:
+        patient = parse_patient_id(path.name)
+        if patient not in seen:
+            seen.add(patient)
+            kept.append(path)
+    return kept
+
+
+# ----------------------------------------------------------------------------- processing
+
+
+@dataclass
+class ImageResult:
+    """What one image gave, independent of the decision threshold.
+
+    Attributes:
+        name: File name.
+        source: "upload" or "demo".
+        true_label: Known class of a demo image.
+        size_bytes: File size.
+        error: One-line reason when the file could not be used, else None.
+        kind: Sniffed format ("jpeg", "png", "dicom", ...).
+        original_shape: (height, width) of the decoded image.
+        display: Grayscale uint8 image for display (long side at most MAX_DISPLAY_SIDE).
+        model_input: The S×S uint8 image the networks saw.
+        prediction: Ensemble.predict_gray output (per-fold values are threshold-free).
+        heatmaps: Grad-CAM maps already computed, by class index.
+    """
+
+    name: str
+    source: str = "upload"
+    true_label: str | None = None
+    size_bytes: int = 0
+    error: str | None = None
+    kind: str = ""
+    original_shape: tuple[int, int] | None = None
+    display: np.ndarray | None = field(default=None, repr=False)
+    model_input: np.ndarray | None = field(default=None, repr=False)
+    prediction: dict | None = None
+    heatmaps: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image was predicted."""
+        return self.error is None and self.prediction is not None
+
+
+def size_error(size_bytes: int, limit: int = MAX_UPLOAD_BYTES) -> str | None:
+    """Returns the one-line refusal of a file above the upload limit, else None."""
+    if size_bytes > limit:
+        return f"file too large: {size_bytes / 2**20:.1f} MB exceeds the {limit / 2**20:.0f} MB limit"
+    return None
+
+
+def downscale(gray: np.ndarray, max_side: int = MAX_DISPLAY_SIDE) -> np.ndarray:
+    """Shrinks a grayscale image so that its long side is at most `max_side`, keeping its aspect."""
+    height, width = gray.shape
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+
+
+def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
+    """Decodes one file and predicts it with the fold ensemble; never raises.
+
+    Args:
+        ensemble: A zoidberg.predict.Ensemble.
+        item: The file.
+
+    Returns:
+        The result; `error` holds a one-line reason when the file is unusable.
+    """
+    result = ImageResult(name=item.name, source=item.source, true_label=item.true_label, size_bytes=len(item.data))
+    result.error = size_error(len(item.data))
+    if result.error:
+        return result
+    result.kind = sniff_kind(item.data[:65536], item.name)
+    try:
+        gray = decode_grayscale(item.data, name=item.name)
+    except ImageDecodeError as error:
+        result.error = str(error)
+        return result
+    except Exception as error:  # A decoder bug must cost one file, not the page.
+        LOGGER.exception("Unexpected decoding failure for %s", item.name)
+        result.error = f"cannot read this file as an image ({type(error).__name__})"
+        return result
+    try:
+        result.model_input = resize_square(gray, ensemble.image_size)
+        result.prediction = ensemble.predict_gray(result.model_input)
+    except Exception as error:  # Same: one bad image never takes the others down.
+        LOGGER.exception("Prediction failed for %s", item.name)
+        result.error = f"prediction failed ({type(error).__name__}: {str(error)[:120]})"
+        return result
+    result.original_shape = (int(gray.shape[0]), int(gray.shape[1]))
+    result.display = downscale(gray)
+    return result
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A prediction at a given threshold.
+
+    Attributes:
+        label: Predicted class name.
+        class_index: Its index.
+        probability: P(pneumonia) for binary runs, P(predicted class) otherwise.
+        spread: Standard deviation of that probability across folds.
+        per_fold: That probability for each fold model.
+        class_probabilities: Mean probability of every class.
+        threshold: The threshold used (binary runs), else None.
+    """
+
+    label: str
+    class_index: int
+    probability: float
+    spread: float
+    per_fold: tuple[float, ...]
+    class_probabilities: dict[str, float]
+    threshold: float | None
+
+
+def decide(prediction: Mapping[str, Any], class_names: Sequence[str], threshold: float | None) -> Decision:
+    """Applies a threshold to a threshold-free prediction (as Ensemble does).
+
+    Binary runs call pneumonia when P(pneumonia) >= threshold; three-class runs take
+    the most probable class and ignore the threshold.
+
+    Args:
+        prediction: Ensemble.predict_gray output.
+        class_names: The run's class names in output order.
+        threshold: Decision threshold for binary runs.
+
+    Returns:
+        The decision.
+    """
+    probabilities = {str(name): float(value) for name, value in prediction["class_probabilities"].items()}
+    per_fold = tuple(float(value) for value in prediction["per_fold"])
+    spread = float(np.std(per_fold)) if per_fold else 0.0
+    if len(class_names) == 2:
+        positive = float(probabilities[class_names[1]])
+        cutoff = float(prediction.get("threshold") or 0.5) if threshold is None else float(threshold)
+        index = int(positive >= cutoff)
+        return Decision(class_names[index], index, positive, spread, per_fold, probabilities, cutoff)
+    values = [probabilities[name] for name in class_names]
+    index = int(np.argmax(values))
+    return Decision(class_names[index], index, values[index], spread, per_fold, probabilities, None)
+
+
+def headline(decision: Decision, class_names: Sequence[str]) -> str:
+    """Returns e.g. "Pneumonia 0.87 ± 0.04 across 5 folds" (the probability of the class named).
+
+    For a binary "normal" call the probability shown is P(normal), so the number
+    always belongs to the word before it.
+    """
+    folds = len(decision.per_fold)
+    fold_text = f"across {folds} fold{'s' if folds != 1 else ''}"
+    probability = decision.probability
+    if len(class_names) == 2 and decision.class_index == 0:
+        probability = 1.0 - decision.probability
+    return f"{decision.label.capitalize()} {probability:.2f} ± {decision.spread:.2f} {fold_text}"
+
+
+def gradcam_heatmap(ensemble: Any, result: ImageResult, class_index: int) -> np.ndarray:
+    """Returns (and caches in the result) the fold-averaged Grad-CAM map of a class."""
+    if class_index not in result.heatmaps:
+        result.heatmaps[class_index] = np.asarray(ensemble.gradcam(result.model_input, class_index), dtype=np.float32)
+    return result.heatmaps[class_index]
+
+
+def gradcam_overlay(ensemble: Any, result: ImageResult, class_index: int, alpha: float) -> np.ndarray:
+    """Blends the Grad-CAM map of a class over the display image (RGB uint8)."""
+    from zoidberg.explain import overlay_heatmap
+
+    return overlay_heatmap(result.display, gradcam_heatmap(ensemble, result, class_index), alpha=alpha)
+
+
+def results_table(results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None) -> pd.DataFrame:
+    """One row per file: prediction, probability, spread, class probabilities, error.
+
+    Args:
+        results: Processed files, in order.
+        class_names: The run's classes.
+        threshold: Binary decision threshold.
+
+    Returns:
+        The table (also the CSV download).
+    """
+    rows = []
+    binary = len(class_names) == 2
+    for result in results:
+        row: dict[str, Any] = {"file": result.name, "source": "synthetic demo" if result.source == "demo" else "upload"}
+        if result.ok:
+            decision = decide(result.prediction, class_names, threshold)
+            row.update(
+                prediction=decision.label,
+                probability=round(decision.probability, 4),
+                spread=round(decision.spread, 4),
+                folds=len(decision.per_fold),
+            )
+            for name in class_names:
+                row[f"P({name})"] = round(decision.class_probabilities.get(name, float("nan")), 4)
+            if binary:
+                row["threshold"] = round(decision.threshold, 4)
+        else:
+            row.update(prediction=None, probability=None, spread=None, folds=None)
+            for name in class_names:
+                row[f"P({name})"] = None
+            if binary:
+                row["threshold"] = round(float(threshold), 4) if threshold is not None else None
+        row["true class (synthetic)"] = result.true_label
+        row["error"] = result.error or ""
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    # The reason of a failed file stays visible without scrolling a wide table.
+    leading = [column for column in ("file", "prediction", "probability", "spread", "error") if column in frame]
+    return frame[leading + [column for column in frame.columns if column not in leading]]
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
+    """A one-line strip of each fold model's probability, with the threshold line.
+
+    Args:
+        decision: The image's decision.
+        class_names: The run's classes.
+
+    Returns:
+        A short plotly figure.
+    """
+    binary = len(class_names) == 2
+    what = f"P({class_names[1]})" if binary else f"P({decision.label})"
+    values = list(decision.per_fold)
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(
+            x=values, y=[0] * len(values), mode="markers", marker=dict(size=12, color=color_for(0), line=dict(width=1, color="white")),
+            customdata=list(range(1, len(values) + 1)), hovertemplate=f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[decision.probability], y=[0], mode="markers", marker=dict(size=16, symbol="line-ns", line=dict(width=3, color="#FFA15A")),
+            hovertemplate=f"ensemble mean: %{{x:.3f}}<extra></extra>", showlegend=False,
+        )
+    )
+    if binary and decision.threshold is not None:
+        figure.add_vline(x=decision.threshold, line=dict(color="gray", dash="dot"), annotation_text="threshold", annotation_position="top")
+    figure.update_xaxes(range=[-0.02, 1.02], title=f"{what} per fold", tickformat=".1f")
+    figure.update_yaxes(visible=False, range=[-1, 1])
+    figure.update_layout(height=130, margin=dict(l=10, r=10, t=25, b=40))
+    return figure
+
+
+def class_probability_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
+    """Horizontal bars of every class's mean probability (three-class runs)."""
+    values = [decision.class_probabilities.get(name, 0.0) for name in class_names]
+    figure = go.Figure(
+        go.Bar(
+            x=values, y=list(class_names), orientation="h", marker_color=[color_for(index) for index in range(len(class_names))],
+            text=[f"{value:.2f}" for value in values], textposition="auto", hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    figure.update_xaxes(range=[0, 1], title="mean probability over folds")
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(height=60 + 32 * len(class_names), margin=dict(l=10, r=10, t=10, b=40), showlegend=False)
+    return figure
+
+
+# ----------------------------------------------------------------------------- runs and caches
+
+
+def fold_model_numbers(run: Run) -> list[int]:
+    """Returns the fold numbers that have a saved model, in order."""
+    numbers = []
+    for path in run.path.glob("fold_*/model.keras"):
+        suffix = path.parent.name[5:]
+        if suffix.isdigit():
+            numbers.append(int(suffix))
+    return sorted(numbers)
+
+
+def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
+    """Lists runs that can predict: completed, or stopped/interrupted with at least one fold model.
+
+    Args:
+        store: The run store.
+
+    Returns:
+        (run, state, fold numbers) tuples, newest first.
+    """
+    eligible = []
+    for run in store.list_runs(kind="cv"):
+        state = run.state
+        if state not in ELIGIBLE_STATES:
+            continue
+        folds = fold_model_numbers(run)
+        if folds:
+            eligible.append((run, state, folds))
+    return eligible
+
+
+def models_signature(run: Run) -> tuple:
+    """Identifies the exact fold model files, so a resumed run's new folds reload the ensemble."""
+    signature = []
+    for fold in fold_model_numbers(run):
+        try:
+            stat = run.model_path(fold).stat()
+        except OSError:
+            continue
+        signature.append((fold, stat.st_size, stat.st_mtime_ns))
+    return tuple(signature)
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def _cached_ensemble(runs_dir: str, run_id: str, signature: tuple) -> Any:
+    """Loads a run's fold ensemble once per process (keyed by run id and model files)."""
+    from zoidberg.predict import load_ensemble
+
+    del signature  # Only part of the cache key.
+    return load_ensemble(run_id, runs_dir=runs_dir)
+
+
+def load_ensemble_cached(store: RunStore, run: Run) -> Any:
+    """Returns the cached Ensemble of a run (loading it with safe_mode=True the first time)."""
+    return _cached_ensemble(str(store.root), run.id, models_signature(run))
+
+
+def results_cache() -> "OrderedDict[tuple, ImageResult]":
+    """The session's threshold-free results, oldest first (a small LRU)."""
+    if RESULTS_KEY not in st.session_state:
+        st.session_state[RESULTS_KEY] = OrderedDict()
+    return st.session_state[RESULTS_KEY]
+
+
+def process_all(ensemble: Any, run_key: tuple, items: Sequence[ImageInput]) -> list[ImageResult]:
+    """Processes files, reusing this session's results so that widgets never recompute the network.
+
+    Args:
+        ensemble: The loaded Ensemble.
+        run_key: Identifies the run and its model files.
+        items: Files to predict.
+
+    Returns:
+        One result per file, in order.
+    """
+    cache = results_cache()
+    keys = [(run_key, item.name, item.digest) for item in items]
+    missing = [index for index, key in enumerate(keys) if key not in cache]
+    progress = st.progress(0.0, text="Predicting ...") if len(missing) > 1 else None
+    for done, index in enumerate(missing, start=1):
+        cache[keys[index]] = process_image(ensemble, items[index])
+        if progress is not None:
+            progress.progress(done / len(missing), text=f"Predicted {done} of {len(missing)} new images")
+    if progress is not None:
+        progress.empty()
+    results = []
+    for key in keys:
+        cache.move_to_end(key)
+        results.append(cache[key])
+    while len(cache) > max(MAX_CACHED_RESULTS, len(keys)):
+        cache.popitem(last=False)
+    return results
+
+
+# ----------------------------------------------------------------------------- widgets
+
+
+def run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str, list[int]]:
+    """Draws the run selectbox (newest first) and returns the chosen entry."""
+    labels = {}
+    for run, state, folds in runs:
+        n_splits = run.config.get("n_splits", len(folds))
+        fold_text = f"{len(folds)}/{n_splits} folds"
+        labels[run.id] = choice_label(run.name, run.config, str(run.meta.get("created", "")), state) + f" · {fold_text}"
+    by_id = {run.id: (run, state, folds) for run, state, folds in runs}
+    chosen = st.selectbox(
+        "Model (a finished cross-validation run)", list(by_id), format_func=lambda run_id: labels[run_id], key="predict_run",
+        help="Every fold's model predicts each image; the page shows their mean and spread.",
+    )
+    return by_id[chosen]
+
+
+def describe_ensemble(ensemble: Any, state: str, folds: Sequence[int], n_splits: int) -> str:
+    """One-line description of what predicts: folds, input size, classes, threshold origin."""
+    fold_list = ", ".join(str(fold) for fold in folds)
+    if state == "completed" and len(folds) == n_splits:
+        which = f"Ensemble of all {len(folds)} fold models"
+    else:
+        which = f"Ensemble of folds {fold_list} only (the run {state} after {len(folds)} of {n_splits} folds)"
+    classes = " / ".join(ensemble.class_names)
+    if ensemble.is_binary:
+        summary = ensemble.run.summary() or {}
+        method = summary.get("threshold_method")
+        origin = f"{method} on out-of-fold predictions" if method else "default, the run has no out-of-fold threshold"
+        threshold_text = f" · run threshold {ensemble.threshold:.3f} ({origin})"
+    else:
+        threshold_text = " · predicted class = most probable"
+    return f"{which} · {ensemble.image_size} px input · {classes}{threshold_text}"
+
+
+def threshold_ui(ensemble: Any) -> float | None:
+    """Draws the global threshold slider (binary runs) with a reset button.
+
+    Returns:
+        The threshold, or None for three-class runs.
+    """
+    if not ensemble.is_binary:
+        return None
+    key = f"predict_threshold_{ensemble.run.id}"
+    default = round(float(ensemble.threshold), 3)
+    if key not in st.session_state:
+        st.session_state[key] = default
+    value = st.slider(
+        f"Decision threshold: P({ensemble.class_names[1]}) ≥ threshold → {ensemble.class_names[1]}",
+        0.0, 1.0, step=0.005, format="%.3f", key=key,
+        help="Applies to every image. Lower it to miss fewer pneumonias (more false alarms); raise it for fewer false alarms. "
+        "Moving it never re-runs the network.",
+    )
+
+    def reset() -> None:
+        st.session_state[key] = default
+
+    st.button(f"Reset to the run's threshold ({default:.3f})", on_click=reset, key=f"{key}_reset", type="tertiary")
+    return float(value)
+
+
+def gradcam_ui() -> tuple[bool, float]:
+    """Draws the Grad-CAM toggle and opacity.
+
+    Returns:
+        (show heatmaps, overlay opacity).
+    """
+    show = st.toggle(
+        "Grad-CAM heatmap", value=True, key="predict_gradcam",
+        help="Gradient-weighted class activation map of the last convolution layer, averaged over fold models, for the "
+        "predicted class. It shows which regions drove the score, not where disease is.",
+    )
+    alpha = st.slider("Heatmap opacity", 0.1, 0.9, 0.45, 0.05, key="predict_alpha", disabled=not show)
+    return show, float(alpha)
+
+
+def inputs_ui(label_mode: str) -> list[ImageInput]:
+    """Draws the uploader and the demo toggle.
+
+    Returns:
+        The files to predict: uploads first, then demo images.
+    """
+    uploads = st.file_uploader(
+        f"Chest X-rays: PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB each",
+        type=UPLOAD_TYPES, accept_multiple_files=True, key="predict_uploads", max_upload_size=MAX_UPLOAD_MB,
+        help="Files are processed in memory and never written to disk. DICOM images are windowed "
+        "(VOI LUT or window centre/width) and MONOCHROME1 is inverted.",
+    )
+    items = uploads_to_inputs(uploads)
+    if st.toggle(
+        "Try demo images (synthetic)", value=False, key="predict_demo",
+        help="A few images from the test split of the synthetic demo dataset, with their true class.",
+    ):
+        items.extend(demo_items_ui(label_mode))
+    return items
+
+
+def demo_items_ui(label_mode: str) -> list[ImageInput]:
+    """Returns demo images, generating the demo dataset on first use (with a spinner)."""
+    from zoidberg.demo import default_demo_dir, ensure_demo_dataset
+
+    try:
+        with st.spinner("Generating the synthetic demo dataset (first use only) ..."):
+            root = ensure_demo_dataset(default_demo_dir())
+    except (OSError, ValueError) as error:
+        st.warning(f"The demo images are unavailable: {error}")
+        return []
+    items = demo_inputs(root, label_mode)
+    if not items:
+        st.warning(f"No demo images found in {root / 'test'}.")
+    return items
+
+
+def show_batch_table(results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, run_id: str) -> None:
+    """Draws the batch table with a CSV download."""
+    table = results_table(results, class_names, threshold)
+    column_config = {
+        "probability": st.column_config.ProgressColumn(
+            "probability", min_value=0.0, max_value=1.0, format="%.3f",
+            help="P(pneumonia) for binary runs; P(predicted class) for three-class runs.",
+        ),
+        "spread": st.column_config.NumberColumn("± spread", format="%.3f", help="Standard deviation across fold models."),
+    }
+    st.dataframe(table, hide_index=True, width="stretch", column_config=column_config)
+    failed = int(sum(1 for result in results if not result.ok))
+    st.download_button(
+        "Download predictions (CSV)", table.to_csv(index=False).encode("utf-8"), file_name=f"predictions_{run_id}.csv",
+        mime="text/csv", on_click="ignore", icon=":material/download:",
+        help="One row per file, at the current threshold." + (f" {failed} file(s) with an error keep their reason." if failed else ""),
+    )
+
+
+def show_card(ensemble: Any, result: ImageResult, threshold: float | None, gradcam: tuple[bool, float], index: int) -> None:
+    """Draws one image's card: image, optional Grad-CAM, decision, per-fold strip, class bars.
+
+    Args:
+        ensemble: The loaded Ensemble.
+        result: The processed file.
+        threshold: Binary decision threshold.
+        gradcam: (show heatmap, opacity).
+        index: Position of the card on the page (keeps chart keys unique).
+    """
+    class_names = list(ensemble.class_names)
+    with st.container(border=True):
+        source = " :violet-badge[synthetic demo]" if result.source == "demo" else ""
+        st.markdown(f"**{result.name}**{source}")
+        if not result.ok:
+            st.error(f"{result.name}: {result.error}", icon="🚫")
+            return
+        decision = decide(result.prediction, class_names, threshold)
+        show_gradcam, alpha = gradcam
+        columns = st.columns([1, 1, 1.3]) if show_gradcam else st.columns([1, 1.3])
+        with columns[0]:
+            kind = "DICOM, windowed" if result.kind == "dicom" else result.kind.upper()
+            height, width = result.original_shape or (0, 0)
+            st.image(result.display, caption=f"{kind} · {width}×{height} px", width="stretch")
+        if show_gradcam:
+            with columns[1]:
+                _show_gradcam(ensemble, result, decision, alpha)
+        with columns[-1]:
+            _show_decision(decision, class_names, result, index)
+
+
+def _show_gradcam(ensemble: Any, result: ImageResult, decision: Decision, alpha: float) -> None:
+    """Draws the Grad-CAM overlay of the predicted class, or why it is unavailable."""
+    try:
+        overlay = gradcam_overlay(ensemble, result, decision.class_index, alpha)
+    except Exception as error:  # Grad-CAM is an extra: its failure must not hide the prediction.
+        LOGGER.exception("Grad-CAM failed for %s", result.name)
+        st.caption(f"Grad-CAM unavailable for this model ({type(error).__name__}).")
+        return
+    st.image(overlay, caption=f"Grad-CAM: evidence for {decision.label}", width="stretch")
+
+
+def _show_decision(decision: Decision, class_names: Sequence[str], result: ImageResult, index: int) -> None:
+    """Draws the predicted class, its probability and spread, and the per-fold strip."""
+    positive = len(class_names) == 2 and decision.class_index == 1
+    color = "red" if positive or (len(class_names) > 2 and decision.class_index > 0) else "green"
+    st.markdown(f"### :{color}[{decision.label.capitalize()}]")
+    st.markdown(headline(decision, class_names))
+    if decision.threshold is not None:
+        st.caption(f"P({class_names[1]}) = {decision.probability:.3f}; threshold {decision.threshold:.3f}")
+    if result.true_label is not None:
+        mark = "✅ matches" if result.true_label == decision.label else "❌ differs"
+        st.caption(f"True class (synthetic): **{result.true_label}** · {mark}")
+    if len(decision.per_fold) > 1 and decision.spread > 0.15:
+        st.caption("⚠️ The fold models disagree strongly on this image: treat the prediction as uncertain.")
+    st.plotly_chart(fold_strip_figure(decision, class_names), key=f"predict_strip_{index}", config={"displayModeBar": False})
+    if len(class_names) > 2:
+        st.plotly_chart(class_probability_figure(decision, class_names), key=f"predict_classes_{index}", config={"displayModeBar": False})

@@ -1,0 +1,418 @@
+"""AppTest checks of the Compare and Predict pages on tiny real runs, plus their pure helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from zoidberg.cv import config_payload, run_cross_validation
+from zoidberg.imaging import MAX_UPLOAD_BYTES
+from zoidberg.runstore import RunStore
+from zoidberg.ui import compare_figures as cf
+from zoidberg.ui import predict_view as pv
+
+try:
+    import imagegen
+except ImportError:  # The odd-file corpus is optional; its tests are then skipped.
+    imagegen = None
+
+APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+SCRIPT_TIMEOUT_S = 120
+FULLRES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chest_xray_fullres"
+
+BAD_CASES = dict(imagegen.BAD_CASES) if imagegen else {}
+ODD_VALID_CASES = dict(imagegen.ODD_VALID_CASES) if imagegen else {}
+
+
+def _has_upload_extension(filename: str) -> bool:
+    """Whether the browser's uploader would accept this name (it filters by extension)."""
+    return Path(filename).suffix.lower().lstrip(".") in pv.UPLOAD_TYPES
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _config(demo_dir: Path, *, seed: int = 1, label_mode: str = "binary", **model) -> RunConfig:
+    """A tiny cross-validation config: 32 px, k=2, one epoch."""
+    model_config = ModelConfig(**{"architecture": "cnn", "conv_blocks": 2, "base_filters": 8, "dense_units": 16, **model})
+    return RunConfig(
+        data=DataConfig(str(demo_dir), label_mode, 32),
+        model=model_config,
+        train=TrainConfig(epochs=1, batch_size=16, early_stopping_patience=0),
+        n_splits=2,
+        random_state=seed,
+    )
+
+
+def _stopped_copy(store: RunStore, source) -> str:
+    """Copies a finished run as one stopped after its first fold (no summary, one model)."""
+    run_id = source.id.replace("-cv-", "-cv-stop")[:80]
+    target = store.root / run_id
+    shutil.copytree(source.path, target)
+    shutil.rmtree(target / "fold_2")
+    (target / "summary.json").unlink()
+    stopped = store.get(run_id)
+    stopped.write_json("meta.json", {**stopped.meta, "id": run_id, "name": "stopped run"})
+    stopped.set_status("stopped", folds_finished=1)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_dir):
+    """Four tiny real runs (two comparable, one other seed, one three-class) and a stopped copy."""
+    base = tmp_path_factory.mktemp("compare-predict")
+    runs_dir = base / "runs"
+    # Module fixtures start before the autouse private_dirs one, so they set their own folders.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOIDBERG_RUNS_DIR", str(runs_dir))
+        patch.setenv("ZOIDBERG_CACHE_DIR", str(base / "cache"))
+        store = RunStore(runs_dir)
+        configs = {
+            "baseline": _config(demo_dir),
+            "variant": _config(demo_dir, conv_blocks=1, base_filters=4, dense_units=8),
+            "other_seed": _config(demo_dir, seed=2),
+            "three_class": _config(demo_dir, label_mode="three-class"),
+        }
+        ids = {}
+        for name, config in configs.items():
+            run = store.create_run("cv", config_payload(config), name=name)
+            run_cross_validation(run)
+            assert run.state == "completed", run.status()
+            ids[name] = run.id
+        ids["stopped"] = _stopped_copy(store, store.get(ids["baseline"]))
+    return SimpleNamespace(dir=runs_dir, ids=ids, store=store)
+
+
+@pytest.fixture
+def use_runs(trained, monkeypatch):
+    """Points the app at the module's runs for one test."""
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(trained.dir))
+    return trained
+
+
+def open_page(page: str) -> AppTest:
+    """Opens the app and switches to a page, failing on any exception."""
+    app = AppTest.from_file(str(APP), default_timeout=SCRIPT_TIMEOUT_S)
+    app.run()
+    app.switch_page(page).run()
+    assert_no_exception(app)
+    return app
+
+
+def assert_no_exception(app: AppTest) -> None:
+    """Fails with the exception texts when a page raised."""
+    assert not app.exception, [element.value for element in app.exception]
+
+
+def texts(elements) -> str:
+    """Joins the values of alert or markdown elements."""
+    return "\n".join(str(element.value) for element in elements)
+
+
+def plotly_count(app: AppTest) -> int:
+    """Counts the plotly charts drawn."""
+    return len(app.get("plotly_chart"))
+
+
+# ----------------------------------------------------------------------------- Compare page
+
+
+def test_compare_comparable_pair_shows_tables_plots_and_verdict(use_runs):
+    app = open_page("pages/compare.py")
+    selector = app.multiselect(key="compare_runs")
+    selector.set_value([use_runs.ids["baseline"], use_runs.ids["variant"]]).run()
+    assert_no_exception(app)
+    summary = app.dataframe[0].value
+    assert list(summary.columns) == ["baseline", "variant"]
+    for row in ("Accuracy", "ROC AUC", "Sensitivity (recall)", cf.PARAMETERS_ROW, cf.TIME_ROW):
+        assert row in summary.index
+    assert "±" in summary.loc["Accuracy", "baseline"]
+    success = texts(app.success)
+    assert "Same folds" in success
+    assert "corrected resampled t-test" in success + texts(app.info)
+    tests = next(frame.value for frame in app.dataframe if "metric" in frame.value.columns)
+    assert list(tests["metric"]) == ["ROC AUC", "Accuracy"]
+    # Strips, three validation curves, ROC, two confusion matrices, time and size.
+    assert plotly_count(app) >= 8
+    explanation = texts(app.markdown)
+    assert "Nadeau & Bengio" in explanation and "overlap" in explanation
+
+
+def test_compare_other_seed_is_not_comparable_and_says_why(use_runs):
+    app = open_page("pages/compare.py")
+    app.multiselect(key="compare_runs").set_value([use_runs.ids["baseline"], use_runs.ids["other_seed"]]).run()
+    assert_no_exception(app)
+    warning = texts(app.warning)
+    assert "not comparable" in warning
+    assert "Different fold seeds: 1 vs 2" in warning
+    assert "re-run" in warning
+    assert "Same folds" not in texts(app.success)
+
+
+def test_compare_mixed_label_modes_compares_what_is_shared(use_runs):
+    app = open_page("pages/compare.py")
+    ids = [use_runs.ids["baseline"], use_runs.ids["variant"], use_runs.ids["three_class"]]
+    app.multiselect(key="compare_runs").set_value(ids).run()
+    assert_no_exception(app)
+    warning = texts(app.warning)
+    assert "different label modes" in warning and "Shared metrics: Accuracy, Balanced accuracy" in warning
+    summary = app.dataframe[0].value
+    assert summary.loc["Sensitivity (recall)", "three_class"] == "—"
+    assert summary.loc["Macro AUC (one-vs-rest)", "baseline"] == "—"
+    # With three runs a pair is chosen for the test; the default pair is comparable.
+    assert app.selectbox(key="compare_pair_a").value == "baseline"
+    app.selectbox(key="compare_pair_b").set_value("three_class").run()
+    assert_no_exception(app)
+    assert "Different label modes" in texts(app.warning)
+
+
+def test_compare_without_two_finished_runs_explains(runs_dir):
+    app = open_page("pages/compare.py")
+    assert "at least two completed" in texts(app.info)
+
+
+def test_comparability_trusts_folds_csv(trained):
+    records = {name: cf.load_run_record(trained.store.get(run_id)) for name, run_id in trained.ids.items() if name != "stopped"}
+    baseline, variant = records["baseline"], records["variant"]
+    assert cf.check_comparability(baseline, variant).comparable
+    moved = dataclasses.replace(variant, data={**variant.data, "fingerprint": "0000", "root": "/elsewhere"})
+    verdict = cf.check_comparability(baseline, moved)
+    assert verdict.comparable and "same fold" in verdict.notes[0]
+    rows = list(variant.folds_csv)
+    rows[1] = rows[1][:-1] + ("2" if rows[1][-1] == "1" else "1",)
+    shuffled = dataclasses.replace(variant, folds_csv=tuple(rows))
+    verdict = cf.check_comparability(baseline, shuffled)
+    assert not verdict.comparable and "folds.csv differ" in verdict.reasons[0]
+    assert not cf.check_comparability(baseline, dataclasses.replace(variant, folds_csv=None)).comparable
+    tests = cf.paired_tests(baseline, variant)
+    assert [test.metric for test in tests] == ["roc_auc", "accuracy"]
+    assert all(test.verdict for test in tests)
+
+
+def test_aggregate_history_aligns_folds_of_different_lengths():
+    histories = [{"val_loss": [1.0, 0.8, 0.6]}, {"val_loss": [0.9, 0.7]}, {"loss": [1.0]}]
+    curve = cf.aggregate_history(histories, "val_loss")
+    assert curve["epoch"] == [1, 2, 3]
+    assert curve["count"] == [2, 2, 1]
+    assert curve["mean"] == pytest.approx([0.95, 0.75, 0.6])
+    assert curve["low"][0] == 0.9 and curve["high"][0] == 1.0
+    assert cf.aggregate_history(histories, "val_auc")["epoch"] == []
+
+
+def test_summary_table_highlights_highest_score_and_lowest_cost(trained):
+    records = cf.with_unique_names([cf.load_run_record(trained.store.get(trained.ids[name])) for name in ("baseline", "variant")])
+    text, best = cf.summary_table(records)
+    assert text.shape == best.shape
+    parameters = [cf.parameter_count(record) for record in records]
+    smaller = records[int(np.argmin(parameters))].label
+    assert best.loc[cf.PARAMETERS_ROW, smaller]
+    assert best.loc[cf.PARAMETERS_ROW].sum() == 1
+    assert not best.loc[cf.EPOCHS_ROW].any()
+
+
+# ----------------------------------------------------------------------------- Predict page
+
+
+def _demo_image(demo_dir: Path, folder: str = "PNEUMONIA") -> Image.Image:
+    """Returns one demo test image as a Pillow image."""
+    return Image.open(sorted((demo_dir / "test" / folder).glob("*.jpeg"))[0]).convert("L")
+
+
+def _encoded(image: Image.Image, format: str) -> bytes:
+    """Encodes a Pillow image."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+def _dicom(image: Image.Image) -> bytes:
+    """Encodes a grayscale image as a 12-bit MONOCHROME1 DICOM with a window."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    pixels = 4095 - np.asarray(image, dtype=np.uint16) * 16
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.10.1234.99"
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME1"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 12, 11, 0
+    dataset.WindowCenter, dataset.WindowWidth = 2048, 4096
+    dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _upload_all(app: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    """Uploads files to the Predict uploader and reruns."""
+    uploader = app.file_uploader(key="predict_uploads")
+    uploader.set_value([(name, data, "application/octet-stream") for name, data in files])
+    return app.run()
+
+
+def _rows(app: AppTest) -> dict:
+    """The batch table as {file: row}."""
+    return {row["file"]: row for row in app.dataframe[0].value.to_dict("records")}
+
+
+def test_predict_uploads_good_and_bad_files(use_runs, demo_dir, monkeypatch):
+    calls = []
+    from zoidberg.predict import Ensemble
+
+    original = Ensemble.predict_gray
+    monkeypatch.setattr(Ensemble, "predict_gray", lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs))
+    app = open_page("pages/predict.py")
+    app.selectbox(key="predict_run").set_value(use_runs.ids["baseline"]).run()
+    assert "Research demo, not a medical device" in app.warning[0].value
+    assert "Drop one or more chest X-rays" in texts(app.info)
+    assert f"{MAX_UPLOAD_BYTES // 2**20} MB" in app.file_uploader(key="predict_uploads").label
+    image = _demo_image(demo_dir)
+    jpeg_bytes = _encoded(image, "JPEG")
+    files = [
+        ("chest.png", _encoded(image, "PNG")),
+        ("chest.jpg", jpeg_bytes),
+        ("chest.dcm", _dicom(image)),
+        ("broken.jpeg", jpeg_bytes[: len(jpeg_bytes) // 2]),
+        ("notes.jpg", b"Not an image, just a text file renamed.\n" * 10),
+    ]
+    _upload_all(app, files)
+    assert_no_exception(app)
+    rows = _rows(app)
+    for name in ("chest.png", "chest.jpg", "chest.dcm"):
+        assert 0.0 <= rows[name]["probability"] <= 1.0 and rows[name]["error"] == "", rows[name]
+        assert rows[name]["prediction"] in ("normal", "pneumonia")
+        assert rows[name]["folds"] == 2
+    assert "truncated or corrupt JPEG" in rows["broken.jpeg"]["error"]
+    assert "looks like a text file" in rows["notes.jpg"]["error"]
+    errors = texts(app.error)
+    assert "broken.jpeg:" in errors and "notes.jpg:" in errors
+    assert "across 2 folds" in texts(app.markdown)
+    assert len(calls) == 3
+    # Moving the threshold re-decides without running the network again.
+    app.slider[0].set_value(0.0).run()
+    assert_no_exception(app)
+    assert {row["prediction"] for name, row in _rows(app).items() if row["error"] == ""} == {"pneumonia"}
+    app.slider[0].set_value(1.0).run()
+    assert len(calls) == 3
+    assert app.get("download_button"), "the CSV download is missing"
+
+
+def test_predict_demo_images_and_three_class_run(use_runs, demo_dir, monkeypatch):
+    monkeypatch.setenv("ZOIDBERG_DEMO_DIR", str(demo_dir))
+    app = open_page("pages/predict.py")
+    app.selectbox(key="predict_run").set_value(use_runs.ids["three_class"]).run()
+    assert_no_exception(app)
+    assert not [slider for slider in app.slider if slider.label.startswith("Decision threshold")]
+    app.toggle(key="predict_demo").set_value(True).run()
+    assert_no_exception(app)
+    table = app.dataframe[0].value
+    assert len(table) == pv.DEMO_IMAGE_COUNT
+    assert {"P(normal)", "P(bacterial)", "P(viral)"} <= set(table.columns)
+    assert set(table["true class (synthetic)"]) <= {"normal", "bacterial", "viral"}
+    assert np.allclose(table[["P(normal)", "P(bacterial)", "P(viral)"]].sum(axis=1), 1.0, atol=1e-3)
+    assert "True class (synthetic)" in texts(app.caption)
+
+
+def test_predict_stopped_run_says_which_folds(use_runs, demo_dir, monkeypatch):
+    monkeypatch.setenv("ZOIDBERG_DEMO_DIR", str(demo_dir))
+    app = open_page("pages/predict.py")
+    app.selectbox(key="predict_run").set_value(use_runs.ids["stopped"]).run()
+    assert_no_exception(app)
+    assert "folds 1 only (the run stopped after 1 of 2 folds)" in texts(app.caption)
+    app.toggle(key="predict_demo").set_value(True).run()
+    assert_no_exception(app)
+    assert set(app.dataframe[0].value["folds"]) == {1}
+
+
+def test_predict_without_runs_points_to_train(runs_dir):
+    app = open_page("pages/predict.py")
+    assert "No finished run yet" in texts(app.info) and "Train" in texts(app.info)
+    assert "not a medical device" in texts(app.warning)
+
+
+@pytest.mark.skipif(not BAD_CASES, reason="tests/imagegen.py is absent")
+def test_predict_page_survives_the_odd_file_corpus(use_runs):
+    app = open_page("pages/predict.py")
+    cases = {**BAD_CASES, **ODD_VALID_CASES}
+    # Distinct names: the corpus reuses some file names across cases.
+    files = [(f"{name}__{case.filename}", case.make()) for name, case in sorted(cases.items()) if _has_upload_extension(case.filename)]
+    files.append(("huge.jpg", b"\xff\xd8\xff" + bytes(MAX_UPLOAD_BYTES)))
+    _upload_all(app, files)
+    assert_no_exception(app)
+    rows = _rows(app)
+    for name, case in cases.items():
+        row = rows.get(f"{name}__{case.filename}")
+        if row is None:
+            continue
+        if name in BAD_CASES:
+            assert case.reason in row["error"], (name, row["error"])
+        else:
+            assert row["error"] == "" and 0.0 <= row["probability"] <= 1.0, (name, row)
+    assert "exceeds the 50 MB limit" in rows["huge.jpg"]["error"]
+
+
+@pytest.mark.parametrize("case_name", sorted(BAD_CASES) or [pytest.param("none", marks=pytest.mark.skip("no corpus"))])
+def test_process_image_refuses_bad_files_with_one_line(trained, case_name):
+    ensemble = pv.load_ensemble_cached(trained.store, trained.store.get(trained.ids["baseline"]))
+    case = BAD_CASES[case_name]
+    result = pv.process_image(ensemble, pv.ImageInput(case.filename, case.make()))
+    assert not result.ok
+    assert case.reason in result.error and "\n" not in result.error
+
+
+@pytest.mark.parametrize("case_name", sorted(ODD_VALID_CASES) or [pytest.param("none", marks=pytest.mark.skip("no corpus"))])
+def test_process_image_predicts_odd_valid_files(trained, case_name):
+    ensemble = pv.load_ensemble_cached(trained.store, trained.store.get(trained.ids["baseline"]))
+    case = ODD_VALID_CASES[case_name]
+    result = pv.process_image(ensemble, pv.ImageInput(case.filename, case.make()))
+    assert result.ok, result.error
+    assert result.original_shape == case.shape
+    decision = pv.decide(result.prediction, ensemble.class_names, 0.5)
+    assert 0.0 <= decision.probability <= 1.0 and len(decision.per_fold) == 2
+    heatmap = pv.gradcam_heatmap(ensemble, result, decision.class_index)
+    assert heatmap.ndim == 2 and np.isfinite(heatmap).all()
+
+
+def test_process_image_refuses_files_over_the_upload_limit():
+    result = pv.process_image(None, pv.ImageInput("big.png", b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)))
+    assert result.error == "file too large: 50.0 MB exceeds the 50 MB limit"
+
+
+def test_decide_applies_threshold_and_headline_names_the_class():
+    prediction = {"class_probabilities": {"normal": 0.3, "pneumonia": 0.7}, "per_fold": [0.6, 0.8], "threshold": 0.5}
+    decision = pv.decide(prediction, ("normal", "pneumonia"), 0.75)
+    assert decision.label == "normal" and decision.probability == pytest.approx(0.7)
+    assert pv.headline(decision, ("normal", "pneumonia")) == "Normal 0.30 ± 0.10 across 2 folds"
+    assert pv.decide(prediction, ("normal", "pneumonia"), None).label == "pneumonia"
+    three = {"class_probabilities": {"normal": 0.2, "bacterial": 0.5, "viral": 0.3}, "per_fold": [0.5, 0.5]}
+    assert pv.decide(three, ("normal", "bacterial", "viral"), 0.9).label == "bacterial"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not FULLRES_DIR.is_dir(), reason="../shared/data/chest_xray_fullres is absent")
+def test_predict_real_full_resolution_xray(use_runs):
+    path = max(FULLRES_DIR.glob("train/*/*.jpeg"), key=lambda candidate: candidate.stat().st_size)
+    app = open_page("pages/predict.py")
+    _upload_all(app, [(path.name, path.read_bytes())])
+    assert_no_exception(app)
+    row = _rows(app)[path.name]
+    assert row["error"] == "" and 0.0 <= row["probability"] <= 1.0
+    width, height = Image.open(path).size
+    (result,) = app.session_state[pv.RESULTS_KEY].values()
+    assert result.original_shape == (height, width)
+    assert max(result.display.shape) == min(pv.MAX_DISPLAY_SIDE, max(height, width))

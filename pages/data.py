@@ -185,7 +185,7 @@ def folds_section(dataset: Dataset) -> None:
         check_fold_count(labels, patients, int(n_splits), dataset.class_names)
         fold_of = make_folds(labels, patients, int(n_splits), int(seed))
     except ValueError as error:
-        st.error(str(error))
+        widgets.show_error(error)
         return
     overview = fold_overview(labels, patients, fold_of, dataset.class_names)
     shared = shared_patients(patients, fold_of)
@@ -222,7 +222,7 @@ def main() -> None:
     try:
         dataset = state.load_dataset_cached(data_dir, label_mode, image_size)
     except DatasetError as error:
-        st.error(str(error))
+        widgets.show_error(error)
         return
     widgets.synthetic_notice(dataset.synthetic)
     st.caption(f"`{dataset.root}` · fingerprint `{dataset.fingerprint}` · {'from the disk cache' if dataset.from_cache else 'decoded now'}")

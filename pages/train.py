@@ -36,13 +36,13 @@ def start(data_dir: str, architecture: str, model_values: dict, options: dict) -
         with st.spinner("Checking the configuration against the data ..."):
             state.validate_run_config(config)
     except (ValueError, FileNotFoundError) as error:
-        st.error(f"**Not started.** {error}", icon="🚫")
+        widgets.show_error(error, "Not started.")
         return
     try:
         with st.spinner("Starting the worker ..."):
             run_id, attached = state.start_or_attach(config)
     except (ValueError, OSError) as error:
-        st.error(f"**Not started.** {error}", icon="🚫")
+        widgets.show_error(error, "Not started.")
         return
     state.select_run(run_id)
     if attached:

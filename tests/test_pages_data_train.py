@@ -241,3 +241,89 @@ def test_stop_ends_the_run_stopped_and_keeps_finished_folds(demo_dir, runs_dir, 
     assert_no_exception(app)
     assert "Stopped by request; 1 finished fold(s) kept" in texts(app.info)
     assert app.button(key=f"resume_{run.id}").label.endswith("Resume")
+
+
+# ---------------------------------------------------------------------------------------
+# Finished views of fabricated runs (no training) and progress arithmetic.
+# ---------------------------------------------------------------------------------------
+
+
+def fabricate_completed_run(runs_dir: Path, class_names: tuple[str, ...], data_dir: Path) -> str:
+    """Writes a completed two-fold run whose summary comes from the engine's metric functions."""
+    import numpy as np
+
+    from zoidberg import metrics
+    from zoidberg.cv import _roc_payload
+
+    generator = np.random.default_rng(0)
+    labels = np.arange(40) % len(class_names)
+    probabilities = generator.dirichlet(np.ones(len(class_names)), size=len(labels))
+    probabilities[np.arange(len(labels)), labels] += 0.5
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    folds = [np.arange(0, 20), np.arange(20, 40)]
+    fold_results = [
+        {**metrics.to_jsonable(metrics.evaluate_predictions(labels[part], probabilities[part], class_names, 0.5)), "train_seconds": 1.0}
+        for part in folds
+    ]
+    summary = {
+        "class_names": list(class_names),
+        "threshold": 0.5,
+        "threshold_method": "youden" if len(class_names) == 2 else "argmax",
+        "folds": fold_results,
+        "mean_std": metrics.to_jsonable(metrics.summarize_folds(fold_results)),
+        "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, probabilities, class_names, 0.5)),
+        "roc": metrics.to_jsonable(_roc_payload(labels, probabilities, class_names)),
+        "test": None,
+    }
+    label_mode = "binary" if len(class_names) == 2 else "three-class"
+    config = {"data": {"data_dir": str(data_dir), "label_mode": label_mode, "image_size": 32}, "model": {"architecture": "cnn"}, "n_splits": 2, "train": {"epochs": 1}}
+    run = RunStore(runs_dir).create_run("cv", config, name=f"fabricated {label_mode}")
+    for fold, part in enumerate(folds, start=1):
+        run.fold_dir(fold)
+        run.write_json(f"fold_{fold}/metrics.json", {"fold": fold, "metrics": fold_results[fold - 1], "n_validation": len(part), "epochs_trained": 1, "train_seconds": 1.0})
+    run.write_json("summary.json", summary)
+    run.set_status("completed")
+    return run.id
+
+
+@pytest.mark.parametrize("class_names", [("normal", "pneumonia"), ("normal", "bacterial", "viral")])
+def test_finished_view_shows_summary_matrix_and_roc(demo_dir, runs_dir, class_names):
+    fabricate_completed_run(runs_dir, class_names, demo_dir)
+    app = open_app(demo_dir, "pages/train.py")
+    metrics = metric_values(app)
+    assert ("AUC" if len(class_names) == 2 else "Macro AUC") in metrics
+    assert "Out-of-fold predictions" in texts(app.markdown)
+    charts = app.get("plotly_chart")
+    assert len(charts) >= 2  # Confusion matrix and ROC curve.
+    if len(class_names) == 3:
+        per_class = next(frame.value for frame in app.dataframe if "support" in frame.value.columns)
+        assert per_class["class"].tolist() == list(class_names)
+
+
+def test_failed_run_shows_its_error_and_a_resume_button(demo_dir, runs_dir):
+    run = RunStore(runs_dir).create_run("cv", {"data": {"data_dir": "/nowhere"}, "n_splits": 2}, name="broken")
+    run.set_status("failed", error="Data folder /nowhere does not exist or is not a folder.")
+    app = open_app(demo_dir, "pages/train.py")
+    assert "Data folder /nowhere does not exist" in texts(app.error)
+    assert app.button(key=f"resume_{run.id}")
+
+
+def test_progress_and_eta_come_from_epoch_events():
+    from zoidberg.ui.live import eta_seconds, overall_fraction, read_progress
+
+    events = [
+        {"type": "run_started", "time": 100.0, "n_folds": 2, "epochs": 4},
+        {"type": "fold_started", "fold": 1, "n_folds": 2},
+        *({"type": "epoch", "fold": 1, "epoch": epoch, "seconds": 2.0, "logs": {"loss": 0.5, "val_loss": 0.6}} for epoch in (1, 2, 3, 4)),
+        {"type": "fold_finished", "fold": 1, "n_folds": 2},
+        {"type": "fold_started", "fold": 2, "n_folds": 2},
+        {"type": "epoch", "fold": 2, "epoch": 1, "seconds": 2.0, "logs": {"loss": 0.4}},
+        {"type": "progress", "fold": 2, "epoch": 2, "batch": 5, "steps": 10},
+    ]
+    progress = read_progress(events)
+    assert (progress.fold, progress.epoch, progress.batch, progress.steps) == (2, 2, 5, 10)
+    assert progress.folds_finished == {1}
+    assert len(progress.epoch_rows) == 5
+    # 2.5 epochs left at 2 s each.
+    assert eta_seconds(progress) == pytest.approx(5.0)
+    assert overall_fraction(progress) == pytest.approx(5.5 / 8)

@@ -15,13 +15,13 @@ import streamlit as st
 from zoidberg import jobs
 from zoidberg.runstore import ACTIVE_STATES, Run, RunNotFoundError
 from zoidberg.ui import figures, state
-from zoidberg.ui.widgets import format_number, state_badge
+from zoidberg.ui.widgets import escape_markdown, format_number, show_error, state_badge
 
 # Seconds between two refreshes of a running run's view.
 POLL_SECONDS = 1.5
 
 # Summary metrics shown as cards, in this order, when the run has them.
-HEADLINE_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "f1", "balanced_accuracy", "macro_f1")
+HEADLINE_METRICS = ("roc_auc", "macro_auc", "accuracy", "sensitivity", "specificity", "f1", "balanced_accuracy", "macro_f1")
 METRIC_LABELS = {
     "roc_auc": "AUC",
     "accuracy": "Accuracy",
@@ -34,6 +34,8 @@ METRIC_LABELS = {
     "macro_f1": "Macro F1",
     "macro_auc": "Macro AUC",
 }
+# Multiclass results repeat macro_auc as roc_auc for cross-mode comparisons; tables show it once.
+DUPLICATE_KEYS = {"roc_auc": "macro_auc"}
 # Summary entries that are bookkeeping rather than model quality.
 NON_METRIC_KEYS = ("n", "threshold", "train_seconds")
 EVENTS_CACHE_KEY = "zoidberg_event_cache"
@@ -208,12 +210,30 @@ def fold_metrics_frame(fold_metrics: Sequence[dict], class_names: Sequence[str] 
     for payload in fold_metrics:
         metrics = payload.get("metrics", {})
         row = {"fold": payload.get("fold")}
-        row.update({METRIC_LABELS.get(key, key): value for key, value in metrics.items() if _is_number(value) and key not in NON_METRIC_KEYS})
+        row.update({METRIC_LABELS.get(key, key): metrics[key] for key in shown_keys(metrics)})
         row["images (val)"] = payload.get("n_validation")
         row["epochs"] = payload.get("epochs_trained")
         row["train time"] = format_duration(payload.get("train_seconds"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def shown_keys(metrics: dict) -> list[str]:
+    """Returns the scalar metric keys worth a column, without bookkeeping or duplicates.
+
+    Args:
+        metrics: One metrics dict (or a mean_std dict).
+
+    Returns:
+        Keys in their original order.
+    """
+    return [
+        key
+        for key, value in metrics.items()
+        if key not in NON_METRIC_KEYS
+        and not (key in DUPLICATE_KEYS and DUPLICATE_KEYS[key] in metrics)
+        and ((isinstance(value, dict) and "mean" in value) or _is_number(value))
+    ]
 
 
 def _is_number(value: Any) -> bool:
@@ -231,9 +251,9 @@ def summary_frame(summary: dict) -> pd.DataFrame:
         Rows metric, mean, std, per-fold values.
     """
     rows = []
-    for key, entry in summary.get("mean_std", {}).items():
-        if key in NON_METRIC_KEYS:
-            continue
+    mean_std = summary.get("mean_std", {})
+    for key in shown_keys(mean_std):
+        entry = mean_std[key]
         values = entry.get("values") or []
         rows.append(
             {
@@ -259,7 +279,7 @@ def per_fold_frame(summary: dict) -> pd.DataFrame:
     rows = []
     for index, fold in enumerate(summary.get("folds", []), start=1):
         row = {"fold": index}
-        row.update({METRIC_LABELS.get(key, key): value for key, value in fold.items() if _is_number(value) and key not in NON_METRIC_KEYS})
+        row.update({METRIC_LABELS.get(key, key): fold[key] for key in shown_keys(fold)})
         row["images (val)"] = fold.get("n")
         row["train time"] = format_duration(fold.get("train_seconds"))
         rows.append(row)
@@ -381,7 +401,7 @@ def _run_header(run: Run, status: dict) -> None:
     config = run.config
     model = config.get("model", {})
     data = config.get("data", {})
-    st.markdown(f"#### {run.name} &nbsp; {state_badge(status.get('state', 'queued'))}")
+    st.subheader(f"{escape_markdown(run.name)} {state_badge(status.get('state', 'queued'))}", anchor=False)
     facts = [
         f"`{run.id}`",
         f"{model.get('architecture', '?')}",
@@ -468,9 +488,9 @@ def finished_view(run: Run, status: dict) -> None:
     run_state = status.get("state")
     summary = run.summary() if run_state == "completed" else None
     if run_state == "failed":
-        st.error(f"**The run failed:** {status.get('error') or 'no reason was recorded (see worker.log in the run folder).'}")
+        show_error(status.get("error") or "No reason was recorded (see worker.log in the run folder).", "The run failed:")
     elif run_state == "interrupted":
-        st.warning(status.get("error") or "The worker stopped without finishing.", icon="⚠️")
+        st.warning(escape_markdown(status.get("error") or "The worker stopped without finishing."), icon="⚠️")
     elif run_state == "stopped":
         st.info(f"Stopped by request; {len(run.fold_metrics())} finished fold(s) kept.", icon="⏹")
     if run_state in jobs.RESUMABLE_STATES:
@@ -507,7 +527,7 @@ def _summary_block(summary: dict) -> None:
     class_names = summary.get("class_names", [])
     binary = len(class_names) == 2
     st.markdown(f"##### Cross-validation: mean ± std over {len(summary.get('folds', []))} folds")
-    cards = [key for key in HEADLINE_METRICS if key in mean_std][:5]
+    cards = [key for key in HEADLINE_METRICS if key in shown_keys(mean_std)][:5]
     for column, key in zip(st.columns(len(cards) or 1), cards):
         entry = mean_std[key]
         column.metric(METRIC_LABELS.get(key, key), format_number(entry.get("mean")), f"± {format_number(entry.get('std'))}", delta_color="off", delta_arrow="off", border=True)
@@ -516,10 +536,10 @@ def _summary_block(summary: dict) -> None:
         if binary else "Prediction: the most probable class (argmax)."
     )
     st.caption(threshold_text)
-    tables, per_fold = st.columns([2, 3])
-    with tables:
+    summary_tab, folds_tab = st.tabs(["Mean ± std", "Per fold"])
+    with summary_tab:
         st.dataframe(summary_frame(summary)[["metric", "mean ± std", "per fold"]], hide_index=True, width="stretch")
-    with per_fold:
+    with folds_tab:
         metrics_table(per_fold_frame(summary))
     _out_of_fold_block(summary, class_names, binary)
     if summary.get("test"):
@@ -536,10 +556,11 @@ def _out_of_fold_block(summary: dict, class_names: Sequence[str], binary: bool) 
             st.plotly_chart(figures.confusion_matrix_figure(out_of_fold["confusion_matrix"], class_names, title="Confusion matrix"))
     with right:
         _roc_chart(summary.get("roc") or {}, summary.get("threshold") if binary else None, "ROC curve")
-        st.caption(
-            "The pooled out-of-fold AUC ranks all images together, so it can sit below the mean per-fold AUC "
-            "when the fold models score on different scales. ✕ marks the decision threshold."
-        )
+        if binary:
+            st.caption(
+                "The pooled out-of-fold AUC ranks all images together, so it can sit below the mean per-fold AUC "
+                "when the fold models score on different scales. ✕ marks the decision threshold."
+            )
     if not binary and out_of_fold.get("per_class"):
         st.markdown("**Per class (one vs rest)**")
         metrics_table(per_class_frame(out_of_fold))
@@ -562,7 +583,7 @@ def _roc_chart(curves: dict, threshold: float | None, title: str) -> None:
 def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: bool) -> None:
     """Draws the held-out test split's metrics of the fold ensemble."""
     st.markdown(f"##### Held-out test split ({test.get('n', '?')} images, mean of the {len(summary.get('folds', []))} fold models)")
-    cards = [key for key in HEADLINE_METRICS if _is_number(test.get(key)) and test.get(key) is not None][:5]
+    cards = [key for key in HEADLINE_METRICS if key in shown_keys(test) and test.get(key) is not None][:5]
     for column, key in zip(st.columns(len(cards) or 1), cards):
         column.metric(METRIC_LABELS.get(key, key), format_number(test.get(key)), border=True)
     left, right = st.columns(2)

@@ -55,6 +55,36 @@ def synthetic_notice(synthetic: bool) -> None:
         )
 
 
+MARKDOWN_SPECIAL = "\\`*_[]<>#~|$"
+
+
+def escape_markdown(text: str) -> str:
+    """Makes engine messages display literally in Streamlit Markdown.
+
+    Paths such as `<root>/train/NORMAL/*.jpeg` would otherwise turn into italics, and
+    `$` into LaTeX; line breaks are kept.
+
+    Args:
+        text: Plain text.
+
+    Returns:
+        Markdown that renders as the same text.
+    """
+    escaped = "".join(f"\\{character}" if character in MARKDOWN_SPECIAL else character for character in str(text))
+    return escaped.replace("\n", "  \n")
+
+
+def show_error(error: BaseException | str, prefix: str = "") -> None:
+    """Shows an error message in plain words, never a traceback.
+
+    Args:
+        error: The exception (its message is shown) or a message.
+        prefix: Bold words before the message, e.g. "Not started."
+    """
+    lead = f"**{prefix}** " if prefix else ""
+    st.error(lead + escape_markdown(str(error)), icon="🚫")
+
+
 def state_badge(state: str) -> str:
     """Returns Markdown for a coloured state badge.
 

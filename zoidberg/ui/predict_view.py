@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -161,6 +162,8 @@ class ImageResult:
         model_input: The S×S uint8 image the networks saw.
         prediction: Ensemble.predict_gray output (per-fold values are threshold-free).
         heatmaps: Grad-CAM maps already computed, by class index.
+        encoded: JPEG bytes of the display image ("image",) and of overlays
+            ("overlay", class index, opacity), so reruns re-encode nothing.
     """
 
     name: str
@@ -174,6 +177,7 @@ class ImageResult:
     model_input: np.ndarray | None = field(default=None, repr=False)
     prediction: dict | None = None
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    encoded: dict[tuple, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -312,6 +316,31 @@ def gradcam_overlay(ensemble: Any, result: ImageResult, class_index: int, alpha:
     return overlay_heatmap(result.display, gradcam_heatmap(ensemble, result, class_index), alpha=alpha)
 
 
+def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
+    """Encodes a gray or RGB uint8 array as JPEG bytes for st.image."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def display_jpeg(result: ImageResult) -> bytes:
+    """The display image as JPEG, encoded once per result."""
+    if ("image",) not in result.encoded:
+        result.encoded[("image",)] = encode_jpeg(result.display)
+    return result.encoded[("image",)]
+
+
+def overlay_jpeg(ensemble: Any, result: ImageResult, class_index: int, alpha: float) -> bytes:
+    """The Grad-CAM overlay as JPEG, computed once per (class, opacity) and result."""
+    key = ("overlay", int(class_index), round(float(alpha), 2))
+    if key not in result.encoded:
+        # Only the latest opacity of each class is kept, so dragging the slider cannot grow memory.
+        for stale in [other for other in result.encoded if other[:2] == key[:2]]:
+            del result.encoded[stale]
+        result.encoded[key] = encode_jpeg(gradcam_overlay(ensemble, result, class_index, alpha))
+    return result.encoded[key]
+
+
 def results_table(results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None) -> pd.DataFrame:
     """One row per file: prediction, probability, spread, class probabilities, error.
 
@@ -360,6 +389,9 @@ def results_table(results: Sequence[ImageResult], class_names: Sequence[str], th
 def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
     """A one-line strip of each fold model's probability, with the threshold line.
 
+    The figure is built from one dict because a page may draw dozens of these on every
+    slider move, and plotly's incremental helpers (add_vline) cost ~10x more.
+
     Args:
         decision: The image's decision.
         class_names: The run's classes.
@@ -370,41 +402,48 @@ def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figu
     binary = len(class_names) == 2
     what = f"P({class_names[1]})" if binary else f"P({decision.label})"
     values = list(decision.per_fold)
-    figure = go.Figure()
-    figure.add_trace(
-        go.Scatter(
-            x=values, y=[0] * len(values), mode="markers", marker=dict(size=12, color=color_for(0), line=dict(width=1, color="white")),
-            customdata=list(range(1, len(values) + 1)), hovertemplate=f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>",
-            showlegend=False,
-        )
-    )
-    figure.add_trace(
-        go.Scatter(
-            x=[decision.probability], y=[0], mode="markers", marker=dict(size=16, symbol="line-ns", line=dict(width=3, color="#FFA15A")),
-            hovertemplate=f"ensemble mean: %{{x:.3f}}<extra></extra>", showlegend=False,
-        )
-    )
+    folds = list(range(1, len(values) + 1))
+    data = [
+        {
+            "type": "scatter", "x": values, "y": [0] * len(values), "mode": "markers", "customdata": folds,
+            "marker": {"size": 12, "color": color_for(0), "line": {"width": 1, "color": "white"}},
+            "hovertemplate": f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>", "showlegend": False,
+        },
+        {
+            "type": "scatter", "x": [decision.probability], "y": [0], "mode": "markers", "showlegend": False,
+            "marker": {"size": 18, "symbol": "line-ns", "line": {"width": 3, "color": "#FFA15A"}},
+            "hovertemplate": "ensemble mean: %{x:.3f}<extra></extra>",
+        },
+    ]
+    layout: dict[str, Any] = {
+        "height": 130, "margin": {"l": 10, "r": 10, "t": 25, "b": 40},
+        "xaxis": {"range": [-0.02, 1.02], "title": {"text": f"{what} per fold"}, "tickformat": ".1f"},
+        "yaxis": {"visible": False, "range": [-1, 1]},
+    }
     if binary and decision.threshold is not None:
-        figure.add_vline(x=decision.threshold, line=dict(color="gray", dash="dot"), annotation_text="threshold", annotation_position="top")
-    figure.update_xaxes(range=[-0.02, 1.02], title=f"{what} per fold", tickformat=".1f")
-    figure.update_yaxes(visible=False, range=[-1, 1])
-    figure.update_layout(height=130, margin=dict(l=10, r=10, t=25, b=40))
-    return figure
+        layout["shapes"] = [
+            {"type": "line", "x0": decision.threshold, "x1": decision.threshold, "y0": 0, "y1": 1, "yref": "paper",
+             "line": {"color": "gray", "dash": "dot"}}
+        ]
+        layout["annotations"] = [
+            {"x": decision.threshold, "y": 1, "yref": "paper", "yanchor": "bottom", "text": "threshold", "showarrow": False}
+        ]
+    return go.Figure({"data": data, "layout": layout})
 
 
 def class_probability_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
-    """Horizontal bars of every class's mean probability (three-class runs)."""
+    """Horizontal bars of every class's mean probability (three-class runs), built from one dict."""
     values = [decision.class_probabilities.get(name, 0.0) for name in class_names]
-    figure = go.Figure(
-        go.Bar(
-            x=values, y=list(class_names), orientation="h", marker_color=[color_for(index) for index in range(len(class_names))],
-            text=[f"{value:.2f}" for value in values], textposition="auto", hovertemplate="%{y}: %{x:.3f}<extra></extra>",
-        )
-    )
-    figure.update_xaxes(range=[0, 1], title="mean probability over folds")
-    figure.update_yaxes(autorange="reversed")
-    figure.update_layout(height=60 + 32 * len(class_names), margin=dict(l=10, r=10, t=10, b=40), showlegend=False)
-    return figure
+    bars = {
+        "type": "bar", "x": values, "y": list(class_names), "orientation": "h",
+        "marker": {"color": [color_for(index) for index in range(len(class_names))]},
+        "text": [f"{value:.2f}" for value in values], "textposition": "auto", "hovertemplate": "%{y}: %{x:.3f}<extra></extra>",
+    }
+    layout = {
+        "height": 60 + 32 * len(class_names), "margin": {"l": 10, "r": 10, "t": 10, "b": 40}, "showlegend": False,
+        "xaxis": {"range": [0, 1], "title": {"text": "mean probability over folds"}}, "yaxis": {"autorange": "reversed"},
+    }
+    return go.Figure({"data": [bars], "layout": layout})
 
 
 # ----------------------------------------------------------------------------- runs and caches
@@ -659,7 +698,7 @@ def show_card(ensemble: Any, result: ImageResult, threshold: float | None, gradc
         with columns[0]:
             kind = "DICOM, windowed" if result.kind == "dicom" else result.kind.upper()
             height, width = result.original_shape or (0, 0)
-            st.image(result.display, caption=f"{kind} · {width}×{height} px", width="stretch")
+            st.image(display_jpeg(result), caption=f"{kind} · {width}×{height} px", width="stretch")
         if show_gradcam:
             with columns[1]:
                 _show_gradcam(ensemble, result, decision, alpha)
@@ -670,7 +709,7 @@ def show_card(ensemble: Any, result: ImageResult, threshold: float | None, gradc
 def _show_gradcam(ensemble: Any, result: ImageResult, decision: Decision, alpha: float) -> None:
     """Draws the Grad-CAM overlay of the predicted class, or why it is unavailable."""
     try:
-        overlay = gradcam_overlay(ensemble, result, decision.class_index, alpha)
+        overlay = overlay_jpeg(ensemble, result, decision.class_index, alpha)
     except Exception as error:  # Grad-CAM is an extra: its failure must not hide the prediction.
         LOGGER.exception("Grad-CAM failed for %s", result.name)
         st.caption(f"Grad-CAM unavailable for this model ({type(error).__name__}).")

@@ -24,7 +24,8 @@ def split_class_rows(dataset: Dataset) -> list[dict]:
         Records with split, class and images.
     """
     rows = []
-    for split in dict.fromkeys(dataset.splits.tolist()):
+    present = set(dataset.splits.tolist())
+    for split in [name for name in ("train", "val", "test", "all") if name in present]:
         indices = np.flatnonzero(dataset.splits == split)
         for name, count in dataset.class_counts(indices).items():
             rows.append({"split": split, "class": name, "images": count})
@@ -74,7 +75,7 @@ def use_demo_data() -> None:
 
 def folder_section() -> tuple[str, str, int]:
     """Draws the folder, label-mode and preview-size inputs; remembers the folder."""
-    left, button, middle, right = st.columns([4, 1, 2, 1], vertical_alignment="bottom")
+    left, button, middle, right = st.columns([4, 1.4, 2, 1], vertical_alignment="bottom")
     with left:
         data_dir = widgets.data_dir_ui(default=state.chosen_data_dir(), key=DATA_DIR_WIDGET)
     with button:
@@ -105,7 +106,12 @@ def overview_section(dataset: Dataset) -> None:
     left, right = st.columns([2, 3])
     rows = split_class_rows(dataset)
     with left:
-        table = pd.DataFrame(rows).pivot(index="split", columns="class", values="images").reindex(columns=list(dataset.class_names))
+        splits = list(dict.fromkeys(row["split"] for row in rows))
+        table = (
+            pd.DataFrame(rows)
+            .pivot(index="split", columns="class", values="images")
+            .reindex(index=splits, columns=list(dataset.class_names))
+        )
         table["total"] = table.sum(axis=1)
         st.dataframe(table, width="stretch")
         shares = ", ".join(f"{name} {count / max(1, len(training)):.0%}" for name, count in counts.items())
@@ -121,7 +127,7 @@ def patients_section(dataset: Dataset) -> None:
     """Draws patient counts, the images-per-patient histogram and split leakage."""
     training = dataset.training_indices()
     per_class = images_per_patient(dataset, training)
-    left, right = st.columns([2, 3])
+    left, right = st.columns([5, 6])
     with left:
         table = pd.DataFrame(
             [

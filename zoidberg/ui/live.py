@@ -348,7 +348,7 @@ def run_view(run_id: str) -> None:
     try:
         run = state.run_store().get(run_id)
     except (RunNotFoundError, ValueError) as error:
-        st.error(str(error))
+        show_error(error)
         return
     status = run.status()
     if status.get("state") in ACTIVE_STATES:
@@ -360,7 +360,11 @@ def run_view(run_id: str) -> None:
 
 def _live_fragment(run_id: str, initial_state: str) -> None:
     """Body of the polling fragment; asks for a full rerun once the run's state changes."""
-    run = state.run_store().get(run_id)
+    try:
+        run = state.run_store().get(run_id)
+    except (RunNotFoundError, ValueError):
+        # The run folder was deleted meanwhile: the full page lists what is left.
+        st.rerun()
     status = run.status()
     if status.get("state") != initial_state:
         # A full rerun updates the run picker's badge and, once the run has ended,
@@ -379,21 +383,30 @@ def live_view(run: Run, status: dict) -> None:
     events = read_events_incrementally(run)
     progress = read_progress(events)
     _run_header(run, status)
-    stop_requested = run.stop_requested
-    _progress_block(progress, status, stop_requested)
-    left, _ = st.columns([1, 4])
-    with left:
-        if st.button("⏹ Stop", key=f"stop_{run.id}", disabled=stop_requested, help="Stops after the current batch; finished folds are kept and the run can be resumed."):
-            try:
-                jobs.stop_run(run.id, runs_dir=state.runs_dir())
-                st.toast("Stop requested: the run ends after its current batch.", icon="⏹")
-            except (RunNotFoundError, ValueError, OSError) as error:
-                st.error(f"Could not stop the run: {error}")
+    # The button comes before the progress so that a click shows "stop requested" at once.
+    _stop_button(run)
+    _progress_block(progress, status, run.stop_requested)
     _curves(progress, key_prefix=f"live_{run.id}")
     fold_metrics = run.fold_metrics()
     if fold_metrics:
         st.markdown("**Finished folds**")
         metrics_table(fold_metrics_frame(fold_metrics))
+
+
+def _stop_button(run: Run) -> None:
+    """Draws Stop, which asks the worker to end after its current batch."""
+    clicked = st.button(
+        "⏹ Stop", key=f"stop_{run.id}", disabled=run.stop_requested,
+        help="Stops after the current batch; finished folds are kept and the run can be resumed.",
+    )
+    if not clicked:
+        return
+    try:
+        jobs.stop_run(run.id, runs_dir=state.runs_dir())
+    except (RunNotFoundError, ValueError, OSError) as error:
+        show_error(error, "Could not stop the run:")
+        return
+    st.toast("Stop requested: the run ends after its current batch.", icon="⏹")
 
 
 def _run_header(run: Run, status: dict) -> None:
@@ -514,7 +527,7 @@ def _resume_button(run: Run) -> None:
         try:
             jobs.resume_run(run.id, runs_dir=state.runs_dir())
         except (ValueError, RunNotFoundError, OSError) as error:
-            st.error(f"Could not resume: {error}")
+            show_error(error, "Could not resume:")
             return
         st.session_state.get(EVENTS_CACHE_KEY, {}).pop(run.id, None)
         st.toast("Resumed: the worker continues from the first unfinished fold.", icon="▶")

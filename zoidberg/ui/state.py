@@ -14,6 +14,7 @@ from zoidberg.runstore import ACTIVE_STATES, Run, RunStore, default_runs_dir
 DATA_DIR_KEY = "zoidberg_data_dir"
 SELECTED_RUN_KEY = "zoidberg_selected_run"
 STARTED_RUN_KEY = "zoidberg_started_run"
+KNOWN_RUNS_KEY = "zoidberg_known_runs"
 
 # Decoded datasets kept in memory at once: each holds N×S×S bytes, so a few sizes of the
 # same data (preview at one size, training at another) fit without growing unbounded.
@@ -297,7 +298,11 @@ def select_run(run_id: str) -> None:
 
 
 def selected_run_id(runs: list[Run], states: dict[str, str]) -> str | None:
-    """Returns the run to show: the session's choice, else the newest active, else the newest.
+    """Returns the run to show.
+
+    A run that became active since this session last looked (started in another tab or
+    from the command line) wins; then the session's own choice; then the newest active
+    run; then the newest run.
 
     Args:
         runs: Runs, newest first.
@@ -307,6 +312,12 @@ def selected_run_id(runs: list[Run], states: dict[str, str]) -> str | None:
         A run id, or None when there are no runs.
     """
     ids = [run.id for run in runs]
+    known = st.session_state.get(KNOWN_RUNS_KEY)
+    st.session_state[KNOWN_RUNS_KEY] = set(ids)
+    if known is not None:
+        for run_id in ids:
+            if run_id not in known and states.get(run_id) in ACTIVE_STATES:
+                return run_id
     chosen = st.session_state.get(SELECTED_RUN_KEY)
     if chosen in ids:
         return chosen

@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     add_runs_dir(cv)
 
+    # With --from-tuning, image size, label mode and epochs default to the tuning run's.
+    cv.set_defaults(image_size=None, label_mode=None, epochs=None)
+
+    add_tune_parser(commands)
+
     runs = commands.add_parser("runs", help="List runs with status and headline metrics.", description="List runs, newest first.")
     runs.add_argument("--json", action="store_true", help="Print JSON.")
     add_runs_dir(runs)
@@ -156,13 +161,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_tune_parser(commands) -> None:
+    """Adds the `tune` subcommand."""
+    from zoidberg.models import ARCHITECTURES
+    from zoidberg.tuning import ALGORITHMS, OBJECTIVES, TuneConfig
+
+    defaults = argparse.Namespace(**{field.name: field.default for field in dataclasses.fields(TuneConfig) if field.name != "data"})
+    tune = commands.add_parser(
+        "tune",
+        help="Search hyperparameters with keras-tuner on a patient-grouped split.",
+        description="Search hyperparameters (random, Bayesian, Hyperband or grid search with keras-tuner) on a "
+        "patient-grouped train/validation split of the pooled train+val images; the test split is never used. "
+        "Searching over conv blocks and filters makes the CNN search a small architecture search.",
+    )
+    add_data_options(tune)
+    tune.add_argument("--arch", choices=list(ARCHITECTURES), default="cnn", help="Architecture from the registry.")
+    tune.add_argument("--algorithm", choices=ALGORITHMS, default=defaults.algorithm, help=f"Search algorithm [default: {defaults.algorithm}].")
+    tune.add_argument("--objective", choices=list(OBJECTIVES), default=defaults.objective, help=f"What the search optimizes on the validation part [default: {defaults.objective}].")
+    tune.add_argument("--max-trials", type=int, default=defaults.max_trials, help=f"Most configurations to try [default: {defaults.max_trials}].")
+    tune.add_argument("--epochs", type=int, default=defaults.epochs_per_trial, help=f"Epochs per trial; Hyperband: the most any trial trains [default: {defaults.epochs_per_trial}].")
+    tune.add_argument("--seed", type=int, default=defaults.seed, help=f"Seed of the split, the search and the trials [default: {defaults.seed}].")
+    tune.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction, help=f"Share of patients held out for the objective [default: {defaults.validation_fraction}].")
+    tune.add_argument(
+        "--space", default=None, metavar="JSON",
+        help='Search-space changes as JSON (or @file.json): {"name": {"min_value": .., "max_value": .., "step": .., '
+        '"log": ..}} or {"name": {"choices": [..]}} to tune, {"name": value} to fix. See --show-space.',
+    )
+    tune.add_argument("--show-space", action="store_true", help="Print the resolved search space and exit.")
+    tune.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="Optimizer of every trial.")
+    tune.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=defaults.class_weighting, help="balanced: weight classes by inverse frequency.")
+    tune.add_argument("--name", default="", help="A readable run name.")
+    tune.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
+    tune.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    add_runs_dir(tune)
+
+
+def _search_space_arg(text: str | None) -> dict:
+    """Parses --space: inline JSON or @file.json."""
+    if not text:
+        return {}
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).expanduser().read_text(encoding="utf-8")
+        except OSError as error:
+            raise CliError(f"Cannot read the search space file {text[1:]}: {error.strerror or error}.") from None
+    try:
+        space = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(f"--space is not valid JSON: {error}.") from None
+    if not isinstance(space, dict):
+        raise CliError('--space must be a JSON object such as {"conv_blocks": {"min_value": 1, "max_value": 3}}.')
+    return space
+
+
+def tune_config_from_args(args: argparse.Namespace):
+    """Builds the validated TuneConfig of `tune` options."""
+    from zoidberg.tuning import TuneConfig
+
+    return TuneConfig(
+        data=DataConfig(str(Path(args.data).expanduser().resolve()), args.label_mode, args.image_size),
+        architecture=args.arch,
+        search_space=_search_space_arg(args.space),
+        algorithm=args.algorithm,
+        objective=args.objective,
+        max_trials=args.max_trials,
+        epochs_per_trial=args.epochs,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        optimizer=args.optimizer,
+        class_weighting=args.class_weighting,
+        run_name=args.name,
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Builds the validated RunConfig of `cv` options."""
+    """Builds the validated RunConfig of `cv` options.
+
+    With --from-tuning, the architecture, its hyperparameters, the learning rate, batch
+    size, augmentation, optimizer and class weighting come from the tuning run's best
+    trial, and image size, label mode and epochs default to the tuning run's.
+    """
     model_fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(ModelConfig) if field.name != "architecture"}
     model = ModelConfig(architecture=args.arch, **model_fields)
     source = None
+    defaults = TrainConfig()
     train = TrainConfig(
-        epochs=args.epochs,
+        epochs=defaults.epochs if args.epochs is None else args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         optimizer=args.optimizer,
@@ -170,8 +254,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         class_weighting=args.class_weighting,
         augmentation=args.augment,
     )
+    label_mode = args.label_mode or "binary"
+    image_size = 128 if args.image_size is None else args.image_size
+    if args.from_tuning:
+        from zoidberg.tuning import best_model_and_train_config, load_tuning_results
+
+        model, tuned_train, source = best_model_and_train_config(args.from_tuning, args.runs_dir)
+        tuning = load_tuning_results(args.from_tuning, args.runs_dir)[1]
+        epochs = tuned_train.epochs if args.epochs is None else args.epochs
+        train = dataclasses.replace(tuned_train, epochs=epochs, early_stopping_patience=args.patience)
+        label_mode = args.label_mode or tuning.data.label_mode
+        image_size = tuning.data.image_size if args.image_size is None else args.image_size
     return RunConfig(
-        data=DataConfig(str(Path(args.data).expanduser().resolve()), args.label_mode, args.image_size),
+        data=DataConfig(str(Path(args.data).expanduser().resolve()), label_mode, image_size),
         model=model,
         train=train,
         n_splits=args.folds,
@@ -225,6 +320,68 @@ def command_cv(args) -> int:
         _print_summary_table(summary)
         print(f"\nRun id: {run.id}")
     return 0
+
+
+def _print_tuning_summary(summary: dict) -> None:
+    trials = summary.get("trials", [])
+    objective = summary.get("objective", "objective")
+    names = list(dict.fromkeys(name for row in trials for name in row.get("hyperparameters", {})))
+    print()
+    print(f"{'trial':>5} {'status':>10} {objective:>13}  " + " ".join(f"{name:>14}" for name in names))
+    for row in trials:
+        values = row.get("hyperparameters", {})
+        marker = " *" if row.get("trial") == summary.get("best_trial") else ""
+        print(
+            f"{row['trial']:>5} {row['status']:>10} {_fmt4(row.get('objective')):>13}  "
+            + " ".join(f"{_short(values.get(name)):>14}" for name in names)
+            + marker
+        )
+    if summary.get("best_hyperparameters") is None:
+        print("\nNo trial finished.")
+        return
+    print(f"\nBest trial {summary['best_trial']} (marked *): {objective} {_fmt4(summary['best_objective'])}")
+    print("Best hyperparameters:")
+    for name, value in summary["best_hyperparameters"].items():
+        print(f"  {name:<16} {_short(value)}")
+
+
+def _fmt4(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "none" if value is None else str(value)
+
+
+def command_tune(args) -> int:
+    from zoidberg.jobs import start_run
+    from zoidberg.runstore import RunStore
+    from zoidberg.tuning import run_tuning, tune_payload
+
+    config = tune_config_from_args(args)
+    if args.show_space:
+        for dimension in config.dimensions():
+            print(f"{dimension.name:<18} {'tuned' if dimension.tuned else 'fixed':<6} {dimension.describe()}")
+        return 0
+    payload = tune_payload(config)
+    if args.background:
+        run_id = start_run("tune", payload, name=config.run_name, runs_dir=args.runs_dir)
+        print(run_id)
+        return 0
+    run = RunStore(args.runs_dir).create_run("tune", payload, config.run_name)
+    quiet = args.json
+    print(f"Run {run.id}", file=sys.stderr if quiet else sys.stdout)
+    summary = run_tuning(run, report=lambda line: print(line, file=sys.stderr if quiet else sys.stdout, flush=True))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_tuning_summary(summary)
+        print(f"\nRun id: {run.id}")
+        if summary.get("best_hyperparameters") is not None:
+            print(f"Cross-validate it: python -m zoidberg cv --from-tuning {run.id} --data {config.data.data_dir}")
+    return 0 if summary.get("best_hyperparameters") is not None else 1
 
 
 def command_folds(args) -> int:
@@ -352,6 +509,7 @@ COMMANDS = {
     "demo-data": command_demo_data,
     "folds": command_folds,
     "cv": command_cv,
+    "tune": command_tune,
     "runs": command_runs,
     "predict": command_predict,
     "resume": command_resume,

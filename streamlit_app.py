@@ -38,7 +38,6 @@ def available_pages() -> list:
 def sidebar_footer() -> None:
     """Shows where runs are stored and what this tool is not."""
     with st.sidebar:
-        st.divider()
         st.caption(f"Runs folder: `{default_runs_dir().resolve()}`")
         st.caption("**Research demo — not a medical device.**")
 

@@ -1,0 +1,34 @@
+"""Tune page: search hyperparameters with keras-tuner on a patient-grouped split, live, then cross-validate the best."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from zoidberg.ui import state, tune_view
+
+
+def data_section() -> str:
+    """Shows which data folder the search will use (chosen on the Data page)."""
+    data_dir = state.chosen_data_dir()
+    st.caption(f"Data folder: `{data_dir}` — choose another on the **Data** page.")
+    if state.is_synthetic(data_dir):
+        st.caption("🧪 **Synthetic demo data — not real X-rays.**")
+    return data_dir
+
+
+def main() -> None:
+    """Draws the Tune page."""
+    st.title("🎛️ Tune")
+    st.caption(
+        "Hyperparameter search with keras-tuner on a patient-grouped train/validation split of the pooled "
+        "train+val images (the test split is never used). The search runs in a separate worker process: "
+        "switching pages, reloading or closing the tab does not stop it, and a stopped search can be resumed."
+    )
+    st.info(tune_view.NAS_NOTE, icon="🧬")
+    data_dir = data_section()
+    tune_view.configure_section_ui(data_dir)
+    st.divider()
+    tune_view.runs_section_ui()
+
+
+main()

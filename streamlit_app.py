@@ -6,9 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="Zoidberg 2.0", page_icon="🩻", layout="wide")
-
-from zoidberg.runstore import default_runs_dir  # noqa: E402  (set_page_config comes first)
+from zoidberg.runstore import default_runs_dir
 
 APP_ROOT = Path(__file__).resolve().parent
 
@@ -30,8 +28,7 @@ def available_pages() -> list:
     """
     existing = [(path, title, icon) for path, title, icon in PAGES if (APP_ROOT / path).is_file()]
     return [
-        st.Page(path, title=title, icon=icon, default=index == 0)
-        for index, (path, title, icon) in enumerate(existing)
+        st.Page(path, title=title, icon=icon, default=index == 0) for index, (path, title, icon) in enumerate(existing)
     ]
 
 
@@ -42,6 +39,7 @@ def sidebar_footer() -> None:
         st.caption("**Research demo — not a medical device.**")
 
 
+st.set_page_config(page_title="Zoidberg 2.0", page_icon="🩻", layout="wide")
 page = st.navigation(available_pages())
 sidebar_footer()
 page.run()

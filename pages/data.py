@@ -83,7 +83,9 @@ def folder_section() -> tuple[str, str, int]:
     with middle:
         label_mode = widgets.label_mode_ui("data_label_mode")
     with right:
-        image_size = st.selectbox("Preview size (px)", PREVIEW_SIZES, index=1, key="data_preview_size", persist_state="session")
+        image_size = st.selectbox(
+            "Preview size (px)", PREVIEW_SIZES, index=1, key="data_preview_size", persist_state="session"
+        )
     data_dir = data_dir or state.demo_data_dir()
     state.remember_data_dir(data_dir)
     return data_dir, label_mode, int(image_size)
@@ -97,9 +99,13 @@ def overview_section(dataset: Dataset) -> None:
     columns = st.columns(5)
     columns[0].metric("Images", len(dataset), border=True)
     columns[1].metric("Patients", len(np.unique(dataset.patients)), border=True)
-    columns[2].metric("Test images", len(dataset.test_indices()), border=True, help="Held out: never used by cross-validation.")
+    columns[2].metric(
+        "Test images", len(dataset.test_indices()), border=True, help="Held out: never used by cross-validation."
+    )
     columns[3].metric(
-        "Imbalance", f"{largest / smallest:.1f} : 1" if smallest else "∞", border=True,
+        "Imbalance",
+        f"{largest / smallest:.1f} : 1" if smallest else "∞",
+        border=True,
         help="Largest to smallest class in the cross-validation pool (train + val).",
     )
     columns[4].metric("Skipped files", len(dataset.skipped), border=True)
@@ -117,7 +123,11 @@ def overview_section(dataset: Dataset) -> None:
         shares = ", ".join(f"{name} {count / max(1, len(training)):.0%}" for name, count in counts.items())
         st.caption(
             f"Cross-validation pool (train + val): {len(training)} images — {shares}. "
-            + ("Class weighting 'balanced' on the Train page compensates the imbalance." if largest > 1.5 * smallest else "")
+            + (
+                "Class weighting 'balanced' on the Train page compensates the imbalance."
+                if largest > 1.5 * smallest
+                else ""
+            )
         )
     with right:
         st.plotly_chart(figures.class_counts_figure(rows), key="data_counts_chart")
@@ -156,7 +166,8 @@ def patients_section(dataset: Dataset) -> None:
             st.success("No patient has images in more than one split folder ✓")
     with right:
         st.plotly_chart(
-            figures.images_per_patient_figure(per_class, title="Images per patient (train + val)"), key="data_patients_chart"
+            figures.images_per_patient_figure(per_class, title="Images per patient (train + val)"),
+            key="data_patients_chart",
         )
 
 
@@ -169,7 +180,9 @@ def samples_section(dataset: Dataset) -> None:
     generator = np.random.default_rng(st.session_state.get("data_sample_seed", 0))
     for label, name in enumerate(dataset.class_names):
         indices = np.flatnonzero(dataset.labels == label)
-        chosen = generator.choice(indices, size=min(SAMPLES_PER_CLASS, len(indices)), replace=False) if len(indices) else []
+        chosen = (
+            generator.choice(indices, size=min(SAMPLES_PER_CLASS, len(indices)), replace=False) if len(indices) else []
+        )
         st.markdown(f"**{name}** ({len(indices)} images)")
         if len(chosen):
             st.image(
@@ -183,7 +196,9 @@ def folds_section(dataset: Dataset) -> None:
     """Draws the patient-grouped fold preview for a chosen k and seed."""
     st.markdown("##### Fold preview")
     left, right, _ = st.columns([1, 1, 3])
-    n_splits = left.number_input("Folds k", min_value=2, max_value=20, value=5, step=1, key="data_fold_k", persist_state="session")
+    n_splits = left.number_input(
+        "Folds k", min_value=2, max_value=20, value=5, step=1, key="data_fold_k", persist_state="session"
+    )
     seed = right.number_input("Seed", min_value=0, value=42, step=1, key="data_fold_seed", persist_state="session")
     training = dataset.training_indices()
     labels, patients = dataset.labels[training], dataset.patients[training]
@@ -203,7 +218,10 @@ def folds_section(dataset: Dataset) -> None:
     with table:
         st.dataframe(pd.DataFrame(overview), hide_index=True, width="stretch")
     with chart:
-        st.plotly_chart(figures.fold_balance_figure(overview, dataset.class_names, title="Images per class and fold"), key="data_folds_chart")
+        st.plotly_chart(
+            figures.fold_balance_figure(overview, dataset.class_names, title="Images per class and fold"),
+            key="data_folds_chart",
+        )
 
 
 def skipped_section(dataset: Dataset) -> None:
@@ -231,7 +249,9 @@ def main() -> None:
         widgets.show_error(error)
         return
     widgets.synthetic_notice(dataset.synthetic)
-    st.caption(f"`{dataset.root}` · fingerprint `{dataset.fingerprint}` · {'from the disk cache' if dataset.from_cache else 'decoded now'}")
+    st.caption(
+        f"`{dataset.root}` · fingerprint `{dataset.fingerprint}` · {'from the disk cache' if dataset.from_cache else 'decoded now'}"
+    )
     overview_section(dataset)
     st.divider()
     patients_section(dataset)

@@ -46,7 +46,10 @@ def start(data_dir: str, architecture: str, model_values: dict, options: dict) -
         return
     state.select_run(run_id)
     if attached:
-        st.info(f"An identical run is already queued or running: showing `{run_id}` instead of starting a second one.", icon="🔁")
+        st.info(
+            f"An identical run is already queued or running: showing `{run_id}` instead of starting a second one.",
+            icon="🔁",
+        )
     else:
         st.toast(f"Started run {run_id}", icon="🚀")
 

@@ -262,7 +262,10 @@ def fabricate_completed_run(runs_dir: Path, class_names: tuple[str, ...], data_d
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     folds = [np.arange(0, 20), np.arange(20, 40)]
     fold_results = [
-        {**metrics.to_jsonable(metrics.evaluate_predictions(labels[part], probabilities[part], class_names, 0.5)), "train_seconds": 1.0}
+        {
+            **metrics.to_jsonable(metrics.evaluate_predictions(labels[part], probabilities[part], class_names, 0.5)),
+            "train_seconds": 1.0,
+        }
         for part in folds
     ]
     summary = {
@@ -276,11 +279,25 @@ def fabricate_completed_run(runs_dir: Path, class_names: tuple[str, ...], data_d
         "test": None,
     }
     label_mode = "binary" if len(class_names) == 2 else "three-class"
-    config = {"data": {"data_dir": str(data_dir), "label_mode": label_mode, "image_size": 32}, "model": {"architecture": "cnn"}, "n_splits": 2, "train": {"epochs": 1}}
+    config = {
+        "data": {"data_dir": str(data_dir), "label_mode": label_mode, "image_size": 32},
+        "model": {"architecture": "cnn"},
+        "n_splits": 2,
+        "train": {"epochs": 1},
+    }
     run = RunStore(runs_dir).create_run("cv", config, name=f"fabricated {label_mode}")
     for fold, part in enumerate(folds, start=1):
         run.fold_dir(fold)
-        run.write_json(f"fold_{fold}/metrics.json", {"fold": fold, "metrics": fold_results[fold - 1], "n_validation": len(part), "epochs_trained": 1, "train_seconds": 1.0})
+        run.write_json(
+            f"fold_{fold}/metrics.json",
+            {
+                "fold": fold,
+                "metrics": fold_results[fold - 1],
+                "n_validation": len(part),
+                "epochs_trained": 1,
+                "train_seconds": 1.0,
+            },
+        )
     run.write_json("summary.json", summary)
     run.set_status("completed")
     return run.id
@@ -314,7 +331,10 @@ def test_progress_and_eta_come_from_epoch_events():
     events = [
         {"type": "run_started", "time": 100.0, "n_folds": 2, "epochs": 4},
         {"type": "fold_started", "fold": 1, "n_folds": 2},
-        *({"type": "epoch", "fold": 1, "epoch": epoch, "seconds": 2.0, "logs": {"loss": 0.5, "val_loss": 0.6}} for epoch in (1, 2, 3, 4)),
+        *(
+            {"type": "epoch", "fold": 1, "epoch": epoch, "seconds": 2.0, "logs": {"loss": 0.5, "val_loss": 0.6}}
+            for epoch in (1, 2, 3, 4)
+        ),
         {"type": "fold_finished", "fold": 1, "n_folds": 2},
         {"type": "fold_started", "fold": 2, "n_folds": 2},
         {"type": "epoch", "fold": 2, "epoch": 1, "seconds": 2.0, "logs": {"loss": 0.4}},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
@@ -43,11 +43,14 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], class_names: Sequen
         total = sum(row) or 1
         for column_index, count in enumerate(row):
             figure.add_annotation(
-                x=x_labels[column_index], y=y_labels[row_index], text=f"<b>{count}</b><br>({count / total:.0%})",
-                showarrow=False, font=dict(size=14, color="white" if count > 0.45 * largest else "#1f2d3d"),
+                x=x_labels[column_index],
+                y=y_labels[row_index],
+                text=f"<b>{count}</b><br>({count / total:.0%})",
+                showarrow=False,
+                font={"size": 14, "color": "white" if count > 0.45 * largest else "#1f2d3d"},
             )
     figure.update_yaxes(autorange="reversed")
-    figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    figure.update_layout(title=title, height=320, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
     return figure
 
 
@@ -65,28 +68,51 @@ def roc_figure(
         title: Figure title.
     """
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance", hoverinfo="skip"))
+    figure.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "gray"}, name="chance", hoverinfo="skip"
+        )
+    )
     for index, (label, curve) in enumerate(curves.items()):
         auc = curve.get("auc")
         name = f"{label} (AUC {auc:.3f})" if isinstance(auc, (int, float)) else label
-        figure.add_trace(go.Scatter(x=list(curve.get("fpr", [])), y=list(curve.get("tpr", [])), mode="lines", name=name, line=dict(color=color_for(index), width=2)))
+        figure.add_trace(
+            go.Scatter(
+                x=list(curve.get("fpr", [])),
+                y=list(curve.get("tpr", [])),
+                mode="lines",
+                name=name,
+                line={"color": color_for(index), "width": 2},
+            )
+        )
         if threshold_points and label in threshold_points:
             fpr, tpr, threshold = threshold_points[label]
             figure.add_trace(
                 go.Scatter(
-                    x=[fpr], y=[tpr], mode="markers", marker=dict(size=11, color=color_for(index), symbol="x"),
-                    name=f"{label} threshold {threshold:.2f}", hovertemplate=f"threshold {threshold:.3f}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}<extra></extra>",
+                    x=[fpr],
+                    y=[tpr],
+                    mode="markers",
+                    marker={"size": 11, "color": color_for(index), "symbol": "x"},
+                    name=f"{label} threshold {threshold:.2f}",
+                    hovertemplate=f"threshold {threshold:.3f}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}<extra></extra>",
                 )
             )
     figure.update_layout(
-        title=title, height=380, xaxis_title="False positive rate (1 − specificity)", yaxis_title="True positive rate (sensitivity)",
-        xaxis=dict(range=[0, 1]), yaxis=dict(range=[0, 1.02]), legend=dict(yanchor="bottom", y=0.02, xanchor="right", x=0.98),
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        title=title,
+        height=380,
+        xaxis_title="False positive rate (1 − specificity)",
+        yaxis_title="True positive rate (sensitivity)",
+        xaxis={"range": [0, 1]},
+        yaxis={"range": [0, 1.02]},
+        legend={"yanchor": "bottom", "y": 0.02, "xanchor": "right", "x": 0.98},
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
     )
     return figure
 
 
-def nearest_threshold_point(curve: Mapping[str, Sequence[float]], threshold: float) -> tuple[float, float, float] | None:
+def nearest_threshold_point(
+    curve: Mapping[str, Sequence[float]], threshold: float
+) -> tuple[float, float, float] | None:
     """Finds the ROC point whose threshold is closest to a chosen one.
 
     Args:
@@ -116,13 +142,22 @@ def class_counts_figure(rows: Sequence[Mapping[str, object]], title: str = "") -
         chosen = [row for row in rows if row["class"] == name]
         figure.add_trace(
             go.Bar(
-                x=[row["split"] for row in chosen], y=[row["images"] for row in chosen], name=name,
-                marker_color=color_for(index), text=[row["images"] for row in chosen], textposition="auto",
+                x=[row["split"] for row in chosen],
+                y=[row["images"] for row in chosen],
+                name=name,
+                marker_color=color_for(index),
+                text=[row["images"] for row in chosen],
+                textposition="auto",
             )
         )
     figure.update_layout(
-        title=title, barmode="group", height=300, yaxis_title="images", xaxis_title="split",
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(orientation="h", y=1.12),
+        title=title,
+        barmode="group",
+        height=300,
+        yaxis_title="images",
+        xaxis_title="split",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        legend={"orientation": "h", "y": 1.12},
     )
     return figure
 
@@ -136,15 +171,25 @@ def images_per_patient_figure(counts_by_class: Mapping[str, Sequence[int]], titl
     """
     figure = go.Figure()
     for index, (name, counts) in enumerate(counts_by_class.items()):
-        figure.add_trace(go.Histogram(x=list(counts), name=name, marker_color=color_for(index), xbins=dict(size=1), opacity=0.85))
+        figure.add_trace(
+            go.Histogram(x=list(counts), name=name, marker_color=color_for(index), xbins={"size": 1}, opacity=0.85)
+        )
     figure.update_layout(
-        title=title, barmode="stack", height=300, xaxis_title="images per patient", yaxis_title="patients",
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(orientation="h", y=1.12), bargap=0.1,
+        title=title,
+        barmode="stack",
+        height=300,
+        xaxis_title="images per patient",
+        yaxis_title="patients",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        legend={"orientation": "h", "y": 1.12},
+        bargap=0.1,
     )
     return figure
 
 
-def fold_balance_figure(overview: Sequence[Mapping[str, int]], class_names: Sequence[str], title: str = "") -> go.Figure:
+def fold_balance_figure(
+    overview: Sequence[Mapping[str, int]], class_names: Sequence[str], title: str = ""
+) -> go.Figure:
     """Stacked bars of images per class in each fold.
 
     Args:
@@ -157,8 +202,12 @@ def fold_balance_figure(overview: Sequence[Mapping[str, int]], class_names: Sequ
     for index, name in enumerate(class_names):
         figure.add_trace(go.Bar(x=folds, y=[row[name] for row in overview], name=name, marker_color=color_for(index)))
     figure.update_layout(
-        title=title, barmode="stack", height=300, yaxis_title="images",
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(orientation="h", y=1.12),
+        title=title,
+        barmode="stack",
+        height=300,
+        yaxis_title="images",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        legend={"orientation": "h", "y": 1.12},
     )
     return figure
 
@@ -182,15 +231,23 @@ def training_curves_figure(epochs: Sequence[Mapping[str, object]], metric: str, 
                 continue
             figure.add_trace(
                 go.Scatter(
-                    x=[epoch for epoch, _ in points], y=[value for _, value in points], mode="lines+markers",
-                    name=f"fold {fold} {part}", legendgroup=f"fold {fold}",
-                    line=dict(color=color_for(fold - 1), dash=dash, width=2), marker=dict(size=5),
+                    x=[epoch for epoch, _ in points],
+                    y=[value for _, value in points],
+                    mode="lines+markers",
+                    name=f"fold {fold} {part}",
+                    legendgroup=f"fold {fold}",
+                    line={"color": color_for(fold - 1), "dash": dash, "width": 2},
+                    marker={"size": 5},
                     hovertemplate=f"fold {fold} {part}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>",
                 )
             )
     figure.update_layout(
-        title=title, height=320, xaxis_title="epoch", yaxis_title=metric,
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10), legend=dict(font=dict(size=11)),
+        title=title,
+        height=320,
+        xaxis_title="epoch",
+        yaxis_title=metric,
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        legend={"font": {"size": 11}},
     )
     figure.update_xaxes(rangemode="tozero", dtick=1 if len({row["epoch"] for row in epochs}) <= 20 else None)
     return figure

@@ -6,8 +6,9 @@ import io
 import json
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -21,7 +22,16 @@ from zoidberg.ui.widgets import escape_markdown, format_number, show_error, stat
 POLL_SECONDS = 1.5
 
 # Summary metrics shown as cards, in this order, when the run has them.
-HEADLINE_METRICS = ("roc_auc", "macro_auc", "accuracy", "sensitivity", "specificity", "f1", "balanced_accuracy", "macro_f1")
+HEADLINE_METRICS = (
+    "roc_auc",
+    "macro_auc",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "balanced_accuracy",
+    "macro_f1",
+)
 METRIC_LABELS = {
     "roc_auc": "AUC",
     "accuracy": "Accuracy",
@@ -170,7 +180,7 @@ def format_duration(seconds: float | None) -> str:
     """
     if seconds is None:
         return "—"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -196,12 +206,11 @@ def overall_fraction(progress: Progress) -> float:
     return min(1.0, done / (progress.n_folds * progress.epochs))
 
 
-def fold_metrics_frame(fold_metrics: Sequence[dict], class_names: Sequence[str] | None = None) -> pd.DataFrame:
+def fold_metrics_frame(fold_metrics: Sequence[dict]) -> pd.DataFrame:
     """Tabulates finished folds' metrics (as fold_k/metrics.json holds them).
 
     Args:
         fold_metrics: Payloads of fold_k/metrics.json.
-        class_names: Unused; kept for symmetry with summary tables.
 
     Returns:
         One row per fold with its scalar metrics, epochs and training time.
@@ -295,9 +304,7 @@ def per_class_frame(result: dict) -> pd.DataFrame:
     Returns:
         One row per class.
     """
-    return pd.DataFrame(
-        [{"class": name, **values} for name, values in (result.get("per_class") or {}).items()]
-    )
+    return pd.DataFrame([{"class": name, **values} for name, values in (result.get("per_class") or {}).items()])
 
 
 def models_zip(run: Run) -> bytes:
@@ -396,7 +403,9 @@ def live_view(run: Run, status: dict) -> None:
 def _stop_button(run: Run) -> None:
     """Draws Stop, which asks the worker to end after its current batch."""
     clicked = st.button(
-        "⏹ Stop", key=f"stop_{run.id}", disabled=run.stop_requested,
+        "⏹ Stop",
+        key=f"stop_{run.id}",
+        disabled=run.stop_requested,
         help="Stops after the current batch; finished folds are kept and the run can be resumed.",
     )
     if not clicked:
@@ -441,7 +450,10 @@ def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> N
         st.progress(done / total if total else 0.0, text=f"Loading images {done}/{total} ...")
         return
     if progress.phase == "evaluating":
-        st.info("All folds trained: computing out-of-fold metrics and testing the fold ensemble on the held-out split ...", icon="🧮")
+        st.info(
+            "All folds trained: computing out-of-fold metrics and testing the fold ensemble on the held-out split ...",
+            icon="🧮",
+        )
     elapsed = time.time() - progress.started_at if progress.started_at else None
     columns = st.columns(5)
     columns[0].metric("Fold", f"{min(progress.fold, progress.n_folds) or '—'}/{progress.n_folds or '—'}")
@@ -449,11 +461,20 @@ def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> N
     batch_text = f"{progress.batch}/{progress.steps}" if progress.steps and progress.batch else "—"
     columns[2].metric("Batch", batch_text)
     columns[3].metric("Elapsed", format_duration(elapsed))
-    columns[4].metric("ETA (at most)", format_duration(eta_seconds(progress)), help="From the mean epoch time; early stopping can finish sooner.")
+    columns[4].metric(
+        "ETA (at most)",
+        format_duration(eta_seconds(progress)),
+        help="From the mean epoch time; early stopping can finish sooner.",
+    )
     fraction = overall_fraction(progress)
-    st.progress(fraction, text=f"Overall {fraction:.0%} · {len(progress.folds_finished)} of {progress.n_folds} folds finished")
+    st.progress(
+        fraction, text=f"Overall {fraction:.0%} · {len(progress.folds_finished)} of {progress.n_folds} folds finished"
+    )
     if progress.steps and progress.epoch > progress.epochs_done_in_fold:
-        st.progress(min(1.0, progress.batch / progress.steps), text=f"Epoch {progress.epoch}: batch {progress.batch}/{progress.steps}")
+        st.progress(
+            min(1.0, progress.batch / progress.steps),
+            text=f"Epoch {progress.epoch}: batch {progress.batch}/{progress.steps}",
+        )
 
 
 def _curves(progress: Progress, key_prefix: str) -> None:
@@ -461,16 +482,27 @@ def _curves(progress: Progress, key_prefix: str) -> None:
     if not progress.epoch_rows:
         st.caption("Learning curves appear after the first epoch.")
         return
-    metric = st.segmented_control(
-        "Second curve", ["auc", "accuracy"], default="auc", required=True, key=f"{key_prefix}_metric",
-        format_func=lambda name: "AUC" if name == "auc" else "Accuracy",
-    ) or "auc"
+    metric = (
+        st.segmented_control(
+            "Second curve",
+            ["auc", "accuracy"],
+            default="auc",
+            required=True,
+            key=f"{key_prefix}_metric",
+            format_func=lambda name: "AUC" if name == "auc" else "Accuracy",
+        )
+        or "auc"
+    )
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(figures.training_curves_figure(progress.epoch_rows, "loss", title="Loss"), key=f"{key_prefix}_loss")
+        st.plotly_chart(
+            figures.training_curves_figure(progress.epoch_rows, "loss", title="Loss"), key=f"{key_prefix}_loss"
+        )
     with right:
         title = "AUC" if metric == "auc" else "Accuracy"
-        st.plotly_chart(figures.training_curves_figure(progress.epoch_rows, metric, title=title), key=f"{key_prefix}_second")
+        st.plotly_chart(
+            figures.training_curves_figure(progress.epoch_rows, metric, title=title), key=f"{key_prefix}_second"
+        )
     st.caption("Dashed: training · solid: validation (the held-out fold) · one colour per fold.")
 
 
@@ -501,7 +533,9 @@ def finished_view(run: Run, status: dict) -> None:
     run_state = status.get("state")
     summary = run.summary() if run_state == "completed" else None
     if run_state == "failed":
-        show_error(status.get("error") or "No reason was recorded (see worker.log in the run folder).", "The run failed:")
+        show_error(
+            status.get("error") or "No reason was recorded (see worker.log in the run folder).", "The run failed:"
+        )
     elif run_state == "interrupted":
         st.warning(escape_markdown(status.get("error") or "The worker stopped without finishing."), icon="⚠️")
     elif run_state == "stopped":
@@ -523,7 +557,12 @@ def finished_view(run: Run, status: dict) -> None:
 
 def _resume_button(run: Run) -> None:
     """Draws Resume, which restarts the run from its first unfinished fold."""
-    if st.button("▶ Resume", key=f"resume_{run.id}", type="primary", help="Continues from the first unfinished fold; finished folds are kept."):
+    if st.button(
+        "▶ Resume",
+        key=f"resume_{run.id}",
+        type="primary",
+        help="Continues from the first unfinished fold; finished folds are kept.",
+    ):
         try:
             jobs.resume_run(run.id, runs_dir=state.runs_dir())
         except (ValueError, RunNotFoundError, OSError) as error:
@@ -543,10 +582,18 @@ def _summary_block(summary: dict) -> None:
     cards = [key for key in HEADLINE_METRICS if key in shown_keys(mean_std)][:5]
     for column, key in zip(st.columns(len(cards) or 1), cards):
         entry = mean_std[key]
-        column.metric(METRIC_LABELS.get(key, key), format_number(entry.get("mean")), f"± {format_number(entry.get('std'))}", delta_color="off", delta_arrow="off", border=True)
+        column.metric(
+            METRIC_LABELS.get(key, key),
+            format_number(entry.get("mean")),
+            f"± {format_number(entry.get('std'))}",
+            delta_color="off",
+            delta_arrow="off",
+            border=True,
+        )
     threshold_text = (
         f"Decision threshold {format_number(summary.get('threshold'))} ({summary.get('threshold_method')}, chosen on out-of-fold predictions)."
-        if binary else "Prediction: the most probable class (argmax)."
+        if binary
+        else "Prediction: the most probable class (argmax)."
     )
     st.caption(threshold_text)
     summary_tab, folds_tab = st.tabs(["Mean ± std", "Per fold"])
@@ -566,7 +613,9 @@ def _out_of_fold_block(summary: dict, class_names: Sequence[str], binary: bool) 
     left, right = st.columns(2)
     with left:
         if out_of_fold.get("confusion_matrix"):
-            st.plotly_chart(figures.confusion_matrix_figure(out_of_fold["confusion_matrix"], class_names, title="Confusion matrix"))
+            st.plotly_chart(
+                figures.confusion_matrix_figure(out_of_fold["confusion_matrix"], class_names, title="Confusion matrix")
+            )
     with right:
         _roc_chart(summary.get("roc") or {}, summary.get("threshold") if binary else None, "ROC curve")
         if binary:
@@ -595,14 +644,18 @@ def _roc_chart(curves: dict, threshold: float | None, title: str) -> None:
 
 def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: bool) -> None:
     """Draws the held-out test split's metrics of the fold ensemble."""
-    st.markdown(f"##### Held-out test split ({test.get('n', '?')} images, mean of the {len(summary.get('folds', []))} fold models)")
+    st.markdown(
+        f"##### Held-out test split ({test.get('n', '?')} images, mean of the {len(summary.get('folds', []))} fold models)"
+    )
     cards = [key for key in HEADLINE_METRICS if key in shown_keys(test) and test.get(key) is not None][:5]
     for column, key in zip(st.columns(len(cards) or 1), cards):
         column.metric(METRIC_LABELS.get(key, key), format_number(test.get(key)), border=True)
     left, right = st.columns(2)
     with left:
         if test.get("confusion_matrix"):
-            st.plotly_chart(figures.confusion_matrix_figure(test["confusion_matrix"], class_names, title="Test confusion matrix"))
+            st.plotly_chart(
+                figures.confusion_matrix_figure(test["confusion_matrix"], class_names, title="Test confusion matrix")
+            )
     with right:
         _roc_chart(test.get("roc") or {}, summary.get("threshold") if binary else None, "Test ROC curve")
     if not binary and test.get("per_class"):
@@ -614,12 +667,21 @@ def _downloads(run: Run, has_models: bool) -> None:
     left, right, _ = st.columns([1, 1, 2])
     with left:
         st.download_button(
-            "⬇ config.json", json.dumps(run.config, indent=2), file_name=f"{run.id}-config.json",
-            mime="application/json", on_click="ignore", key=f"download_config_{run.id}",
+            "⬇ config.json",
+            json.dumps(run.config, indent=2),
+            file_name=f"{run.id}-config.json",
+            mime="application/json",
+            on_click="ignore",
+            key=f"download_config_{run.id}",
         )
     with right:
         st.download_button(
-            "⬇ Fold models (.zip)", lambda: models_zip(run), file_name=f"{run.id}-models.zip", mime="application/zip",
-            on_click="ignore", disabled=not has_models, key=f"download_models_{run.id}",
+            "⬇ Fold models (.zip)",
+            lambda: models_zip(run),
+            file_name=f"{run.id}-models.zip",
+            mime="application/zip",
+            on_click="ignore",
+            disabled=not has_models,
+            key=f"download_models_{run.id}",
             help="Every fold's model.keras and config.json, zipped on demand.",
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -155,7 +156,13 @@ def label_mode_ui(key: str, default: str = "binary") -> str:
         "binary" or "three-class".
     """
     return st.radio(
-        "Label mode", LABEL_MODES, index=LABEL_MODES.index(default), key=key, persist_state=PERSIST, horizontal=True, help=LABEL_MODE_HELP
+        "Label mode",
+        LABEL_MODES,
+        index=LABEL_MODES.index(default),
+        key=key,
+        persist_state=PERSIST,
+        horizontal=True,
+        help=LABEL_MODE_HELP,
     )
 
 
@@ -187,7 +194,13 @@ def hyperparameter_ui(parameter: HyperParameter, key: str) -> Any:
     if parameter.kind == "choice":
         choices = list(parameter.choices)
         return st.selectbox(
-            label, choices, index=choices.index(parameter.default), key=key, persist_state=PERSIST, help=parameter.help, format_func=format_choice
+            label,
+            choices,
+            index=choices.index(parameter.default),
+            key=key,
+            persist_state=PERSIST,
+            help=parameter.help,
+            format_func=format_choice,
         )
     if parameter.kind == "int":
         return _int_ui(parameter, label, key)
@@ -199,7 +212,18 @@ def _int_ui(parameter: HyperParameter, label: str, key: str) -> int:
     step = int(parameter.step or 1)
     low, high = parameter.min_value, parameter.max_value
     if low is not None and high is not None and (high - low) / step <= MAX_SLIDER_STEPS:
-        return int(st.slider(label, int(low), int(high), int(parameter.default), step=step, key=key, persist_state=PERSIST, help=parameter.help))
+        return int(
+            st.slider(
+                label,
+                int(low),
+                int(high),
+                int(parameter.default),
+                step=step,
+                key=key,
+                persist_state=PERSIST,
+                help=parameter.help,
+            )
+        )
     return int(
         st.number_input(
             label,
@@ -207,7 +231,8 @@ def _int_ui(parameter: HyperParameter, label: str, key: str) -> int:
             max_value=None if high is None else int(high),
             value=int(parameter.default),
             step=step,
-            key=key, persist_state=PERSIST,
+            key=key,
+            persist_state=PERSIST,
             help=parameter.help,
         )
     )
@@ -219,7 +244,14 @@ def _float_ui(parameter: HyperParameter, label: str, key: str) -> float:
     if parameter.step and low is not None and high is not None and not parameter.log:
         return float(
             st.slider(
-                label, float(low), float(high), float(parameter.default), step=float(parameter.step), key=key, persist_state=PERSIST, help=parameter.help
+                label,
+                float(low),
+                float(high),
+                float(parameter.default),
+                step=float(parameter.step),
+                key=key,
+                persist_state=PERSIST,
+                help=parameter.help,
             )
         )
     return float(
@@ -229,7 +261,8 @@ def _float_ui(parameter: HyperParameter, label: str, key: str) -> float:
             max_value=None if high is None else float(high),
             value=float(parameter.default),
             format="%g",
-            key=key, persist_state=PERSIST,
+            key=key,
+            persist_state=PERSIST,
             help=parameter.help,
         )
     )
@@ -248,7 +281,8 @@ def architecture_ui(key: str = "train_architecture") -> ArchitectureSpec:
     name = st.selectbox(
         "Architecture",
         names,
-        key=key, persist_state=PERSIST,
+        key=key,
+        persist_state=PERSIST,
         format_func=lambda item: f"{ARCHITECTURES[item].label} ({item})",
         help="Every architecture of the registry; its own hyperparameters appear below.",
     )
@@ -294,7 +328,12 @@ def learning_rate_ui(key: str, default: float = 1e-3) -> float:
     """
     options = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
     return st.select_slider(
-        "Learning rate", options=options, value=default, key=key, persist_state=PERSIST, format_func=lambda value: f"{value:g}",
+        "Learning rate",
+        options=options,
+        value=default,
+        key=key,
+        persist_state=PERSIST,
+        format_func=lambda value: f"{value:g}",
         help="Step size of the optimizer; 0.001 suits Adam, 0.01 suits SGD.",
     )
 
@@ -313,20 +352,40 @@ def training_options_ui(prefix: str = "train") -> dict[str, Any]:
     first, second, third = st.columns(3)
     with first:
         image_size = st.number_input(
-            "Image size (px)", min_value=16, max_value=512, value=64, step=16, key=f"{prefix}_image_size", persist_state=PERSIST,
+            "Image size (px)",
+            min_value=16,
+            max_value=512,
+            value=64,
+            step=16,
+            key=f"{prefix}_image_size",
+            persist_state=PERSIST,
             help="Side of the square grayscale input. Larger sees more detail but trains slower (CPU).",
         )
         label_mode = label_mode_ui(f"{prefix}_label_mode")
         n_splits = st.number_input(
-            "Folds k", min_value=2, max_value=20, value=5, step=1, key=f"{prefix}_k", persist_state=PERSIST,
+            "Folds k",
+            min_value=2,
+            max_value=20,
+            value=5,
+            step=1,
+            key=f"{prefix}_k",
+            persist_state=PERSIST,
             help="Patient-grouped stratified folds: each patient's images stay in one fold.",
         )
         random_state = st.number_input(
-            "Seed", min_value=0, max_value=2**31 - 1, value=42, step=1, key=f"{prefix}_seed", persist_state=PERSIST,
+            "Seed",
+            min_value=0,
+            max_value=2**31 - 1,
+            value=42,
+            step=1,
+            key=f"{prefix}_seed",
+            persist_state=PERSIST,
             help="Seed of the fold split and of each fold's training (fold i uses seed + i).",
         )
     with second:
-        epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=5, step=1, key=f"{prefix}_epochs", persist_state=PERSIST)
+        epochs = st.number_input(
+            "Epochs", min_value=1, max_value=1000, value=5, step=1, key=f"{prefix}_epochs", persist_state=PERSIST
+        )
         batch_size = st.select_slider(
             "Batch size", options=[4, 8, 16, 32, 64, 128, 256], value=32, key=f"{prefix}_batch_size"
         )
@@ -334,19 +393,35 @@ def training_options_ui(prefix: str = "train") -> dict[str, Any]:
         optimizer = st.selectbox("Optimizer", OPTIMIZERS, key=f"{prefix}_optimizer", persist_state=PERSIST)
     with third:
         early_stopping_patience = st.number_input(
-            "Early-stopping patience", min_value=0, max_value=100, value=3, step=1, key=f"{prefix}_patience", persist_state=PERSIST,
+            "Early-stopping patience",
+            min_value=0,
+            max_value=100,
+            value=3,
+            step=1,
+            key=f"{prefix}_patience",
+            persist_state=PERSIST,
             help="Stop a fold after this many epochs without a lower validation loss (0 = off); the best weights are kept.",
         )
         class_weighting = st.selectbox(
-            "Class weighting", CLASS_WEIGHTINGS, key=f"{prefix}_class_weighting", persist_state=PERSIST,
+            "Class weighting",
+            CLASS_WEIGHTINGS,
+            key=f"{prefix}_class_weighting",
+            persist_state=PERSIST,
             help="balanced weighs each class by the inverse of its frequency, so the minority class counts as much.",
         )
         augmentation = st.checkbox(
-            "Augmentation", value=False, key=f"{prefix}_augmentation", persist_state=PERSIST,
+            "Augmentation",
+            value=False,
+            key=f"{prefix}_augmentation",
+            persist_state=PERSIST,
             help="Small rotations, zooms, shifts and contrast changes (no flips: the heart sits on the left).",
         )
         run_name = st.text_input(
-            "Run name", value="", key=f"{prefix}_run_name", persist_state=PERSIST, max_chars=80,
+            "Run name",
+            value="",
+            key=f"{prefix}_run_name",
+            persist_state=PERSIST,
+            max_chars=80,
             placeholder="optional, e.g. baseline-cnn",
         )
     return {
@@ -382,7 +457,10 @@ def run_picker_ui(runs: Sequence[Run], states: dict[str, str], selected: str | N
     labels = {run.id: run_label(run, states.get(run.id)) for run in runs}
     index = ids.index(selected) if selected in ids else 0
     return st.selectbox(
-        "Run", ids, index=index, format_func=lambda run_id: labels[run_id],
+        "Run",
+        ids,
+        index=index,
+        format_func=lambda run_id: labels[run_id],
         help="Running and past cross-validation runs from the run store, newest first.",
     )
 

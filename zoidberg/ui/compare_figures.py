@@ -619,6 +619,9 @@ def fold_scores_figure(records: Sequence[RunRecord], metric_names: Sequence[str]
     for panel, metric_name in enumerate(metric_names):
         row, column = panel // columns + 1, panel % columns + 1
         for index, record in enumerate(records):
+            # Three-class folds store roc_auc too (the macro AUC); only plot what the table shows.
+            if metric_name not in record.metric_names:
+                continue
             values = record.fold_values(metric_name)
             points = [(fold + 1, value) for fold, value in enumerate(values) if value is not None]
             if not points:

@@ -656,6 +656,11 @@ def demo_items_ui(label_mode: str) -> list[ImageInput]:
     return items
 
 
+def _empty_columns(table: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
+    """Returns the candidate columns whose cells are all empty or missing."""
+    return [column for column in candidates if column in table and not table[column].fillna("").astype(str).str.len().any()]
+
+
 def show_batch_table(results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, run_id: str) -> None:
     """Draws the batch table with a CSV download."""
     table = results_table(results, class_names, threshold)
@@ -666,7 +671,9 @@ def show_batch_table(results: Sequence[ImageResult], class_names: Sequence[str],
         ),
         "spread": st.column_config.NumberColumn("± spread", format="%.3f", help="Standard deviation across fold models."),
     }
-    st.dataframe(table, hide_index=True, width="stretch", column_config=column_config)
+    # Columns with nothing to say (no demo images, no errors) are hidden on screen but kept in the CSV.
+    shown = table.drop(columns=_empty_columns(table, ("error", "true class (synthetic)")))
+    st.dataframe(shown, hide_index=True, width="stretch", column_config=column_config)
     failed = int(sum(1 for result in results if not result.ok))
     st.download_button(
         "Download predictions (CSV)", table.to_csv(index=False).encode("utf-8"), file_name=f"predictions_{run_id}.csv",

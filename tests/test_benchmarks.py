@@ -1,0 +1,49 @@
+"""Smoke test of the benchmark script: `benchmarks/run.py --quick` runs and writes its table and JSON.
+
+Benchmarks are not tests: nothing here asserts a time, a ratio or a target. This only keeps
+the script from rotting (every quick section must run and produce well-formed rows).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+QUICK_SECTIONS = ("data", "train", "predict", "memory", "startup")
+ROW_KEYS = {"section", "measure", "unit", "reference", "zoidberg", "ratio", "target", "met", "note", "samples"}
+
+
+@pytest.mark.timeout(900)
+def test_quick_benchmark_runs_and_writes_table_and_json(tmp_path):
+    out = tmp_path / "quick.json"
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=environment, timeout=880,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+
+    payload = json.loads(out.read_text())
+    assert payload["quick"] is True
+    assert {"cpu", "cores", "ram_gb", "python", "numpy"} <= set(payload["machine"])
+    assert set(payload["sections"]) == set(QUICK_SECTIONS)
+    assert not any("error" in info for info in payload["sections"].values())
+    rows = payload["rows"]
+    assert {row["section"] for row in rows} == set(QUICK_SECTIONS)
+    for row in rows:
+        assert ROW_KEYS <= set(row), row["measure"]
+        assert row["unit"] in ("s", "ms", "img/s", "MB")
+        assert isinstance(row["zoidberg"], (int, float)) and row["zoidberg"] > 0, row["measure"]
+        assert row["reference"] is None or row["reference"] > 0
+        assert row["met"] in (True, False, None)
+        assert (row["ratio"] is None) == (row["reference"] is None)
+
+    # The markdown table on stdout: a header and one line per row with six cells.
+    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert table[0] == "| measure | reference | Zoidberg | ratio | target | met? |"
+    assert len(table) == 2 + len(rows)
+    assert all(line.count("|") == 7 for line in table)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -69,7 +69,10 @@ def run_selection_ui(records: Sequence[cf.RunRecord], labels: dict[str, str]) ->
         default=ids[:2],
         format_func=lambda run_id: labels.get(run_id, run_id),
         key="compare_runs",
-        help="Finished cross-validation runs, newest first: name · architecture · label mode · image size · k · date · state.",
+        help=(
+            "Finished cross-validation runs, newest first: name · architecture · label mode · image size · k · "
+            "date · state."
+        ),
     )
 
 
@@ -154,7 +157,9 @@ def statistical_comparison_ui(records: Sequence[cf.RunRecord]) -> None:
         table = cf.tests_table(tests)
         if not table.empty:
             st.dataframe(table, hide_index=True, width="stretch")
-            st.caption(f"A = {first.label}, B = {second.label}. Corrected resampled t-test (Nadeau & Bengio 2003), two-sided.")
+            st.caption(
+                f"A = {first.label}, B = {second.label}. Corrected resampled t-test (Nadeau & Bengio 2003), two-sided."
+            )
         for test in tests:
             if test.result is None:
                 st.warning(test.verdict)
@@ -181,14 +186,18 @@ def validation_curves_ui(records: Sequence[cf.RunRecord]) -> None:
         return
     left, middle, right = st.columns([2, 2, 2])
     band = left.radio(
-        "Band", ["minmax", "std"], horizontal=True, key="compare_band",
+        "Band",
+        ["minmax", "std"],
+        horizontal=True,
+        key="compare_band",
         format_func=lambda value: "min–max over folds" if value == "minmax" else "± 1 std",
     )
     show_training = middle.toggle("Show training curves (dotted)", value=False, key="compare_show_training")
     right.caption("Folds that stopped early (early stopping) drop out of the mean after their last epoch.")
     for key in keys:
         st.plotly_chart(
-            cf.validation_curves_figure(records, key, band=band, show_training=show_training), key=f"compare_curve_{key}"
+            cf.validation_curves_figure(records, key, band=band, show_training=show_training),
+            key=f"compare_curve_{key}",
         )
 
 
@@ -197,15 +206,19 @@ def confusion_matrices_ui(records: Sequence[cf.RunRecord]) -> None:
     per_row = min(3, len(records))
     for start in range(0, len(records), per_row):
         columns = st.columns(per_row)
-        for column, record in zip(columns, records[start : start + per_row]):
+        for column, record in zip(columns, records[start : start + per_row], strict=False):
             matrix = (record.summary.get("out_of_fold") or {}).get("confusion_matrix")
             with column:
                 if not matrix:
                     st.info(f"{record.label}: no confusion matrix in the summary.")
                     continue
                 threshold = record.summary.get("threshold")
-                title = f"{record.label}" + (f" (threshold {threshold:.2f})" if record.is_binary and threshold is not None else "")
-                st.plotly_chart(confusion_matrix_figure(matrix, record.class_names, title=title), key=f"compare_cm_{record.run_id}")
+                title = f"{record.label}" + (
+                    f" (threshold {threshold:.2f})" if record.is_binary and threshold is not None else ""
+                )
+                st.plotly_chart(
+                    confusion_matrix_figure(matrix, record.class_names, title=title), key=f"compare_cm_{record.run_id}"
+                )
     st.caption("Out-of-fold predictions: every image is predicted once, by the model of the fold that held it out.")
 
 
@@ -233,7 +246,8 @@ def main() -> None:
     records, unfinished = finished_records(runs)
     if len(records) < 2:
         st.info(
-            f"Comparing needs at least two completed cross-validation runs; there {'is' if len(records) == 1 else 'are'} "
+            f"Comparing needs at least two completed cross-validation runs; there "
+            f"{'is' if len(records) == 1 else 'are'} "
             f"{len(records)}. Go to **Train**, run two configurations on the same data with the same k and seed "
             "(for example the demo dataset with two architectures), then come back here.",
             icon="📊",
@@ -255,7 +269,9 @@ def main() -> None:
     st.subheader("Summary")
     summary_table_ui(selected)
     differences = cf.config_differences(selected)
-    with st.expander(f"What differs between these runs ({len(differences)} setting{'s' if len(differences) != 1 else ''})"):
+    with st.expander(
+        f"What differs between these runs ({len(differences)} setting{'s' if len(differences) != 1 else ''})"
+    ):
         if differences.empty:
             st.write("The configurations are identical.")
         else:

@@ -35,7 +35,10 @@ def main() -> None:
         return
     except Exception as error:  # A corrupt .keras file must not show a traceback.
         pv.LOGGER.exception("Loading the ensemble of %s failed", run.id)
-        st.error(f"Cannot load the models of {run.name} ({type(error).__name__}). The model files may be damaged; re-run training.")
+        st.error(
+            f"Cannot load the models of {run.name} ({type(error).__name__}). "
+            "The model files may be damaged; re-run training."
+        )
         return
     n_splits = int(run.config.get("n_splits", len(folds)))
     st.caption(pv.describe_ensemble(ensemble, state, folds, n_splits))
@@ -70,7 +73,10 @@ def main() -> None:
     failed = [result for result in results if not result.ok]
     st.subheader(f"Results ({len(results)} image{'s' if len(results) != 1 else ''})")
     if failed:
-        st.warning(f"{len(failed)} of {len(results)} file(s) could not be used; their reasons are in the table and cards below.")
+        st.warning(
+            f"{len(failed)} of {len(results)} file(s) could not be used; "
+            "their reasons are in the table and cards below."
+        )
     pv.show_batch_table(results, list(ensemble.class_names), threshold, run.id)
     for index, result in enumerate(results[: pv.CARD_LIMIT]):
         pv.show_card(ensemble, result, threshold, gradcam, index)

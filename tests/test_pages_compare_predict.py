@@ -43,7 +43,9 @@ def _has_upload_extension(filename: str) -> bool:
 
 def _config(demo_dir: Path, *, seed: int = 1, label_mode: str = "binary", **model) -> RunConfig:
     """A tiny cross-validation config: 32 px, k=2, one epoch."""
-    model_config = ModelConfig(**{"architecture": "cnn", "conv_blocks": 2, "base_filters": 8, "dense_units": 16, **model})
+    model_config = ModelConfig(
+        **{"architecture": "cnn", "conv_blocks": 2, "base_filters": 8, "dense_units": 16, **model}
+    )
     return RunConfig(
         data=DataConfig(str(demo_dir), label_mode, 32),
         model=model_config,
@@ -181,7 +183,9 @@ def test_compare_without_two_finished_runs_explains(runs_dir):
 
 
 def test_comparability_trusts_folds_csv(trained):
-    records = {name: cf.load_run_record(trained.store.get(run_id)) for name, run_id in trained.ids.items() if name != "stopped"}
+    records = {
+        name: cf.load_run_record(trained.store.get(run_id)) for name, run_id in trained.ids.items() if name != "stopped"
+    }
     baseline, variant = records["baseline"], records["variant"]
     assert cf.check_comparability(baseline, variant).comparable
     moved = dataclasses.replace(variant, data={**variant.data, "fingerprint": "0000", "root": "/elsewhere"})
@@ -209,7 +213,9 @@ def test_aggregate_history_aligns_folds_of_different_lengths():
 
 
 def test_summary_table_highlights_highest_score_and_lowest_cost(trained):
-    records = cf.with_unique_names([cf.load_run_record(trained.store.get(trained.ids[name])) for name in ("baseline", "variant")])
+    records = cf.with_unique_names(
+        [cf.load_run_record(trained.store.get(trained.ids[name])) for name in ("baseline", "variant")]
+    )
     text, best = cf.summary_table(records)
     assert text.shape == best.shape
     parameters = [cf.parameter_count(record) for record in records]
@@ -275,7 +281,9 @@ def test_predict_uploads_good_and_bad_files(use_runs, demo_dir, monkeypatch):
     from zoidberg.predict import Ensemble
 
     original = Ensemble.predict_gray
-    monkeypatch.setattr(Ensemble, "predict_gray", lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs))
+    monkeypatch.setattr(
+        Ensemble, "predict_gray", lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs)
+    )
     app = open_page("pages/predict.py")
     app.selectbox(key="predict_run").set_value(use_runs.ids["baseline"]).run()
     assert "Research demo, not a medical device" in app.warning[0].value
@@ -350,7 +358,11 @@ def test_predict_page_survives_the_odd_file_corpus(use_runs):
     app = open_page("pages/predict.py")
     cases = {**BAD_CASES, **ODD_VALID_CASES}
     # Distinct names: the corpus reuses some file names across cases.
-    files = [(f"{name}__{case.filename}", case.make()) for name, case in sorted(cases.items()) if _has_upload_extension(case.filename)]
+    files = [
+        (f"{name}__{case.filename}", case.make())
+        for name, case in sorted(cases.items())
+        if _has_upload_extension(case.filename)
+    ]
     files.append(("huge.jpg", b"\xff\xd8\xff" + bytes(MAX_UPLOAD_BYTES)))
     _upload_all(app, files)
     assert_no_exception(app)
@@ -375,7 +387,9 @@ def test_process_image_refuses_bad_files_with_one_line(trained, case_name):
     assert case.reason in result.error and "\n" not in result.error
 
 
-@pytest.mark.parametrize("case_name", sorted(ODD_VALID_CASES) or [pytest.param("none", marks=pytest.mark.skip("no corpus"))])
+@pytest.mark.parametrize(
+    "case_name", sorted(ODD_VALID_CASES) or [pytest.param("none", marks=pytest.mark.skip("no corpus"))]
+)
 def test_process_image_predicts_odd_valid_files(trained, case_name):
     ensemble = pv.load_ensemble_cached(trained.store, trained.store.get(trained.ids["baseline"]))
     case = ODD_VALID_CASES[case_name]

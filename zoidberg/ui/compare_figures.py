@@ -7,8 +7,9 @@ import dataclasses
 import datetime as dt
 import io
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -195,7 +196,7 @@ def run_choice_label(run: Run) -> str:
     return choice_label(run.name, run.config, str(run.meta.get("created", "")), run.state)
 
 
-def record_choice_label(record: "RunRecord") -> str:
+def record_choice_label(record: RunRecord) -> str:
     """Returns the picker label of a loaded run record."""
     return choice_label(record.name, record.config, record.created, record.state)
 
@@ -491,12 +492,12 @@ def check_comparability(first: RunRecord, second: RunRecord) -> Comparability:
     for record in (first, second):
         if record.folds_csv is None:
             reasons.append(f"{record.label} has no folds.csv, so its fold assignment cannot be checked.")
-    if first.folds_csv is not None and second.folds_csv is not None and first.folds_csv != second.folds_csv:
-        if not reasons:
-            reasons.append(
-                "The fold assignments in folds.csv differ although data, label mode, k and seed match "
-                "(perhaps a different version of the fold splitter or images skipped in one run)."
-            )
+    both_present = first.folds_csv is not None and second.folds_csv is not None
+    if both_present and first.folds_csv != second.folds_csv and not reasons:
+        reasons.append(
+            "The fold assignments in folds.csv differ although data, label mode, k and seed match "
+            "(perhaps a different version of the fold splitter or images skipped in one run)."
+        )
     comparable = first.folds_csv is not None and first.folds_csv == second.folds_csv
     if comparable:
         # Identical folds.csv overrides config facts: they matched where it counts.
@@ -540,7 +541,14 @@ def paired_tests(first: RunRecord, second: RunRecord) -> list[PairedTest]:
         label = METRIC_LABELS[verdict_name]
         scores_a, scores_b = first.fold_values(metric_name), second.fold_values(metric_name)
         if any(value is None for value in scores_a + scores_b):
-            tests.append(PairedTest(metric_name, label, None, f"Cannot test {label}: some folds have no value (a fold with one class only)."))
+            tests.append(
+                PairedTest(
+                    metric_name,
+                    label,
+                    None,
+                    f"Cannot test {label}: some folds have no value (a fold with one class only).",
+                )
+            )
             continue
         try:
             result = metrics.corrected_resampled_ttest(scores_a, scores_b, n_train, n_test)
@@ -589,7 +597,8 @@ def _layout(figure: go.Figure, title: str, height: int) -> go.Figure:
     # so that the two never overlap.
     figure.update_layout(
         title=dict(text=title, y=0.99, yref="container", yanchor="top") if title else None,
-        height=height, margin=dict(l=10, r=10, t=90 if title else 40, b=10),
+        height=height,
+        margin=dict(l=10, r=10, t=90 if title else 40, b=10),
         legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0),
     )
     return figure
@@ -612,8 +621,11 @@ def fold_scores_figure(records: Sequence[RunRecord], metric_names: Sequence[str]
     columns = max(1, min(columns, len(metric_names)))
     rows = math.ceil(len(metric_names) / columns)
     figure = make_subplots(
-        rows=rows, cols=columns, subplot_titles=[METRIC_LABELS.get(name, name) for name in metric_names],
-        horizontal_spacing=0.06, vertical_spacing=0.16 if rows > 1 else 0.1,
+        rows=rows,
+        cols=columns,
+        subplot_titles=[METRIC_LABELS.get(name, name) for name in metric_names],
+        horizontal_spacing=0.06,
+        vertical_spacing=0.16 if rows > 1 else 0.1,
     )
     labels = [record.label for record in records]
     for panel, metric_name in enumerate(metric_names):
@@ -629,24 +641,39 @@ def fold_scores_figure(records: Sequence[RunRecord], metric_names: Sequence[str]
             offsets = np.linspace(-0.15, 0.15, len(points)) if len(points) > 1 else np.zeros(1)
             figure.add_trace(
                 go.Scatter(
-                    x=[index + offset for offset in offsets], y=[value for _, value in points], mode="markers",
+                    x=[index + offset for offset in offsets],
+                    y=[value for _, value in points],
+                    mode="markers",
                     marker=dict(color=color_for(index), size=9, line=dict(width=1, color="white")),
-                    name=record.label, legendgroup=record.label, showlegend=panel == 0,
+                    name=record.label,
+                    legendgroup=record.label,
+                    showlegend=panel == 0,
                     customdata=[fold for fold, _ in points],
                     hovertemplate=f"{record.label}<br>fold %{{customdata}}: %{{y:.3f}}<extra></extra>",
                 ),
-                row=row, col=column,
+                row=row,
+                col=column,
             )
             mean = float(np.mean([value for _, value in points]))
             figure.add_trace(
                 go.Scatter(
-                    x=[index - 0.28, index + 0.28], y=[mean, mean], mode="lines", line=dict(color=color_for(index), width=3),
-                    showlegend=False, legendgroup=record.label, hovertemplate=f"{record.label} mean: {mean:.3f}<extra></extra>",
+                    x=[index - 0.28, index + 0.28],
+                    y=[mean, mean],
+                    mode="lines",
+                    line=dict(color=color_for(index), width=3),
+                    showlegend=False,
+                    legendgroup=record.label,
+                    hovertemplate=f"{record.label} mean: {mean:.3f}<extra></extra>",
                 ),
-                row=row, col=column,
+                row=row,
+                col=column,
             )
         figure.update_xaxes(
-            tickvals=list(range(len(labels))), ticktext=labels, range=[-0.6, len(labels) - 0.4], row=row, col=column,
+            tickvals=list(range(len(labels))),
+            ticktext=labels,
+            range=[-0.6, len(labels) - 0.4],
+            row=row,
+            col=column,
             showticklabels=False,
         )
     figure = _layout(figure, "", 280 * rows + 100)
@@ -717,21 +744,32 @@ def validation_curves_figure(
         if not curve["epoch"]:
             continue
         if band == "std":
-            low = [mean - std for mean, std in zip(curve["mean"], curve["std"])]
-            high = [mean + std for mean, std in zip(curve["mean"], curve["std"])]
+            low = [mean - std for mean, std in zip(curve["mean"], curve["std"], strict=True)]
+            high = [mean + std for mean, std in zip(curve["mean"], curve["std"], strict=True)]
         else:
             low, high = curve["low"], curve["high"]
         figure.add_trace(
             go.Scatter(
-                x=curve["epoch"] + curve["epoch"][::-1], y=high + low[::-1], fill="toself", mode="lines",
-                fillcolor=_with_alpha(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
+                x=curve["epoch"] + curve["epoch"][::-1],
+                y=high + low[::-1],
+                fill="toself",
+                mode="lines",
+                fillcolor=_with_alpha(color, 0.18),
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
                 legendgroup=record.label,
             )
         )
         figure.add_trace(
             go.Scatter(
-                x=curve["epoch"], y=curve["mean"], mode="lines+markers", name=record.label, legendgroup=record.label,
-                line=dict(color=color, width=2.5), customdata=list(zip(curve["low"], curve["high"], curve["count"])),
+                x=curve["epoch"],
+                y=curve["mean"],
+                mode="lines+markers",
+                name=record.label,
+                legendgroup=record.label,
+                line=dict(color=color, width=2.5),
+                customdata=list(zip(curve["low"], curve["high"], curve["count"], strict=True)),
                 hovertemplate=(
                     f"{record.label}<br>epoch %{{x}}: mean %{{y:.4f}}<br>folds min %{{customdata[0]:.4f}}, "
                     "max %{customdata[1]:.4f}<br>%{customdata[2]} fold(s) reached this epoch<extra></extra>"
@@ -743,8 +781,12 @@ def validation_curves_figure(
             if training["epoch"]:
                 figure.add_trace(
                     go.Scatter(
-                        x=training["epoch"], y=training["mean"], mode="lines", name=f"{record.label} (training)",
-                        legendgroup=record.label, line=dict(color=color, width=1.5, dash="dot"),
+                        x=training["epoch"],
+                        y=training["mean"],
+                        mode="lines",
+                        name=f"{record.label} (training)",
+                        legendgroup=record.label,
+                        line=dict(color=color, width=1.5, dash="dot"),
                         hovertemplate=f"{record.label} training<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>",
                     )
                 )
@@ -790,7 +832,11 @@ def roc_overlay_figure(records: Sequence[RunRecord]) -> go.Figure:
         The figure.
     """
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance", hoverinfo="skip"))
+    figure.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance", hoverinfo="skip"
+        )
+    )
     for index, record in enumerate(records):
         curves = record.summary.get("roc") or {}
         for position, (class_name, curve) in enumerate(curves.items()):
@@ -801,19 +847,32 @@ def roc_overlay_figure(records: Sequence[RunRecord]) -> go.Figure:
             name = f"{record.label}{auc_text}" if record.is_binary else f"{record.label} · {class_name}{auc_text}"
             figure.add_trace(
                 go.Scatter(
-                    x=curve["fpr"], y=curve["tpr"], mode="lines", name=name, legendgroup=record.label,
+                    x=curve["fpr"],
+                    y=curve["tpr"],
+                    mode="lines",
+                    name=name,
+                    legendgroup=record.label,
                     line=dict(color=color_for(index), width=2.2, dash=_CLASS_DASHES[position % len(_CLASS_DASHES)]),
                     customdata=curve.get("thresholds"),
-                    hovertemplate=f"{name}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>",
+                    hovertemplate=(
+                        f"{name}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}<br>threshold %{{customdata:.3f}}<extra></extra>"
+                    ),
                 )
             )
             point = nearest_roc_point(curve, record.summary.get("threshold")) if record.is_binary else None
             if point is not None:
                 figure.add_trace(
                     go.Scatter(
-                        x=[point[0]], y=[point[1]], mode="markers", legendgroup=record.label, showlegend=False,
+                        x=[point[0]],
+                        y=[point[1]],
+                        mode="markers",
+                        legendgroup=record.label,
+                        showlegend=False,
                         marker=dict(color=color_for(index), size=12, symbol="x"),
-                        hovertemplate=f"{record.label} threshold {record.summary['threshold']:.3f}<br>FPR %{{x:.3f}}, TPR %{{y:.3f}}<extra></extra>",
+                        hovertemplate=(
+                            f"{record.label} threshold {record.summary['threshold']:.3f}<br>"
+                            "FPR %{x:.3f}, TPR %{y:.3f}<extra></extra>"
+                        ),
                     )
                 )
     figure.update_xaxes(title="False positive rate (1 − specificity)", range=[0, 1])
@@ -832,8 +891,12 @@ def training_time_figure(records: Sequence[RunRecord]) -> go.Figure:
         seconds = [value for value in values if value is not None]
         figure.add_trace(
             go.Bar(
-                x=folds, y=seconds, name=record.label, marker_color=color_for(index),
-                text=[f"{value:.0f} s" if value >= 10 else f"{value:.1f} s" for value in seconds], textposition="auto",
+                x=folds,
+                y=seconds,
+                name=record.label,
+                marker_color=color_for(index),
+                text=[f"{value:.0f} s" if value >= 10 else f"{value:.1f} s" for value in seconds],
+                textposition="auto",
                 hovertemplate=f"{record.label}<br>%{{x}}: %{{y:.1f}} s<extra></extra>",
             )
         )
@@ -858,8 +921,14 @@ def parameters_figure(records: Sequence[RunRecord]) -> go.Figure:
         colors.append(color_for(index))
     figure.add_trace(
         go.Bar(
-            y=labels, x=totals, orientation="h", marker_color=colors, text=[f"{value:,}" for value in totals],
-            textposition="auto", name="total", customdata=trainables,
+            y=labels,
+            x=totals,
+            orientation="h",
+            marker_color=colors,
+            text=[f"{value:,}" for value in totals],
+            textposition="auto",
+            name="total",
+            customdata=trainables,
             hovertemplate="%{y}<br>%{x:,} parameters<br>%{customdata:,} trainable<extra></extra>",
         )
     )

@@ -6,9 +6,10 @@ import hashlib
 import io
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -405,28 +406,52 @@ def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figu
     folds = list(range(1, len(values) + 1))
     data = [
         {
-            "type": "scatter", "x": values, "y": [0] * len(values), "mode": "markers", "customdata": folds,
+            "type": "scatter",
+            "x": values,
+            "y": [0] * len(values),
+            "mode": "markers",
+            "customdata": folds,
             "marker": {"size": 12, "color": color_for(0), "line": {"width": 1, "color": "white"}},
-            "hovertemplate": f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>", "showlegend": False,
+            "hovertemplate": f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>",
+            "showlegend": False,
         },
         {
-            "type": "scatter", "x": [decision.probability], "y": [0], "mode": "markers", "showlegend": False,
+            "type": "scatter",
+            "x": [decision.probability],
+            "y": [0],
+            "mode": "markers",
+            "showlegend": False,
             "marker": {"size": 18, "symbol": "line-ns", "line": {"width": 3, "color": "#FFA15A"}},
             "hovertemplate": "ensemble mean: %{x:.3f}<extra></extra>",
         },
     ]
     layout: dict[str, Any] = {
-        "height": 130, "margin": {"l": 10, "r": 10, "t": 25, "b": 40},
+        "height": 130,
+        "margin": {"l": 10, "r": 10, "t": 25, "b": 40},
         "xaxis": {"range": [-0.02, 1.02], "title": {"text": f"{what} per fold"}, "tickformat": ".1f"},
         "yaxis": {"visible": False, "range": [-1, 1]},
     }
     if binary and decision.threshold is not None:
         layout["shapes"] = [
-            {"type": "line", "x0": decision.threshold, "x1": decision.threshold, "y0": 0, "y1": 1, "yref": "paper",
-             "line": {"color": "gray", "dash": "dot"}}
+            {
+                "type": "line",
+                "x0": decision.threshold,
+                "x1": decision.threshold,
+                "y0": 0,
+                "y1": 1,
+                "yref": "paper",
+                "line": {"color": "gray", "dash": "dot"},
+            }
         ]
         layout["annotations"] = [
-            {"x": decision.threshold, "y": 1, "yref": "paper", "yanchor": "bottom", "text": "threshold", "showarrow": False}
+            {
+                "x": decision.threshold,
+                "y": 1,
+                "yref": "paper",
+                "yanchor": "bottom",
+                "text": "threshold",
+                "showarrow": False,
+            }
         ]
     return go.Figure({"data": data, "layout": layout})
 
@@ -435,13 +460,21 @@ def class_probability_figure(decision: Decision, class_names: Sequence[str]) -> 
     """Horizontal bars of every class's mean probability (three-class runs), built from one dict."""
     values = [decision.class_probabilities.get(name, 0.0) for name in class_names]
     bars = {
-        "type": "bar", "x": values, "y": list(class_names), "orientation": "h",
+        "type": "bar",
+        "x": values,
+        "y": list(class_names),
+        "orientation": "h",
         "marker": {"color": [color_for(index) for index in range(len(class_names))]},
-        "text": [f"{value:.2f}" for value in values], "textposition": "auto", "hovertemplate": "%{y}: %{x:.3f}<extra></extra>",
+        "text": [f"{value:.2f}" for value in values],
+        "textposition": "auto",
+        "hovertemplate": "%{y}: %{x:.3f}<extra></extra>",
     }
     layout = {
-        "height": 60 + 32 * len(class_names), "margin": {"l": 10, "r": 10, "t": 10, "b": 40}, "showlegend": False,
-        "xaxis": {"range": [0, 1], "title": {"text": "mean probability over folds"}}, "yaxis": {"autorange": "reversed"},
+        "height": 60 + 32 * len(class_names),
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 40},
+        "showlegend": False,
+        "xaxis": {"range": [0, 1], "title": {"text": "mean probability over folds"}},
+        "yaxis": {"autorange": "reversed"},
     }
     return go.Figure({"data": [bars], "layout": layout})
 
@@ -505,7 +538,7 @@ def load_ensemble_cached(store: RunStore, run: Run) -> Any:
     return _cached_ensemble(str(store.root), run.id, models_signature(run))
 
 
-def results_cache() -> "OrderedDict[tuple, ImageResult]":
+def results_cache() -> OrderedDict[tuple, ImageResult]:
     """The session's threshold-free results, oldest first (a small LRU)."""
     if RESULTS_KEY not in st.session_state:
         st.session_state[RESULTS_KEY] = OrderedDict()
@@ -551,10 +584,14 @@ def run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str,
     for run, state, folds in runs:
         n_splits = run.config.get("n_splits", len(folds))
         fold_text = f"{len(folds)}/{n_splits} folds"
-        labels[run.id] = choice_label(run.name, run.config, str(run.meta.get("created", "")), state) + f" · {fold_text}"
+        created = str(run.meta.get("created", ""))
+        labels[run.id] = f"{choice_label(run.name, run.config, created, state)} · {fold_text}"
     by_id = {run.id: (run, state, folds) for run, state, folds in runs}
     chosen = st.selectbox(
-        "Model (a finished cross-validation run)", list(by_id), format_func=lambda run_id: labels[run_id], key="predict_run",
+        "Model (a finished cross-validation run)",
+        list(by_id),
+        format_func=lambda run_id: labels[run_id],
+        key="predict_run",
         help="Every fold's model predicts each image; the page shows their mean and spread.",
     )
     return by_id[chosen]
@@ -592,8 +629,13 @@ def threshold_ui(ensemble: Any) -> float | None:
         st.session_state[key] = default
     value = st.slider(
         f"Decision threshold: P({ensemble.class_names[1]}) ≥ threshold → {ensemble.class_names[1]}",
-        0.0, 1.0, step=0.005, format="%.3f", key=key,
-        help="Applies to every image. Lower it to miss fewer pneumonias (more false alarms); raise it for fewer false alarms. "
+        0.0,
+        1.0,
+        step=0.005,
+        format="%.3f",
+        key=key,
+        help="Applies to every image. Lower it to miss fewer pneumonias (more false alarms); "
+        "raise it for fewer false alarms. "
         "Moving it never re-runs the network.",
     )
 
@@ -611,7 +653,9 @@ def gradcam_ui() -> tuple[bool, float]:
         (show heatmaps, overlay opacity).
     """
     show = st.toggle(
-        "Grad-CAM heatmap", value=True, key="predict_gradcam",
+        "Grad-CAM heatmap",
+        value=True,
+        key="predict_gradcam",
         help="Gradient-weighted class activation map of the last convolution layer, averaged over fold models, for the "
         "predicted class. It shows which regions drove the score, not where disease is.",
     )
@@ -627,13 +671,18 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
     """
     uploads = st.file_uploader(
         f"Chest X-rays: PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB each",
-        type=UPLOAD_TYPES, accept_multiple_files=True, key="predict_uploads", max_upload_size=MAX_UPLOAD_MB,
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key="predict_uploads",
+        max_upload_size=MAX_UPLOAD_MB,
         help="Files are processed in memory and never written to disk. DICOM images are windowed "
         "(VOI LUT or window centre/width) and MONOCHROME1 is inverted.",
     )
     items = uploads_to_inputs(uploads)
     if st.toggle(
-        "Try demo images (synthetic)", value=False, key="predict_demo",
+        "Try demo images (synthetic)",
+        value=False,
+        key="predict_demo",
         help="A few images from the test split of the synthetic demo dataset, with their true class.",
     ):
         items.extend(demo_items_ui(label_mode))
@@ -658,31 +707,47 @@ def demo_items_ui(label_mode: str) -> list[ImageInput]:
 
 def _empty_columns(table: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
     """Returns the candidate columns whose cells are all empty or missing."""
-    return [column for column in candidates if column in table and not table[column].fillna("").astype(str).str.len().any()]
+    return [
+        column for column in candidates if column in table and not table[column].fillna("").astype(str).str.len().any()
+    ]
 
 
-def show_batch_table(results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, run_id: str) -> None:
+def show_batch_table(
+    results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, run_id: str
+) -> None:
     """Draws the batch table with a CSV download."""
     table = results_table(results, class_names, threshold)
     column_config = {
         "probability": st.column_config.ProgressColumn(
-            "probability", min_value=0.0, max_value=1.0, format="%.3f",
+            "probability",
+            min_value=0.0,
+            max_value=1.0,
+            format="%.3f",
             help="P(pneumonia) for binary runs; P(predicted class) for three-class runs.",
         ),
-        "spread": st.column_config.NumberColumn("± spread", format="%.3f", help="Standard deviation across fold models."),
+        "spread": st.column_config.NumberColumn(
+            "± spread", format="%.3f", help="Standard deviation across fold models."
+        ),
     }
     # Columns with nothing to say (no demo images, no errors) are hidden on screen but kept in the CSV.
     shown = table.drop(columns=_empty_columns(table, ("error", "true class (synthetic)")))
     st.dataframe(shown, hide_index=True, width="stretch", column_config=column_config)
     failed = int(sum(1 for result in results if not result.ok))
     st.download_button(
-        "Download predictions (CSV)", table.to_csv(index=False).encode("utf-8"), file_name=f"predictions_{run_id}.csv",
-        mime="text/csv", on_click="ignore", icon=":material/download:",
-        help="One row per file, at the current threshold." + (f" {failed} file(s) with an error keep their reason." if failed else ""),
+        "Download predictions (CSV)",
+        table.to_csv(index=False).encode("utf-8"),
+        file_name=f"predictions_{run_id}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        help="One row per file, at the current threshold."
+        + (f" {failed} file(s) with an error keep their reason." if failed else ""),
     )
 
 
-def show_card(ensemble: Any, result: ImageResult, threshold: float | None, gradcam: tuple[bool, float], index: int) -> None:
+def show_card(
+    ensemble: Any, result: ImageResult, threshold: float | None, gradcam: tuple[bool, float], index: int
+) -> None:
     """Draws one image's card: image, optional Grad-CAM, decision, per-fold strip, class bars.
 
     Args:
@@ -737,6 +802,12 @@ def _show_decision(decision: Decision, class_names: Sequence[str], result: Image
         st.caption(f"True class (synthetic): **{result.true_label}** · {mark}")
     if len(decision.per_fold) > 1 and decision.spread > 0.15:
         st.caption("⚠️ The fold models disagree strongly on this image: treat the prediction as uncertain.")
-    st.plotly_chart(fold_strip_figure(decision, class_names), key=f"predict_strip_{index}", config={"displayModeBar": False})
+    st.plotly_chart(
+        fold_strip_figure(decision, class_names), key=f"predict_strip_{index}", config={"displayModeBar": False}
+    )
     if len(class_names) > 2:
-        st.plotly_chart(class_probability_figure(decision, class_names), key=f"predict_classes_{index}", config={"displayModeBar": False})
+        st.plotly_chart(
+            class_probability_figure(decision, class_names),
+            key=f"predict_classes_{index}",
+            config={"displayModeBar": False},
+        )

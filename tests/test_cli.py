@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, needs_shared_data
+from zoidberg.cli import main
 
 
 def zoidberg(*args, check=True, env_extra=None):
@@ -20,13 +21,23 @@ def zoidberg(*args, check=True, env_extra=None):
     return result
 
 
-@pytest.mark.parametrize("command", [[], ["cv"], ["folds"], ["predict"], ["runs"], ["demo-data"], ["resume"], ["stop"]])
-def test_help_at_every_level(command):
-    result = zoidberg(*command, "--help")
-    assert "usage:" in result.stdout
+def run_in_process(capsys, *args):
+    """Runs the CLI in this process (no TensorFlow start-up per call); returns (code, out, err)."""
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("command", [[], ["cv"], ["folds"], ["predict"], ["runs"], ["demo-data"], ["resume"], ["stop"], ["tune"]])
+def test_help_at_every_level(command, capsys):
+    code, out, _ = run_in_process(capsys, *command, "--help")
+    assert code == 0 and "usage:" in out
     if command == ["cv"]:
         for option in ("--arch", "--folds", "--conv-blocks", "--alpha", "--augment", "--patience", "--json", "--runs-dir"):
-            assert option in result.stdout
+            assert option in out
 
 
 def test_demo_folds_cv_runs_predict(tmp_path):
@@ -79,20 +90,26 @@ def test_demo_folds_cv_runs_predict(tmp_path):
         (["resume", "/abs/path"], "not a run id"),
     ],
 )
-def test_user_errors_are_one_line_without_traceback(args, message):
-    result = zoidberg(*args, check=False)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def test_user_errors_are_one_line_without_traceback(args, message, capsys):
+    code, _, err = run_in_process(capsys, *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and err.startswith("error: ")
 
 
-def test_cv_config_errors(tmp_path, demo_dir):
-    result = zoidberg("cv", "--data", demo_dir, "--arch", "mobilenetv2", "--image-size", 16, check=False)
-    assert result.returncode == 2 and "at least 32" in result.stderr
-    result = zoidberg("cv", "--data", demo_dir, "--epochs", 0, check=False)
-    assert result.returncode == 2 and "epochs" in result.stderr
-    result = zoidberg("cv", "--data", demo_dir, "--learning-rate", -1, check=False)
-    assert result.returncode == 2 and "learning_rate" in result.stderr
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "mobilenetv2", "--image-size", 16], "at least 32"),
+        (["--epochs", 0], "epochs"),
+        (["--learning-rate", -1], "learning_rate"),
+        (["--folds", 40], "k (n_splits)"),
+    ],
+)
+def test_cv_config_errors(args, message, demo_dir, capsys, runs_dir):
+    code, _, err = run_in_process(capsys, "cv", "--data", demo_dir, *args)
+    assert code == 2 and message in err
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
 def test_real_data_folds_share_no_patient(tmp_path):

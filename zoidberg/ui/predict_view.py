@@ -17,7 +17,14 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from zoidberg.imaging import MAX_UPLOAD_BYTES, ImageDecodeError, decode_grayscale, resize_square, sniff_kind
+from zoidberg.imaging import (
+    MAX_UPLOAD_BYTES,
+    SNIFF_BYTES,
+    ImageDecodeError,
+    decode_grayscale,
+    resize_square,
+    sniff_kind,
+)
 from zoidberg.runstore import Run, RunStore
 from zoidberg.ui.compare_figures import choice_label
 from zoidberg.ui.figures import color_for
@@ -186,13 +193,6 @@ class ImageResult:
         return self.error is None and self.prediction is not None
 
 
-def size_error(size_bytes: int, limit: int = MAX_UPLOAD_BYTES) -> str | None:
-    """Returns the one-line refusal of a file above the upload limit, else None."""
-    if size_bytes > limit:
-        return f"file too large: {size_bytes / 2**20:.1f} MB exceeds the {limit / 2**20:.0f} MB limit"
-    return None
-
-
 def downscale(gray: np.ndarray, max_side: int = MAX_DISPLAY_SIDE) -> np.ndarray:
     """Shrinks a grayscale image so that its long side is at most `max_side`, keeping its aspect."""
     height, width = gray.shape
@@ -214,11 +214,9 @@ def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
         The result; `error` holds a one-line reason when the file is unusable.
     """
     result = ImageResult(name=item.name, source=item.source, true_label=item.true_label, size_bytes=len(item.data))
-    result.error = size_error(len(item.data))
-    if result.error:
-        return result
-    result.kind = sniff_kind(item.data[:65536], item.name)
+    result.kind = sniff_kind(item.data[:SNIFF_BYTES], item.name)
     try:
+        # decode_grayscale also refuses files above MAX_UPLOAD_BYTES, naming the limit.
         gray = decode_grayscale(item.data, name=item.name)
     except ImageDecodeError as error:
         result.error = str(error)

@@ -172,20 +172,27 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def highlight_best(frame: pd.DataFrame):
-    """Returns a Styler that colours the best trial's row.
+def highlight_best(frame: pd.DataFrame, objective: str, dimensions: Sequence[tuning.Dimension] = ()):
+    """Returns a Styler that colours the best trial's row and formats numbers readably.
 
     Args:
         frame: From trials_frame.
+        objective: The objective's column.
+        dimensions: The search space; log-scaled columns are shown in scientific notation.
 
     Returns:
-        A pandas Styler (st.dataframe keeps the table sortable).
+        A pandas Styler (st.dataframe keeps the table sortable on the raw values).
     """
 
     def color(row):
         return [f"background-color: {BEST_ROW_COLOR}" if row.get("best") == BEST_MARK else ""] * len(row)
 
-    return frame.style.apply(color, axis=1)
+    log_names = {dimension.name for dimension in dimensions if dimension.log}
+    formats = {objective: "{:.4f}", "seconds": "{:.1f}"}
+    for column in frame.columns:
+        if column not in formats and pd.api.types.is_float_dtype(frame[column]):
+            formats[column] = "{:.2e}" if column in log_names else "{:.3g}"
+    return frame.style.apply(color, axis=1).format(formats, na_rep="—")
 
 
 def best_so_far_figure(rows: Sequence[dict], objective: str, direction: str) -> go.Figure:
@@ -225,7 +232,8 @@ def best_so_far_figure(rows: Sequence[dict], objective: str, direction: str) -> 
     figure.update_layout(
         title=f"Best {objective_label(objective)} so far",
         xaxis_title="trial", yaxis_title=objective,
-        height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25),
+        height=300, margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
     )
     figure.update_xaxes(dtick=1 if len(finished) <= 20 else None)
     return figure
@@ -287,7 +295,9 @@ def parallel_coordinates_figure(
             dimensions=axes,
         )
     )
-    figure.update_layout(title="Hyperparameters against the objective", height=420, margin=dict(l=60, r=40, t=70, b=30))
+    figure.update_layout(
+        title=dict(text="Hyperparameters against the objective", y=0.98), height=440, margin=dict(l=60, r=40, t=110, b=30)
+    )
     return figure
 
 
@@ -720,21 +730,16 @@ def results_block(run: Run, config: tuning.TuneConfig | None, live_run: bool) ->
         )
     st.markdown("**Trials** (click a column title to sort; ★ marks the best)")
     frame = trials_frame(rows, objective, direction)
+    dimensions = config.dimensions() if config else ()
     st.dataframe(
-        highlight_best(frame), hide_index=True, width="stretch", placeholder="—", key=f"tune_trials_{run.id}_{'live' if live_run else 'done'}",
-        column_config={
-            objective: st.column_config.NumberColumn(objective, format="%.4f"),
-            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
-        },
+        highlight_best(frame, objective, dimensions), hide_index=True, width="stretch", placeholder="—",
+        key=f"tune_trials_{run.id}_{'live' if live_run else 'done'}",
     )
-    left, right = st.columns([2, 3])
-    with left:
-        st.plotly_chart(best_so_far_figure(rows, objective, direction), key=f"tune_best_{run.id}_{live_run}")
-    with right:
-        figure = parallel_coordinates_figure(rows, objective, direction, config.dimensions() if config else ())
-        if figure is not None:
-            st.plotly_chart(figure, key=f"tune_parcoords_{run.id}_{live_run}")
-            st.caption("One line per finished trial; drag along an axis to filter. Choices and on/off are drawn as positions.")
+    st.plotly_chart(best_so_far_figure(rows, objective, direction), key=f"tune_best_{run.id}_{live_run}")
+    figure = parallel_coordinates_figure(rows, objective, direction, dimensions)
+    if figure is not None:
+        st.plotly_chart(figure, key=f"tune_parcoords_{run.id}_{live_run}")
+        st.caption("One line per finished trial; drag along an axis to filter. Choices and on/off are drawn as positions.")
 
 
 def finished_view(run: Run, status: dict) -> None:
@@ -785,7 +790,7 @@ def cross_validate_ui(run: Run, config: tuning.TuneConfig) -> None:
         pd.DataFrame([{"hyperparameter": name, "value": widgets.format_choice(value) if not isinstance(value, float) else f"{value:.4g}",
                        "searched": "yes" if dimension.tuned else "fixed"}
                       for (name, value), dimension in zip(values.items(), config.dimensions())]),
-        hide_index=True, width="content",
+        hide_index=True, width="content", column_config={"value": st.column_config.TextColumn("value", width="medium")},
     )
     first, second, third = st.columns([1, 1, 2], vertical_alignment="bottom")
     n_splits = first.number_input("Folds k", min_value=2, max_value=20, value=5, step=1, key=f"tune_cv_k_{run.id}",

@@ -140,6 +140,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
 
     # One uint8 tensor for all folds: memory stays at one byte per pixel.
     image_tensor = tf.constant(dataset.images[indices])
+    features = _frozen_features(run, config, dataset, indices, say)
     for fold, train_part, validation_part in iter_fold_indices(fold_of):
         fold_number = fold + 1
         if run.read_json(f"fold_{fold_number}/metrics.json"):
@@ -147,7 +148,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
             continue
         if run.stop_requested:
             raise RunStopped()
-        _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say)
+        _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, features)
     return _finish_completed(run, config, dataset, indices, fold_of, say)
 
 
@@ -176,9 +177,42 @@ def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of:
     )
 
 
-def _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say) -> None:
-    """Trains one fold and saves its model, out-of-fold probabilities and metrics."""
-    from zoidberg.models import count_parameters
+def _frozen_features(run: Run, config: RunConfig, dataset: Dataset, indices: np.ndarray, say: Reporter):
+    """Returns cached backbone features of the pooled images in frozen mode, else None.
+
+    Frozen-backbone folds train only the head on these features, so the backbone runs
+    once per image (and not at all when the disk cache already holds them).
+    """
+    finished = all(run.read_json(f"fold_{fold}/metrics.json") for fold in range(1, config.n_splits + 1))
+    if config.model.transfer_mode != "frozen" or finished:
+        return None
+    from zoidberg.features import AUGMENTATION_IGNORED, INFERENCE_BATCH_SIZE, load_or_compute_features
+
+    if config.train.augmentation:
+        run.append_event("warning", message=AUGMENTATION_IGNORED)
+        say(AUGMENTATION_IGNORED)
+
+    def progress(done: int, total: int) -> None:
+        # Every 20th batch is often enough for a progress bar and keeps events.jsonl short.
+        if done % (20 * INFERENCE_BATCH_SIZE) == 0 or done == total:
+            run.append_event("features", done=done, total=total)
+
+    start = time.perf_counter()
+    features = load_or_compute_features(dataset, config.model, config.data.image_size, progress=progress)
+    seconds = time.perf_counter() - start
+    run.append_event("features_ready", n_images=len(features), dimension=int(features.shape[1]), seconds=seconds)
+    say(f"Frozen backbone: {features.shape[1]} features per image ready in {seconds:.1f} s; training heads only.")
+    return features[indices]
+
+
+def _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, features=None) -> None:
+    """Trains one fold and saves its model, out-of-fold probabilities and metrics.
+
+    With `features` (frozen mode) only the head trains, on the cached features; the saved
+    model is still one full flat model (backbone and trained head).
+    """
+    from zoidberg.features import head_probabilities, train_head_on_features
+    from zoidberg.models import assemble_frozen_model, count_parameters
     from zoidberg.training import predict_probabilities, train_model
 
     n_folds = config.n_splits
@@ -186,22 +220,22 @@ def _train_fold(run, config, dataset, image_tensor, labels, train_part, validati
     say(f"Fold {fold_number}/{n_folds}: training on {len(train_part)} images, validating on {len(validation_part)} ...")
     callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
     start = time.perf_counter()
-    model, history = train_model(
-        config.model,
-        config.train,
-        image_tensor,
-        labels,
-        train_part,
-        validation_part,
-        num_classes=dataset.num_classes,
-        image_size=config.data.image_size,
-        callbacks=[callback],
-        random_state=config.random_state + fold_number,
-    )
+    fit_kwargs = dict(num_classes=dataset.num_classes, callbacks=[callback], random_state=config.random_state + fold_number)
+    if features is None:
+        model, history = train_model(
+            config.model, config.train, image_tensor, labels, train_part, validation_part,
+            image_size=config.data.image_size, **fit_kwargs,
+        )
+    else:
+        head, history = train_head_on_features(config.model, config.train, features, labels, train_part, validation_part, **fit_kwargs)
     train_seconds = time.perf_counter() - start
     if callback.stopped_by_request:
         raise RunStopped()
-    probabilities = predict_probabilities(model, image_tensor, validation_part)
+    if features is None:
+        probabilities = predict_probabilities(model, image_tensor, validation_part)
+    else:
+        probabilities = head_probabilities(head, features, validation_part)
+        model = assemble_frozen_model(config.model, config.data.image_size, dataset.num_classes, head)
     fold_metrics = metrics.evaluate_predictions(labels[validation_part], probabilities, dataset.class_names, 0.5)
     fold_dir = run.fold_dir(fold_number)
     model.save(fold_dir / "model.keras")

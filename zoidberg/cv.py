@@ -140,7 +140,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
 
     # One uint8 tensor for all folds: memory stays at one byte per pixel.
     image_tensor = tf.constant(dataset.images[indices])
-    features = _frozen_features(run, config, dataset, indices, say)
+    frozen = _frozen_backbone(run, config, dataset, indices, say)
     for fold, train_part, validation_part in iter_fold_indices(fold_of):
         fold_number = fold + 1
         if run.read_json(f"fold_{fold_number}/metrics.json"):
@@ -148,7 +148,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
             continue
         if run.stop_requested:
             raise RunStopped()
-        _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, features)
+        _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, frozen)
     return _finish_completed(run, config, dataset, indices, fold_of, say)
 
 
@@ -177,8 +177,8 @@ def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of:
     )
 
 
-def _frozen_features(run: Run, config: RunConfig, dataset: Dataset, indices: np.ndarray, say: Reporter):
-    """Returns cached backbone features of the pooled images in frozen mode, else None.
+def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.ndarray, say: Reporter):
+    """Returns a FrozenBackbone with the pooled images' cached features in frozen mode, else None.
 
     Frozen-backbone folds train only the head on these features, so the backbone runs
     once per image (and not at all when the disk cache already holds them).
@@ -186,7 +186,7 @@ def _frozen_features(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     finished = all(run.read_json(f"fold_{fold}/metrics.json") for fold in range(1, config.n_splits + 1))
     if config.model.transfer_mode != "frozen" or finished:
         return None
-    from zoidberg.features import AUGMENTATION_IGNORED, INFERENCE_BATCH_SIZE, load_or_compute_features
+    from zoidberg.features import AUGMENTATION_IGNORED, INFERENCE_BATCH_SIZE, FrozenBackbone, load_or_compute_features
 
     if config.train.augmentation:
         run.append_event("warning", message=AUGMENTATION_IGNORED)
@@ -202,17 +202,16 @@ def _frozen_features(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     seconds = time.perf_counter() - start
     run.append_event("features_ready", n_images=len(features), dimension=int(features.shape[1]), seconds=seconds)
     say(f"Frozen backbone: {features.shape[1]} features per image ready in {seconds:.1f} s; training heads only.")
-    return features[indices]
+    return FrozenBackbone(config.model, config.data.image_size, dataset.num_classes, features[indices])
 
 
-def _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, features=None) -> None:
+def _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, frozen=None) -> None:
     """Trains one fold and saves its model, out-of-fold probabilities and metrics.
 
-    With `features` (frozen mode) only the head trains, on the cached features; the saved
-    model is still one full flat model (backbone and trained head).
+    With `frozen` (a FrozenBackbone) only the head trains, on the cached features; the
+    saved model is still one full flat model (backbone and trained head).
     """
-    from zoidberg.features import head_probabilities, train_head_on_features
-    from zoidberg.models import assemble_frozen_model, count_parameters
+    from zoidberg.models import count_parameters
     from zoidberg.training import predict_probabilities, train_model
 
     n_folds = config.n_splits
@@ -220,22 +219,30 @@ def _train_fold(run, config, dataset, image_tensor, labels, train_part, validati
     say(f"Fold {fold_number}/{n_folds}: training on {len(train_part)} images, validating on {len(validation_part)} ...")
     callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
     start = time.perf_counter()
-    fit_kwargs = dict(num_classes=dataset.num_classes, callbacks=[callback], random_state=config.random_state + fold_number)
-    if features is None:
+    random_state = config.random_state + fold_number
+    if frozen is None:
         model, history = train_model(
-            config.model, config.train, image_tensor, labels, train_part, validation_part,
-            image_size=config.data.image_size, **fit_kwargs,
+            config.model,
+            config.train,
+            image_tensor,
+            labels,
+            train_part,
+            validation_part,
+            num_classes=dataset.num_classes,
+            image_size=config.data.image_size,
+            callbacks=[callback],
+            random_state=random_state,
         )
     else:
-        head, history = train_head_on_features(config.model, config.train, features, labels, train_part, validation_part, **fit_kwargs)
+        head, history = frozen.train_head(config.train, labels, train_part, validation_part, callbacks=[callback], random_state=random_state)
     train_seconds = time.perf_counter() - start
     if callback.stopped_by_request:
         raise RunStopped()
-    if features is None:
+    if frozen is None:
         probabilities = predict_probabilities(model, image_tensor, validation_part)
     else:
-        probabilities = head_probabilities(head, features, validation_part)
-        model = assemble_frozen_model(config.model, config.data.image_size, dataset.num_classes, head)
+        probabilities = frozen.probabilities(head, validation_part)
+        model = frozen.full_model(head)
     fold_metrics = metrics.evaluate_predictions(labels[validation_part], probabilities, dataset.class_names, 0.5)
     fold_dir = run.fold_dir(fold_number)
     model.save(fold_dir / "model.keras")

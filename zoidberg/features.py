@@ -378,3 +378,54 @@ def head_probabilities(head, features: np.ndarray, indices: np.ndarray) -> np.nd
 
     selected = np.asarray(features, dtype=np.float32)[np.asarray(indices, dtype=np.int64)]
     return as_class_probabilities(np.asarray(head(selected, training=False)))
+
+
+class FrozenBackbone:
+    """Cached features of a run's pooled images plus the one full model their heads go into.
+
+    Building a full MobileNetV2 and loading its weights file takes seconds, so the full model
+    is built once per run and each fold's trained head is copied into it before saving;
+    the backbone weights never change, so every fold's saved file is still complete.
+
+    Args:
+        model_config: The frozen-mode configuration.
+        image_size: Input side in pixels.
+        num_classes: Number of classes.
+        features: float32 (N, D) features, one row per pooled image.
+    """
+
+    def __init__(self, model_config: ModelConfig, image_size: int, num_classes: int, features: np.ndarray):
+        self.model_config = model_config
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.features = features
+        self._full_model = None
+
+    def train_head(self, train_config: TrainConfig, labels: np.ndarray, train_indices: np.ndarray, validation_indices: np.ndarray, **kwargs):
+        """Trains a fresh head on the cached features; see train_head_on_features.
+
+        Returns:
+            The trained head and its history.
+        """
+        return train_head_on_features(
+            self.model_config, train_config, self.features, labels, train_indices, validation_indices, num_classes=self.num_classes, **kwargs
+        )
+
+    def probabilities(self, head, indices: np.ndarray) -> np.ndarray:
+        """Returns the head's class probabilities (len(indices), num_classes) for pooled rows."""
+        return head_probabilities(head, self.features, indices)
+
+    def full_model(self, head):
+        """Returns the full flat model (backbone and `head`'s weights), ready to save.
+
+        The same model object is returned for every fold, holding the latest head's weights.
+        """
+        if self._full_model is None:
+            from zoidberg.models import assemble_frozen_model
+
+            self._full_model = assemble_frozen_model(self.model_config, self.image_size, self.num_classes, head)
+            return self._full_model
+        for layer in head.layers:
+            if layer.weights:
+                self._full_model.get_layer(layer.name).set_weights(layer.get_weights())
+        return self._full_model

@@ -70,7 +70,9 @@ def tiny_dataset(demo_dir):
 
 def frozen_config(weights: str, **changes) -> ModelConfig:
     """Returns a frozen-backbone MobileNetV2 0.35 configuration."""
-    return ModelConfig(architecture="mobilenetv2", alpha=0.35, weights=weights, transfer_mode="frozen", dropout_rate=0.2, **changes)
+    return ModelConfig(
+        architecture="mobilenetv2", alpha=0.35, weights=weights, transfer_mode="frozen", dropout_rate=0.2, **changes
+    )
 
 
 _BUILT_EXTRACTORS: dict = {}
@@ -102,7 +104,7 @@ def test_compute_features_of_random_init_extractor_match_the_model():
     extractor = build_backbone_feature_extractor(config, SIZE)
     images = np.random.default_rng(0).integers(0, 256, size=(21, SIZE, SIZE), dtype=np.uint8)
     progress = []
-    features = compute_features(extractor, images, batch_size=8, progress=lambda done, total: progress.append((done, total)))
+    features = compute_features(extractor, images, batch_size=8, progress=lambda *done_total: progress.append(done_total))
     assert features.dtype == np.float32 and features.shape == (21, int(extractor.output.shape[-1]))
     assert progress[-1] == (21, 21)
     expected = extractor(images[..., None].astype(np.float32) / 255.0, training=False).numpy()

@@ -205,7 +205,9 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     return FrozenBackbone(config.model, config.data.image_size, dataset.num_classes, features[indices])
 
 
-def _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, frozen=None) -> None:
+def _train_fold(
+    run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, frozen=None
+) -> None:
     """Trains one fold and saves its model, out-of-fold probabilities and metrics.
 
     With `frozen` (a FrozenBackbone) only the head trains, on the cached features; the
@@ -234,7 +236,9 @@ def _train_fold(run, config, dataset, image_tensor, labels, train_part, validati
             random_state=random_state,
         )
     else:
-        head, history = frozen.train_head(config.train, labels, train_part, validation_part, callbacks=[callback], random_state=random_state)
+        head, history = frozen.train_head(
+            config.train, labels, train_part, validation_part, callbacks=[callback], random_state=random_state
+        )
     train_seconds = time.perf_counter() - start
     if callback.stopped_by_request:
         raise RunStopped()

@@ -56,7 +56,8 @@ def weights_identity(model_config: ModelConfig, image_size: int) -> str | None:
     """
     from zoidberg.models import resolve_imagenet_weights
 
-    path = resolve_imagenet_weights(model_config.architecture, model_config.alpha, model_config.weights, image_size=image_size)
+    architecture, alpha, weights = model_config.architecture, model_config.alpha, model_config.weights
+    path = resolve_imagenet_weights(architecture, alpha, weights, image_size=image_size)
     if path is None:
         return None
     stat = os.stat(path)
@@ -280,7 +281,9 @@ def load_or_compute_features(
 # ---------------------------------------------------------------------------------------
 
 
-def make_feature_batches(features, labels: np.ndarray, indices: np.ndarray, batch_size: int, *, shuffle: bool = False, random_state: int = 0):
+def make_feature_batches(
+    features, labels: np.ndarray, indices: np.ndarray, batch_size: int, *, shuffle: bool = False, random_state: int = 0
+):
     """Builds a batched tf.data.Dataset of (features, labels) gathered by index.
 
     Args:
@@ -347,11 +350,12 @@ def train_head_on_features(
     keras.utils.set_random_seed(random_state)
     head = build_head(model_config, int(features.shape[1]), num_classes)
     compile_model(head, train_config, num_classes)
-    train_data = make_feature_batches(features, labels, train_indices, train_config.batch_size, shuffle=True, random_state=random_state)
-    validation_data = make_feature_batches(features, labels, validation_indices, train_config.batch_size)
-    class_weight = (
-        balanced_class_weights(labels[train_indices], num_classes) if train_config.class_weighting == "balanced" else None
+    train_data = make_feature_batches(
+        features, labels, train_indices, train_config.batch_size, shuffle=True, random_state=random_state
     )
+    validation_data = make_feature_batches(features, labels, validation_indices, train_config.batch_size)
+    balanced = train_config.class_weighting == "balanced"
+    class_weight = balanced_class_weights(labels[train_indices], num_classes) if balanced else None
     all_callbacks = [*callbacks]
     early_stopping = make_early_stopping(train_config.early_stopping_patience)
     if early_stopping is not None:
@@ -401,14 +405,28 @@ class FrozenBackbone:
         self.features = features
         self._full_model = None
 
-    def train_head(self, train_config: TrainConfig, labels: np.ndarray, train_indices: np.ndarray, validation_indices: np.ndarray, **kwargs):
+    def train_head(
+        self,
+        train_config: TrainConfig,
+        labels: np.ndarray,
+        train_indices: np.ndarray,
+        validation_indices: np.ndarray,
+        **kwargs,
+    ):
         """Trains a fresh head on the cached features; see train_head_on_features.
 
         Returns:
             The trained head and its history.
         """
         return train_head_on_features(
-            self.model_config, train_config, self.features, labels, train_indices, validation_indices, num_classes=self.num_classes, **kwargs
+            self.model_config,
+            train_config,
+            self.features,
+            labels,
+            train_indices,
+            validation_indices,
+            num_classes=self.num_classes,
+            **kwargs,
         )
 
     def probabilities(self, head, indices: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from zoidberg.ui.state import DATA_DIR_KEY
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 # The first Start imports TensorFlow (package versions) in the test process.
 SCRIPT_TIMEOUT_S = 90
-RUN_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 180
 START_LABEL = "Start cross-validation"
 
 
@@ -105,6 +105,20 @@ def test_data_page_shows_counts_synthetic_label_and_grouped_folds(demo_dir):
     assert_no_exception(app)
     fold_table = next(frame.value for frame in app.dataframe if "fold" in frame.value.columns)
     assert len(fold_table) == 3
+
+
+def test_data_page_defaults_to_the_generated_demo_data():
+    from zoidberg.demo import default_demo_dir, is_synthetic_dataset
+
+    app = AppTest.from_file(str(APP), default_timeout=SCRIPT_TIMEOUT_S).run()
+    assert_no_exception(app)
+    assert is_synthetic_dataset(default_demo_dir())
+    assert app.text_input(key="data_dir_input").value == str(default_demo_dir())
+    assert "Synthetic demo data — not real X-rays" in texts(app.warning)
+    # The Train page uses the folder chosen here.
+    app.switch_page("pages/train.py").run()
+    assert_no_exception(app)
+    assert str(default_demo_dir()) in texts(app.caption)
 
 
 def test_data_page_lists_skipped_files_and_rejects_bad_folders(demo_dir, tmp_path):
@@ -217,7 +231,7 @@ def test_start_runs_a_worker_to_completion_and_shows_the_summary(demo_dir, runs_
 
 def test_stop_ends_the_run_stopped_and_keeps_finished_folds(demo_dir, runs_dir, stop_workers_after):
     app = open_app(demo_dir, "pages/train.py")
-    fill_train_form(app, image_size=32, k=2, epochs=60, patience=0)
+    fill_train_form(app, image_size=32, k=2, epochs=30, patience=0)
     start_button(app).click().run()
     assert_no_exception(app)
     run = RunStore(runs_dir).list_runs()[0]

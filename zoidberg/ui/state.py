@@ -57,7 +57,12 @@ def demo_data_dir() -> str:
 
     target = str(default_demo_dir())
     with st.spinner("Generating the synthetic demo dataset (first use only) ..."):
-        return _ensure_demo_dataset(target)
+        path = _ensure_demo_dataset(target)
+        if not is_synthetic(path):
+            # Someone deleted the folder after it was cached: generate it again.
+            _ensure_demo_dataset.clear()
+            path = _ensure_demo_dataset(target)
+    return path
 
 
 def is_synthetic(data_dir: str | os.PathLike) -> bool:

@@ -456,7 +456,7 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
             trials = json.loads((tune_runs[0].path / "trials.json").read_text())
             assert [row["trial"] for row in trials] == [1]
             poll(lambda: tune_runs[0].state not in ACTIVE_STATES, TUNE_TIMEOUT_S, "the search to end", 1.0)
-            expect(page.get_by_text("Best configuration")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            expect(page.get_by_text("Best configuration", exact=True)).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             settle(page)
             snap(page, "6-tune")
 

@@ -1222,7 +1222,8 @@ def _search(run: Run, say: Reporter) -> dict:
     )
     tuner = make_tuner(config, hypermodel, run.path)
     tuner.attach(run, config, say)
-    done = len(trial_rows(tuner.oracle, config))
+    # An interrupted trial is run again, so only finished ones count as kept.
+    done = sum(row["status"] != "running" for row in trial_rows(tuner.oracle, config))
     tuned = ", ".join(dimension.name for dimension in config.tuned_dimensions()) or "nothing"
     say(
         f"{ALGORITHM_LABELS[config.algorithm]} over {tuned}: up to {config.max_trials} trials, "

@@ -69,7 +69,9 @@ START_LABEL = "Start cross-validation"
 PLOT_POINTS_JS = """() => Array.from(document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot'))
     .map(plot => (plot.data || []).reduce((total, trace) => total + ((trace.x || []).length), 0))"""
 NO_SKELETON_JS = "() => !document.querySelector('[data-testid=\"stSkeleton\"]')"
-MAIN_HEIGHT_JS = "() => { const main = document.querySelector('[data-testid=\"stMain\"]'); return main ? main.scrollHeight : 0 }"
+MAIN_HEIGHT_JS = (
+    "() => { const main = document.querySelector('[data-testid=\"stMain\"]'); return main ? main.scrollHeight : 0 }"
+)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -170,7 +172,8 @@ def app_server(private_dirs, demo_dir):
         "--browser.gatherUsageStats", "false",
     ]
     server = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -317,7 +320,7 @@ def run_state(runs_dir: Path, run_id: str) -> str:
 
 @pytest.mark.timeout(1500)
 def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
-    """Data → Train (live, reload, reattach, finish) → Compare → Predict (Grad-CAM) → Tune, in a real browser."""
+    """Data → Train (live, reload, reattach, finish) → Compare → Predict (Grad-CAM) → Tune, in Chromium."""
     from playwright.sync_api import expect
 
     base_url, runs_dir = app_server
@@ -332,7 +335,8 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
         with timer.step("Data page"):
             page.goto(base_url + "/", wait_until="domcontentloaded")
             expect(page.get_by_role("heading", name="Data")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            expect(page.get_by_text("Synthetic demo data — not real X-rays").first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            synthetic = page.get_by_text("Synthetic demo data — not real X-rays").first
+            expect(synthetic).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             expect(page.get_by_text("Fold preview")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             expect(page.get_by_text("No patient is shared between folds")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             settle(page)
@@ -364,7 +368,7 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
             expect(page.get_by_role("heading", name=run_id)).to_be_visible(timeout=PAGE_TIMEOUT_MS)
 
         with timer.step("Train live: curves gain points"):
-            first_points = poll(lambda: plot_points(page), RUN_TIMEOUT_S, "the first points of the live learning curves")
+            first_points = poll(lambda: plot_points(page), RUN_TIMEOUT_S, "the first points of the live curves")
             first_counters = live_counters(page)
             assert run_state(runs_dir, run_id) in ACTIVE_STATES, "the run ended before its live view could be watched"
 
@@ -395,13 +399,15 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
             expect(page.get_by_role("button", name="⏹ Stop", exact=True)).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             poll(lambda: plot_points(page), RUN_TIMEOUT_S, "the learning curves after the reload")
             runs = cv_runs(runs_dir)
-            assert [item.id for item in runs] == [run_id], f"the reload started or lost a run: {[item.id for item in runs]}"
+            run_ids = [item.id for item in runs]
+            assert run_ids == [run_id], f"the reload started or lost a run: {run_ids}"
 
         with timer.step("Train: run completes"):
             poll(lambda: run_state(runs_dir, run_id) not in ACTIVE_STATES, RUN_TIMEOUT_S, "the run to end", 1.0)
             status = RunStore(runs_dir).get(run_id).status()
             assert status.get("state") == "completed", f"run ended {status.get('state')}: {status.get('error')}"
-            expect(page.get_by_text(f"Cross-validation: mean ± std over {FOLDS} folds")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            summary = page.get_by_text(f"Cross-validation: mean ± std over {FOLDS} folds")
+            expect(summary).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             expect(page.get_by_role("heading", name=re.compile(re.escape(run_id) + r".*completed"))).to_be_visible()
             expect(page.locator('[data-testid="stMetric"]').filter(has_text="AUC").first).to_be_visible()
             assert [item.id for item in cv_runs(runs_dir)] == [run_id]
@@ -411,9 +417,8 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
         with timer.step("Compare page"):
             go_to(page, "Compare")
             expect(page.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            expect(page.get_by_text("Comparing needs at least two completed cross-validation runs; there is 1")).to_be_visible(
-                timeout=PAGE_TIMEOUT_MS
-            )
+            needs_two = page.get_by_text("Comparing needs at least two completed cross-validation runs; there is 1")
+            expect(needs_two).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             settle(page)
             snap(page, "4-compare")
 

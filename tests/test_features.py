@@ -13,7 +13,7 @@ from conftest import SHARED_WEIGHTS
 from zoidberg import features as features_module
 from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from zoidberg.cv import _frozen_backbone, config_payload, run_cross_validation
-from zoidberg.data import load_dataset
+from zoidberg.data import default_cache_dir, load_dataset
 from zoidberg.features import compute_features, feature_cache_path, load_or_compute_features
 from zoidberg.models import build_backbone_feature_extractor, build_model
 from zoidberg.runstore import RunStore
@@ -104,7 +104,7 @@ def test_compute_features_of_random_init_extractor_match_the_model():
     extractor = build_backbone_feature_extractor(config, SIZE)
     images = np.random.default_rng(0).integers(0, 256, size=(21, SIZE, SIZE), dtype=np.uint8)
     progress = []
-    features = compute_features(extractor, images, batch_size=8, progress=lambda *done_total: progress.append(done_total))
+    features = compute_features(extractor, images, batch_size=8, progress=lambda *pair: progress.append(pair))
     assert features.dtype == np.float32 and features.shape == (21, int(extractor.output.shape[-1]))
     assert progress[-1] == (21, 21)
     expected = extractor(images[..., None].astype(np.float32) / 255.0, training=False).numpy()
@@ -228,6 +228,15 @@ def test_frozen_cv_end_to_end_saves_full_models_equal_to_heads(flat_demo_dir, ru
 
     # A resumed run whose folds are all finished needs no features at all.
     assert _frozen_backbone(run, config, dataset, dataset.training_indices(), print) is None
+
+
+def test_stop_during_the_backbone_pass_leaves_no_cache(flat_demo_dir, runs_dir, fake_weights, counted_builds):
+    run = RunStore(runs_dir).create_run("cv", config_payload(frozen_run_config(flat_demo_dir, str(fake_weights))))
+    run.request_stop()
+    result = run_cross_validation(run)
+    assert result["state"] == "stopped" and run.state == "stopped"
+    assert len(counted_builds) == 1 and not run.fold_metrics()
+    assert not list(default_cache_dir().glob("features-*")), "a stopped backbone pass must not be cached"
 
 
 def test_fine_tune_unfreezes_top_layers_and_keeps_batchnorm_frozen(tiny_dataset, best_weights):

@@ -196,6 +196,9 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
         # Every 20th batch is often enough for a progress bar and keeps events.jsonl short.
         if done % (20 * INFERENCE_BATCH_SIZE) == 0 or done == total:
             run.append_event("features", done=done, total=total)
+            # The backbone pass can take a minute on CPU, so a stop request ends it early.
+            if run.stop_requested:
+                raise RunStopped()
 
     start = time.perf_counter()
     features = load_or_compute_features(dataset, config.model, config.data.image_size, progress=progress)

@@ -362,21 +362,31 @@ def section_data(ctx: Context) -> list[Row]:
         warm_cache = ctx.scratch / f"cache-warm-{label.replace(' ', '')}"
         primed = load_dataset(root, image_size=size, cache_dir=warm_cache)
         n_files = len(primed)
-        times = {"reference": [], "cold": [], "warm_process": [], "warm_call": []}
+        times = {name: [] for name in ("reference", "cold", "warm_process", "warm_call", "reference_cpu", "cold_cpu", "draft_decode", "full_decode")}
+        jpegs = sorted(root.rglob("*.jpeg")) if label == "full-res" else []
         for repeat in range(ctx.repeats):
             cold_cache = ctx.scratch / f"cache-cold-{repeat}"
 
             def run_reference():
+                cpu = time.process_time()
                 seconds, (images, labels) = timed(reference.load_arrays, pooled, size)
+                times["reference_cpu"].append(time.process_time() - cpu)
                 if len(images) != n_files:
                     raise RuntimeError(f"reference loaded {len(images)} images, Zoidberg {n_files}")
                 times["reference"].append(seconds)
 
             def run_cold():
+                cpu = time.process_time()
                 seconds, dataset = timed(load_dataset, root, image_size=size, cache_dir=cold_cache)
+                times["cold_cpu"].append(time.process_time() - cpu)
                 assert not dataset.from_cache
                 times["cold"].append(seconds)
                 shutil.rmtree(cold_cache, ignore_errors=True)
+
+            def run_decode_floor():
+                if jpegs:
+                    times["draft_decode"].append(pillow_decode_seconds(jpegs, draft=True))
+                    times["full_decode"].append(pillow_decode_seconds(jpegs, draft=False))
 
             def run_warm():
                 times["warm_process"].append(warm_load_in_new_process(root, size, warm_cache))
@@ -384,26 +394,28 @@ def section_data(ctx: Context) -> list[Row]:
                 assert dataset.from_cache
                 times["warm_call"].append(seconds)
 
-            steps = [run_reference, run_cold, run_warm]
+            steps = [run_reference, run_cold, run_warm, run_decode_floor]
             for step in steps if repeat % 2 == 0 else reversed(steps):
                 step()
         reference_s = median(times["reference"])
-        floor = jpeg_decode_floor(root) if label == "full-res" else {}
+        cores = os.cpu_count() or 1
         cold_note = (
-            f"Fresh cache_dir each repeat (decode + cache write). Median of {ctx.repeats}, alternating."
+            f"Fresh cache_dir each repeat (decode + cache write); median of {ctx.repeats}, alternating. "
+            f"CPU time: reference {median(times['reference_cpu']):.2f} s, Zoidberg {median(times['cold_cpu']):.2f} s."
         )
-        if floor:
+        if jpegs:
+            draft = median(times["draft_decode"])
             cold_note += (
-                f" Bound: Pillow's JPEG decode alone of these {n_files} files takes {floor['draft_s']:.2f} s serial at "
-                f"draft scale vs {floor['full_s']:.2f} s at full scale (draft saves only the IDCT; Huffman decoding "
-                f"of every coefficient stays), i.e. ≥ {floor['draft_s'] / (os.cpu_count() or 1):.2f} s on "
-                f"{os.cpu_count()} cores."
+                f" Bound: Pillow's JPEG decode alone (same rounds) takes {draft:.2f} s serial at draft scale vs "
+                f"{median(times['full_decode']):.2f} s at full scale: draft skips most of the IDCT but every "
+                f"Huffman-coded coefficient is still decoded, so {cores} cores need ≥ {draft / cores:.2f} s and no "
+                f"libjpeg-based loader can be more than {reference_s / (draft / cores):.1f}x faster than this reference."
             )
         rows.append(
             Row(
                 "data", f"Data prep {label} ({n_files:,} files → {size}-px arrays), cold", "s",
                 reference_s, median(times["cold"]), min_ratio=cold_target,
-                note=cold_note, samples={**times, "decode_floor": floor, "load": load_average()},
+                note=cold_note, samples={**times, "load": load_average()},
             )
         )
         rows.append(
@@ -441,21 +453,17 @@ def warm_load_in_new_process(root: Path, size: int, cache_dir: Path) -> float:
     return float(payload["seconds"])
 
 
-def jpeg_decode_floor(root: Path) -> dict:
-    """Serial Pillow decode time of every JPEG under root, at draft scale and at full scale."""
+def pillow_decode_seconds(files: list[Path], *, draft: bool) -> float:
+    """Serial Pillow decode time of JPEG files, at draft scale (as Zoidberg decodes) or full scale."""
     from PIL import Image
 
-    files = sorted(path for path in root.rglob("*.jpeg"))
-    result = {"files": len(files), "draft_s": 0.0, "full_s": 0.0}
+    start = time.perf_counter()
     for path in files:
-        for key in ("draft_s", "full_s"):
-            start = time.perf_counter()
-            with Image.open(path) as image:
-                if key == "draft_s":
-                    image.draft("L", (128, 128))
-                image.load()
-            result[key] += time.perf_counter() - start
-    return result
+        with Image.open(path) as image:
+            if draft:
+                image.draft("L", (128, 128))
+            image.load()
+    return time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------- train
@@ -684,6 +692,7 @@ def save_fold_models(store, models_per_run: dict[str, list], image_size: int) ->
 def section_predict(ctx: Context) -> list[Row]:
     """Latency from an upload to a probability, and Grad-CAM, warm, median of many calls."""
     import keras
+    import tensorflow as tf
     from PIL import Image
 
     import reference
@@ -724,19 +733,29 @@ def section_predict(ctx: Context) -> list[Row]:
         models = reference_models[name]
         repeats = ctx.latency_repeats if name != "mobilenetv2-1" else max(5, ctx.latency_repeats // 2)
         say(f"predict: {labels[name]}, {repeats} calls per variant")
+        # The bound: the models' forward pass alone, traced, on a ready tensor.
+        forward = tf.function(
+            lambda batch, models=ensemble.models: [model(batch, training=False) for model in models],
+            input_signature=[tf.TensorSpec((None, size, size, 1), tf.float32)],
+        )
+        ready = tf.constant(gray.astype(np.float32)[None, :, :, None] / 255.0)
         times = interleaved(
             {
                 "reference": lambda: float(np.mean([reference.predict_array(model, x) for model in models])),
                 "zoidberg": lambda: ensemble.predict_gray(gray),
+                "forward_only": lambda: [output.numpy() for output in forward(ready)],
             },
             repeats,
         )
+        forward_ms = median(times["forward_only"]) * 1000
         rows.append(
             Row(
                 "predict", f"Predict, {labels[name]}: decoded {size}-px image → probability", "ms",
                 median(times["reference"]) * 1000, median(times["zoidberg"]) * 1000, max_zoidberg=array_targets[name],
                 note=f"Warm models; median of {repeats} alternating calls. Reference: model.predict per model; "
-                "Zoidberg: Ensemble.predict_gray (one traced tf.function for all folds).",
+                "Zoidberg: Ensemble.predict_gray (one traced tf.function for all folds). Bound: the traced forward "
+                f"pass alone takes {forward_ms:.1f} ms, so Zoidberg's own overhead is "
+                f"{median(times['zoidberg']) * 1000 - forward_ms:.1f} ms.",
                 samples={key: [value * 1000 for value in values] for key, values in times.items()},
             )
         )
@@ -751,6 +770,7 @@ def section_predict(ctx: Context) -> list[Row]:
                 "reference": lambda: reference.predict_bytes(models, upload, size),
                 "zoidberg": lambda: ensemble.predict_file(upload, name="upload.jpeg"),
                 "dashboard": dashboard_path,
+                "decode_only": lambda: resize_square(decode_grayscale(upload, name="upload.jpeg", draft_size=size), size),
             },
             repeats,
         )
@@ -761,6 +781,7 @@ def section_predict(ctx: Context) -> list[Row]:
                 note=(
                     f"{upload_pixels[0]}x{upload_pixels[1]} px, {len(upload) / 1024:,.0f} KB JPEG. Reference: tf.image.decode_image + "
                     "resize (as its loader) + model.predict; Zoidberg: Ensemble.predict_file (draft decode). "
+                    f"Zoidberg's draft decode + resize alone: {median(times['decode_only']) * 1000:.1f} ms. "
                     f"The Predict page's path (full decode kept for display): {median(times['dashboard']) * 1000:.1f} ms."
                 ),
                 samples={key: [value * 1000 for value in values] for key, values in times.items()},
@@ -1060,29 +1081,28 @@ def ordered_rows(rows: list[dict]) -> list[dict]:
 
 def render_doc_block(payload: dict) -> str:
     machine = payload["machine"]
-    sections = payload["sections"]
     lines = [
         DOC_START,
         "",
-        f"Measured {payload['generated']} with `{payload['command']}`.",
-        "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB RAM, {machine['os']}; "
         f"Python {machine['python']}, TensorFlow {machine.get('tensorflow', '?')}, Keras {machine.get('keras', '?')}, "
-        f"NumPy {machine['numpy']}, Pillow {machine['pillow']}, scikit-learn {machine['scikit-learn']}. "
-        "Shared with other users: load average (1/5/15 min) when each section ended: "
-        + "; ".join(f"{name} {' / '.join(map(str, info.get('load_end', [])))}" for name, info in sections.items())
-        + ".",
+        f"NumPy {machine['numpy']}, Pillow {machine['pillow']}, scikit-learn {machine['scikit-learn']}.",
         "",
         markdown_table(payload["rows"]),
         "",
-        "Ratio: Zoidberg's advantage (reference time ÷ Zoidberg time, Zoidberg img/s ÷ reference img/s, reference MB ÷ Zoidberg MB).",
+        "Ratio: Zoidberg's advantage (reference time ÷ Zoidberg time, Zoidberg img/s ÷ reference img/s, "
+        "reference MB ÷ Zoidberg MB). Raw samples: `benchmarks/results/latest.json`.",
         "",
-        "Notes per row:",
-        "",
-        notes_list(payload["rows"]),
-        "",
-        DOC_END,
+        "| section | finished | took | load average at start → end (1/5/15 min, 2 cores) | command |",
+        "|---|---|---:|---|---|",
     ]
+    for name in SECTIONS:
+        info = payload["sections"].get(name)
+        if not info or "error" in info:
+            continue
+        load = f"{' / '.join(map(str, info['load_start']))} → {' / '.join(map(str, info['load_end']))}"
+        lines.append(f"| {name} | {info['finished']} | {info['seconds']:,.0f} s | {load} | `{info['command']}` |")
+    lines += ["", "Notes per row:", "", notes_list(payload["rows"]), "", DOC_END]
     return "\n".join(lines)
 
 

@@ -560,9 +560,28 @@ def build_model(model_config: ModelConfig, image_size: int, num_classes: int) ->
     image, features = _build_features(model_config, image_size)
     outputs = _add_head(features, model_config, num_classes)
     model = keras.Model(image, outputs, name=f"zoidberg_{model_config.architecture}")
+    if _normalize_weights(model_config.weights) is None:
+        _speed_up_batch_norm_statistics(model)
     if model_config.transfer_mode in ("frozen", "fine-tune"):
         freeze_backbone(model)
     return model
+
+
+# Momentum of BatchNormalization's moving statistics for backbones trained from scratch.
+SCRATCH_BATCH_NORM_MOMENTUM = 0.9
+
+
+def _speed_up_batch_norm_statistics(model: keras.Model) -> None:
+    """Lets BatchNormalization moving statistics follow the data when training from scratch.
+
+    keras.applications backbones use momentum 0.99-0.999, tuned for ImageNet-length
+    training. On a few hundred steps the moving mean and variance then stay near their
+    initial 0 and 1, so inference-mode outputs are constant (validation AUC 0.5 while
+    training AUC climbs). A momentum of 0.9 reaches the data's statistics in tens of steps.
+    """
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = SCRATCH_BATCH_NORM_MOMENTUM
 
 
 def build_backbone_feature_extractor(model_config: ModelConfig, image_size: int) -> keras.Model:

@@ -151,3 +151,37 @@ def test_scan_ignores_hidden_files(tmp_path):
     root = make_flat(tmp_path / "d")
     (root / "NORMAL" / ".hidden.jpeg").write_bytes(b"x")
     assert all(not Path(record.path).name.startswith(".") for record in scan_dataset(root))
+
+
+def _corpus_dataset(root: Path, cases: dict) -> dict[str, str]:
+    """Writes a flat dataset of good images plus every corpus case under PNEUMONIA/."""
+    make_flat(root)
+    relative = {}
+    for index, (name, case) in enumerate(cases.items()):
+        # Each case gets its own prefix so that repeated corpus file names stay distinct.
+        filename = f"case{index:02d}-{case.filename}"
+        (root / "PNEUMONIA" / filename).write_bytes(case.make())
+        relative[name] = f"PNEUMONIA/{filename}"
+    return relative
+
+
+def test_loader_skips_the_whole_bad_corpus_with_its_reasons(tmp_path):
+    from imagegen import BAD_CASES
+
+    relative = _corpus_dataset(tmp_path / "bad-corpus", BAD_CASES)
+    dataset = load_dataset(tmp_path / "bad-corpus", image_size=32)
+    reasons = {item.path: item.reason for item in dataset.skipped}
+    assert len(dataset) == 12
+    for name, case in BAD_CASES.items():
+        assert case.reason in reasons[relative[name]], (name, reasons.get(relative[name]))
+        assert "\n" not in reasons[relative[name]]
+
+
+def test_loader_accepts_the_odd_but_valid_corpus(tmp_path):
+    from imagegen import ODD_VALID_CASES
+
+    relative = _corpus_dataset(tmp_path / "odd-corpus", ODD_VALID_CASES)
+    dataset = load_dataset(tmp_path / "odd-corpus", image_size=32)
+    assert dataset.skipped == []
+    assert set(relative.values()) <= set(dataset.paths)
+    assert len(dataset) == 12 + len(ODD_VALID_CASES)

@@ -1,0 +1,69 @@
+"""Array cache files: round trip, chunked checksums, and every kind of damage refused."""
+
+import numpy as np
+import pytest
+
+from zoidberg import arraycache
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Makes chunks tiny so that small test arrays span several of them."""
+    monkeypatch.setattr(arraycache, "CHUNK_BYTES", 1000)
+
+
+def accept_all(header: dict) -> bool:
+    return True
+
+
+def test_round_trip_keeps_array_and_header(tmp_path, small_chunks):
+    array = np.random.randint(0, 256, size=(7, 30, 30), dtype=np.uint8)
+    path = tmp_path / "cache.bin"
+    assert arraycache.write_array_file(path, {"key": "abc"}, array)
+    header, loaded = arraycache.read_array_file(path, np.uint8, accept_all)
+    np.testing.assert_array_equal(loaded, array)
+    assert header["key"] == "abc" and header["shape"] == [7, 30, 30]
+    assert len(header["checksums"]) == 7  # 6,300 bytes in 1,000-byte chunks.
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("offset_from_end", [1, 3500, 6299])
+def test_a_flipped_byte_in_any_chunk_is_refused(tmp_path, small_chunks, offset_from_end):
+    array = np.random.randint(0, 256, size=(7, 30, 30), dtype=np.uint8)
+    path = tmp_path / "cache.bin"
+    arraycache.write_array_file(path, {}, array)
+    content = bytearray(path.read_bytes())
+    content[-offset_from_end] ^= 0x01
+    path.write_bytes(bytes(content))
+    assert arraycache.read_array_file(path, np.uint8, accept_all) is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda content: content[: len(content) - 10],  # Truncated.
+        lambda content: content + b"x",  # Trailing bytes.
+        lambda content: b"",  # Empty.
+        lambda content: b"\xff" * 8 + content[8:],  # Absurd header length.
+        lambda content: content[:8] + b"{not json" + content[17:],  # Broken header.
+    ],
+)
+def test_damaged_files_are_refused(tmp_path, damage):
+    path = tmp_path / "cache.bin"
+    arraycache.write_array_file(path, {}, np.arange(100, dtype=np.float32))
+    path.write_bytes(damage(path.read_bytes()))
+    assert arraycache.read_array_file(path, np.float32, accept_all) is None
+
+
+def test_stale_header_and_wrong_dtype_are_refused(tmp_path):
+    path = tmp_path / "cache.bin"
+    arraycache.write_array_file(path, {"key": 1}, np.zeros((4, 4), dtype=np.uint8))
+    assert arraycache.read_array_file(path, np.uint8, lambda header: header["key"] == 2) is None
+    assert arraycache.read_array_file(path, np.float32, accept_all) is None
+    assert arraycache.read_array_file(tmp_path / "absent.bin", np.uint8, accept_all) is None
+
+
+def test_unwritable_folder_returns_false_and_leaves_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert not arraycache.write_array_file(blocker / "cache.bin", {}, np.zeros(3, dtype=np.uint8))

@@ -7,15 +7,6 @@ import streamlit as st
 from zoidberg.ui import live, state, widgets
 
 
-def data_section() -> str:
-    """Shows which data folder the run will use (chosen on the Data page)."""
-    data_dir = state.chosen_data_dir()
-    st.caption(f"Data folder: `{data_dir}` — choose another on the **Data** page.")
-    if state.is_synthetic(data_dir):
-        st.caption("🧪 **Synthetic demo data — not real X-rays.**")
-    return data_dir
-
-
 def form_section(data_dir: str) -> None:
     """Draws the architecture choice and the form; validates and starts on submit."""
     spec = widgets.architecture_ui()
@@ -57,7 +48,7 @@ def start(data_dir: str, architecture: str, model_values: dict, options: dict) -
 def runs_section() -> None:
     """Draws the run picker and the selected run, live or finished."""
     st.subheader("Runs")
-    runs = state.list_cv_runs()
+    runs = state.list_runs("cv")
     if not runs:
         st.caption(f"No cross-validation runs yet in `{state.runs_dir()}`. Start one above.")
         return
@@ -78,7 +69,7 @@ def main() -> None:
         "Patient-grouped stratified k-fold cross-validation. Training runs in a separate worker process: "
         "switching pages, reloading or closing the tab does not stop it."
     )
-    data_dir = data_section()
+    data_dir = widgets.chosen_data_folder_ui()
     form_section(data_dir)
     st.divider()
     runs_section()

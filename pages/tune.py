@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from zoidberg.ui import state, tune_view
-
-
-def data_section() -> str:
-    """Shows which data folder the search will use (chosen on the Data page)."""
-    data_dir = state.chosen_data_dir()
-    st.caption(f"Data folder: `{data_dir}` — choose another on the **Data** page.")
-    if state.is_synthetic(data_dir):
-        st.caption("🧪 **Synthetic demo data — not real X-rays.**")
-    return data_dir
+from zoidberg.ui import tune_view, widgets
 
 
 def main() -> None:
@@ -25,7 +16,7 @@ def main() -> None:
         "switching pages, reloading or closing the tab does not stop it, and a stopped search can be resumed."
     )
     st.info(tune_view.NAS_NOTE, icon="🧬")
-    data_dir = data_section()
+    data_dir = widgets.chosen_data_folder_ui()
     tune_view.configure_section_ui(data_dir)
     st.divider()
     tune_view.runs_section_ui()

@@ -219,7 +219,7 @@ def test_stopped_search_shows_results_resume_and_cross_validation(demo_dir, runs
     run_id = fabricate_stopped_search(runs_dir, demo_dir)
     app = open_tune_page(demo_dir)
     assert "Stopped by request; 2 finished trial(s) kept" in texts(app.info)
-    assert app.button(key=f"tune_resume_{run_id}").label.endswith("Resume")
+    assert app.button(key=f"resume_{run_id}").label.endswith("Resume")
     table = trials_table(app)
     assert table["trial"].tolist() == [1, 2, 3]
     assert table.loc[table["best"] == "★", "trial"].tolist() == [2]
@@ -240,7 +240,7 @@ def test_failed_search_shows_its_error(demo_dir, runs_dir):
     run.set_status("failed", error="Data folder /nowhere does not exist or is not a folder.")
     app = open_tune_page(demo_dir)
     assert "Data folder /nowhere does not exist" in texts(app.error)
-    assert app.button(key=f"tune_resume_{run.id}")
+    assert app.button(key=f"resume_{run.id}")
 
 
 # ---------------------------------------------------------------------------------------

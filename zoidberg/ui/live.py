@@ -391,7 +391,7 @@ def live_view(run: Run, status: dict) -> None:
     progress = read_progress(events)
     _run_header(run, status)
     # The button comes before the progress so that a click shows "stop requested" at once.
-    _stop_button(run)
+    stop_button_ui(run, kept="finished folds")
     _progress_block(progress, status, run.stop_requested)
     _curves(progress, key_prefix=f"live_{run.id}")
     fold_metrics = run.fold_metrics()
@@ -400,13 +400,18 @@ def live_view(run: Run, status: dict) -> None:
         metrics_table(fold_metrics_frame(fold_metrics))
 
 
-def _stop_button(run: Run) -> None:
-    """Draws Stop, which asks the worker to end after its current batch."""
+def stop_button_ui(run: Run, *, kept: str) -> None:
+    """Draws Stop, which asks the worker to end after its current batch.
+
+    Args:
+        run: The running run.
+        kept: What survives a stop, for the tooltip ("finished folds", "finished trials").
+    """
     clicked = st.button(
         "⏹ Stop",
         key=f"stop_{run.id}",
         disabled=run.stop_requested,
-        help="Stops after the current batch; finished folds are kept and the run can be resumed.",
+        help=f"Stops after the current batch; {kept} are kept and the run can be resumed.",
     )
     if not clicked:
         return
@@ -416,6 +421,50 @@ def _stop_button(run: Run) -> None:
         show_error(error, "Could not stop the run:")
         return
     st.toast("Stop requested: the run ends after its current batch.", icon="⏹")
+
+
+def resume_button_ui(run: Run, *, continues: str) -> None:
+    """Draws Resume, which starts a new worker that continues an interrupted or stopped run.
+
+    Args:
+        run: The resumable run.
+        continues: What the worker does, for the tooltip and the toast.
+    """
+    if not st.button("▶ Resume", key=f"resume_{run.id}", type="primary", help=f"{continues}."):
+        return
+    try:
+        jobs.resume_run(run.id, runs_dir=state.runs_dir())
+    except (ValueError, RunNotFoundError, OSError) as error:
+        show_error(error, "Could not resume:")
+        return
+    st.session_state.get(EVENTS_CACHE_KEY, {}).pop(run.id, None)
+    st.toast(f"Resumed: {continues[0].lower()}{continues[1:]}.", icon="▶")
+    st.rerun()
+
+
+def phase_notice_ui(progress, status: dict, stop_requested: bool, *, kept: str) -> bool:
+    """Draws the stop, start-up and image-loading notices shared by every live view.
+
+    Args:
+        progress: A Progress or TuneProgress (phase, loading).
+        status: The run's status.
+        stop_requested: Whether Stop was asked for.
+        kept: What survives a stop ("finished folds", "finished trials").
+
+    Returns:
+        True when the worker is still starting or loading images, so that there are no
+        counters to draw yet.
+    """
+    if stop_requested:
+        st.info(f"Stop requested: the worker stops after its current batch and keeps {kept}.", icon="⏹")
+    if status.get("state") == "queued" or progress.phase == "starting":
+        st.info("Starting the worker process (loading TensorFlow takes a few seconds) ...", icon="⏳")
+        return True
+    if progress.phase == "loading":
+        done, total = progress.loading or (0, 0)
+        st.progress(done / total if total else 0.0, text=f"Loading images {done}/{total} ...")
+        return True
+    return False
 
 
 def _run_header(run: Run, status: dict) -> None:
@@ -440,14 +489,7 @@ def _run_header(run: Run, status: dict) -> None:
 
 def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> None:
     """Draws the phase, fold/epoch/batch counters, progress bar, elapsed time and ETA."""
-    if stop_requested:
-        st.info("Stop requested: the worker stops after its current batch and keeps finished folds.", icon="⏹")
-    if status.get("state") == "queued" or progress.phase == "starting":
-        st.info("Starting the worker process (loading TensorFlow takes a few seconds) ...", icon="⏳")
-        return
-    if progress.phase == "loading":
-        done, total = progress.loading or (0, 0)
-        st.progress(done / total if total else 0.0, text=f"Loading images {done}/{total} ...")
+    if phase_notice_ui(progress, status, stop_requested, kept="finished folds"):
         return
     if progress.phase == "evaluating":
         st.info(
@@ -541,7 +583,7 @@ def finished_view(run: Run, status: dict) -> None:
     elif run_state == "stopped":
         st.info(f"Stopped by request; {len(run.fold_metrics())} finished fold(s) kept.", icon="⏹")
     if run_state in jobs.RESUMABLE_STATES:
-        _resume_button(run)
+        resume_button_ui(run, continues="Continues from the first unfinished fold; finished folds are kept")
     if summary:
         _summary_block(summary)
     fold_metrics = run.fold_metrics()
@@ -553,24 +595,6 @@ def finished_view(run: Run, status: dict) -> None:
         with st.expander("Learning curves", expanded=not summary):
             _curves(progress, key_prefix=f"done_{run.id}")
     _downloads(run, has_models=bool(fold_metrics))
-
-
-def _resume_button(run: Run) -> None:
-    """Draws Resume, which restarts the run from its first unfinished fold."""
-    if st.button(
-        "▶ Resume",
-        key=f"resume_{run.id}",
-        type="primary",
-        help="Continues from the first unfinished fold; finished folds are kept.",
-    ):
-        try:
-            jobs.resume_run(run.id, runs_dir=state.runs_dir())
-        except (ValueError, RunNotFoundError, OSError) as error:
-            show_error(error, "Could not resume:")
-            return
-        st.session_state.get(EVENTS_CACHE_KEY, {}).pop(run.id, None)
-        st.toast("Resumed: the worker continues from the first unfinished fold.", icon="▶")
-        st.rerun()
 
 
 def _summary_block(summary: dict) -> None:

@@ -152,14 +152,17 @@ def load_dataset_cached(data_dir: str, label_mode: str = "binary", image_size: i
         return _load_dataset_resource(folder, label_mode, int(image_size), fingerprint)
 
 
-def list_cv_runs() -> list[Run]:
-    """Returns the cross-validation runs of the store, newest first.
+def list_runs(kind: str) -> list[Run]:
+    """Returns the runs of one kind in the store, newest first.
+
+    Args:
+        kind: "cv" or "tune".
 
     Returns:
         The runs (an empty list when the folder does not exist yet).
     """
     try:
-        return run_store().list_runs(kind="cv")
+        return run_store().list_runs(kind=kind)
     except OSError:
         return []
 
@@ -254,17 +257,21 @@ def comparable_config(config: dict) -> str:
     return json.dumps({key: value for key, value in config.items() if key != "versions"}, sort_keys=True, default=str)
 
 
-def find_identical_active_run(config) -> Run | None:
-    """Returns a queued or running cv run with exactly this configuration, if any.
+def find_identical_active_run(kind: str, config: dict) -> Run | None:
+    """Returns a queued or running run of a kind with exactly this configuration, if any.
+
+    Starting the same configuration twice (a double click, a second tab) then attaches to
+    the run in progress instead of training it twice.
 
     Args:
-        config: A RunConfig.
+        kind: "cv" or "tune".
+        config: The configuration as a dict (to_dict() of its config class).
 
     Returns:
         The newest such run, or None.
     """
-    wanted = comparable_config(config.to_dict())
-    for run in list_cv_runs():
+    wanted = comparable_config(config)
+    for run in list_runs(kind):
         if run.state in ACTIVE_STATES and comparable_config(run.config) == wanted:
             return run
     return None
@@ -284,7 +291,7 @@ def start_or_attach(config) -> tuple[str, bool]:
     """
     from zoidberg import cv, jobs
 
-    existing = find_identical_active_run(config)
+    existing = find_identical_active_run("cv", config.to_dict())
     if existing is not None:
         return existing.id, True
     payload = cv.config_payload(config, versions=cv.package_versions())

@@ -527,7 +527,7 @@ def start_tuning(config: tuning.TuneConfig) -> None:
     except (ValueError, FileNotFoundError) as error:
         st.error(f"**Not started.** {error}", icon="🚫")
         return
-    existing = _identical_active_run(config)
+    existing = state.find_identical_active_run("tune", config.to_dict())
     if existing is not None:
         select_tune_run(existing.id)
         st.info(f"An identical search is already queued or running: showing `{existing.id}` instead of starting a second one.", icon="🔁")
@@ -542,26 +542,9 @@ def start_tuning(config: tuning.TuneConfig) -> None:
     st.toast(f"Started tuning run {run_id}", icon="🔎")
 
 
-def _identical_active_run(config: tuning.TuneConfig) -> Run | None:
-    """Returns a queued or running search with exactly this configuration, if any."""
-    wanted = state.comparable_config(config.to_dict())
-    for run in list_tune_runs():
-        if run.state in ACTIVE_STATES and state.comparable_config(run.config) == wanted:
-            return run
-    return None
-
-
 # ---------------------------------------------------------------------------------------
 # Runs.
 # ---------------------------------------------------------------------------------------
-
-
-def list_tune_runs() -> list[Run]:
-    """Returns the tuning runs of the store, newest first."""
-    try:
-        return state.run_store().list_runs(kind="tune")
-    except OSError:
-        return []
 
 
 def select_tune_run(run_id: str) -> None:
@@ -597,7 +580,7 @@ def tune_run_label(run: Run, run_state: str) -> str:
 def runs_section_ui() -> None:
     """Draws the tuning-run picker and the selected run, live or finished."""
     st.subheader("Tuning runs")
-    runs = list_tune_runs()
+    runs = state.list_runs("tune")
     if not runs:
         st.caption(f"No tuning runs yet in `{state.runs_dir()}`. Start one above.")
         return
@@ -679,26 +662,13 @@ def live_view(run: Run, status: dict) -> None:
     _header(run, status, config)
     stop_requested = run.stop_requested
     _progress_block(progress, status, stop_requested)
-    if st.button("⏹ Stop", key=f"tune_stop_{run.id}", disabled=stop_requested,
-                 help="Stops after the current batch; finished trials are kept and the search can be resumed."):
-        try:
-            jobs.stop_run(run.id, runs_dir=state.runs_dir())
-            st.toast("Stop requested: the search ends after its current batch.", icon="⏹")
-        except (RunNotFoundError, ValueError, OSError) as error:
-            st.error(f"Could not stop the run: {error}")
+    live.stop_button_ui(run, kept="finished trials")
     results_block(run, config, live_run=True)
 
 
 def _progress_block(progress: TuneProgress, status: dict, stop_requested: bool) -> None:
     """Draws the phase, trial/epoch/batch counters and progress bars."""
-    if stop_requested:
-        st.info("Stop requested: the worker stops after its current batch and keeps finished trials.", icon="⏹")
-    if status.get("state") == "queued" or progress.phase == "starting":
-        st.info("Starting the worker process (loading TensorFlow takes a few seconds) ...", icon="⏳")
-        return
-    if progress.phase == "loading":
-        done, total = progress.loading or (0, 0)
-        st.progress(done / total if total else 0.0, text=f"Loading images {done}/{total} ...")
+    if live.phase_notice_ui(progress, status, stop_requested, kept="finished trials"):
         return
     elapsed = time.time() - progress.started_at if progress.started_at else None
     columns = st.columns(4)
@@ -758,24 +728,10 @@ def finished_view(run: Run, status: dict) -> None:
     elif run_state == "stopped":
         st.info(f"Stopped by request; {finished} finished trial(s) kept. Resume continues the search.", icon="⏹")
     if run_state in jobs.RESUMABLE_STATES:
-        _resume_button(run)
+        live.resume_button_ui(run, continues="Continues the search; finished trials are kept and an unfinished one runs again")
     results_block(run, config, live_run=False)
     if config is not None:
         cross_validate_ui(run, config)
-
-
-def _resume_button(run: Run) -> None:
-    """Draws Resume: keras-tuner reloads its finished trials and the search goes on."""
-    if st.button("▶ Resume", key=f"tune_resume_{run.id}", type="primary",
-                 help="Continues the search; finished trials are kept and an unfinished one runs again."):
-        try:
-            jobs.resume_run(run.id, runs_dir=state.runs_dir())
-        except (ValueError, RunNotFoundError, OSError) as error:
-            st.error(f"Could not resume: {error}")
-            return
-        st.session_state.get(live.EVENTS_CACHE_KEY, {}).pop(run.id, None)
-        st.toast("Resumed: the search continues with its finished trials kept.", icon="▶")
-        st.rerun()
 
 
 def cross_validate_ui(run: Run, config: tuning.TuneConfig) -> None:

@@ -11,6 +11,7 @@ import streamlit as st
 from zoidberg.config import CLASS_WEIGHTINGS, LABEL_MODES, OPTIMIZERS
 from zoidberg.models import ARCHITECTURES, ArchitectureSpec, HyperParameter
 from zoidberg.runstore import Run
+from zoidberg.ui import state
 
 SYNTHETIC_NOTICE = "Synthetic demo data — not real X-rays"
 
@@ -54,6 +55,19 @@ def synthetic_notice(synthetic: bool) -> None:
             "dashboard can be tried without downloading data. Models trained on them learn the drawings, not medicine.",
             icon="🧪",
         )
+
+
+def chosen_data_folder_ui() -> str:
+    """Shows the data folder chosen on the Data page, marked when synthetic, and returns it.
+
+    Returns:
+        The data folder.
+    """
+    data_dir = state.chosen_data_dir()
+    st.caption(f"Data folder: `{data_dir}` — choose another on the **Data** page.")
+    if state.is_synthetic(data_dir):
+        st.caption("🧪 **Synthetic demo data — not real X-rays.**")
+    return data_dir
 
 
 MARKDOWN_SPECIAL = "\\`*_[]<>#~|$"

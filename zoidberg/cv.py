@@ -12,7 +12,7 @@ import numpy as np
 
 from zoidberg import metrics
 from zoidberg.callbacks import Heartbeat, RunStoreCallback
-from zoidberg.config import RunConfig
+from zoidberg.config import DataConfig, RunConfig
 from zoidberg.data import Dataset, load_dataset
 from zoidberg.folds import check_fold_count, fold_table, iter_fold_indices, make_folds
 from zoidberg.runstore import Run
@@ -112,19 +112,33 @@ def plain_error_message(error: BaseException) -> str:
     return text if isinstance(error, (ValueError, FileNotFoundError, LookupError)) else f"{error.__class__.__name__}: {text}"
 
 
+def load_run_dataset(run: Run, data_config: DataConfig, say: Reporter) -> Dataset:
+    """Loads a run's dataset, reporting decoding progress as "loading" events in its store.
+
+    Args:
+        run: The run whose event log shows the progress.
+        data_config: Which folder, label mode and image size.
+        say: Progress reporter for the console.
+
+    Returns:
+        The dataset.
+    """
+    say(f"Loading {data_config.data_dir} at {data_config.image_size} px ...")
+    return load_dataset(
+        data_config.data_dir,
+        label_mode=data_config.label_mode,
+        image_size=data_config.image_size,
+        progress=lambda done, total: run.append_event("loading", done=done, total=total),
+    )
+
+
 def _run_folds(run: Run, say: Reporter) -> dict:
     import os
 
     config = RunConfig.from_dict(run.config)
     run.set_status("running", pid=os.getpid(), host=platform.node(), started=run.status().get("started") or _now(), error=None)
     run.append_event("run_started", n_folds=config.n_splits, epochs=config.train.epochs)
-    say(f"Loading {config.data.data_dir} at {config.data.image_size} px ...")
-    dataset = load_dataset(
-        config.data.data_dir,
-        label_mode=config.data.label_mode,
-        image_size=config.data.image_size,
-        progress=lambda done, total: run.append_event("loading", done=done, total=total),
-    )
+    dataset = load_run_dataset(run, config.data, say)
     check_run_config(config, dataset)
     indices = dataset.training_indices()
     labels = dataset.labels[indices]

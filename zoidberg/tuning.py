@@ -1179,7 +1179,7 @@ def _search(run: Run, say: Reporter) -> dict:
     """Loads the data, splits it by patient and runs keras-tuner's search."""
     import tensorflow as tf
 
-    from zoidberg.data import load_dataset
+    from zoidberg.cv import load_run_dataset
 
     config = TuneConfig.from_dict(run.config)
     status = run.status()
@@ -1191,13 +1191,7 @@ def _search(run: Run, say: Reporter) -> dict:
         algorithm=config.algorithm,
         objective=config.objective,
     )
-    say(f"Loading {config.data.data_dir} at {config.data.image_size} px ...")
-    dataset = load_dataset(
-        config.data.data_dir,
-        label_mode=config.data.label_mode,
-        image_size=config.data.image_size,
-        progress=lambda done, total: run.append_event("loading", done=done, total=total),
-    )
+    dataset = load_run_dataset(run, config.data, say)
     check_tune_config(config, dataset)
     train_indices, validation_indices = tuning_split(dataset, config.validation_fraction, config.seed)
     facts = _split_facts(dataset, train_indices, validation_indices)

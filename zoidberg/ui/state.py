@@ -182,6 +182,25 @@ def newest_active_run(runs: list[Run]) -> Run | None:
     return None
 
 
+def build_data_config(data_dir: str, options: dict):
+    """Builds the DataConfig of a form: the folder as an absolute path, label mode, image size.
+
+    Args:
+        data_dir: The folder as typed (blank stays blank so validation can say so).
+        options: The form's values with "label_mode" and "image_size".
+
+    Returns:
+        The DataConfig.
+
+    Raises:
+        ValueError: With what to change.
+    """
+    from zoidberg.config import DataConfig
+
+    folder = str(Path(str(data_dir).strip()).expanduser().resolve()) if str(data_dir).strip() else ""
+    return DataConfig(data_dir=folder, label_mode=options["label_mode"], image_size=options["image_size"])
+
+
 def build_run_config(data_dir: str, architecture: str, model_values: dict, options: dict):
     """Builds the validated RunConfig from the Train form's values.
 
@@ -197,12 +216,11 @@ def build_run_config(data_dir: str, architecture: str, model_values: dict, optio
     Raises:
         ValueError: With what to change (the config classes' own messages).
     """
-    from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from zoidberg.config import ModelConfig, RunConfig, TrainConfig
 
-    folder = str(Path(str(data_dir).strip()).expanduser().resolve()) if str(data_dir).strip() else ""
     try:
         return RunConfig(
-            data=DataConfig(data_dir=folder, label_mode=options["label_mode"], image_size=options["image_size"]),
+            data=build_data_config(data_dir, options),
             model=ModelConfig(architecture=architecture, **model_values),
             train=TrainConfig(
                 epochs=options["epochs"],

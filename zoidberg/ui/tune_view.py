@@ -470,13 +470,8 @@ def build_tune_config(data_dir: str, architecture: str, space: dict, options: di
     Raises:
         ValueError: With what to change.
     """
-    from pathlib import Path
-
-    from zoidberg.config import DataConfig
-
-    folder = str(Path(str(data_dir).strip()).expanduser().resolve()) if str(data_dir).strip() else ""
     return tuning.TuneConfig(
-        data=DataConfig(data_dir=folder, label_mode=options["label_mode"], image_size=options["image_size"]),
+        data=state.build_data_config(data_dir, options),
         architecture=architecture,
         search_space=space,
         algorithm=options["algorithm"],

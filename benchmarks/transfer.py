@@ -93,6 +93,7 @@ def cross_validate(label: str, config: RunConfig, runs_dir: Path) -> dict:
 
     run = RunStore(runs_dir).create_run("cv", config_payload(config))
     say(f"{label}: cross-validating ...")
+    load_start = os.getloadavg()
     start = time.perf_counter()
     summary = run_cross_validation(run, report=lambda message: say(f"  {message}"))
     seconds = time.perf_counter() - start
@@ -116,6 +117,8 @@ def cross_validate(label: str, config: RunConfig, runs_dir: Path) -> dict:
         "features_seconds": features_seconds,
         "fold_train_seconds": [fold["train_seconds"] for fold in summary["folds"]],
         "extrapolated": False,
+        # The machine is shared: the 1-minute load average before and after says how much.
+        "load_average": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
     }
     say(f"{label}: AUC {auc['mean']:.4f} ± {auc['std']:.4f} in {seconds:.1f} s")
     return result
@@ -271,24 +274,30 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"Unknown sections {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}.")
     alphas = [float(alpha) for alpha in args.alphas.split(",")]
+    out = Path(args.out)
+    kept = json.loads(out.read_text())["rows"] if args.merge and out.is_file() else []
     rows: list[dict] = []
+
+    def save() -> None:
+        # Written after every section, so a long run cut short keeps what it measured.
+        measured = {row["label"] for row in rows}
+        everything = sorted([row for row in kept if row["label"] not in measured] + rows, key=row_order)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"args": vars(args), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": everything}, indent=2))
+
     with tempfile.TemporaryDirectory(prefix="zoidberg-transfer-") as scratch:
         runs_dir = Path(scratch) / "runs"
-        if "frozen" in sections:
-            rows += frozen_rows(args, alphas, runs_dir)
-        if "fine-tune" in sections:
-            rows += fine_tune_rows(args, alphas, runs_dir)
-        if "cnn" in sections:
-            rows += cnn_rows(args, runs_dir)
-        if "end-to-end" in sections:
-            rows += end_to_end_rows(args, alphas, args.fine_tune_epochs)
-    out = Path(args.out)
-    if args.merge and out.is_file():
-        measured = {row["label"] for row in rows}
-        kept = [row for row in json.loads(out.read_text())["rows"] if row["label"] not in measured]
-        rows = sorted(kept + rows, key=row_order)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, indent=2))
+        steps = {
+            "frozen": lambda: frozen_rows(args, alphas, runs_dir),
+            "fine-tune": lambda: fine_tune_rows(args, alphas, runs_dir),
+            "cnn": lambda: cnn_rows(args, runs_dir),
+            "end-to-end": lambda: end_to_end_rows(args, alphas, args.fine_tune_epochs),
+        }
+        for name in SECTIONS:
+            if name in sections:
+                rows += steps[name]()
+                save()
+    rows = json.loads(out.read_text())["rows"] if out.is_file() else rows
     print(markdown_table(rows, args.folds))
     return 0
 

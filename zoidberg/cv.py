@@ -355,6 +355,7 @@ def _evaluate_test_split(run, config, dataset, threshold, say) -> dict | None:
         return None
     import keras
 
+    import zoidberg.keras_metrics  # noqa: F401  Registers the metrics of compiled three-class models.
     from zoidberg.training import predict_probabilities
 
     probabilities = []

@@ -7,12 +7,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import keras
-from keras import layers, ops
+from typing import TYPE_CHECKING, Any, Callable
 
 from zoidberg.config import TRANSFER_MODES, ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras is imported inside the functions that build or inspect models, never at module
+# level: the registry, the weights lookup and the checks below serve the CLI's parser and
+# the dashboard's forms, which should not wait seconds for TensorFlow to load.
 
 # Input convention shared by every architecture: the model input is named "image" and takes
 # float32 grayscale batches of shape (N, S, S, 1) with values in [0, 1] (the training
@@ -127,6 +131,8 @@ def cnn_min_image_size(conv_blocks: int, kernel_size: int) -> int:
 
 def _build_cnn_features(model_config: ModelConfig, image):
     """Stacks the design notes' Conv2D/MaxPooling2D blocks and flattens them."""
+    from keras import layers
+
     x = image
     for block in range(1, model_config.conv_blocks + 1):
         x = layers.Conv2D(
@@ -152,7 +158,7 @@ class _Backbone:
     """How to build one keras.applications backbone and find its weights."""
 
     label: str
-    application: Callable[..., keras.Model]
+    application: str  # Class name in keras.applications.
     preprocessing: str  # "tf" ([-1, 1]), "torch" (mean/std) or "efficientnet" (0..255).
     weights_url: str
     weights_file: str = ""  # Empty for MobileNetV2, whose file name depends on alpha and rows.
@@ -161,27 +167,27 @@ class _Backbone:
 _BACKBONES = {
     "mobilenetv2": _Backbone(
         label="MobileNetV2",
-        application=keras.applications.MobileNetV2,
+        application="MobileNetV2",
         preprocessing="tf",
         weights_url="https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/",
     ),
     "efficientnetb0": _Backbone(
         label="EfficientNetB0",
-        application=keras.applications.EfficientNetB0,
+        application="EfficientNetB0",
         preprocessing="efficientnet",
         weights_url="https://storage.googleapis.com/keras-applications/",
         weights_file="efficientnetb0_notop.h5",
     ),
     "resnet50v2": _Backbone(
         label="ResNet50V2",
-        application=keras.applications.ResNet50V2,
+        application="ResNet50V2",
         preprocessing="tf",
         weights_url="https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
         weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "densenet121": _Backbone(
         label="DenseNet121",
-        application=keras.applications.DenseNet121,
+        application="DenseNet121",
         preprocessing="torch",
         weights_url="https://storage.googleapis.com/tensorflow/keras-applications/densenet/",
         weights_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -195,6 +201,8 @@ def _add_preprocessing(x, preprocessing: str, pretrained: bool):
     The same ranges are used without pretrained weights so that training from scratch
     sees zero-centred inputs too; only the channel count differs (1 instead of 3).
     """
+    from keras import layers
+
     if pretrained:
         # ImageNet kernels expect RGB, so the gray channel is repeated with a built-in
         # layer (a Lambda would make the .keras file unloadable with safe_mode=True).
@@ -227,6 +235,9 @@ def _add_preprocessing(x, preprocessing: str, pretrained: bool):
 
 def _build_backbone_features(architecture: str, model_config: ModelConfig, image):
     """Inlines a keras.applications backbone after `image` and pools its last feature map."""
+    import keras
+    from keras import layers
+
     backbone = _BACKBONES[architecture]
     image_size = int(image.shape[1])
     weights_path = resolve_imagenet_weights(
@@ -237,7 +248,7 @@ def _build_backbone_features(architecture: str, model_config: ModelConfig, image
     # Passing input_tensor builds the backbone's layers on our tensor, so its layers join
     # our single Functional graph instead of being nested as one Model layer; Grad-CAM
     # then reaches the last convolution by name.
-    application_model = backbone.application(
+    application_model = getattr(keras.applications, backbone.application)(
         include_top=False,
         weights=weights_path,
         input_tensor=x,
@@ -516,6 +527,8 @@ def _uses_hidden_dense(model_config: ModelConfig) -> bool:
 
 def _add_head(features, model_config: ModelConfig, num_classes: int):
     """Adds dropout, the CNN's hidden Dense layer and the output layer."""
+    from keras import layers
+
     x = features
     if model_config.dropout_rate > 0:
         x = layers.Dropout(model_config.dropout_rate, name=f"{HEAD_PREFIX}dropout")(x)
@@ -528,6 +541,8 @@ def _add_head(features, model_config: ModelConfig, num_classes: int):
 
 def _build_features(model_config: ModelConfig, image_size: int):
     """Returns the "image" input tensor and the features tensor for a configuration."""
+    import keras
+
     check_model_config(model_config, image_size)
     image = keras.Input(shape=(image_size, image_size, 1), dtype="float32", name=INPUT_NAME)
     features = ARCHITECTURES[model_config.architecture].builder(model_config, image)
@@ -556,6 +571,8 @@ def build_model(model_config: ModelConfig, image_size: int, num_classes: int) ->
         ValueError: For a configuration check_model_config rejects.
         WeightsNotFoundError: When ImageNet weights are requested but missing locally.
     """
+    import keras
+
     _check_num_classes(num_classes)
     image, features = _build_features(model_config, image_size)
     outputs = _add_head(features, model_config, num_classes)
@@ -579,6 +596,8 @@ def _speed_up_batch_norm_statistics(model: keras.Model) -> None:
     initial 0 and 1, so inference-mode outputs are constant (validation AUC 0.5 while
     training AUC climbs). A momentum of 0.9 reaches the data's statistics in tens of steps.
     """
+    from keras import layers
+
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = SCRATCH_BATCH_NORM_MOMENTUM
@@ -598,6 +617,8 @@ def build_backbone_feature_extractor(model_config: ModelConfig, image_size: int)
     Returns:
         A model mapping (N, S, S, 1) in [0, 1] to (N, feature_dim).
     """
+    import keras
+
     image, features = _build_features(model_config, image_size)
     extractor = keras.Model(image, features, name=f"features_{model_config.architecture}")
     extractor.trainable = False
@@ -618,6 +639,8 @@ def build_head(model_config: ModelConfig, feature_dim: int, num_classes: int) ->
     Returns:
         An uncompiled model mapping (N, feature_dim) to the "predictions" output.
     """
+    import keras
+
     _check_num_classes(num_classes)
     features = keras.Input(shape=(feature_dim,), dtype="float32", name=FEATURES_NAME)
     return keras.Model(features, _add_head(features, model_config, num_classes), name="head")
@@ -661,6 +684,8 @@ def assemble_frozen_model(
 
 def _is_backbone_layer(layer) -> bool:
     """Returns whether a layer belongs to the backbone (not input, preprocessing or head)."""
+    import keras
+
     name = layer.name
     return not (
         isinstance(layer, keras.layers.InputLayer)
@@ -711,6 +736,8 @@ def unfreeze_top_layers(model: keras.Model, n_layers: int) -> list[str]:
     Returns:
         Names of the layers made trainable.
     """
+    import keras
+
     if n_layers < 0:
         raise ValueError(f"n_layers must be 0 or more, not {n_layers}.")
     names = backbone_layer_names(model)
@@ -740,6 +767,8 @@ def last_conv_layer_name(model: keras.Model) -> str:
     Raises:
         ValueError: The model has no spatial layer.
     """
+    import keras
+
     skipped = (
         keras.layers.InputLayer,
         keras.layers.MaxPooling2D,
@@ -769,7 +798,6 @@ def count_parameters(model: keras.Model) -> dict[str, int]:
     return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
 
 
-_FLOP_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Dense)
 _KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
@@ -786,9 +814,11 @@ def estimate_flops(model: keras.Model) -> int:
     Returns:
         FLOPs per image.
     """
+    from keras import layers
+
     total = 0
     for layer in model.layers:
-        if not isinstance(layer, _FLOP_LAYERS):
+        if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)):
             continue
         kernel_size = sum(int(math.prod(weight.shape)) for weight in layer.weights if weight.name in _KERNEL_NAMES)
         positions = int(math.prod(dim for dim in layer.output.shape[1:-1] if dim is not None))
@@ -801,33 +831,6 @@ def estimate_flops(model: keras.Model) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-@keras.saving.register_keras_serializable(package="zoidberg")
-class SparseMacroAUC(keras.metrics.AUC):
-    """ROC AUC averaged over classes (one-vs-rest) from integer labels and softmax outputs.
-
-    keras.metrics.AUC needs one-hot labels; this one-hot encodes sparse labels first, so
-    the multiclass model keeps sparse_categorical_crossentropy. It is registered, so saved
-    models load (safe_mode=True) once zoidberg.models is imported.
-    """
-
-    def __init__(self, num_classes: int = 3, name: str = "auc", **kwargs):
-        kwargs.pop("multi_label", None)
-        kwargs.pop("num_labels", None)
-        super().__init__(name=name, multi_label=True, num_labels=num_classes, **kwargs)
-        self.num_classes = num_classes
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-        return super().update_state(ops.one_hot(labels, self.num_classes), y_pred, sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("multi_label", None)
-        config.pop("num_labels", None)
-        config["num_classes"] = self.num_classes
-        return config
-
-
 def build_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
     """Builds an optimizer by name.
 
@@ -838,6 +841,8 @@ def build_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimiz
     Returns:
         A fresh optimizer.
     """
+    import keras
+
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate)
     if name == "adamw":
@@ -866,6 +871,9 @@ def compile_model(model: keras.Model, train_config: TrainConfig, num_classes: in
     Returns:
         The same model, compiled.
     """
+    import keras
+    from zoidberg.keras_metrics import SparseMacroAUC
+
     _check_num_classes(num_classes)
     optimizer = build_optimizer(train_config.optimizer, train_config.learning_rate)
     if num_classes == 2:

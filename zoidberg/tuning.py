@@ -1,22 +1,23 @@
-"""Hyperparameter search with keras-tuner on a patient-grouped train/validation split."""
+"""Hyperparameter search configuration: search spaces, patient-grouped split, trial tables, results.
+
+The keras-tuner machinery (hypermodel, tuners, the worker's search loop) lives in
+zoidberg.search, imported only when a search runs, so that this module, the CLI parser and
+the dashboard's forms load without TensorFlow.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import math
 import os
-import platform
-import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras_tuner
 import numpy as np
 
-from zoidberg.callbacks import Heartbeat, RunStoreCallback
 from zoidberg.config import (
     _RUN_NAME_PATTERN,
     CLASS_WEIGHTINGS,
@@ -91,10 +92,6 @@ DEFAULT_TUNED_RANGES = {
 NONE_CHOICE = "none"
 # Hyperband and keras-tuner bookkeeping values in a trial's hyperparameters.
 TUNER_VALUE_PREFIX = "tuner/"
-
-
-class TuningStopped(keras_tuner.errors.FatalError):
-    """Raised inside the search when a stop was requested; keras-tuner lets it through."""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -659,7 +656,7 @@ def tuning_split(dataset, validation_fraction: float, seed: int) -> tuple[np.nda
     return indices[np.sort(train_positions)], indices[np.sort(validation_positions)]
 
 
-def _split_facts(dataset, train_indices: np.ndarray, validation_indices: np.ndarray) -> dict:
+def split_facts(dataset, train_indices: np.ndarray, validation_indices: np.ndarray) -> dict:
     """Describes the split for split.json and the UI."""
     return {
         "root": str(dataset.root),
@@ -675,31 +672,6 @@ def _split_facts(dataset, train_indices: np.ndarray, validation_indices: np.ndar
         "n_test_held_out": int(len(dataset.test_indices())),
         "validation_patients": sorted(map(str, np.unique(dataset.patients[validation_indices]))),
     }
-
-
-# ---------------------------------------------------------------------------------------
-# keras-tuner plumbing.
-# ---------------------------------------------------------------------------------------
-
-
-def _tuner_value(value: Any) -> Any:
-    """Encodes a value for keras-tuner (None is not a valid Choice value)."""
-    return NONE_CHOICE if value is None else value
-
-
-def _declare(hp: keras_tuner.HyperParameters, dimension: Dimension) -> Any:
-    """Declares one tuned dimension on `hp` and returns its current value."""
-    name = dimension.name
-    if dimension.kind == "bool" and set(dimension.choices) == {False, True}:
-        return hp.Boolean(name, default=bool(dimension.value))
-    if not dimension.is_range:
-        return hp.Choice(
-            name, [_tuner_value(choice) for choice in dimension.choices], default=_tuner_value(dimension.value)
-        )
-    sampling = "log" if dimension.log else "linear"
-    if dimension.kind == "int":
-        return hp.Int(name, int(dimension.min_value), int(dimension.max_value), step=dimension.step, sampling=sampling, default=int(dimension.value))
-    return hp.Float(name, float(dimension.min_value), float(dimension.max_value), step=dimension.step, sampling=sampling, default=float(dimension.value))
 
 
 def clean_values(values: Mapping[str, Any], dimensions: tuple[Dimension, ...] | None = None) -> dict[str, Any]:
@@ -721,283 +693,6 @@ def clean_values(values: Mapping[str, Any], dimensions: tuple[Dimension, ...] | 
     return cleaned
 
 
-class ZoidbergHyperModel(keras_tuner.HyperModel):
-    """Builds and trains one trial's model with the engine's own builder and pipeline.
-
-    Args:
-        config: The tuning configuration.
-        run: The run that receives per-epoch events.
-        images: uint8 tensor of the pooled train+val images.
-        labels: Their int labels.
-        train_positions: Rows of `images` to train on.
-        validation_positions: Rows for the objective.
-        num_classes: Number of classes.
-    """
-
-    def __init__(self, config: TuneConfig, run: Run, images, labels, train_positions, validation_positions, num_classes: int):
-        super().__init__(name=f"zoidberg_{config.architecture}", tunable=True)
-        self.config = config
-        self.run = run
-        self.images = images
-        self.labels = labels
-        self.train_positions = train_positions
-        self.validation_positions = validation_positions
-        self.num_classes = num_classes
-        self.dimensions = config.dimensions()
-        self.trial_number = 0
-
-    def declare_hyperparameters(self, hp):
-        """Registers every tuned dimension (keras-tuner calls this before the first trial)."""
-        for dimension in self.dimensions:
-            if dimension.tuned:
-                _declare(hp, dimension)
-
-    def trial_values(self, hp) -> dict[str, Any]:
-        """Returns the tuned values of a trial, decoded."""
-        return clean_values(
-            {dimension.name: _declare(hp, dimension) for dimension in self.dimensions if dimension.tuned},
-            self.dimensions,
-        )
-
-    def build(self, hp):
-        """Builds and compiles the trial's model; an unbuildable combination fails the trial only."""
-        import keras
-
-        from zoidberg.models import build_model, compile_model
-
-        model_config, train_config = self._configs(hp, self.config.epochs_per_trial)
-        keras.utils.set_random_seed(self.config.seed + self.trial_number)
-        try:
-            model = build_model(model_config, self.config.data.image_size, self.num_classes)
-        except (ValueError, FileNotFoundError) as error:
-            raise keras_tuner.errors.FailedTrialError(str(error)) from None
-        return compile_model(model, train_config, self.num_classes)
-
-    def _configs(self, hp, epochs: int) -> tuple[ModelConfig, TrainConfig]:
-        try:
-            return configs_for_values(self.config, self.trial_values(hp), epochs)
-        except ValueError as error:
-            raise keras_tuner.errors.FailedTrialError(str(error)) from None
-
-    def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, verbose=0, **kwargs):
-        """Trains on the train part and validates on the patient-disjoint validation part.
-
-        Hyperband passes `epochs` and `initial_epoch`; the other tuners pass epochs per trial.
-
-        Raises:
-            TuningStopped: A stop was requested during the trial; the trial is left
-                unfinished so that a resumed search runs it again.
-        """
-        from zoidberg.training import balanced_class_weights, make_batches
-
-        epochs = int(epochs or self.config.epochs_per_trial)
-        _, train_config = self._configs(hp, epochs)
-        seed = self.config.seed + self.trial_number
-        train_data = make_batches(
-            self.images, self.labels, self.train_positions, train_config.batch_size,
-            shuffle=True, augment=train_config.augmentation, random_state=seed,
-        )
-        validation_data = make_batches(self.images, self.labels, self.validation_positions, train_config.batch_size)
-        class_weight = (
-            balanced_class_weights(self.labels[self.train_positions], self.num_classes)
-            if train_config.class_weighting == "balanced"
-            else None
-        )
-        progress = RunStoreCallback(self.run, self.trial_number, self.config.max_trials, epochs, scope="trial")
-        history = model.fit(
-            train_data,
-            validation_data=validation_data,
-            epochs=epochs,
-            initial_epoch=int(initial_epoch or 0),
-            class_weight=class_weight,
-            callbacks=[*callbacks, progress],
-            verbose=verbose,
-            # The tf.data pipeline already shuffles; shuffle=False keeps Keras from warning.
-            shuffle=False,
-        )
-        if progress.stopped_by_request:
-            raise TuningStopped()
-        return history
-
-
-class _RunStoreTunerMixin:
-    """Streams a search into the run store and stops it on request.
-
-    Mixed into each keras-tuner tuner class; `attach` must be called before `search`.
-    """
-
-    def attach(self, run: Run, config: TuneConfig, say: Reporter) -> None:
-        """Connects the tuner to its run, configuration and reporter."""
-        self.zoidberg_run = run
-        self.zoidberg_config = config
-        self.zoidberg_say = say
-        self.zoidberg_trial_start = time.perf_counter()
-
-    def _populate_initial_space(self):
-        # The space has no conditional hyperparameters, so declaring it is enough; the
-        # default implementation also builds a throwaway model, which costs seconds.
-        hp = self.oracle.get_space()
-        self.hypermodel.declare_hyperparameters(hp)
-        self.oracle.update_space(hp)
-
-    def on_search_begin(self):
-        super().on_search_begin()
-        # Saving now means a run interrupted during its first trial reloads the oracle on
-        # resume (keras-tuner otherwise saves only after a trial ends).
-        self.save()
-
-    def pre_create_trial(self):
-        super().pre_create_trial()
-        if self.zoidberg_run.stop_requested:
-            raise TuningStopped()
-
-    def on_trial_begin(self, trial):
-        super().on_trial_begin(trial)
-        number = trial_number(trial.trial_id)
-        self.hypermodel.trial_number = number
-        self.zoidberg_trial_start = time.perf_counter()
-        values = clean_values(trial.hyperparameters.values, self.hypermodel.dimensions)
-        epochs = trial.hyperparameters.values.get("tuner/epochs", self.zoidberg_config.epochs_per_trial)
-        self.zoidberg_run.append_event(
-            "trial_started",
-            trial=number,
-            trial_id=trial.trial_id,
-            n_trials=self.zoidberg_config.max_trials,
-            epochs=epochs,
-            hyperparameters=values,
-        )
-        self.zoidberg_say(f"Trial {number}/{self.zoidberg_config.max_trials}: {_format_values(values)}")
-
-    def on_trial_end(self, trial):
-        seconds = time.perf_counter() - self.zoidberg_trial_start
-        _record_trial_seconds(self.zoidberg_run, trial.trial_id, seconds)
-        try:
-            super().on_trial_end(trial)
-        finally:
-            # The table is written even when keras-tuner ends the search here (too many
-            # failed trials), so the UI shows what failed.
-            rows = trial_rows(self.oracle, self.zoidberg_config, self.zoidberg_run)
-            self.zoidberg_run.write_json("trials.json", rows)
-        row = next(row for row in rows if row["trial_id"] == trial.trial_id)
-        best = best_row(rows, self.zoidberg_config.direction)
-        self.zoidberg_run.append_event(
-            "trial_finished",
-            trial=row["trial"],
-            trial_id=trial.trial_id,
-            n_trials=self.zoidberg_config.max_trials,
-            status=row["status"],
-            objective=row["objective"],
-            hyperparameters=row["hyperparameters"],
-            metrics=row["metrics"],
-            seconds=seconds,
-            message=row["message"],
-            best_trial=best["trial"] if best else None,
-            best_objective=best["objective"] if best else None,
-        )
-        if best:
-            self.zoidberg_run.append_event(
-                "best_so_far",
-                trial=best["trial"],
-                objective=best["objective"],
-                hyperparameters=best["hyperparameters"],
-            )
-        outcome = (
-            f"{self.zoidberg_config.objective} {_format_objective(row['objective'])}"
-            if row["status"] == "completed"
-            else f"{row['status']}: {row['message']}"
-        )
-        best_text = f"best so far: trial {best['trial']} ({_format_objective(best['objective'])})" if best else "no trial finished yet"
-        self.zoidberg_say(f"Trial {row['trial']}/{self.zoidberg_config.max_trials} done in {seconds:.1f} s: {outcome}; {best_text}.")
-
-
-class _GridSearchOracle(keras_tuner.oracles.GridSearchOracle):
-    """GridSearchOracle that also saves where it is in the grid, so a search can resume.
-
-    keras-tuner 1.4's grid oracle keeps its traversal order only in memory; reloaded, it
-    would find no next combination and end the search at once.
-    """
-
-    def get_state(self):
-        state = super().get_state()
-        state["zoidberg_grid_order"] = self._linked_ids()
-        state["zoidberg_populate_next"] = list(self._populate_next)
-        return state
-
-    def set_state(self, state):
-        super().set_state(state)
-        self._ordered_ids = type(self._ordered_ids)()
-        for trial_id in state.get("zoidberg_grid_order", []):
-            self._ordered_ids.insert(trial_id)
-        self._populate_next = list(state.get("zoidberg_populate_next", []))
-
-    def _linked_ids(self) -> list[str]:
-        """Returns the trial ids in the linked list's order."""
-        linked = self._ordered_ids
-        ids, index = [], linked._next_index[None]
-        while index is not None:
-            ids.append(linked._memory[index])
-            index = linked._next_index[index]
-        return ids
-
-
-class _RandomSearchTuner(_RunStoreTunerMixin, keras_tuner.RandomSearch):
-    """Random search that writes to the run store."""
-
-
-class _BayesianTuner(_RunStoreTunerMixin, keras_tuner.BayesianOptimization):
-    """Bayesian optimization that writes to the run store."""
-
-
-class _HyperbandTuner(_RunStoreTunerMixin, keras_tuner.Hyperband):
-    """Hyperband that writes to the run store."""
-
-
-class _GridSearchTuner(_RunStoreTunerMixin, keras_tuner.Tuner):
-    """Grid search (with a resumable oracle) that writes to the run store."""
-
-
-def make_tuner(config: TuneConfig, hypermodel: ZoidbergHyperModel, directory) -> keras_tuner.Tuner:
-    """Creates (or reloads from `directory`) the keras-tuner tuner of a configuration.
-
-    Args:
-        config: The tuning configuration.
-        hypermodel: The model builder and trainer.
-        directory: The run folder; keras-tuner works in directory/tuner/.
-
-    Returns:
-        The tuner; with overwrite=False an existing project is reloaded, finished trials
-        included, which is how a search resumes.
-    """
-    objective = keras_tuner.Objective(config.objective, direction=config.direction)
-    # keras-tuner treats a seed of 0 as "choose one at random", so it gets seed + 1.
-    common = dict(
-        hypermodel=hypermodel,
-        directory=str(directory),
-        project_name=TUNER_PROJECT,
-        overwrite=False,
-    )
-    oracle_options = dict(seed=config.seed + 1, max_consecutive_failed_trials=MAX_CONSECUTIVE_FAILED_TRIALS)
-    if config.algorithm == "random":
-        return _RandomSearchTuner(objective=objective, max_trials=config.max_trials, **oracle_options, **common)
-    if config.algorithm == "bayesian":
-        return _BayesianTuner(objective=objective, max_trials=config.max_trials, **oracle_options, **common)
-    if config.algorithm == "grid":
-        oracle = _GridSearchOracle(objective=objective, max_trials=config.max_trials, **oracle_options)
-        return _GridSearchTuner(oracle=oracle, **common)
-    tuner = _HyperbandTuner(
-        objective=objective,
-        max_epochs=config.epochs_per_trial,
-        factor=HYPERBAND_FACTOR,
-        # Brackets repeat until max_trials trials have run.
-        hyperband_iterations=config.max_trials,
-        **oracle_options,
-        **common,
-    )
-    # Hyperband has no max_trials option, but its oracle honours the attribute.
-    tuner.oracle.max_trials = config.max_trials
-    return tuner
-
-
 # ---------------------------------------------------------------------------------------
 # Results.
 # ---------------------------------------------------------------------------------------
@@ -1008,14 +703,7 @@ def trial_number(trial_id: str) -> int:
     return int(trial_id) + 1
 
 
-def _record_trial_seconds(run: Run, trial_id: str, seconds: float) -> None:
-    """Remembers how long a trial took (keras-tuner does not record it)."""
-    times = run.read_json("trial_seconds.json", {}) or {}
-    times[trial_id] = seconds
-    run.write_json("trial_seconds.json", times)
-
-
-def _last_line(message: str | None) -> str | None:
+def last_line(message: str | None) -> str | None:
     """Returns the last non-empty line of a traceback: the error itself."""
     if not message:
         return None
@@ -1071,7 +759,7 @@ def trial_rows(oracle, config: TuneConfig, run: Run | None = None) -> list[dict]
                 "epochs": int(values.get("tuner/epochs", config.epochs_per_trial)),
                 "continues_trial": trial_number(parent) if parent is not None else None,
                 "seconds": seconds.get(trial_id),
-                "message": _last_line(trial.message),
+                "message": last_line(trial.message),
             }
         )
     return rows
@@ -1091,15 +779,15 @@ def best_row(rows: list[dict], direction: str) -> dict | None:
     return pick(finished, key=lambda row: row["objective"])
 
 
-def _format_objective(value: float | None) -> str:
+def format_objective(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _format_values(values: Mapping[str, Any]) -> str:
+def format_values(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{name}={_format_value(value)}" for name, value in values.items()) or "default configuration"
 
 
-def _summary(run: Run, config: TuneConfig, rows: list[dict], state: str) -> dict:
+def make_summary(run: Run, config: TuneConfig, rows: list[dict], state: str) -> dict:
     """Builds summary.json: the best configuration and the full trial table."""
     best = best_row(rows, config.direction)
     summary = {
@@ -1148,119 +836,9 @@ def run_tuning(run: Run, *, report: Reporter | None = None) -> dict:
     Returns:
         The summary (also saved as summary.json), whether completed or stopped.
     """
-    from zoidberg.cv import plain_error_message
+    from zoidberg.search import run_search
 
-    say = report or (lambda message: None)
-    with Heartbeat(run):
-        try:
-            return _search(run, say)
-        except TuningStopped:
-            return _finish(run, say, "stopped")
-        except Exception as error:  # The worker must record every failure for the UI.
-            message = plain_error_message(_readable_error(error))
-            run.append_event("failed", error=message)
-            run.set_status("failed", error=message, traceback=traceback.format_exc(limit=20))
-            say(f"Tuning failed: {message}")
-            raise
-
-
-def _readable_error(error: Exception) -> Exception:
-    """Rewrites keras-tuner's "consecutive failures" error as one sentence."""
-    text = str(error)
-    if isinstance(error, RuntimeError) and "consecutive failures" in text:
-        return ValueError(
-            f"{MAX_CONSECUTIVE_FAILED_TRIALS} trials in a row failed, so the search was ended; "
-            f"the last one said: {_last_line(text.split(chr(10), 1)[-1]) or 'no reason'}"
-        )
-    return error
-
-
-def _search(run: Run, say: Reporter) -> dict:
-    """Loads the data, splits it by patient and runs keras-tuner's search."""
-    import tensorflow as tf
-
-    from zoidberg.cv import load_run_dataset
-
-    config = TuneConfig.from_dict(run.config)
-    status = run.status()
-    run.set_status("running", pid=os.getpid(), host=platform.node(), started=status.get("started") or _now(), error=None)
-    run.append_event(
-        "run_started",
-        n_trials=config.max_trials,
-        epochs=config.epochs_per_trial,
-        algorithm=config.algorithm,
-        objective=config.objective,
-    )
-    dataset = load_run_dataset(run, config.data, say)
-    check_tune_config(config, dataset)
-    train_indices, validation_indices = tuning_split(dataset, config.validation_fraction, config.seed)
-    facts = _split_facts(dataset, train_indices, validation_indices)
-    run.write_json("split.json", facts)
-    say(
-        f"Patient-grouped split of the pooled train+val images: {facts['n_train']} images "
-        f"({facts['n_train_patients']} patients) to train, {facts['n_validation']} "
-        f"({facts['n_validation_patients']} patients) to validate; {facts['n_test_held_out']} test images held out."
-    )
-    if run.stop_requested:
-        raise TuningStopped()
-    pooled = np.concatenate([train_indices, validation_indices])
-    hypermodel = ZoidbergHyperModel(
-        config,
-        run,
-        # Only the pooled train+val images are ever given to the tuner.
-        tf.constant(dataset.images[pooled]),
-        dataset.labels[pooled],
-        np.arange(len(train_indices)),
-        np.arange(len(train_indices), len(pooled)),
-        dataset.num_classes,
-    )
-    tuner = make_tuner(config, hypermodel, run.path)
-    tuner.attach(run, config, say)
-    # An interrupted trial is run again, so only finished ones count as kept.
-    done = sum(row["status"] != "running" for row in trial_rows(tuner.oracle, config))
-    tuned = ", ".join(dimension.name for dimension in config.tuned_dimensions()) or "nothing"
-    say(
-        f"{ALGORITHM_LABELS[config.algorithm]} over {tuned}: up to {config.max_trials} trials, "
-        f"{config.epochs_per_trial} epoch(s) each, objective {config.objective} ({config.direction})"
-        + (f"; {done} trial(s) kept from before." if done else ".")
-    )
-    tuner.search(epochs=config.epochs_per_trial, verbose=0)
-    return _finish(run, say, "completed", tuner.oracle)
-
-
-def _now() -> str:
-    from zoidberg.runstore import now_iso
-
-    return now_iso()
-
-
-def _finish(run: Run, say: Reporter, state: str, oracle=None) -> dict:
-    """Writes trials.json and summary.json and records the final state."""
-    config = TuneConfig.from_dict(run.config)
-    rows = trial_rows(oracle, config, run) if oracle is not None else (run.read_json("trials.json", []) or [])
-    if state == "stopped":
-        # The unfinished trial is shown as such; a resumed search runs it again.
-        rows = [row for row in rows if row["status"] != "running"]
-    run.write_json("trials.json", rows)
-    summary = _summary(run, config, rows, state)
-    run.write_json("summary.json", summary)
-    completed = summary["n_completed"]
-    if state == "completed" and completed == 0:
-        message = "No trial finished" + (f": {rows[-1]['message']}" if rows and rows[-1]["message"] else ".")
-        run.append_event("failed", error=message)
-        run.set_status("failed", error=message)
-        say(f"Tuning failed: {message}")
-        return summary
-    run.set_status(state, error=None, trials_finished=completed)
-    run.append_event("run_finished", state=state, trials_finished=completed, best_trial=summary["best_trial"], best_objective=summary["best_objective"])
-    if state == "stopped":
-        say(f"Stopped; {completed} finished trial(s) kept. Resume with: python -m zoidberg resume {run.id}")
-    else:
-        say(
-            f"Tuning done: {completed} trial(s) finished; best {config.objective} "
-            f"{_format_objective(summary['best_objective'])} (trial {summary['best_trial']})."
-        )
-    return summary
+    return run_search(run, report=report)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1353,4 +931,4 @@ def tune_payload(config: TuneConfig) -> dict:
     """Returns the JSON saved as a tuning run's config.json, with package versions."""
     from zoidberg.cv import package_versions
 
-    return {**config.to_dict(), "versions": {**package_versions(), "keras-tuner": keras_tuner.__version__}}
+    return {**config.to_dict(), "versions": {**package_versions(), "keras-tuner": importlib.metadata.version("keras-tuner")}}

@@ -15,7 +15,7 @@ from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from zoidberg.cv import _frozen_backbone, config_payload, run_cross_validation
 from zoidberg.data import default_cache_dir, load_dataset
 from zoidberg.features import compute_features, feature_cache_path, load_or_compute_features
-from zoidberg.models import build_backbone_feature_extractor, build_model
+from zoidberg.models import build_backbone_feature_extractor, build_model, compile_model
 from zoidberg.runstore import RunStore
 
 MOBILENET_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -267,3 +267,39 @@ def test_fine_tune_unfreezes_top_layers_and_keeps_batchnorm_frozen(tiny_dataset,
         elif layer.weights and layer.name != "predictions":
             for old, new in zip(before, after):
                 np.testing.assert_array_equal(old, new, err_msg=f"frozen {layer.name} changed")
+
+
+class _StopsTraining(keras.callbacks.Callback):
+    """Ends the first fit after one batch, as early stopping or a stop request would."""
+
+    def __init__(self, by_request: bool):
+        super().__init__()
+        self.by_request = by_request
+        self.stopped_by_request = False
+        self.fits = 0
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.fits == 1:
+            self.model.stop_training = True
+            self.stopped_by_request = self.by_request
+
+
+@pytest.mark.parametrize("by_request", [False, True])
+def test_fine_tune_goes_on_after_early_stopping_but_not_after_a_stop_request(tiny_dataset, best_weights, by_request):
+    from zoidberg.training import fit_model, make_batches
+
+    model_config = dataclasses.replace(frozen_config(best_weights), transfer_mode="fine-tune", fine_tune_layers=12)
+    train_config = TrainConfig(epochs=4, batch_size=8, early_stopping_patience=0)
+    model = compile_model(build_model(model_config, SIZE, 2), train_config, 2)
+    indices = tiny_dataset.training_indices()
+    batches = make_batches(tiny_dataset.images, tiny_dataset.labels, indices[:16], 8)
+    stopper = _StopsTraining(by_request)
+    history = fit_model(model, model_config, train_config, batches, batches, num_classes=2, callbacks=[stopper])
+    if by_request:
+        assert stopper.fits == 1 and len(model.trainable_weights) == 2, "a stop request must end the run frozen"
+    else:
+        assert stopper.fits == 2 and len(model.trainable_weights) > 2, "early stopping only ends the warm-up"
+        assert len(history["loss"]) == 1 + 2  # One warm-up epoch cut short, then epochs 3 and 4.

@@ -298,12 +298,14 @@ def _fmt(value) -> str:
 
 
 def command_cv(args) -> int:
-    from zoidberg.cv import config_payload, package_versions, run_cross_validation
+    from zoidberg.cv import prepare_run, run_cross_validation
     from zoidberg.jobs import start_run
     from zoidberg.runstore import RunStore
 
     config = config_from_args(args)
-    payload = config_payload(config, versions=package_versions())
+    # Refuse what would fail (k above the patients of a class, three-class names missing,
+    # absent weights) before a run folder or a worker exists.
+    payload = prepare_run(config)
     if args.background:
         run_id = start_run("cv", payload, name=config.run_name, runs_dir=args.runs_dir)
         print(run_id)
@@ -358,14 +360,14 @@ def _short(value) -> str:
 def command_tune(args) -> int:
     from zoidberg.jobs import start_run
     from zoidberg.runstore import RunStore
-    from zoidberg.tuning import run_tuning, tune_payload
+    from zoidberg.tuning import prepare_tuning, run_tuning
 
     config = tune_config_from_args(args)
     if args.show_space:
         for dimension in config.dimensions():
             print(f"{dimension.name:<18} {'tuned' if dimension.tuned else 'fixed':<6} {dimension.describe()}")
         return 0
-    payload = tune_payload(config)
+    payload = prepare_tuning(config)
     if args.background:
         run_id = start_run("tune", payload, name=config.run_name, runs_dir=args.runs_dir)
         print(run_id)

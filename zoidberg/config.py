@@ -178,6 +178,11 @@ class RunConfig:
             f"{spec.label} needs images of at least {spec.min_image_size} px; "
             f"raise image size from {self.data.image_size}.",
         )
+        _require(
+            self.model.transfer_mode != "fine-tune" or self.train.epochs >= 2,
+            "Fine-tune mode needs at least 2 epochs: the first half trains the head, the second the top "
+            f"backbone layers. Raise epochs from {self.train.epochs}, or use frozen mode.",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-ready dict."""

@@ -49,6 +49,52 @@ def config_payload(config: RunConfig, **extra) -> dict:
     return {**config.to_dict(), **extra}
 
 
+def prepare_run(config: RunConfig, dataset: Dataset | None = None) -> dict:
+    """Checks a configuration against its weights and data, then returns its config.json payload.
+
+    Everything that would make the run fail is refused here, before a run folder or a
+    worker exists. The payload records the data's fingerprint (file names, sizes and
+    times) and the package versions, so that the run can be reproduced and a resume can
+    tell when the data changed.
+
+    Args:
+        config: The run configuration.
+        dataset: The loaded dataset when the caller already has it; else it is loaded
+            here (decoded once, then served from the disk cache to the worker).
+
+    Returns:
+        The payload for RunStore.create_run or jobs.start_run.
+
+    Raises:
+        ValueError: With what to change (DatasetError is a ValueError).
+        FileNotFoundError: Pretrained weights were asked for and no local file has them.
+    """
+    from zoidberg.models import check_model_config
+
+    check_model_config(config.model, config.data.image_size, check_weights=True)
+    if dataset is None:
+        dataset = load_dataset(config.data.data_dir, label_mode=config.data.label_mode, image_size=config.data.image_size)
+    check_run_config(config, dataset)
+    return config_payload(config, data_fingerprint=dataset.fingerprint, versions=package_versions())
+
+
+def check_same_data(run: Run, dataset: Dataset) -> None:
+    """Refuses to go on with a run whose data folder changed since it was configured.
+
+    The folds depend on the file list, so resuming on changed data would mix folds.
+
+    Raises:
+        ValueError: The fingerprint in config.json differs from the data's.
+    """
+    expected = run.config.get("data_fingerprint")
+    if expected and expected != dataset.fingerprint:
+        raise ValueError(
+            f"The data folder {dataset.root} changed since this run was configured (files added, removed or "
+            f"edited: fingerprint {expected}, now {dataset.fingerprint}), so its folds cannot be reproduced. "
+            "Start a new run on the current data."
+        )
+
+
 def check_run_config(config: RunConfig, dataset: Dataset) -> None:
     """Checks a config against the data before anything trains.
 
@@ -140,6 +186,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     run.append_event("run_started", n_folds=config.n_splits, epochs=config.train.epochs)
     dataset = load_run_dataset(run, config.data, say)
     check_run_config(config, dataset)
+    check_same_data(run, dataset)
     indices = dataset.training_indices()
     labels = dataset.labels[indices]
     fold_of = make_folds(labels, dataset.patients[indices], config.n_splits, config.random_state)

@@ -136,10 +136,12 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
             TuningStopped: A stop was requested during the trial; the trial is left
                 unfinished so that a resumed search runs it again.
         """
-        from zoidberg.training import balanced_class_weights, make_batches
+        import keras
+
+        from zoidberg.training import balanced_class_weights, fit_model, make_batches
 
         epochs = int(epochs or self.config.epochs_per_trial)
-        _, train_config = self._configs(hp, epochs)
+        model_config, train_config = self._configs(hp, epochs)
         seed = self.config.seed + self.trial_number
         train_data = make_batches(
             self.images, self.labels, self.train_positions, train_config.batch_size,
@@ -152,20 +154,26 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
             else None
         )
         progress = RunStoreCallback(self.run, self.trial_number, self.config.max_trials, epochs, scope="trial")
-        history = model.fit(
+        # The same training as cross-validation, fine-tune's two phases included.
+        history = fit_model(
+            model,
+            model_config,
+            train_config,
             train_data,
-            validation_data=validation_data,
-            epochs=epochs,
-            initial_epoch=int(initial_epoch or 0),
+            validation_data,
+            num_classes=self.num_classes,
             class_weight=class_weight,
             callbacks=[*callbacks, progress],
+            initial_epoch=int(initial_epoch or 0),
             verbose=verbose,
-            # The tf.data pipeline already shuffles; shuffle=False keeps Keras from warning.
-            shuffle=False,
         )
         if progress.stopped_by_request:
             raise TuningStopped()
-        return history
+        # keras-tuner scores a trial by the best epoch of a History (a plain dict would be
+        # read as final values).
+        record = keras.callbacks.History()
+        record.history = history
+        return record
 
 
 class _RunStoreTunerMixin:

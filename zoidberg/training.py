@@ -150,27 +150,81 @@ def train_model(
     class_weight = (
         balanced_class_weights(labels[train_indices], num_classes) if train_config.class_weighting == "balanced" else None
     )
-    all_callbacks = [*callbacks]
     early_stopping = make_early_stopping(train_config.early_stopping_patience)
-    if early_stopping is not None:
-        all_callbacks.append(early_stopping)
+    history = fit_model(
+        model,
+        model_config,
+        train_config,
+        train_data,
+        validation_data,
+        num_classes=num_classes,
+        class_weight=class_weight,
+        callbacks=[*callbacks, *([early_stopping] if early_stopping is not None else [])],
+        verbose=verbose,
+    )
+    return model, history
 
+
+def fit_model(
+    model: keras.Model,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    train_data: tf.data.Dataset,
+    validation_data: tf.data.Dataset,
+    *,
+    num_classes: int,
+    class_weight: dict | None = None,
+    callbacks: list[keras.callbacks.Callback] | tuple = (),
+    initial_epoch: int = 0,
+    verbose: int = 0,
+) -> dict:
+    """Fits a compiled model for train_config.epochs, in two phases in fine-tune mode.
+
+    In fine-tune mode the first half of the epochs trains the head with the backbone
+    frozen; then the top `fine_tune_layers` backbone layers are unfrozen and training goes
+    on at a tenth of the learning rate. Early stopping during the warm-up only ends the
+    warm-up; a stop request (a callback's `stopped_by_request`) ends everything.
+
+    Args:
+        model: A model compiled by compile_model.
+        model_config: Its architecture and transfer mode.
+        train_config: Epochs, learning rate and the rest.
+        train_data: Training batches.
+        validation_data: Validation batches.
+        num_classes: Number of classes (for recompiling).
+        class_weight: Keras class weights, or None.
+        callbacks: Keras callbacks, early stopping included when wanted.
+        initial_epoch: First epoch to run (Hyperband continues trials).
+        verbose: Keras fit verbosity.
+
+    Returns:
+        The history {metric: [per-epoch values]}.
+    """
     # The tf.data pipeline already shuffles; shuffle=False keeps Keras from warning about it.
     fit_kwargs = dict(
-        validation_data=validation_data, class_weight=class_weight, callbacks=all_callbacks, verbose=verbose, shuffle=False
+        validation_data=validation_data, class_weight=class_weight, callbacks=list(callbacks), verbose=verbose, shuffle=False
     )
-    if model_config.transfer_mode == "fine-tune" and train_config.epochs >= 2:
-        warmup_epochs = max(1, train_config.epochs // 2)
-        history = model.fit(train_data, epochs=warmup_epochs, **fit_kwargs).history
-        if not model.stop_training:
-            unfreeze_top_layers(model, model_config.fine_tune_layers)
-            fine_tune_config = dataclasses.replace(train_config, learning_rate=train_config.learning_rate / 10)
-            compile_model(model, fine_tune_config, num_classes)
-            more = model.fit(train_data, epochs=train_config.epochs, initial_epoch=warmup_epochs, **fit_kwargs).history
-            history = {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
-    else:
-        history = model.fit(train_data, epochs=train_config.epochs, **fit_kwargs).history
-    return model, {key: [float(value) for value in values] for key, values in history.items()}
+    epochs = train_config.epochs
+    history: dict = {}
+    if model_config.transfer_mode == "fine-tune":
+        warmup_epochs = max(1, epochs // 2)
+        if initial_epoch < warmup_epochs:
+            history = model.fit(train_data, epochs=warmup_epochs, initial_epoch=initial_epoch, **fit_kwargs).history
+            initial_epoch = warmup_epochs
+            if initial_epoch >= epochs or any(getattr(callback, "stopped_by_request", False) for callback in callbacks):
+                return _float_history(history)
+        unfreeze_top_layers(model, model_config.fine_tune_layers)
+        fine_tune_config = dataclasses.replace(train_config, learning_rate=train_config.learning_rate / 10)
+        compile_model(model, fine_tune_config, num_classes)
+    if initial_epoch < epochs:
+        more = model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, **fit_kwargs).history
+        history = {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
+    return _float_history(history)
+
+
+def _float_history(history: dict) -> dict:
+    """Returns a Keras history with plain float values."""
+    return {key: [float(value) for value in values] for key, values in history.items()}
 
 
 def make_probability_function(model: keras.Model):

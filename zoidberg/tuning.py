@@ -927,8 +927,33 @@ def cv_config_from_tuning(
     )
 
 
-def tune_payload(config: TuneConfig) -> dict:
-    """Returns the JSON saved as a tuning run's config.json, with package versions."""
-    from zoidberg.cv import package_versions
+def tune_payload(config: TuneConfig, dataset=None) -> dict:
+    """Returns the JSON saved as a tuning run's config.json: the data's fingerprint and package versions too.
 
-    return {**config.to_dict(), "versions": {**package_versions(), "keras-tuner": importlib.metadata.version("keras-tuner")}}
+    Args:
+        config: The tuning configuration.
+        dataset: The loaded Dataset, whose fingerprint is recorded; without it the file
+            list is scanned (no decoding).
+    """
+    from zoidberg.cv import package_versions
+    from zoidberg.data import fingerprint_records, scan_dataset
+
+    fingerprint = dataset.fingerprint if dataset is not None else fingerprint_records(scan_dataset(config.data.data_dir))
+    versions = {**package_versions(), "keras-tuner": importlib.metadata.version("keras-tuner")}
+    return {**config.to_dict(), "data_fingerprint": fingerprint, "versions": versions}
+
+
+def prepare_tuning(config: TuneConfig) -> dict:
+    """Checks a tuning configuration against its weights and data, then returns its payload.
+
+    Refuses what would fail before a run folder or a worker exists.
+
+    Raises:
+        ValueError: With what to change.
+        FileNotFoundError: Pretrained weights were asked for and no local file has them.
+    """
+    from zoidberg.data import load_dataset
+
+    dataset = load_dataset(config.data.data_dir, label_mode=config.data.label_mode, image_size=config.data.image_size)
+    check_tune_config(config, dataset)
+    return tune_payload(config, dataset)

@@ -253,12 +253,25 @@ def validate_run_config(config) -> None:
         FileNotFoundError: Pretrained weights were asked for and no local file has them
             (WeightsNotFoundError).
     """
-    from zoidberg.cv import check_run_config
-    from zoidberg.models import check_model_config
+    prepare_payload(config)
 
-    check_model_config(config.model, config.data.image_size, check_weights=True)
+
+def prepare_payload(config) -> dict:
+    """Validates a config against the cached dataset and returns its config.json payload.
+
+    Args:
+        config: A RunConfig.
+
+    Returns:
+        The payload (config, data fingerprint, package versions).
+
+    Raises:
+        ValueError, FileNotFoundError: As validate_run_config.
+    """
+    from zoidberg.cv import prepare_run
+
     dataset = load_dataset_cached(config.data.data_dir, config.data.label_mode, config.data.image_size)
-    check_run_config(config, dataset)
+    return prepare_run(config, dataset)
 
 
 def comparable_config(config: dict) -> str:
@@ -307,12 +320,12 @@ def start_or_attach(config) -> tuple[str, bool]:
     Raises:
         ValueError: When the runs folder is not writable.
     """
-    from zoidberg import cv, jobs
+    from zoidberg import jobs
 
     existing = find_identical_active_run("cv", config.to_dict())
     if existing is not None:
         return existing.id, True
-    payload = cv.config_payload(config, versions=cv.package_versions())
+    payload = prepare_payload(config)
     run_id = jobs.start_run("cv", payload, name=config.run_name, runs_dir=runs_dir())
     st.session_state[STARTED_RUN_KEY] = run_id
     return run_id, False

@@ -519,6 +519,7 @@ def start_tuning(config: tuning.TuneConfig) -> None:
         with st.spinner("Checking the configuration against the data ..."):
             dataset = state.load_dataset_cached(config.data.data_dir, config.data.label_mode, config.data.image_size)
             tuning.check_tune_config(config, dataset)
+            payload = tuning.tune_payload(config, dataset)
     except (ValueError, FileNotFoundError) as error:
         st.error(f"**Not started.** {error}", icon="🚫")
         return
@@ -529,7 +530,7 @@ def start_tuning(config: tuning.TuneConfig) -> None:
         return
     try:
         with st.spinner("Starting the worker ..."):
-            run_id = jobs.start_run("tune", tuning.tune_payload(config), name=config.run_name, runs_dir=state.runs_dir())
+            run_id = jobs.start_run("tune", payload, name=config.run_name, runs_dir=state.runs_dir())
     except (ValueError, OSError) as error:
         st.error(f"**Not started.** {error}", icon="🚫")
         return

@@ -104,9 +104,15 @@ def test_user_errors_are_one_line_without_traceback(args, message, capsys):
         (["--epochs", 0], "epochs"),
         (["--learning-rate", -1], "learning_rate"),
         (["--folds", 40], "k (n_splits)"),
+        # Checked against the data before any run folder exists.
+        (["--folds", 9], "is more than the 8 patients"),
+        (["--folds", 9, "--background"], "is more than the 8 patients"),
+        (["--arch", "mobilenetv2", "--weights", "imagenet", "--alpha", 0.35], "not found"),
     ],
 )
-def test_cv_config_errors(args, message, demo_dir, capsys, runs_dir):
+def test_cv_config_errors(args, message, demo_dir, capsys, runs_dir, monkeypatch, tmp_path):
+    monkeypatch.delenv("ZOIDBERG_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
     code, _, err = run_in_process(capsys, "cv", "--data", demo_dir, *args)
     assert code == 2 and message in err
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
@@ -122,3 +128,57 @@ def test_real_data_folds_share_no_patient(tmp_path):
     for row in rows:
         folds_of_patient.setdefault(row["patient"], set()).add(row["fold"])
     assert all(len(folds) == 1 for folds in folds_of_patient.values())
+
+
+def test_tune_then_cross_validate_the_best_from_the_command_line(demo_dir, runs_dir, capsys):
+    space = '{"conv_blocks": 2, "base_filters": 8, "dense_units": 16, "batch_size": 16, "augmentation": false}'
+    code, out, _ = run_in_process(
+        capsys, "tune", "--data", demo_dir, "--arch", "cnn", "--algorithm", "bayesian", "--max-trials", 2,
+        "--epochs", 1, "--image-size", 32, "--space", space,
+    )
+    assert code == 0, out
+    assert "SYNTHETIC demo data" in out
+    assert "Best hyperparameters:" in out
+    run_id = next(line.split()[-1] for line in out.splitlines() if line.startswith("Run id:"))
+    assert f"cv --from-tuning {run_id}" in out
+
+    code, out, err = run_in_process(capsys, "cv", "--from-tuning", run_id, "--data", demo_dir, "--folds", 2, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert len(summary["folds"]) == 2
+    config = json.loads((runs_dir / summary["run_id"] / "config.json").read_text())
+    assert config["source_tuning_run"] == run_id and config["model"]["base_filters"] == 8
+    assert config["data_fingerprint"] and config["versions"]["tensorflow"]
+
+    code, out, _ = run_in_process(capsys, "runs")
+    tune_line = next(line for line in out.splitlines() if line.startswith(run_id))
+    assert "best val_auc" in tune_line and "(synthetic data)" in tune_line
+
+
+def _real_subset(root: Path, per_class: int) -> Path:
+    """Links the first images of patients of each class of chest_xray_224 into a Kaggle layout."""
+    source = needs_shared_data("chest_xray_224")
+    for class_name in ("NORMAL", "PNEUMONIA"):
+        target = root / "train" / class_name
+        target.mkdir(parents=True)
+        for path in sorted((source / "train" / class_name).iterdir())[:per_class]:
+            (target / path.name).symlink_to(path)
+    return root
+
+
+def test_short_cross_validation_on_real_xrays_then_predict_a_full_resolution_file(tmp_path, capsys):
+    data = _real_subset(tmp_path / "real", per_class=120)
+    code, out, err = run_in_process(
+        capsys, "cv", "--data", data, "--arch", "cnn", "--folds", 2, "--epochs", 1, "--image-size", 32,
+        "--conv-blocks", 2, "--base-filters", 8, "--dense-units", 16, "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert "SYNTHETIC" not in err
+    assert len(summary["folds"]) == 2 and 0.0 <= summary["mean_std"]["roc_auc"]["mean"] <= 1.0
+    assert "Fold 2/2" in err
+
+    original = sorted((needs_shared_data("chest_xray_fullres") / "train" / "PNEUMONIA").iterdir())[0]
+    code, out, _ = run_in_process(capsys, "predict", "--run", summary["run_id"], original)
+    assert code == 0
+    assert f"{original}:" in out and "p_pneumonia=" in out

@@ -387,10 +387,12 @@ def command_tune(args) -> int:
 
 
 def command_folds(args) -> int:
-    from zoidberg.data import load_dataset
+    from zoidberg.data import describe_dataset, load_dataset
     from zoidberg.folds import fold_table, make_folds, shared_patients
 
     dataset = load_dataset(args.data, label_mode=args.label_mode, image_size=32)
+    for line in describe_dataset(dataset):
+        print(line, file=sys.stderr)
     indices = dataset.training_indices()
     fold_of = make_folds(dataset.labels[indices], dataset.patients[indices], args.folds, args.seed)
     rows = fold_table([dataset.paths[i] for i in indices], dataset.patients[indices], dataset.labels[indices], fold_of, dataset.class_names)
@@ -424,6 +426,9 @@ def command_runs(args) -> int:
                 "folds_done": len(run.fold_metrics()) if run.kind == "cv" else None,
                 "accuracy": (mean_std.get("accuracy") or {}).get("mean"),
                 "roc_auc": (mean_std.get("roc_auc") or {}).get("mean"),
+                "best_objective": summary.get("best_objective") if run.kind == "tune" else None,
+                "objective": config.get("objective") if run.kind == "tune" else None,
+                "synthetic": bool((run.read_json("data.json") or run.read_json("split.json") or {}).get("synthetic")),
                 "error": status.get("error"),
             }
         )
@@ -435,9 +440,15 @@ def command_runs(args) -> int:
         return 0
     print(f"{'id':<32} {'kind':<5} {'arch':<14} {'state':<12} {'folds':>5} {'accuracy':>9} {'AUC':>7}  name")
     for row in rows:
+        headline = f"{_fmt(row['accuracy']):>9} {_fmt(row['roc_auc']):>7}"
+        if row["kind"] == "tune":
+            # A search has no fold metrics: its headline is the best trial's objective.
+            headline = f"{'best ' + str(row['objective']) + ' ' + _fmt(row['best_objective']):>17}"
+        notes = " (synthetic data)" if row["synthetic"] else ""
+        notes += f" error: {row['error']}" if row["state"] == "failed" and row["error"] else ""
         print(
             f"{row['id']:<32} {row['kind']:<5} {str(row['architecture']):<14} {str(row['state']):<12} "
-            f"{'' if row['folds_done'] is None else row['folds_done']:>5} {_fmt(row['accuracy']):>9} {_fmt(row['roc_auc']):>7}  {row['name']}"
+            f"{'' if row['folds_done'] is None else row['folds_done']:>5} {headline}  {row['name']}{notes}"
         )
     return 0
 
@@ -462,8 +473,19 @@ def command_predict(args) -> int:
         if "error" in row:
             print(f"{row['image']}: ERROR {row['error']}")
         else:
-            print(f"{row['image']}: {row['label']} (p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across folds, threshold {threshold:.3f})")
+            print(f"{row['image']}: {_describe_prediction(row, threshold)}")
     return 0 if all("error" not in row for row in results) else 1
+
+
+def _describe_prediction(row: dict, threshold: float) -> str:
+    """One line per image: the class, its probability and spread, and every class's probability."""
+    if row.get("threshold") is not None:
+        return (
+            f"{row['label']} (p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across folds, "
+            f"threshold {threshold:.3f})"
+        )
+    others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
+    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across folds; {others})"
 
 
 def command_resume(args) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 from zoidberg import metrics
 from zoidberg.callbacks import Heartbeat, RunStoreCallback
 from zoidberg.config import DataConfig, RunConfig
-from zoidberg.data import Dataset, load_dataset
+from zoidberg.data import Dataset, describe_dataset, load_dataset
 from zoidberg.folds import check_fold_count, fold_table, iter_fold_indices, make_folds
 from zoidberg.runstore import Run
 
@@ -196,6 +196,8 @@ def _run_folds(run: Run, say: Reporter) -> dict:
         f"{len(indices)} images from {len(np.unique(dataset.patients[indices]))} patients, "
         f"{config.n_splits} patient-grouped folds; {len(dataset.skipped)} files skipped."
     )
+    for line in describe_dataset(dataset):
+        say(line)
 
     import tensorflow as tf
 

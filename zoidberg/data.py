@@ -392,6 +392,30 @@ def _check_decoded(dataset: Dataset) -> None:
         )
 
 
+def describe_dataset(dataset: Dataset, limit: int = 20) -> list[str]:
+    """Returns console lines that say what a user must know about a loaded dataset.
+
+    Synthetic demo data is named as such, and each skipped file is listed with its
+    reason (the first `limit`, then a count).
+
+    Args:
+        dataset: The loaded dataset.
+        limit: Most skipped files to list.
+
+    Returns:
+        Lines without trailing newlines (none for real data with nothing skipped).
+    """
+    lines = []
+    if dataset.synthetic:
+        lines.append("SYNTHETIC demo data (drawn by zoidberg.demo, not real X-rays): metrics say nothing about medicine.")
+    if dataset.skipped:
+        lines.append(f"{len(dataset.skipped)} file(s) skipped:")
+        lines += [f"  {skipped.path}: {skipped.reason}" for skipped in dataset.skipped[:limit]]
+        if len(dataset.skipped) > limit:
+            lines.append(f"  ... and {len(dataset.skipped) - limit} more (all listed in the run's data.json)")
+    return lines
+
+
 def time_load(root, **kwargs) -> tuple[Dataset, float]:
     """Loads a dataset and returns it with the wall time in seconds (for benchmarks)."""
     start = time.perf_counter()

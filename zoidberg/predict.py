@@ -93,9 +93,13 @@ class Ensemble:
         """Returns the Grad-CAM heatmap (h, w) in [0, 1], averaged over fold models.
 
         For binary runs the map explains the pneumonia score; for three-class runs the
-        predicted class unless `class_index` is given.
+        class the ensemble predicts unless `class_index` is given, so that every fold
+        model explains the same class.
         """
         from zoidberg.explain import make_gradcam
+
+        if class_index is None and not self.is_binary:
+            class_index = self.predict_gray(gray)["class_index"]
 
         if self._gradcam is None:
             self._gradcam = [make_gradcam(model) for model in self.models]

@@ -16,6 +16,7 @@ import numpy as np
 from zoidberg.callbacks import Heartbeat, RunStoreCallback
 from zoidberg.runstore import Run
 from zoidberg.config import ModelConfig, TrainConfig
+from zoidberg.data import describe_dataset
 from zoidberg.tuning import (
     ALGORITHM_LABELS,
     HYPERBAND_FACTOR,
@@ -432,6 +433,8 @@ def _search(run: Run, say: Reporter) -> dict:
         f"({facts['n_train_patients']} patients) to train, {facts['n_validation']} "
         f"({facts['n_validation_patients']} patients) to validate; {facts['n_test_held_out']} test images held out."
     )
+    for line in describe_dataset(dataset):
+        say(line)
     if run.stop_requested:
         raise TuningStopped()
     pooled = np.concatenate([train_indices, validation_indices])

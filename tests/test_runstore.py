@@ -120,3 +120,22 @@ def test_stop_flag(runs_dir):
     assert run.stop_requested
     run.clear_stop()
     assert not run.stop_requested
+
+
+def test_write_atomically_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from zoidberg.runstore import write_atomically
+
+    target = tmp_path / "model.keras"
+    target.write_text("old model")
+
+    def half_write(path):
+        assert path.suffix == ".keras" and path.parent == tmp_path
+        path.write_text("half a mod")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomically(target, half_write)
+    assert target.read_text() == "old model"
+    assert [path.name for path in tmp_path.iterdir()] == ["model.keras"], "the temporary file is removed"
+    write_atomically(target, lambda path: path.write_text("new model"))
+    assert target.read_text() == "new model"

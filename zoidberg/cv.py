@@ -15,7 +15,7 @@ from zoidberg.callbacks import Heartbeat, RunStoreCallback
 from zoidberg.config import DataConfig, RunConfig
 from zoidberg.data import Dataset, describe_dataset, load_dataset
 from zoidberg.folds import check_fold_count, fold_table, iter_fold_indices, make_folds
-from zoidberg.runstore import Run
+from zoidberg.runstore import Run, write_atomically
 
 Reporter = Callable[[str], None]
 
@@ -114,10 +114,14 @@ def write_folds_csv(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np
     rows = fold_table(
         [dataset.paths[i] for i in indices], dataset.patients[indices], dataset.labels[indices], fold_of, dataset.class_names
     )
-    with open(run.path / "folds.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def write(path):
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(run.path / "folds.csv", write)
 
 
 def run_cross_validation(run: Run, *, report: Reporter | None = None) -> dict:
@@ -315,8 +319,11 @@ def _train_fold(
         model = frozen.full_model(head)
     fold_metrics = metrics.evaluate_predictions(labels[validation_part], probabilities, dataset.class_names, 0.5)
     fold_dir = run.fold_dir(fold_number)
-    model.save(fold_dir / "model.keras")
-    np.savez_compressed(fold_dir / "oof.npz", indices=validation_part, probabilities=probabilities)
+    write_atomically(fold_dir / "model.keras", model.save)
+    write_atomically(
+        fold_dir / "oof.npz",
+        lambda path: np.savez_compressed(path, indices=validation_part, probabilities=probabilities),
+    )
     payload = {
         "fold": fold_number,
         "metrics": metrics.to_jsonable(fold_metrics),

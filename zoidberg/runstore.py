@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 RUNS_DIR_ENV = "ZOIDBERG_RUNS_DIR"
 RUN_KINDS = ("cv", "tune")
@@ -67,6 +67,28 @@ def write_json_atomic(path: Path, payload: Any) -> None:
             json.dump(payload, handle, indent=2, allow_nan=True, default=_json_default)
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """Lets `write` fill a temporary sibling file, then renames it over `path`.
+
+    Readers (the dashboard, `predict`) see the old file or the complete new one, never a
+    half-written model or array. The temporary name keeps the suffix, which Keras and
+    NumPy read to choose the format.
+
+    Args:
+        path: Destination file.
+        write: Called with the temporary path, e.g. `model.save` or a NumPy save.
+    """
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(descriptor)
+    try:
+        write(Path(temporary))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

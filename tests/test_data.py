@@ -185,3 +185,44 @@ def test_loader_accepts_the_odd_but_valid_corpus(tmp_path):
     assert dataset.skipped == []
     assert set(relative.values()) <= set(dataset.paths)
     assert len(dataset) == 12 + len(ODD_VALID_CASES)
+
+
+def test_unknown_folders_are_reported_not_silently_dropped(tmp_path):
+    root = make_flat(tmp_path / "flat")
+    write_image(root / "COVID" / "IM-9000-0001.jpeg", 90)
+    dataset = load_dataset(root, image_size=32)
+    assert len(dataset) == 12
+    assert ("COVID/", "folder ignored: class folders must be named NORMAL or PNEUMONIA") in [
+        (skipped.path, skipped.reason) for skipped in dataset.skipped
+    ]
+    kaggle = tmp_path / "kaggle"
+    make_flat(kaggle / "train")
+    (kaggle / "__MACOSX").mkdir()
+    (kaggle / "train" / "Covid-19").mkdir()
+    reasons = {skipped.path: skipped.reason for skipped in load_dataset(kaggle, image_size=32).skipped}
+    assert reasons == {
+        "__MACOSX/": "folder ignored: not a split folder (train, val or test)",
+        "train/Covid-19/": "folder ignored: class folders must be named NORMAL or PNEUMONIA",
+    }
+
+
+def test_file_names_with_spaces_unicode_and_markup_load(tmp_path):
+    root = make_flat(tmp_path / "flat")
+    name = "röntgen 肺 #1 [copy] *v2* $x$.jpeg"
+    write_image(root / "PNEUMONIA" / name, 150)
+    dataset = load_dataset(root, image_size=32)
+    assert f"PNEUMONIA/{name}" in dataset.paths and not dataset.skipped
+    assert load_dataset(root, image_size=32).from_cache
+
+
+def test_a_file_name_that_is_not_utf8_loads_and_caches(tmp_path):
+    import os
+
+    root = make_flat(tmp_path / "flat")
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40), 77, dtype=np.uint8)).save(buffer, format="JPEG")
+    with open(os.fsencode(root / "NORMAL") + b"/IM-0777-\xff\xfe.jpeg", "wb") as handle:
+        handle.write(buffer.getvalue())
+    first = load_dataset(root, image_size=32)
+    assert len(first) == 13 and not first.skipped
+    assert load_dataset(root, image_size=32).from_cache

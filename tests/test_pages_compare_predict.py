@@ -368,9 +368,10 @@ def test_predict_page_survives_the_odd_file_corpus(use_runs):
     assert_no_exception(app)
     rows = _rows(app)
     for name, case in cases.items():
-        row = rows.get(f"{name}__{case.filename}")
-        if row is None:
+        if not _has_upload_extension(case.filename):
             continue
+        row = rows.get(f"{name}__{case.filename}")
+        assert row is not None, f"{name} never reached the table"
         if name in BAD_CASES:
             assert case.reason in row["error"], (name, row["error"])
         else:
@@ -400,6 +401,27 @@ def test_process_image_predicts_odd_valid_files(trained, case_name):
     assert 0.0 <= decision.probability <= 1.0 and len(decision.per_fold) == 2
     heatmap = pv.gradcam_heatmap(ensemble, result, decision.class_index)
     assert heatmap.ndim == 2 and np.isfinite(heatmap).all()
+
+
+def test_hostile_upload_names_are_shown_literally_and_nothing_is_written(use_runs, demo_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = open_page("pages/predict.py")
+    app.selectbox(key="predict_run").set_value(use_runs.ids["baseline"]).run()
+    image = _encoded(_demo_image(demo_dir), "PNG")
+    names = ["../../etc/röntgen 肺 #1 *bold* [link](x).png", "..\\windows\\$x$ scan.png"]
+    _upload_all(app, [(name, image) for name in names] + [("../broken <b>.png", b"not a png")])
+    assert_no_exception(app)
+    rows = _rows(app)
+    for name in names:
+        assert rows[name]["error"] == "" and 0.0 <= rows[name]["probability"] <= 1.0
+    assert rows["../broken <b>.png"]["error"] and "\n" not in rows["../broken <b>.png"]["error"]
+    assert "\\*bold\\*" in texts(app.markdown), "names must be escaped, not rendered as Markdown"
+    assert not list(tmp_path.iterdir()), "uploads are processed in memory: nothing is written"
+
+
+def test_empty_upload_lists_give_no_inputs_and_no_results():
+    assert pv.uploads_to_inputs(None) == [] and pv.uploads_to_inputs([]) == []
+    assert pv.process_all(None, ("run", ()), []) == []
 
 
 def test_process_image_refuses_files_over_the_upload_limit():

@@ -188,6 +188,35 @@ def find_class_folders(root: str | os.PathLike) -> list[tuple[str, str, Path]]:
     return triples
 
 
+def unknown_folders(root: str | os.PathLike) -> list[SkippedFile]:
+    """Lists the folders a dataset load ignores because their name is no class or split.
+
+    A `COVID/` beside `NORMAL/` and `PNEUMONIA/` (or inside `train/`) is left out; saying
+    so beats silently training on less than the user thinks.
+
+    Args:
+        root: Dataset root.
+
+    Returns:
+        One SkippedFile per ignored folder, with the reason.
+    """
+    root = Path(root).expanduser()
+    split_dirs = [child for child in root.iterdir() if child.is_dir() and child.name.lower() in SPLITS]
+    class_reason = "folder ignored: class folders must be named NORMAL or PNEUMONIA"
+    if split_dirs:
+        # Kaggle layout: splits at the root, class folders inside each split.
+        checks = [(root, set(SPLITS), "folder ignored: not a split folder (train, val or test)")]
+        checks += [(split_dir, {name.lower() for name in CLASS_FOLDERS}, class_reason) for split_dir in sorted(split_dirs)]
+    else:
+        checks = [(root, {name.lower() for name in CLASS_FOLDERS}, class_reason)]
+    ignored = []
+    for parent, allowed, reason in checks:
+        for child in sorted(parent.iterdir()):
+            if child.is_dir() and not child.name.startswith(".") and child.name.lower() not in allowed:
+                ignored.append(SkippedFile(child.relative_to(root).as_posix() + "/", reason))
+    return ignored
+
+
 def scan_dataset(root: str | os.PathLike) -> list[FileRecord]:
     """Lists every file of a dataset folder without decoding anything.
 
@@ -212,7 +241,8 @@ def fingerprint_records(records: Sequence[FileRecord]) -> str:
     """Hashes the file list (paths, sizes, mtimes) into a short hex fingerprint."""
     digest = hashlib.sha256()
     for record in records:
-        digest.update(f"{record.path}\0{record.size}\0{record.mtime_ns}\n".encode())
+        # surrogateescape: a file name that is not valid UTF-8 still hashes, byte for byte.
+        digest.update(f"{record.path}\0{record.size}\0{record.mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
 
 
@@ -287,7 +317,9 @@ def load_dataset(
         if use_cache:
             _write_cache(cache_path, records, *decoded)
     images, ok_mask, reasons = decoded
-    return _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
+    dataset = _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
+    dataset.skipped += unknown_folders(root)
+    return dataset
 
 
 def _decode_records(

@@ -28,6 +28,7 @@ from zoidberg.imaging import (
 from zoidberg.runstore import Run, RunStore
 from zoidberg.ui.compare_figures import choice_label
 from zoidberg.ui.figures import color_for
+from zoidberg.ui.widgets import escape_markdown
 
 LOGGER = logging.getLogger(__name__)
 
@@ -758,9 +759,10 @@ def show_card(
     class_names = list(ensemble.class_names)
     with st.container(border=True):
         source = " :violet-badge[synthetic demo]" if result.source == "demo" else ""
-        st.markdown(f"**{result.name}**{source}")
+        # Upload names are the user's text: shown literally, never as Markdown.
+        st.markdown(f"**{escape_markdown(result.name)}**{source}")
         if not result.ok:
-            st.error(f"{result.name}: {result.error}", icon="🚫")
+            st.error(f"{escape_markdown(result.name)}: {escape_markdown(result.error)}", icon="🚫")
             return
         decision = decide(result.prediction, class_names, threshold)
         show_gradcam, alpha = gradcam

@@ -54,8 +54,10 @@ def runs_section() -> None:
         return
     states = {run.id: run.state for run in runs}
     active = [run_id for run_id, run_state in states.items() if run_state in ("queued", "running")]
-    if active:
-        st.caption(f"{len(active)} run(s) active · {len(runs)} in total")
+    if len(active) > 1:
+        live.active_runs_ui(active)
+    elif active:
+        st.caption(f"1 run active · {len(runs)} in total")
     chosen = widgets.run_picker_ui(runs, states, state.selected_run_id(runs, states))
     if chosen:
         state.select_run(chosen)

@@ -254,7 +254,15 @@ def test_stop_ends_the_run_stopped_and_keeps_finished_folds(demo_dir, runs_dir, 
     app.run()
     assert_no_exception(app)
     assert "Stopped by request; 1 finished fold(s) kept" in texts(app.info)
-    assert app.button(key=f"resume_{run.id}").label.endswith("Resume")
+    fold_one = (run.path / "fold_1" / "model.keras").read_bytes()
+
+    # Resume from the button: a new worker trains fold 2 only and keeps fold 1 as it was.
+    app.button(key=f"resume_{run.id}").click().run()
+    assert_no_exception(app)
+    wait_for(lambda: run.state == "completed")
+    assert len(run.fold_metrics()) == 2
+    assert (run.path / "fold_1" / "model.keras").read_bytes() == fold_one
+    assert len(RunStore(runs_dir).list_runs()) == 1, "resuming must not start a second run"
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,6 +337,39 @@ def test_finished_view_shows_summary_matrix_and_roc(demo_dir, runs_dir, class_na
     if len(class_names) == 3:
         per_class = next(frame.value for frame in app.dataframe if "support" in frame.value.columns)
         assert per_class["class"].tolist() == list(class_names)
+
+
+def fabricate_running_run(runs_dir: Path, data_dir: Path, name: str, fold: int, val_auc: float) -> str:
+    """Writes a run that looks alive (this process's pid, a fresh heartbeat) in fold `fold` of 3."""
+    config = {
+        "data": {"data_dir": str(data_dir), "label_mode": "binary", "image_size": 32},
+        "model": {"architecture": "cnn"},
+        "n_splits": 3,
+        "train": {"epochs": 4},
+    }
+    run = RunStore(runs_dir).create_run("cv", config, name=name)
+    run.set_status("running", pid=os.getpid(), host=os.uname().nodename)
+    run.heartbeat()
+    run.append_event("run_started", n_folds=3, epochs=4)
+    for done in range(1, fold):
+        run.append_event("fold_started", fold=done, n_folds=3)
+        run.append_event("fold_finished", fold=done)
+    run.append_event("fold_started", fold=fold, n_folds=3)
+    run.append_event("epoch", fold=fold, epoch=1, epochs=4, seconds=1.0, logs={"loss": 0.6, "val_auc": val_auc})
+    return run.id
+
+
+def test_two_active_runs_are_shown_live_side_by_side(demo_dir, runs_dir):
+    first = fabricate_running_run(runs_dir, demo_dir, "cnn live", fold=1, val_auc=0.61)
+    second = fabricate_running_run(runs_dir, demo_dir, "mobilenet live", fold=2, val_auc=0.72)
+    app = open_app(demo_dir, "pages/train.py")
+    assert "2 runs in progress" in texts(app.markdown)
+    table = next(frame.value for frame in app.dataframe if "latest val AUC" in frame.value.columns)
+    rows = table.set_index("id")
+    assert set(rows.index) == {first, second}
+    assert rows.loc[first, "fold"] == "1/3" and rows.loc[second, "fold"] == "2/3"
+    assert rows.loc[second, "latest val AUC"] == pytest.approx(0.72)
+    assert 0.0 < rows.loc[second, "progress"] < 1.0
 
 
 def test_failed_run_shows_its_error_and_a_resume_button(demo_dir, runs_dir):

@@ -346,6 +346,69 @@ def read_events_incrementally(run: Run) -> list[dict]:
     return events
 
 
+def active_runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """Tabulates where each active run is: fold, epoch, overall progress, latest validation AUC.
+
+    Args:
+        runs: Queued or running runs.
+
+    Returns:
+        One row per run.
+    """
+    rows = []
+    for run in runs:
+        progress = read_progress(read_events_incrementally(run))
+        latest = progress.epoch_rows[-1] if progress.epoch_rows else {}
+        elapsed = time.time() - progress.started_at if progress.started_at else None
+        rows.append(
+            {
+                "run": run.name,
+                "id": run.id,
+                "architecture": run.config.get("model", {}).get("architecture", "?"),
+                "state": run.state,
+                "phase": progress.phase,
+                "fold": f"{min(progress.fold, progress.n_folds) or '—'}/{progress.n_folds or '—'}",
+                "epoch": f"{progress.epoch or progress.epochs_done_in_fold}/{progress.epochs or '—'}",
+                "progress": overall_fraction(progress),
+                "latest val AUC": latest.get("val_auc"),
+                "elapsed": format_duration(elapsed),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def active_runs_ui(run_ids: Sequence[str]) -> None:
+    """Shows every active run in one self-refreshing table (two runs at once, say).
+
+    Args:
+        run_ids: Ids of the runs that were active when the page was drawn.
+    """
+    st.fragment(run_every=POLL_SECONDS)(_active_runs_fragment)(tuple(run_ids))
+
+
+def _active_runs_fragment(run_ids: tuple[str, ...]) -> None:
+    """Body of the overview fragment; a full rerun once a run has ended updates the picker."""
+    store = state.run_store()
+    runs = []
+    for run_id in run_ids:
+        try:
+            runs.append(store.get(run_id))
+        except (RunNotFoundError, ValueError):
+            continue
+    if any(run.state not in ACTIVE_STATES for run in runs) or len(runs) != len(run_ids):
+        st.rerun()
+    st.markdown(f"**{len(runs)} runs in progress**")
+    st.dataframe(
+        active_runs_frame(runs),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "latest val AUC": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+
+
 def run_view(run_id: str) -> None:
     """Draws a run: live and self-refreshing while it is active, full results when it ended.
 

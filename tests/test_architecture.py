@@ -26,3 +26,12 @@ def test_no_streamlit_import_outside_ui():
             if stripped.startswith(("import streamlit", "from streamlit")):
                 offenders.append(str(path))
     assert offenders == []
+
+
+def test_upload_limit_in_streamlit_config_matches_the_engine():
+    import tomllib
+
+    from zoidberg.imaging import MAX_UPLOAD_BYTES
+
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 1024 * 1024 == MAX_UPLOAD_BYTES

@@ -452,3 +452,21 @@ def test_predict_real_full_resolution_xray(use_runs):
     (result,) = app.session_state[pv.RESULTS_KEY].values()
     assert result.original_shape == (height, width)
     assert max(result.display.shape) == min(pv.MAX_DISPLAY_SIDE, max(height, width))
+
+
+def test_models_are_loaded_only_from_inside_the_runs_folder(trained, tmp_path):
+    import shutil
+
+    from zoidberg.predict import load_ensemble
+
+    source = trained.store.get(trained.ids["baseline"])
+    copy = trained.store.create_run("cv", source.config, name="symlinked models")
+    shutil.copy(source.path / "summary.json", copy.path / "summary.json")
+    outside = tmp_path / "elsewhere.keras"
+    shutil.copy(source.path / "fold_1" / "model.keras", outside)
+    (copy.path / "fold_1").mkdir()
+    (copy.path / "fold_1" / "model.keras").symlink_to(outside)
+    with pytest.raises(ValueError, match="no trained fold model"):
+        load_ensemble(copy.id, runs_dir=trained.dir)
+    with pytest.raises(ValueError, match="not a run id"):
+        load_ensemble("../" + source.id, runs_dir=trained.dir)

@@ -139,20 +139,14 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
         """
         import keras
 
-        from zoidberg.training import balanced_class_weights, fit_model, make_batches
+        from zoidberg.training import fit_model, make_fit_inputs
 
         epochs = int(epochs or self.config.epochs_per_trial)
         model_config, train_config = self._configs(hp, epochs)
         seed = self.config.seed + self.trial_number
-        train_data = make_batches(
-            self.images, self.labels, self.train_positions, train_config.batch_size,
-            shuffle=True, augment=train_config.augmentation, random_state=seed,
-        )
-        validation_data = make_batches(self.images, self.labels, self.validation_positions, train_config.batch_size)
-        class_weight = (
-            balanced_class_weights(self.labels[self.train_positions], self.num_classes)
-            if train_config.class_weighting == "balanced"
-            else None
+        train_data, validation_data, class_weight = make_fit_inputs(
+            self.images, self.labels, self.train_positions, self.validation_positions, train_config,
+            num_classes=self.num_classes, random_state=seed,
         )
         progress = RunStoreCallback(self.run, self.trial_number, self.config.max_trials, epochs, scope="trial")
         # The same training as cross-validation, fine-tune's two phases included.
@@ -368,18 +362,7 @@ def _record_trial_seconds(run: Run, trial_id: str, seconds: float) -> None:
 
 
 def run_search(run: Run, *, report: Reporter | None = None) -> dict:
-    """Runs (or resumes) the search described by the run's config.json.
-
-    keras-tuner keeps its state in runs/<id>/tuner/ and reloads it, so a resumed run
-    keeps its finished trials, runs an unfinished one again and goes on.
-
-    Args:
-        run: A run of kind "tune" created by the run store.
-        report: Optional callable receiving one-line progress messages.
-
-    Returns:
-        The summary (also saved as summary.json), whether completed or stopped.
-    """
+    """Runs or resumes a search; the body of zoidberg.tuning.run_tuning (documented there)."""
     from zoidberg.cv import plain_error_message
 
     say = report or (lambda message: None)

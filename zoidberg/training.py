@@ -97,6 +97,43 @@ def make_early_stopping(patience: int) -> keras.callbacks.Callback | None:
     return keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
 
 
+def make_fit_inputs(
+    images: np.ndarray | tf.Tensor,
+    labels: np.ndarray,
+    train_indices: np.ndarray,
+    validation_indices: np.ndarray,
+    train_config: TrainConfig,
+    *,
+    num_classes: int,
+    random_state: int,
+) -> tuple[tf.data.Dataset, tf.data.Dataset, dict | None]:
+    """Returns the shuffled (and augmented) training batches, the validation batches and the class weights.
+
+    Args:
+        images: uint8 (N, S, S) images.
+        labels: int labels (N,).
+        train_indices: Samples to train on.
+        validation_indices: Samples to validate on.
+        train_config: Batch size, augmentation and class weighting.
+        num_classes: Number of classes.
+        random_state: Seed of the shuffling and augmentation.
+    """
+    train_data = make_batches(
+        images,
+        labels,
+        train_indices,
+        train_config.batch_size,
+        shuffle=True,
+        augment=train_config.augmentation,
+        random_state=random_state,
+    )
+    validation_data = make_batches(images, labels, validation_indices, train_config.batch_size)
+    class_weight = (
+        balanced_class_weights(labels[train_indices], num_classes) if train_config.class_weighting == "balanced" else None
+    )
+    return train_data, validation_data, class_weight
+
+
 def train_model(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -137,18 +174,9 @@ def train_model(
     image_tensor = images if isinstance(images, tf.Tensor) else tf.constant(images)
     model = build_model(model_config, image_size, num_classes)
     compile_model(model, train_config, num_classes)
-    train_data = make_batches(
-        image_tensor,
-        labels,
-        train_indices,
-        train_config.batch_size,
-        shuffle=True,
-        augment=train_config.augmentation,
-        random_state=random_state,
-    )
-    validation_data = make_batches(image_tensor, labels, validation_indices, train_config.batch_size)
-    class_weight = (
-        balanced_class_weights(labels[train_indices], num_classes) if train_config.class_weighting == "balanced" else None
+    train_data, validation_data, class_weight = make_fit_inputs(
+        image_tensor, labels, train_indices, validation_indices, train_config,
+        num_classes=num_classes, random_state=random_state,
     )
     early_stopping = make_early_stopping(train_config.early_stopping_patience)
     history = fit_model(

@@ -275,7 +275,10 @@ def prepare_payload(config) -> dict:
 
 
 def comparable_config(config: dict) -> str:
-    """Returns a canonical JSON text of a run config without its version facts.
+    """Returns a canonical JSON text of a run config without its reproducibility facts.
+
+    config.json adds package versions and the data's fingerprint to what the form sets;
+    two starts of the same form compare equal without them.
 
     Args:
         config: A config dict (RunConfig.to_dict() or a run's config.json).
@@ -285,7 +288,8 @@ def comparable_config(config: dict) -> str:
     """
     import json
 
-    return json.dumps({key: value for key, value in config.items() if key != "versions"}, sort_keys=True, default=str)
+    facts = ("versions", "data_fingerprint")
+    return json.dumps({key: value for key, value in config.items() if key not in facts}, sort_keys=True, default=str)
 
 
 def find_identical_active_run(kind: str, config: dict) -> Run | None:

@@ -338,8 +338,12 @@ def _train_fold(
     run.append_event("fold_finished", fold=fold_number, n_folds=n_folds, metrics=payload["metrics"], train_seconds=train_seconds)
     headline = fold_metrics.get("roc_auc")
     say(
-        f"Fold {fold_number}/{n_folds}: accuracy {fold_metrics['accuracy']:.3f}, AUC "
-        f"{headline if headline is None else f'{headline:.3f}'}, {train_seconds:.1f} s"
+        f"Fold {fold_number}/{n_folds}: AUC {headline if headline is None else f'{headline:.3f}'}, "
+        f"accuracy {fold_metrics['accuracy']:.3f}"
+        # The run's threshold is chosen on all folds' out-of-fold probabilities at the end,
+        # so the summary's per-fold accuracy can differ from this provisional one.
+        + (" at threshold 0.5 (provisional)" if dataset.num_classes == 2 else "")
+        + f", {train_seconds:.1f} s"
     )
 
 

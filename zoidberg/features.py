@@ -8,8 +8,6 @@ import os
 from pathlib import Path
 from typing import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 
 from zoidberg.arraycache import read_array_file, write_array_file

@@ -8,8 +8,6 @@ import time
 import traceback
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import keras_tuner
 import numpy as np
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np

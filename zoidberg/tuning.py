@@ -10,11 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 

@@ -203,10 +203,13 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     for line in describe_dataset(dataset):
         say(line)
 
-    import tensorflow as tf
+    from zoidberg.arraycache import aligned_take
+    from zoidberg.training import as_image_tensor
 
-    # One uint8 tensor for all folds: memory stays at one byte per pixel.
-    image_tensor = tf.constant(dataset.images[indices])
+    # One uint8 tensor of the pooled images for all folds, sharing the dataset's memory when
+    # nothing is held out: one byte per pixel, held once.
+    pooled = dataset.images if len(indices) == len(dataset) else aligned_take(dataset.images, indices)
+    image_tensor = as_image_tensor(pooled)
     frozen = _frozen_backbone(run, config, dataset, indices, say)
     for fold, train_part, validation_part in iter_fold_indices(fold_of):
         fold_number = fold + 1

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from zoidberg.arraycache import read_array_file, write_array_file
+from zoidberg.arraycache import aligned_empty, aligned_take, read_array_file, write_array_file
 from zoidberg.demo import is_synthetic_dataset
 from zoidberg.imaging import ImageDecodeError, load_image
 
@@ -330,7 +330,9 @@ def _decode_records(
     max_workers: int | None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decodes every record; returns images, a success mask and failure reasons."""
-    images = np.zeros((len(records), image_size, image_size), dtype=np.uint8)
+    # Aligned so that training can hand the array to TensorFlow without copying it.
+    images = aligned_empty((len(records), image_size, image_size), np.uint8)
+    images.fill(0)
     ok_mask = np.zeros(len(records), dtype=bool)
     reasons = [""] * len(records)
 
@@ -398,7 +400,7 @@ def _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, f
         root=root,
         label_mode=label_mode,
         image_size=image_size,
-        images=images[keep_array] if len(keep) != len(records) else images,
+        images=aligned_take(images, keep_array) if len(keep) != len(records) else images,
         labels=np.asarray(labels, dtype=np.int64),
         patients=np.asarray([parse_patient_id(record.path) for record in kept], dtype=object),
         paths=[record.path for record in kept],

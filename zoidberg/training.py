@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoidberg.arraycache import TENSOR_ALIGNMENT
 from zoidberg.config import ModelConfig, TrainConfig
 from zoidberg.models import build_model, compile_model, unfreeze_top_layers
 
@@ -30,6 +31,38 @@ def make_augmentation() -> keras.Sequential:
         ],
         name="xray_augmentation",
     )
+
+
+def as_image_tensor(images: np.ndarray | tf.Tensor) -> tf.Tensor:
+    """Returns images as a tensor, sharing the NumPy buffer instead of copying it when possible.
+
+    tf.constant copies a NumPy array (and briefly holds two copies): 500 MB for the 5,232
+    training images at 224 px. A C-contiguous, writable array aligned to 64 bytes (as
+    load_dataset returns, decoded or memory-mapped from its cache) is handed over through
+    DLPack at no cost instead. The images must then not be modified while the tensor lives;
+    nothing in Zoidberg modifies a loaded dataset.
+
+    Args:
+        images: An array or a tensor.
+
+    Returns:
+        A tensor with the same contents.
+    """
+    if isinstance(images, tf.Tensor):
+        return images
+    array = np.asarray(images)
+    shareable = (
+        array.size > 0
+        and array.flags.c_contiguous
+        and array.flags.writeable
+        and array.ctypes.data % TENSOR_ALIGNMENT == 0
+    )
+    if shareable:
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except (BufferError, TypeError, ValueError):
+            pass
+    return tf.constant(array)
 
 
 def make_batches(
@@ -59,7 +92,7 @@ def make_batches(
     Returns:
         A tf.data.Dataset of (float32 (B, S, S, 1) in [0, 1], labels).
     """
-    image_tensor = images if isinstance(images, tf.Tensor) else tf.constant(images)
+    image_tensor = as_image_tensor(images)
     label_tensor = tf.constant(np.asarray(labels, dtype=np.int32))
     dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int32))
     if shuffle:
@@ -168,7 +201,7 @@ def train_model(
         The trained model and a history dict {metric: [per-epoch values]}.
     """
     keras.utils.set_random_seed(random_state)
-    image_tensor = images if isinstance(images, tf.Tensor) else tf.constant(images)
+    image_tensor = as_image_tensor(images)
     model = build_model(model_config, image_size, num_classes)
     compile_model(model, train_config, num_classes)
     train_data, validation_data, class_weight = make_fit_inputs(

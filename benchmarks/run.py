@@ -8,9 +8,9 @@ One command, from the repository root:
     python benchmarks/run.py --sections predict,startup --merge   # re-measure some sections only
 
 It prints a markdown table (measure, reference, Zoidberg, ratio, target, met?) and writes
-JSON (benchmarks/results/latest.json; --quick writes benchmarks/results/quick.json). A full
-run of every section (or a --merge that completes one) also rewrites the results block of
-BENCHMARKS.md.
+JSON (benchmarks/results/latest.json; --quick writes benchmarks/results/quick.json). A run
+on the real data (unless --no-doc) also rewrites the results block of BENCHMARKS.md with
+every row the JSON holds, naming the sections it has none for.
 
 The machine is shared and noisy, so every ratio is measured in one process run,
 alternating reference and Zoidberg, and short figures are medians of several repeats. The
@@ -1102,6 +1102,9 @@ def render_doc_block(payload: dict) -> str:
             continue
         load = f"{' / '.join(map(str, info['load_start']))} → {' / '.join(map(str, info['load_end']))}"
         lines.append(f"| {name} | {info['finished']} | {info['seconds']:,.0f} s | {load} | `{info['command']}` |")
+    missing = [name for name in SECTIONS if name not in payload["sections"] or "error" in payload["sections"][name]]
+    if missing:
+        lines += ["", f"Not measured in these results: {', '.join(f'`{name}`' for name in missing)}."]
     lines += ["", "Notes per row:", "", notes_list(payload["rows"]), "", DOC_END]
     return "\n".join(lines)
 
@@ -1224,8 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(payload["rows"]))
     print()
     print(notes_list(payload["rows"]))
-    complete = all(name in payload["sections"] and "error" not in payload["sections"][name] for name in SECTIONS)
-    if not quick and not args.no_doc and complete and update_doc(payload):
+    # A partial run still rewrites the block: it names the sections that have no rows.
+    if not quick and not args.no_doc and update_doc(payload):
         say(f"updated {DOC_PATH.relative_to(REPO_ROOT)}")
     say(f"wrote {out}")
     return status

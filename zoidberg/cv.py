@@ -204,7 +204,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
         say(line)
 
     from zoidberg.arraycache import aligned_take
-    from zoidberg.training import as_image_tensor
+    from zoidberg.training import as_image_tensor, release_memory
 
     # One uint8 tensor of the pooled images for all folds, sharing the dataset's memory when
     # nothing is held out: one byte per pixel, held once.
@@ -219,6 +219,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
         if run.stop_requested:
             raise RunStopped()
         _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, frozen)
+        release_memory()
     return _finish_completed(run, config, dataset, indices, fold_of, say)
 
 

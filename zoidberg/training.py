@@ -285,6 +285,34 @@ def _float_history(history: dict) -> dict:
     return {key: [float(value) for value in values] for key, values in history.items()}
 
 
+def release_memory() -> None:
+    """Frees what finished models held before the next one is built.
+
+    Keras keeps models built in a session reachable from its global state, so without this a
+    cross-validation held every finished fold's weights and optimizer slots: its resident
+    memory grew by 250-370 MB per fold for the CNN at 224 px. glibc then keeps the freed
+    memory in its arenas; trimming hands it back to the system.
+    """
+    keras.backend.clear_session(free_memory=True)
+    trim_native_heap()
+
+
+def trim_native_heap() -> bool:
+    """Returns freed C heap memory to the system (glibc's malloc_trim); False where unavailable."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # Not glibc (musl, macOS): nothing to trim.
+        return False
+    malloc_trim(0)
+    return True
+
+
 def make_probability_function(model: keras.Model):
     """Returns a tf.function that runs the model in inference mode (much cheaper than predict)."""
 

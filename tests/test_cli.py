@@ -182,3 +182,19 @@ def test_short_cross_validation_on_real_xrays_then_predict_a_full_resolution_fil
     code, out, _ = run_in_process(capsys, "predict", "--run", summary["run_id"], original)
     assert code == 0
     assert f"{original}:" in out and "p_pneumonia=" in out
+
+
+def test_three_class_cross_validation_prints_per_class_metrics(demo_dir, runs_dir, capsys):
+    code, out, err = run_in_process(
+        capsys, "cv", "--data", demo_dir, "--label-mode", "three-class", "--arch", "cnn", "--folds", 2,
+        "--epochs", 1, "--image-size", 32, "--base-filters", 8, "--dense-units", 16,
+    )
+    assert code == 0, err
+    table = out.split("Per class, out-of-fold predictions of all folds:")[1].splitlines()
+    assert table[1].split()[:2] == ["class", "precision"]
+    rows = {line.split()[0]: line.split() for line in table[2:5]}
+    assert set(rows) == {"normal", "bacterial", "viral"}
+    assert all(len(row) == 7 for row in rows.values())
+    run_id = out.split("Run id: ")[1].split()[0]
+    n_pooled = len((runs_dir / run_id / "folds.csv").read_text().strip().splitlines()) - 1
+    assert sum(int(row[-1]) for row in rows.values()) == n_pooled

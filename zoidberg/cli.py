@@ -286,6 +286,14 @@ def _print_summary_table(summary: dict) -> None:
         print(f"{index:>6} " + " ".join(f"{_fmt(fold.get(name)):>12}" for name in names))
     print(f"{'mean':>6} " + " ".join(f"{_fmt(mean_std[name]['mean']):>12}" for name in names))
     print(f"{'± std':>6} " + " ".join(f"{_fmt(mean_std[name]['std']):>12}" for name in names))
+    per_class = summary.get("out_of_fold", {}).get("per_class") or {}
+    if len(per_class) > 2:
+        # Three-class runs: which class the model confuses matters more than a macro mean.
+        columns = ("precision", "recall", "specificity", "f1", "auc", "support")
+        print(f"\nPer class, out-of-fold predictions of all folds:\n{'class':>10} " + " ".join(f"{name:>12}" for name in columns))
+        for class_name, values in per_class.items():
+            cells = [f"{values.get('support', 0):>12}" if name == "support" else f"{_fmt(values.get(name)):>12}" for name in columns]
+            print(f"{class_name:>10} " + " ".join(cells))
     if summary.get("threshold") is not None and len(summary.get("class_names", [])) == 2:
         print(f"\nDecision threshold ({summary['threshold_method']} on out-of-fold probabilities): {summary['threshold']:.3f}")
     if summary.get("test"):

@@ -85,7 +85,11 @@ def test_no_images_and_one_class(tmp_path):
     with pytest.raises(DatasetError, match="no image files"):
         load_dataset(tmp_path / "empty")
     write_image(tmp_path / "one" / "NORMAL" / "IM-0001-0001.jpeg")
-    with pytest.raises(DatasetError, match="one class only"):
+    with pytest.raises(DatasetError, match="one class only") as error:
+        load_dataset(tmp_path / "one")
+    assert "Ignored folder" not in str(error.value)
+    write_image(tmp_path / "one" / "COVID" / "person1_virus_1.jpeg")
+    with pytest.raises(DatasetError, match=r"one class only \(NORMAL\).*Ignored folder\(s\), not named as a class: COVID/"):
         load_dataset(tmp_path / "one")
 
 

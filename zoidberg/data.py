@@ -260,8 +260,11 @@ def _check_label_mode(records: Sequence[FileRecord], label_mode: str, root: Path
         raise DatasetError(f"{root} has class folders but no image files in them.\n{EXPECTED_LAYOUTS}")
     if len(folders) < 2:
         only = next(iter(folders)) if folders else "none"
+        ignored = [item.path for item in unknown_folders(root)]
+        # A PNEUMONIA folder under another name (COVID/, sick/) is the usual cause: name it.
+        hint = f" Ignored folder(s), not named as a class: {', '.join(ignored)}." if ignored else ""
         raise DatasetError(
-            f"{root} has images of one class only ({only}); training needs both NORMAL and PNEUMONIA images."
+            f"{root} has images of one class only ({only}); training needs both NORMAL and PNEUMONIA images.{hint}"
         )
     if label_mode == "three-class":
         pneumonia = [Path(record.path).name.lower() for record in records if record.class_folder == "PNEUMONIA"]

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
+
 from zoidberg.runstore import ACTIVE_STATES, RunStore, pid_is_alive
 
 pytestmark = pytest.mark.browser
@@ -319,6 +321,12 @@ def run_state(runs_dir: Path, run_id: str) -> str:
 
 
 @pytest.mark.timeout(1500)
+def upload_image(demo_dir: Path) -> Path:
+    """A real full-resolution X-ray of median file size from ../shared when it is there (as a user would upload), else a demo image."""
+    real = sorted((SHARED_DATA / "chest_xray_fullres").rglob("*.jpeg"), key=lambda path: path.stat().st_size)
+    return real[len(real) // 2] if real else sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+
+
 def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
     """Data → Train (live, reload, reattach, finish) → Compare → Predict (Grad-CAM) → Tune, in Chromium."""
     from playwright.sync_api import expect
@@ -426,7 +434,7 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
             go_to(page, "Predict")
             expect(page.get_by_role("heading", name="Predict")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             expect(page.get_by_text(f"Ensemble of all {FOLDS} fold models")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            image = sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+            image = upload_image(demo_dir)
             page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
             expect(page.get_by_text("Results (1 image)")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             headline = page.get_by_text(re.compile(rf"^(Normal|Pneumonia) \d\.\d\d ± \d\.\d\d across {FOLDS} folds$"))

@@ -203,13 +203,9 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     for line in describe_dataset(dataset):
         say(line)
 
-    from zoidberg.arraycache import aligned_take
-    from zoidberg.training import as_image_tensor, release_memory
+    from zoidberg.training import release_memory, rows_as_tensor
 
-    # One uint8 tensor of the pooled images for all folds, sharing the dataset's memory when
-    # nothing is held out: one byte per pixel, held once.
-    pooled = dataset.images if len(indices) == len(dataset) else aligned_take(dataset.images, indices)
-    image_tensor = as_image_tensor(pooled)
+    image_tensor = rows_as_tensor(dataset.images, indices)
     frozen = _frozen_backbone(run, config, dataset, indices, say)
     for fold, train_part, validation_part in iter_fold_indices(fold_of):
         fold_number = fold + 1

@@ -390,10 +390,8 @@ def _readable_error(error: Exception) -> Exception:
 
 def _search(run: Run, say: Reporter) -> dict:
     """Loads the data, splits it by patient and runs keras-tuner's search."""
-
-    from zoidberg.arraycache import aligned_take
     from zoidberg.cv import load_run_dataset
-    from zoidberg.training import as_image_tensor
+    from zoidberg.training import rows_as_tensor
 
     config = TuneConfig.from_dict(run.config)
     status = run.status()
@@ -424,7 +422,7 @@ def _search(run: Run, say: Reporter) -> dict:
         config,
         run,
         # Only the pooled train+val images are ever given to the tuner.
-        as_image_tensor(aligned_take(dataset.images, pooled)),
+        rows_as_tensor(dataset.images, pooled),
         dataset.labels[pooled],
         np.arange(len(train_indices)),
         np.arange(len(train_indices), len(pooled)),

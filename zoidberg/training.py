@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoidberg.arraycache import TENSOR_ALIGNMENT
+from zoidberg.arraycache import TENSOR_ALIGNMENT, aligned_take
 from zoidberg.config import ModelConfig, TrainConfig
 from zoidberg.models import build_model, compile_model, unfreeze_top_layers
 
@@ -63,6 +63,23 @@ def as_image_tensor(images: np.ndarray | tf.Tensor) -> tf.Tensor:
         except (BufferError, TypeError, ValueError):
             pass
     return tf.constant(array)
+
+
+def rows_as_tensor(images: np.ndarray, indices: np.ndarray) -> tf.Tensor:
+    """Returns images[indices] as one tensor for all folds or trials, one byte per pixel, held once.
+
+    When `indices` selects every row in order (no held-out test split), the tensor shares
+    the dataset's own buffer; otherwise the rows are gathered once into an aligned array
+    that TensorFlow shares (see as_image_tensor).
+
+    Args:
+        images: uint8 images (N, S, S), as load_dataset returns them.
+        indices: Rows to keep, in the order the tensor should have them.
+    """
+    indices = np.asarray(indices)
+    if np.array_equal(indices, np.arange(len(images))):
+        return as_image_tensor(images)
+    return as_image_tensor(aligned_take(images, indices))
 
 
 def make_batches(
@@ -286,12 +303,12 @@ def _float_history(history: dict) -> dict:
 
 
 def release_memory() -> None:
-    """Frees what finished models held before the next one is built.
+    """Frees what Keras and the C heap can give back before the next fold's model is built.
 
-    Keras keeps models built in a session reachable from its global state, so without this a
-    cross-validation held every finished fold's weights and optimizer slots: its resident
-    memory grew by 250-370 MB per fold for the CNN at 224 px. glibc then keeps the freed
-    memory in its arenas; trimming hands it back to the system.
+    clear_session drops Keras's global state and collects garbage; malloc_trim hands freed
+    heap pages back to the system. This does not stop all growth: TensorFlow keeps the buffers
+    of a model trained through a traced tf.function (about 150 MB per fold for the CNN at
+    224 px, keras-team/keras#17458), which only a process per fold would return.
     """
     keras.backend.clear_session(free_memory=True)
     trim_native_heap()
@@ -300,13 +317,10 @@ def release_memory() -> None:
 def trim_native_heap() -> bool:
     """Returns freed C heap memory to the system (glibc's malloc_trim); False where unavailable."""
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        malloc_trim = ctypes.CDLL(name).malloc_trim
+        # The running process's own symbols: no library search (find_library spawns ldconfig).
+        malloc_trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # Not glibc (musl, macOS): nothing to trim.
         return False
     malloc_trim(0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from zoidberg.runstore import default_runs_dir
+from zoidberg.runs.store import default_runs_dir
 
 APP_ROOT = Path(__file__).resolve().parent
 

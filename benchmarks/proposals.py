@@ -2,7 +2,7 @@
 
     python benchmarks/proposals.py [--data ../shared/data/chest_xray_224] [--repeats 3]
 
-`fast_make_folds`: zoidberg.folds.make_folds calls sklearn's StratifiedGroupKFold, whose
+`fast_make_folds`: zoidberg.data.folds.make_folds calls sklearn's StratifiedGroupKFold, whose
 greedy loop evaluates every fold for every patient with a dozen tiny NumPy calls (2,861
 patients x 5 folds on chest_xray_224: seconds, inside every run's start-up). This evaluates
 the k candidate folds of a patient in one array expression and compares in plain floats;
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 
 def fast_make_folds(labels, patients, n_splits: int, random_state: int) -> np.ndarray:
-    """zoidberg.folds.make_folds's result (sklearn StratifiedGroupKFold, shuffle=True), faster."""
+    """zoidberg.data.folds.make_folds's result (sklearn StratifiedGroupKFold, shuffle=True), faster."""
     from sklearn.utils import check_random_state
 
     labels, patients = np.asarray(labels), np.asarray(patients)
@@ -81,8 +81,8 @@ def main() -> int:
     args = parser.parse_args()
     import tempfile
 
-    from zoidberg.data import load_dataset
-    from zoidberg.folds import make_folds
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.data.folds import make_folds
 
     root = args.data.resolve()
     with tempfile.TemporaryDirectory() as cache:

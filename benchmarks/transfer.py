@@ -7,7 +7,7 @@ One command, from the repository root (real ImageNet weights in ../shared/weight
     python benchmarks/transfer.py --sections frozen,end-to-end --alphas 0.35   # a part only
 
 Every configuration runs a full patient-grouped k-fold cross-validation through the engine
-(zoidberg.cv.run_cross_validation, in this process, so TensorFlow's start-up is not
+(zoidberg.training.cv.run_cross_validation, in this process, so TensorFlow's start-up is not
 counted) and reports the ROC AUC over folds (mean ± std) and the wall time. Frozen runs
 are timed twice: with the feature cache emptied first, then with it filled. End-to-end
 MobileNetV2 is too slow to cross-validate here, so one fold is trained for a few epochs
@@ -88,8 +88,8 @@ def cross_validate(label: str, config: RunConfig, runs_dir: Path) -> dict:
     Returns:
         {"label", "auc_mean", "auc_std", "seconds", "features_seconds", "epochs_trained", ...}.
     """
-    from zoidberg.cv import config_payload, run_cross_validation
-    from zoidberg.runstore import RunStore
+    from zoidberg.runs.store import RunStore
+    from zoidberg.training.cv import config_payload, run_cross_validation
 
     run = RunStore(runs_dir).create_run("cv", config_payload(config))
     say(f"{label}: cross-validating ...")
@@ -126,8 +126,8 @@ def cross_validate(label: str, config: RunConfig, runs_dir: Path) -> dict:
 
 def forget_features(config: RunConfig) -> None:
     """Deletes the cached backbone features of a configuration so the next run computes them."""
-    from zoidberg.data import default_cache_dir, load_dataset
-    from zoidberg.features import feature_cache_key, feature_cache_path, weights_identity
+    from zoidberg.data.dataset import default_cache_dir, load_dataset
+    from zoidberg.training.features import feature_cache_key, feature_cache_path, weights_identity
 
     dataset = load_dataset(config.data.data_dir, image_size=config.data.image_size)
     digest = weights_identity(config.model, config.data.image_size)
@@ -173,9 +173,9 @@ def end_to_end_rows(args, alphas, reference_epochs: int) -> list[dict]:
     """
     import keras
 
-    from zoidberg.data import load_dataset
-    from zoidberg.folds import iter_fold_indices, make_folds
-    from zoidberg.training import train_model
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.data.folds import iter_fold_indices, make_folds
+    from zoidberg.training.pipeline import train_model
 
     dataset = load_dataset(args.data, image_size=args.image_size)
     indices = dataset.training_indices()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,7 +47,7 @@ DEMO_CACHE = Path(os.environ.get("PYTEST_DEMO_DIR", "/tmp/zoidberg-test-demo"))
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """A small synthetic demo dataset in the Kaggle layout (generated once per session)."""
-    from zoidberg.demo import make_demo_dataset
+    from zoidberg.data.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", patients_per_class=10, images_per_patient=(1, 3), image_size=64)
 
@@ -61,3 +64,84 @@ def needs_shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (real data lives beside the repo, in ../shared)")
     return path
+
+
+@pytest.fixture
+def stop_workers_after(runs_dir):
+    """Stops any worker a test left running, so no process outlives the test."""
+    from zoidberg.runs.store import ACTIVE_STATES, RunStore
+
+    yield
+    for run in RunStore(runs_dir).list_runs():
+        status = run.status()
+        if status.get("state") in ACTIVE_STATES and status.get("pid"):
+            run.request_stop()
+            try:
+                os.kill(int(status["pid"]), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _config(demo_dir: Path, *, seed: int = 1, label_mode: str = "binary", **model):
+    """A tiny cross-validation config: 32 px, k=2, one epoch."""
+    from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    model_config = ModelConfig(
+        **{"architecture": "cnn", "conv_blocks": 2, "base_filters": 8, "dense_units": 16, **model}
+    )
+    return RunConfig(
+        data=DataConfig(str(demo_dir), label_mode, 32),
+        model=model_config,
+        train=TrainConfig(epochs=1, batch_size=16, early_stopping_patience=0),
+        n_splits=2,
+        random_state=seed,
+    )
+
+
+def _stopped_copy(store, source) -> str:
+    """Copies a finished run as one stopped after its first fold (no summary, one model)."""
+    run_id = source.id.replace("-cv-", "-cv-stop")[:80]
+    target = store.root / run_id
+    shutil.copytree(source.path, target)
+    shutil.rmtree(target / "fold_2")
+    (target / "summary.json").unlink()
+    stopped = store.get(run_id)
+    stopped.write_json("meta.json", {**stopped.meta, "id": run_id, "name": "stopped run"})
+    stopped.set_status("stopped", folds_finished=1)
+    return run_id
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, demo_dir):
+    """Four tiny real runs (two comparable, one other seed, one three-class) and a stopped copy, once per session."""
+    from zoidberg.runs.store import RunStore
+    from zoidberg.training.cv import config_payload, run_cross_validation
+
+    base = tmp_path_factory.mktemp("compare-predict")
+    runs_dir = base / "runs"
+    # Session fixtures start before the autouse private_dirs one, so they set their own folders.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOIDBERG_RUNS_DIR", str(runs_dir))
+        patch.setenv("ZOIDBERG_CACHE_DIR", str(base / "cache"))
+        store = RunStore(runs_dir)
+        configs = {
+            "baseline": _config(demo_dir),
+            "variant": _config(demo_dir, conv_blocks=1, base_filters=4, dense_units=8),
+            "other_seed": _config(demo_dir, seed=2),
+            "three_class": _config(demo_dir, label_mode="three-class"),
+        }
+        ids = {}
+        for name, config in configs.items():
+            run = store.create_run("cv", config_payload(config), name=name)
+            run_cross_validation(run)
+            assert run.state == "completed", run.status()
+            ids[name] = run.id
+        ids["stopped"] = _stopped_copy(store, store.get(ids["baseline"]))
+    return SimpleNamespace(dir=runs_dir, ids=ids, store=store)
+
+
+@pytest.fixture
+def use_runs(trained, monkeypatch):
+    """Points the app at the module's runs for one test."""
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(trained.dir))
+    return trained

@@ -1,15 +1,134 @@
-"""The engine never imports Streamlit; only zoidberg/ui does."""
+"""The house rules: only zoidberg/ui imports Streamlit, no import cycles, one-way layers, TensorFlow-free configuration."""
 
+from __future__ import annotations
+
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = REPO_ROOT / "zoidberg"
+
+# What a layer may import from Zoidberg, by module prefix (docs/ARCHITECTURE.md draws them).
+# A module matches its longest prefix; anything not listed may import any engine module
+# but never zoidberg.ui or zoidberg.cli.
+ALLOWED_IMPORTS = {
+    "zoidberg.models.registry": (),
+    "zoidberg.runs.store": (),
+    "zoidberg.runs.progress": (),
+    "zoidberg.metrics": (),
+    "zoidberg.versions": (),
+    "zoidberg.data": ("zoidberg.data",),
+    "zoidberg.config": ("zoidberg.models.registry",),
+    "zoidberg.models": ("zoidberg.models", "zoidberg.config"),
+    "zoidberg.runs.worker": ("zoidberg.config", "zoidberg.data", "zoidberg.runs.store", "zoidberg.runs.progress"),
+}
+# Only these may import the dashboard and the command line.
+UI_IMPORTERS = ("zoidberg.ui",)
+CLI_IMPORTERS = ("zoidberg.__main__",)
+
+
+def module_name(path: Path) -> str:
+    """zoidberg/runs/store.py -> zoidberg.runs.store; a package's __init__.py -> the package."""
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def engine_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imported_modules(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every zoidberg module a file imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # "from zoidberg.runs import progress" imports the module zoidberg.runs.progress.
+            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in modules and name != "zoidberg")
+    return found - {module_name(path)}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = engine_modules()
+    # Package faces (__init__.py) define nothing, so they are left out of the graph.
+    return {name: imported_modules(path, modules) for name, path in modules.items() if path.name != "__init__.py"}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), plus self-imports."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_there_is_no_import_cycle_among_zoidberg_modules():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_layers_import_only_downwards():
+    offenders = []
+    for module, targets in import_graph().items():
+        prefix = max((key for key in ALLOWED_IMPORTS if module == key or module.startswith(key + ".")), key=len, default=None)
+        for target in targets:
+            if prefix is not None and not any(target == allowed or target.startswith(allowed + ".") for allowed in ALLOWED_IMPORTS[prefix]):
+                offenders.append(f"{module} -> {target}")
+            if target.startswith("zoidberg.ui") and not module.startswith(UI_IMPORTERS):
+                offenders.append(f"{module} -> {target} (only zoidberg.ui imports the dashboard)")
+            if target == "zoidberg.cli" and module not in CLI_IMPORTERS:
+                offenders.append(f"{module} -> {target} (only python -m zoidberg imports the CLI)")
+    assert offenders == []
+
+
+def test_configuration_registry_tuning_space_and_cli_import_without_tensorflow():
+    code = (
+        "import sys, zoidberg.config, zoidberg.models.registry, zoidberg.models.build, zoidberg.tuning.space, "
+        "zoidberg.tuning.config, zoidberg.tuning.results, zoidberg.runs.jobs, zoidberg.cli; "
+        "zoidberg.cli.build_parser(); zoidberg.tuning.space.resolve_search_space('cnn', {}, 64); "
+        "print(sorted(name for name in ('tensorflow', 'keras', 'keras_tuner', 'streamlit') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_import_zoidberg_pulls_in_no_streamlit():
     code = (
-        "import sys, zoidberg, zoidberg.cli, zoidberg.cv, zoidberg.data, zoidberg.jobs, zoidberg.predict, zoidberg.models;"
+        "import sys, zoidberg, zoidberg.cli, zoidberg.training.cv, zoidberg.data.dataset, zoidberg.runs.jobs, "
+        "zoidberg.predict, zoidberg.models.build, zoidberg.compare;"
         "print('streamlit' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
@@ -18,8 +137,8 @@ def test_import_zoidberg_pulls_in_no_streamlit():
 
 def test_no_streamlit_import_outside_ui():
     offenders = []
-    for path in (REPO_ROOT / "zoidberg").rglob("*.py"):
-        if "ui" in path.relative_to(REPO_ROOT / "zoidberg").parts[:1]:
+    for path in PACKAGE.rglob("*.py"):
+        if "ui" in path.relative_to(PACKAGE).parts[:1]:
             continue
         for line in path.read_text().splitlines():
             stripped = line.strip()
@@ -28,10 +147,22 @@ def test_no_streamlit_import_outside_ui():
     assert offenders == []
 
 
+def test_pages_are_thin():
+    for page in (REPO_ROOT / "pages").glob("*.py"):
+        assert len(page.read_text().splitlines()) <= 80, f"{page.name} holds more than drawing: move it to zoidberg/ui"
+
+
+def test_every_registry_architecture_has_a_builder():
+    from zoidberg.models.build import FEATURE_BUILDERS
+    from zoidberg.models.registry import ARCHITECTURES
+
+    assert set(FEATURE_BUILDERS) == set(ARCHITECTURES)
+
+
 def test_upload_limit_in_streamlit_config_matches_the_engine():
     import tomllib
 
-    from zoidberg.imaging import MAX_UPLOAD_BYTES
+    from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 
-    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] * 1024 * 1024 == MAX_UPLOAD_BYTES

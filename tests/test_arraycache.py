@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from zoidberg import arraycache
+from zoidberg.data import arraycache
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_unwritable_folder_returns_false_and_leaves_nothing(tmp_path):
 def test_data_starts_on_a_page_and_images_reach_tensorflow_without_a_copy(tmp_path):
     import tensorflow as tf
 
-    from zoidberg.training import as_image_tensor
+    from zoidberg.training.pipeline import as_image_tensor
 
     array = np.random.randint(0, 256, size=(5, 16, 16), dtype=np.uint8)
     path = tmp_path / "cache.bin"

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 QUICK_SECTIONS = ("data", "train", "predict", "memory", "startup")

@@ -32,10 +32,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA
 
-from zoidberg.runstore import ACTIVE_STATES, RunStore, pid_is_alive
+from zoidberg.runs.store import ACTIVE_STATES, RunStore, pid_is_alive
 
 pytestmark = pytest.mark.browser
 

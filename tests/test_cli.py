@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, needs_shared_data
+
 from zoidberg.cli import main
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from zoidberg.cv import config_payload, run_cross_validation
-from zoidberg.runstore import RunStore
+from zoidberg.runs.store import RunStore
+from zoidberg.training.cv import config_payload, run_cross_validation
 
 TINY_MODEL = ModelConfig(architecture="cnn", conv_blocks=2, base_filters=8, dense_units=16, dropout_rate=0.0)
 
@@ -58,7 +58,7 @@ def test_three_class_run_has_per_class_metrics(demo_dir, runs_dir):
 
 
 def test_stop_request_ends_run_stopped_and_keeps_finished_folds(demo_dir, runs_dir, monkeypatch):
-    from zoidberg import callbacks
+    from zoidberg.training import callbacks
 
     config = tiny_config(demo_dir, n_splits=3, train=TrainConfig(epochs=3, batch_size=4, early_stopping_patience=0))
     run = RunStore(runs_dir).create_run("cv", config_payload(config))
@@ -83,7 +83,7 @@ def test_stop_request_ends_run_stopped_and_keeps_finished_folds(demo_dir, runs_d
 
 
 def test_background_job_runs_in_worker_process(demo_dir, runs_dir):
-    from zoidberg.jobs import start_run
+    from zoidberg.runs.jobs import start_run
 
     run_id = start_run("cv", config_payload(tiny_config(demo_dir)), runs_dir=runs_dir)
     run = RunStore(runs_dir).get(run_id)

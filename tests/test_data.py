@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoidberg.data import DatasetError, load_dataset, parse_label, parse_patient_id, scan_dataset
+from zoidberg.data.dataset import DatasetError, load_dataset, parse_label, parse_patient_id, scan_dataset
 
 
 def write_image(path: Path, value: int = 128, size: int = 40) -> None:

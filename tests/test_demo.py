@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoidberg import demo
-from zoidberg.imaging import load_image
+from zoidberg.data import demo
+from zoidberg.data.imaging import load_image
 
 NAME_PATTERNS = {
     "NORMAL": re.compile(r"^(?P<patient>(NORMAL2-)?IM-\d{4})-\d{4}\.jpeg$"),

@@ -12,8 +12,8 @@ import pytest
 
 from zoidberg.config import ModelConfig
 from zoidberg.explain import colorize_heatmap, make_gradcam, overlay_heatmap
-from zoidberg.models import build_model
-from zoidberg.predict_core import make_fast_predictor
+from zoidberg.models.build import build_model
+from zoidberg.predict import make_fast_predictor
 
 
 @pytest.fixture(autouse=True)

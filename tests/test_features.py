@@ -8,15 +8,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
 from conftest import SHARED_WEIGHTS
-from zoidberg import features as features_module
+
 from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from zoidberg.cv import _frozen_backbone, config_payload, run_cross_validation
-from zoidberg.data import default_cache_dir, load_dataset
-from zoidberg.features import compute_features, feature_cache_path, load_or_compute_features
-from zoidberg.models import build_backbone_feature_extractor, build_model, compile_model
-from zoidberg.runstore import RunStore
+from zoidberg.data.dataset import default_cache_dir, load_dataset
+from zoidberg.models.build import build_backbone_feature_extractor, build_model, compile_model
+from zoidberg.runs.store import RunStore
+from zoidberg.training import features as features_module
+from zoidberg.training.cv import _frozen_backbone, config_payload, run_cross_validation
+from zoidberg.training.features import compute_features, feature_cache_path, load_or_compute_features
 
 MOBILENET_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 SIZE = 32
@@ -240,7 +240,7 @@ def test_stop_during_the_backbone_pass_leaves_no_cache(flat_demo_dir, runs_dir, 
 
 
 def test_fine_tune_unfreezes_top_layers_and_keeps_batchnorm_frozen(tiny_dataset, best_weights):
-    from zoidberg.training import train_model
+    from zoidberg.training.pipeline import train_model
 
     model_config = dataclasses.replace(frozen_config(best_weights), transfer_mode="fine-tune", fine_tune_layers=12)
     train_config = TrainConfig(epochs=2, batch_size=8, early_stopping_patience=0, learning_rate=1e-2)
@@ -289,7 +289,7 @@ class _StopsTraining(keras.callbacks.Callback):
 
 @pytest.mark.parametrize("by_request", [False, True])
 def test_fine_tune_goes_on_after_early_stopping_but_not_after_a_stop_request(tiny_dataset, best_weights, by_request):
-    from zoidberg.training import fit_model, make_batches
+    from zoidberg.training.pipeline import fit_model, make_batches
 
     model_config = dataclasses.replace(frozen_config(best_weights), transfer_mode="fine-tune", fine_tune_layers=12)
     train_config = TrainConfig(epochs=4, batch_size=8, early_stopping_patience=0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from zoidberg.folds import check_fold_count, fold_overview, make_folds, make_group_split, shared_patients
+from zoidberg.data.folds import check_fold_count, fold_overview, make_folds, make_group_split, shared_patients
 
 
 def make_samples(n_patients=40, seed=0):

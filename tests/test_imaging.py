@@ -8,12 +8,12 @@ import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import imagegen
 import numpy as np
 import pytest
 
-import imagegen
-from zoidberg import imaging
-from zoidberg.imaging import ImageDecodeError, decode_grayscale, load_image, resize_square, sniff_kind
+from zoidberg.data import imaging
+from zoidberg.data.imaging import ImageDecodeError, decode_grayscale, load_image, resize_square, sniff_kind
 
 FULLRES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chest_xray_fullres"
 

@@ -13,24 +13,25 @@ import keras
 import numpy as np
 import pytest
 
-from zoidberg import models
 from zoidberg.config import ModelConfig, TrainConfig
-from zoidberg.models import (
-    ARCHITECTURES,
-    WeightsNotFoundError,
+from zoidberg.models import build as models
+from zoidberg.models.build import (
     assemble_frozen_model,
-    backbone_layer_names,
     build_backbone_feature_extractor,
     build_head,
     build_model,
     check_model_config,
     compile_model,
+)
+from zoidberg.models.layers import (
+    backbone_layer_names,
     count_parameters,
     estimate_flops,
     last_conv_layer_name,
-    resolve_imagenet_weights,
     unfreeze_top_layers,
 )
+from zoidberg.models.registry import ARCHITECTURES, cnn_min_image_size
+from zoidberg.models.weights import WeightsNotFoundError, resolve_imagenet_weights
 
 SHARED_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "weights"
 MOBILENET_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -177,8 +178,8 @@ def test_check_model_config_rejects_blocks_that_do_not_fit():
         build_model(ModelConfig(conv_blocks=3, kernel_size=7), 49, 2)
     check_model_config(ModelConfig(conv_blocks=3, kernel_size=7), 50)
     build_model(ModelConfig(conv_blocks=3, kernel_size=7, base_filters=8), 50, 2)
-    assert models.cnn_min_image_size(3, 3) == 22
-    assert models.cnn_min_image_size(5, 7) == 218
+    assert cnn_min_image_size(3, 3) == 22
+    assert cnn_min_image_size(5, 7) == 218
 
 
 def test_check_model_config_rejects_small_images_and_unknown_alpha():
@@ -221,8 +222,9 @@ def test_resolve_weights_none_path_and_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOIDBERG_WEIGHTS_DIR", str(folder))
     assert resolve_imagenet_weights("mobilenetv2", 0.5, "imagenet", image_size=128).endswith("_0.5_128_no_top.h5")
     assert resolve_imagenet_weights("mobilenetv2", 0.5, "imagenet", image_size=64).endswith("_0.5_224_no_top.h5")
-    # The older argument order of docs/ARCHITECTURE.md still works.
-    assert resolve_imagenet_weights("mobilenetv2", 0.5, 128, "imagenet").endswith("_0.5_128_no_top.h5")
+    # One signature only: an image size in the weights' place is a missing file, not a silent swap.
+    with pytest.raises(WeightsNotFoundError, match="Weights file 128 not found"):
+        resolve_imagenet_weights("mobilenetv2", 0.5, 128, "imagenet")
     explicit = folder / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
     assert resolve_imagenet_weights("mobilenetv2", 0.5, str(explicit)) == str(explicit.resolve())
 

@@ -2,75 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
+from apptest_helpers import assert_no_exception, button, open_app, texts, wait_for
 from streamlit.testing.v1 import AppTest
 
-from zoidberg.runstore import ACTIVE_STATES, RunStore
-from zoidberg.tuning import TRAIN_HYPERPARAMETERS
-from zoidberg.ui.state import DATA_DIR_KEY
+from zoidberg.models.registry import tunable_training_options
+from zoidberg.runs.store import ACTIVE_STATES, RunStore
 
-APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 PAGE = "pages/tune.py"
-# The first script run imports TensorFlow in the test process.
-SCRIPT_TIMEOUT_S = 120
-RUN_TIMEOUT_S = 240
 CROSS_VALIDATE_LABEL = "Cross-validate the best configuration"
-
-
-@pytest.fixture
-def stop_workers_after(runs_dir):
-    """Stops any worker a test left running, so no process outlives the test."""
-    yield
-    for run in RunStore(runs_dir).list_runs():
-        status = run.read_json("status.json", {}) or {}
-        if status.get("state") in ACTIVE_STATES and status.get("pid"):
-            run.request_stop()
-            try:
-                os.kill(int(status["pid"]), signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def open_tune_page(data_dir: Path) -> AppTest:
-    """Opens the app on the Tune page with a chosen data folder."""
-    app = AppTest.from_file(str(APP), default_timeout=SCRIPT_TIMEOUT_S)
-    app.session_state[DATA_DIR_KEY] = str(data_dir)
-    app.run()
-    assert_no_exception(app)
-    app.switch_page(PAGE).run()
-    assert_no_exception(app)
-    return app
-
-
-def assert_no_exception(app: AppTest) -> None:
-    """Fails with the exception texts when a page raised."""
-    assert not app.exception, [element.value for element in app.exception]
-
-
-def texts(elements) -> str:
-    """Joins the values of alert, caption or markdown elements."""
-    return "\n".join(str(element.value) for element in elements)
-
-
-def button(app: AppTest, label: str):
-    """Returns the first button whose label contains `label`."""
-    return next(item for item in app.button if label in item.label)
-
-
-def wait_for(predicate, timeout: float = RUN_TIMEOUT_S, interval: float = 0.5):
-    """Polls until predicate() is truthy; returns its value or fails on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"Timed out after {timeout} s waiting for {predicate.__name__}")
 
 
 def trials_table(app: AppTest):
@@ -82,7 +24,7 @@ def trials_table(app: AppTest):
 def fabricate_stopped_search(runs_dir: Path, data_dir: Path) -> str:
     """Writes a stopped tuning run with two finished trials and one failed one (no training)."""
     from zoidberg.config import DataConfig
-    from zoidberg.tuning import TuneConfig
+    from zoidberg.tuning.config import TuneConfig
 
     config = TuneConfig(
         data=DataConfig(str(data_dir), "binary", 32),
@@ -111,16 +53,16 @@ def fabricate_stopped_search(runs_dir: Path, data_dir: Path) -> str:
 
 
 def test_tune_page_renders_every_architecture_and_its_space(demo_dir):
-    from zoidberg.models import ARCHITECTURES
+    from zoidberg.models.registry import ARCHITECTURES
 
-    app = open_tune_page(demo_dir)
+    app = open_app(demo_dir, PAGE)
     assert "neural architecture search" in texts(app.info)
     assert app.selectbox(key="tune_architecture").options == [f"{spec.label} ({name})" for name, spec in ARCHITECTURES.items()]
     for name, spec in ARCHITECTURES.items():
         app.selectbox(key="tune_architecture").set_value(name).run()
         assert_no_exception(app)
         keys = {widget.key for widget in app.main if getattr(widget, "key", None)}
-        for parameter in (*spec.hyperparameters, *TRAIN_HYPERPARAMETERS):
+        for parameter in (*spec.hyperparameters, *tunable_training_options()):
             assert f"tune_{name}_{parameter.name}_tuned" in keys, (name, parameter.name)
         assert "Searching" in texts(app.caption)
     app.selectbox(key="tune_architecture").set_value("mobilenetv2").run()
@@ -133,7 +75,7 @@ def test_tune_page_renders_every_architecture_and_its_space(demo_dir):
 
 
 def test_a_bad_space_gives_a_message_and_starts_nothing(demo_dir, runs_dir):
-    app = open_tune_page(demo_dir)
+    app = open_app(demo_dir, PAGE)
     app.number_input(key="tune_cnn_conv_blocks_min").set_value(4)
     app.number_input(key="tune_cnn_conv_blocks_max").set_value(2).run()
     assert_no_exception(app)
@@ -162,7 +104,7 @@ def test_a_bad_space_gives_a_message_and_starts_nothing(demo_dir, runs_dir):
 
 
 def test_tiny_search_shows_trials_and_cross_validates_the_best(demo_dir, runs_dir, stop_workers_after):
-    app = open_tune_page(demo_dir)
+    app = open_app(demo_dir, PAGE)
     app.number_input(key="tune_image_size").set_value(32)
     app.selectbox(key="tune_algorithm").set_value("random")
     app.number_input(key="tune_max_trials").set_value(2)
@@ -181,7 +123,7 @@ def test_tiny_search_shows_trials_and_cross_validates_the_best(demo_dir, runs_di
     assert run.config["search_space"]["conv_blocks"] == 3
 
     # A fresh session (the page reopened) reattaches to the running search.
-    fresh = open_tune_page(demo_dir)
+    fresh = open_app(demo_dir, PAGE)
     assert next(item for item in fresh.selectbox if item.label == "Tuning run").value == run.id
 
     def finished():
@@ -217,7 +159,7 @@ def test_tiny_search_shows_trials_and_cross_validates_the_best(demo_dir, runs_di
 
 def test_stopped_search_shows_results_resume_and_cross_validation(demo_dir, runs_dir, stop_workers_after):
     run_id = fabricate_stopped_search(runs_dir, demo_dir)
-    app = open_tune_page(demo_dir)
+    app = open_app(demo_dir, PAGE)
     assert "Stopped by request; 2 finished trial(s) kept" in texts(app.info)
     assert app.button(key=f"resume_{run_id}").label.endswith("Resume")
     table = trials_table(app)
@@ -238,7 +180,7 @@ def test_stopped_search_shows_results_resume_and_cross_validation(demo_dir, runs
 def test_failed_search_shows_its_error(demo_dir, runs_dir):
     run = RunStore(runs_dir).create_run("tune", {"data": {"data_dir": "/nowhere"}, "architecture": "cnn"}, name="broken")
     run.set_status("failed", error="Data folder /nowhere does not exist or is not a folder.")
-    app = open_tune_page(demo_dir)
+    app = open_app(demo_dir, PAGE)
     assert "Data folder /nowhere does not exist" in texts(app.error)
     assert app.button(key=f"resume_{run.id}")
 
@@ -249,8 +191,8 @@ def test_failed_search_shows_its_error(demo_dir, runs_dir):
 
 
 def test_figures_map_choices_to_numbers_and_track_the_best():
-    from zoidberg.tuning import resolve_search_space
-    from zoidberg.ui.tune_view import best_so_far_figure, parallel_coordinates_figure, read_tune_progress
+    from zoidberg.tuning.space import resolve_search_space
+    from zoidberg.ui.figures import best_so_far_figure, parallel_coordinates_figure
 
     rows = [
         {"trial": 1, "status": "completed", "objective": 0.6, "hyperparameters": {"learning_rate": 0.001, "batch_size": 32, "augmentation": False}},
@@ -271,14 +213,3 @@ def test_figures_map_choices_to_numbers_and_track_the_best():
     assert list(axes["learning rate (log)"].values) == pytest.approx([-3, -4, -2.5228787])
     assert list(axes["val_auc"].values) == [0.6, 0.8, 0.7]
     assert parallel_coordinates_figure(rows[1:2], "val_auc", "max", dimensions) is None
-
-    progress = read_tune_progress([
-        {"type": "run_started", "n_trials": 5, "time": 1.0},
-        {"type": "trial_started", "trial": 1, "epochs": 3, "hyperparameters": {"learning_rate": 0.001}},
-        {"type": "epoch", "trial": 1, "epoch": 1},
-        {"type": "trial_finished", "trial": 1},
-        {"type": "trial_started", "trial": 2, "epochs": 3, "hyperparameters": {"learning_rate": 0.01}},
-        {"type": "progress", "trial": 2, "epoch": 1, "batch": 4, "steps": 9},
-    ])
-    assert (progress.trial, progress.epoch, progress.batch, progress.steps, progress.finished) == (2, 1, 4, 9, {1})
-    assert progress.hyperparameters == {"learning_rate": 0.01}

@@ -1,23 +1,20 @@
-"""AppTest checks of the Compare and Predict pages on tiny real runs, plus their pure helpers."""
+"""AppTest checks of the Compare and Predict pages on tiny real runs, plus the Predict page's file handling."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from apptest_helpers import assert_no_exception, open_app, plotly_count, texts
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from zoidberg.cv import config_payload, run_cross_validation
-from zoidberg.imaging import MAX_UPLOAD_BYTES
-from zoidberg.runstore import RunStore
-from zoidberg.ui import compare_figures as cf
+from zoidberg import compare
+from zoidberg.data.imaging import MAX_UPLOAD_BYTES
+from zoidberg.predict import decide
 from zoidberg.ui import predict_view as pv
 
 try:
@@ -25,8 +22,6 @@ try:
 except ImportError:  # The odd-file corpus is optional; its tests are then skipped.
     imagegen = None
 
-APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
-SCRIPT_TIMEOUT_S = 120
 FULLRES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chest_xray_fullres"
 
 BAD_CASES = dict(imagegen.BAD_CASES) if imagegen else {}
@@ -41,59 +36,6 @@ def _has_upload_extension(filename: str) -> bool:
 # ----------------------------------------------------------------------------- fixtures
 
 
-def _config(demo_dir: Path, *, seed: int = 1, label_mode: str = "binary", **model) -> RunConfig:
-    """A tiny cross-validation config: 32 px, k=2, one epoch."""
-    model_config = ModelConfig(
-        **{"architecture": "cnn", "conv_blocks": 2, "base_filters": 8, "dense_units": 16, **model}
-    )
-    return RunConfig(
-        data=DataConfig(str(demo_dir), label_mode, 32),
-        model=model_config,
-        train=TrainConfig(epochs=1, batch_size=16, early_stopping_patience=0),
-        n_splits=2,
-        random_state=seed,
-    )
-
-
-def _stopped_copy(store: RunStore, source) -> str:
-    """Copies a finished run as one stopped after its first fold (no summary, one model)."""
-    run_id = source.id.replace("-cv-", "-cv-stop")[:80]
-    target = store.root / run_id
-    shutil.copytree(source.path, target)
-    shutil.rmtree(target / "fold_2")
-    (target / "summary.json").unlink()
-    stopped = store.get(run_id)
-    stopped.write_json("meta.json", {**stopped.meta, "id": run_id, "name": "stopped run"})
-    stopped.set_status("stopped", folds_finished=1)
-    return run_id
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, demo_dir):
-    """Four tiny real runs (two comparable, one other seed, one three-class) and a stopped copy."""
-    base = tmp_path_factory.mktemp("compare-predict")
-    runs_dir = base / "runs"
-    # Module fixtures start before the autouse private_dirs one, so they set their own folders.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ZOIDBERG_RUNS_DIR", str(runs_dir))
-        patch.setenv("ZOIDBERG_CACHE_DIR", str(base / "cache"))
-        store = RunStore(runs_dir)
-        configs = {
-            "baseline": _config(demo_dir),
-            "variant": _config(demo_dir, conv_blocks=1, base_filters=4, dense_units=8),
-            "other_seed": _config(demo_dir, seed=2),
-            "three_class": _config(demo_dir, label_mode="three-class"),
-        }
-        ids = {}
-        for name, config in configs.items():
-            run = store.create_run("cv", config_payload(config), name=name)
-            run_cross_validation(run)
-            assert run.state == "completed", run.status()
-            ids[name] = run.id
-        ids["stopped"] = _stopped_copy(store, store.get(ids["baseline"]))
-    return SimpleNamespace(dir=runs_dir, ids=ids, store=store)
-
-
 @pytest.fixture
 def use_runs(trained, monkeypatch):
     """Points the app at the module's runs for one test."""
@@ -101,41 +43,17 @@ def use_runs(trained, monkeypatch):
     return trained
 
 
-def open_page(page: str) -> AppTest:
-    """Opens the app and switches to a page, failing on any exception."""
-    app = AppTest.from_file(str(APP), default_timeout=SCRIPT_TIMEOUT_S)
-    app.run()
-    app.switch_page(page).run()
-    assert_no_exception(app)
-    return app
-
-
-def assert_no_exception(app: AppTest) -> None:
-    """Fails with the exception texts when a page raised."""
-    assert not app.exception, [element.value for element in app.exception]
-
-
-def texts(elements) -> str:
-    """Joins the values of alert or markdown elements."""
-    return "\n".join(str(element.value) for element in elements)
-
-
-def plotly_count(app: AppTest) -> int:
-    """Counts the plotly charts drawn."""
-    return len(app.get("plotly_chart"))
-
-
 # ----------------------------------------------------------------------------- Compare page
 
 
 def test_compare_comparable_pair_shows_tables_plots_and_verdict(use_runs):
-    app = open_page("pages/compare.py")
+    app = open_app(page="pages/compare.py")
     selector = app.multiselect(key="compare_runs")
     selector.set_value([use_runs.ids["baseline"], use_runs.ids["variant"]]).run()
     assert_no_exception(app)
     summary = app.dataframe[0].value
     assert list(summary.columns) == ["baseline", "variant"]
-    for row in ("Accuracy", "ROC AUC", "Sensitivity (recall)", cf.PARAMETERS_ROW, cf.TIME_ROW):
+    for row in ("Accuracy", "ROC AUC", "Sensitivity (recall)", compare.PARAMETERS_ROW, compare.TIME_ROW):
         assert row in summary.index
     assert "±" in summary.loc["Accuracy", "baseline"]
     success = texts(app.success)
@@ -150,7 +68,7 @@ def test_compare_comparable_pair_shows_tables_plots_and_verdict(use_runs):
 
 
 def test_compare_other_seed_is_not_comparable_and_says_why(use_runs):
-    app = open_page("pages/compare.py")
+    app = open_app(page="pages/compare.py")
     app.multiselect(key="compare_runs").set_value([use_runs.ids["baseline"], use_runs.ids["other_seed"]]).run()
     assert_no_exception(app)
     warning = texts(app.warning)
@@ -161,7 +79,7 @@ def test_compare_other_seed_is_not_comparable_and_says_why(use_runs):
 
 
 def test_compare_mixed_label_modes_compares_what_is_shared(use_runs):
-    app = open_page("pages/compare.py")
+    app = open_app(page="pages/compare.py")
     ids = [use_runs.ids["baseline"], use_runs.ids["variant"], use_runs.ids["three_class"]]
     app.multiselect(key="compare_runs").set_value(ids).run()
     assert_no_exception(app)
@@ -178,51 +96,8 @@ def test_compare_mixed_label_modes_compares_what_is_shared(use_runs):
 
 
 def test_compare_without_two_finished_runs_explains(runs_dir):
-    app = open_page("pages/compare.py")
+    app = open_app(page="pages/compare.py")
     assert "at least two completed" in texts(app.info)
-
-
-def test_comparability_trusts_folds_csv(trained):
-    records = {
-        name: cf.load_run_record(trained.store.get(run_id)) for name, run_id in trained.ids.items() if name != "stopped"
-    }
-    baseline, variant = records["baseline"], records["variant"]
-    assert cf.check_comparability(baseline, variant).comparable
-    moved = dataclasses.replace(variant, data={**variant.data, "fingerprint": "0000", "root": "/elsewhere"})
-    verdict = cf.check_comparability(baseline, moved)
-    assert verdict.comparable and "same fold" in verdict.notes[0]
-    rows = list(variant.folds_csv)
-    rows[1] = rows[1][:-1] + ("2" if rows[1][-1] == "1" else "1",)
-    shuffled = dataclasses.replace(variant, folds_csv=tuple(rows))
-    verdict = cf.check_comparability(baseline, shuffled)
-    assert not verdict.comparable and "folds.csv differ" in verdict.reasons[0]
-    assert not cf.check_comparability(baseline, dataclasses.replace(variant, folds_csv=None)).comparable
-    tests = cf.paired_tests(baseline, variant)
-    assert [test.metric for test in tests] == ["roc_auc", "accuracy"]
-    assert all(test.verdict for test in tests)
-
-
-def test_aggregate_history_aligns_folds_of_different_lengths():
-    histories = [{"val_loss": [1.0, 0.8, 0.6]}, {"val_loss": [0.9, 0.7]}, {"loss": [1.0]}]
-    curve = cf.aggregate_history(histories, "val_loss")
-    assert curve["epoch"] == [1, 2, 3]
-    assert curve["count"] == [2, 2, 1]
-    assert curve["mean"] == pytest.approx([0.95, 0.75, 0.6])
-    assert curve["low"][0] == 0.9 and curve["high"][0] == 1.0
-    assert cf.aggregate_history(histories, "val_auc")["epoch"] == []
-
-
-def test_summary_table_highlights_highest_score_and_lowest_cost(trained):
-    records = cf.with_unique_names(
-        [cf.load_run_record(trained.store.get(trained.ids[name])) for name in ("baseline", "variant")]
-    )
-    text, best = cf.summary_table(records)
-    assert text.shape == best.shape
-    parameters = [cf.parameter_count(record) for record in records]
-    smaller = records[int(np.argmin(parameters))].label
-    assert best.loc[cf.PARAMETERS_ROW, smaller]
-    assert best.loc[cf.PARAMETERS_ROW].sum() == 1
-    assert not best.loc[cf.EPOCHS_ROW].any()
 
 
 # ----------------------------------------------------------------------------- Predict page
@@ -280,11 +155,11 @@ def test_predict_uploads_good_and_bad_files(use_runs, demo_dir, monkeypatch):
     calls = []
     from zoidberg.predict import Ensemble
 
-    original = Ensemble.predict_gray
+    original = Ensemble.probabilities
     monkeypatch.setattr(
-        Ensemble, "predict_gray", lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs)
+        Ensemble, "probabilities", lambda self, *args, **kwargs: calls.append(1) or original(self, *args, **kwargs)
     )
-    app = open_page("pages/predict.py")
+    app = open_app(page="pages/predict.py")
     app.selectbox(key="predict_run").set_value(use_runs.ids["baseline"]).run()
     assert "Research demo, not a medical device" in app.warning[0].value
     assert "Drop one or more chest X-rays" in texts(app.info)
@@ -322,7 +197,7 @@ def test_predict_uploads_good_and_bad_files(use_runs, demo_dir, monkeypatch):
 
 def test_predict_demo_images_and_three_class_run(use_runs, demo_dir, monkeypatch):
     monkeypatch.setenv("ZOIDBERG_DEMO_DIR", str(demo_dir))
-    app = open_page("pages/predict.py")
+    app = open_app(page="pages/predict.py")
     app.selectbox(key="predict_run").set_value(use_runs.ids["three_class"]).run()
     assert_no_exception(app)
     assert not [slider for slider in app.slider if slider.label.startswith("Decision threshold")]
@@ -338,7 +213,7 @@ def test_predict_demo_images_and_three_class_run(use_runs, demo_dir, monkeypatch
 
 def test_predict_stopped_run_says_which_folds(use_runs, demo_dir, monkeypatch):
     monkeypatch.setenv("ZOIDBERG_DEMO_DIR", str(demo_dir))
-    app = open_page("pages/predict.py")
+    app = open_app(page="pages/predict.py")
     app.selectbox(key="predict_run").set_value(use_runs.ids["stopped"]).run()
     assert_no_exception(app)
     assert "folds 1 only (the run stopped after 1 of 2 folds)" in texts(app.caption)
@@ -348,14 +223,14 @@ def test_predict_stopped_run_says_which_folds(use_runs, demo_dir, monkeypatch):
 
 
 def test_predict_without_runs_points_to_train(runs_dir):
-    app = open_page("pages/predict.py")
+    app = open_app(page="pages/predict.py")
     assert "No finished run yet" in texts(app.info) and "Train" in texts(app.info)
     assert "not a medical device" in texts(app.warning)
 
 
 @pytest.mark.skipif(not BAD_CASES, reason="tests/imagegen.py is absent")
 def test_predict_page_survives_the_odd_file_corpus(use_runs):
-    app = open_page("pages/predict.py")
+    app = open_app(page="pages/predict.py")
     cases = {**BAD_CASES, **ODD_VALID_CASES}
     # Distinct names: the corpus reuses some file names across cases.
     files = [
@@ -397,7 +272,7 @@ def test_process_image_predicts_odd_valid_files(trained, case_name):
     result = pv.process_image(ensemble, pv.ImageInput(case.filename, case.make()))
     assert result.ok, result.error
     assert result.original_shape == case.shape
-    decision = pv.decide(result.prediction, ensemble.class_names, 0.5)
+    decision = decide(result.prediction, 0.5)
     assert 0.0 <= decision.probability <= 1.0 and len(decision.per_fold) == 2
     heatmap = pv.gradcam_heatmap(ensemble, result, decision.class_index)
     assert heatmap.ndim == 2 and np.isfinite(heatmap).all()
@@ -405,7 +280,7 @@ def test_process_image_predicts_odd_valid_files(trained, case_name):
 
 def test_hostile_upload_names_are_shown_literally_and_nothing_is_written(use_runs, demo_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    app = open_page("pages/predict.py")
+    app = open_app(page="pages/predict.py")
     app.selectbox(key="predict_run").set_value(use_runs.ids["baseline"]).run()
     image = _encoded(_demo_image(demo_dir), "PNG")
     names = ["../../etc/röntgen 肺 #1 *bold* [link](x).png", "..\\windows\\$x$ scan.png"]
@@ -429,21 +304,18 @@ def test_process_image_refuses_files_over_the_upload_limit():
     assert result.error == "file too large: 50.0 MB exceeds the 50 MB limit"
 
 
-def test_decide_applies_threshold_and_headline_names_the_class():
-    prediction = {"class_probabilities": {"normal": 0.3, "pneumonia": 0.7}, "per_fold": [0.6, 0.8], "threshold": 0.5}
-    decision = pv.decide(prediction, ("normal", "pneumonia"), 0.75)
-    assert decision.label == "normal" and decision.probability == pytest.approx(0.7)
+def test_the_headline_names_the_class_whose_probability_it_shows():
+    from zoidberg.predict import Prediction, decide
+
+    decision = decide(Prediction(("normal", "pneumonia"), np.array([[0.4, 0.6], [0.2, 0.8]])), 0.75)
     assert pv.headline(decision, ("normal", "pneumonia")) == "Normal 0.30 ± 0.10 across 2 folds"
-    assert pv.decide(prediction, ("normal", "pneumonia"), None).label == "pneumonia"
-    three = {"class_probabilities": {"normal": 0.2, "bacterial": 0.5, "viral": 0.3}, "per_fold": [0.5, 0.5]}
-    assert pv.decide(three, ("normal", "bacterial", "viral"), 0.9).label == "bacterial"
 
 
 @pytest.mark.shared_data
 @pytest.mark.skipif(not FULLRES_DIR.is_dir(), reason="../shared/data/chest_xray_fullres is absent")
 def test_predict_real_full_resolution_xray(use_runs):
     path = max(FULLRES_DIR.glob("train/*/*.jpeg"), key=lambda candidate: candidate.stat().st_size)
-    app = open_page("pages/predict.py")
+    app = open_app(page="pages/predict.py")
     _upload_all(app, [(path.name, path.read_bytes())])
     assert_no_exception(app)
     row = _rows(app)[path.name]
@@ -455,7 +327,6 @@ def test_predict_real_full_resolution_xray(use_runs):
 
 
 def test_models_are_loaded_only_from_inside_the_runs_folder(trained, tmp_path):
-    import shutil
 
     from zoidberg.predict import load_ensemble
 

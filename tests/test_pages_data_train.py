@@ -4,62 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import pytest
+from apptest_helpers import APP, SCRIPT_TIMEOUT_S, assert_no_exception, metric_values, open_app, texts, wait_for
 from streamlit.testing.v1 import AppTest
 
-from zoidberg.runstore import ACTIVE_STATES, RunStore
-from zoidberg.ui.state import DATA_DIR_KEY
+from zoidberg.runs.store import ACTIVE_STATES, RunStore
 
-APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
-# The first Start imports TensorFlow (package versions) in the test process.
-SCRIPT_TIMEOUT_S = 90
-RUN_TIMEOUT_S = 180
 START_LABEL = "Start cross-validation"
-
-
-@pytest.fixture
-def stop_workers_after(runs_dir):
-    """Stops any worker a test left running, so no process outlives the test."""
-    yield
-    for run in RunStore(runs_dir).list_runs():
-        status = run.read_json("status.json", {}) or {}
-        if status.get("state") in ACTIVE_STATES and status.get("pid"):
-            run.request_stop()
-            try:
-                os.kill(int(status["pid"]), signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def open_app(data_dir: Path, page: str | None = None) -> AppTest:
-    """Opens the app with a chosen data folder, optionally on another page."""
-    app = AppTest.from_file(str(APP), default_timeout=SCRIPT_TIMEOUT_S)
-    app.session_state[DATA_DIR_KEY] = str(data_dir)
-    app.run()
-    assert_no_exception(app)
-    if page:
-        app.switch_page(page).run()
-        assert_no_exception(app)
-    return app
-
-
-def assert_no_exception(app: AppTest) -> None:
-    """Fails with the exception texts when a page raised."""
-    assert not app.exception, [element.value for element in app.exception]
-
-
-def texts(elements) -> str:
-    """Joins the values of alert or markdown elements."""
-    return "\n".join(str(element.value) for element in elements)
-
-
-def metric_values(app: AppTest) -> dict[str, str]:
-    """Returns {label: value} of the metric cards."""
-    return {metric.label: metric.value for metric in app.metric}
 
 
 def start_button(app: AppTest):
@@ -71,17 +24,6 @@ def fill_train_form(app: AppTest, **values) -> None:
     """Sets Train form widgets by key suffix (image_size, k, epochs, patience)."""
     for name, value in values.items():
         app.number_input(key=f"train_{name}").set_value(value)
-
-
-def wait_for(predicate, timeout: float = RUN_TIMEOUT_S, interval: float = 0.5):
-    """Polls until predicate() is truthy; returns its value or fails on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"Timed out after {timeout} s waiting for {predicate.__name__}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,7 +50,7 @@ def test_data_page_shows_counts_synthetic_label_and_grouped_folds(demo_dir):
 
 
 def test_data_page_defaults_to_the_generated_demo_data():
-    from zoidberg.demo import default_demo_dir, is_synthetic_dataset
+    from zoidberg.data.demo import default_demo_dir, is_synthetic_dataset
 
     app = AppTest.from_file(str(APP), default_timeout=SCRIPT_TIMEOUT_S).run()
     assert_no_exception(app)
@@ -144,7 +86,7 @@ def test_data_page_lists_skipped_files_and_rejects_bad_folders(demo_dir, tmp_pat
 
 
 def test_train_page_lists_every_architecture_and_its_hyperparameters(demo_dir):
-    from zoidberg.models import ARCHITECTURES
+    from zoidberg.models.registry import ARCHITECTURES
 
     app = open_app(demo_dir, "pages/train.py")
     assert app.selectbox(key="train_architecture").options == [
@@ -275,7 +217,7 @@ def fabricate_completed_run(runs_dir: Path, class_names: tuple[str, ...], data_d
     import numpy as np
 
     from zoidberg import metrics
-    from zoidberg.cv import _roc_payload
+    from zoidberg.training.cv import _roc_payload
 
     generator = np.random.default_rng(0)
     labels = np.arange(40) % len(class_names)
@@ -378,27 +320,3 @@ def test_failed_run_shows_its_error_and_a_resume_button(demo_dir, runs_dir):
     app = open_app(demo_dir, "pages/train.py")
     assert "Data folder /nowhere does not exist" in texts(app.error)
     assert app.button(key=f"resume_{run.id}")
-
-
-def test_progress_and_eta_come_from_epoch_events():
-    from zoidberg.ui.live import eta_seconds, overall_fraction, read_progress
-
-    events = [
-        {"type": "run_started", "time": 100.0, "n_folds": 2, "epochs": 4},
-        {"type": "fold_started", "fold": 1, "n_folds": 2},
-        *(
-            {"type": "epoch", "fold": 1, "epoch": epoch, "seconds": 2.0, "logs": {"loss": 0.5, "val_loss": 0.6}}
-            for epoch in (1, 2, 3, 4)
-        ),
-        {"type": "fold_finished", "fold": 1, "n_folds": 2},
-        {"type": "fold_started", "fold": 2, "n_folds": 2},
-        {"type": "epoch", "fold": 2, "epoch": 1, "seconds": 2.0, "logs": {"loss": 0.4}},
-        {"type": "progress", "fold": 2, "epoch": 2, "batch": 5, "steps": 10},
-    ]
-    progress = read_progress(events)
-    assert (progress.fold, progress.epoch, progress.batch, progress.steps) == (2, 2, 5, 10)
-    assert progress.folds_finished == {1}
-    assert len(progress.epoch_rows) == 5
-    # 2.5 epochs left at 2 s each.
-    assert eta_seconds(progress) == pytest.approx(5.0)
-    assert overall_fraction(progress) == pytest.approx(5.5 / 8)

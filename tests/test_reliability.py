@@ -7,14 +7,14 @@ import sys
 import time
 
 import numpy as np
-
 from conftest import REPO_ROOT
 from test_cv import tiny_config
+
 from zoidberg.config import TrainConfig
-from zoidberg.cv import config_payload
-from zoidberg.data import load_dataset
-from zoidberg.jobs import start_run
-from zoidberg.runstore import RunStore
+from zoidberg.data.dataset import load_dataset
+from zoidberg.runs.jobs import start_run
+from zoidberg.runs.store import RunStore
+from zoidberg.training.cv import config_payload
 
 
 def wait_for(predicate, timeout, interval=0.2):
@@ -53,7 +53,7 @@ def test_kill_during_fold_two_then_resume_matches_uninterrupted(demo_dir, runs_d
 
     # An uninterrupted run of the same config gets the same folds and config.
     reference = RunStore(runs_dir).create_run("cv", config_payload(config))
-    from zoidberg.cv import run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
 
     run_cross_validation(reference)
     assert (reference.path / "folds.csv").read_text() == (run.path / "folds.csv").read_text()
@@ -80,7 +80,7 @@ def test_two_runs_at_once_on_a_cold_cache(demo_dir, runs_dir):
 
 def test_cache_writers_race(demo_dir, tmp_path):
     code = (
-        "import sys; from zoidberg.data import load_dataset;"
+        "import sys; from zoidberg.data.dataset import load_dataset;"
         f"load_dataset({str(demo_dir)!r}, image_size=40, cache_dir={str(tmp_path)!r})"
     )
     writers = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT) for _ in range(3)]

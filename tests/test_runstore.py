@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from zoidberg import runstore
-from zoidberg.runstore import RunNotFoundError, RunStore, validate_run_id, write_json_atomic
+from zoidberg.runs import store as runstore
+from zoidberg.runs.store import RunNotFoundError, RunStore, validate_run_id, write_json_atomic
 
 
 def test_round_trip(runs_dir):
@@ -60,7 +60,7 @@ def test_concurrent_reader_never_sees_half_a_file(runs_dir):
     run = RunStore(runs_dir).create_run("cv", {})
     writer = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sys; from zoidberg.runstore import Run; from pathlib import Path;"
+            "import sys; from zoidberg.runs.store import Run; from pathlib import Path;"
             f"run = Run(Path({str(run.path)!r}));"
             "[run.write_json('summary.json', {'i': i, 'pad': 'x' * 20000}) for i in range(300)]"
         )],
@@ -123,7 +123,7 @@ def test_stop_flag(runs_dir):
 
 
 def test_write_atomically_keeps_the_old_file_when_the_writer_fails(tmp_path):
-    from zoidberg.runstore import write_atomically
+    from zoidberg.runs.store import write_atomically
 
     target = tmp_path / "model.keras"
     target.write_text("old model")

@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 
 from zoidberg.config import DataConfig, RunConfig
-from zoidberg.runstore import RunStore
-from zoidberg.tuning import (
-    ALGORITHMS,
-    TuneConfig,
-    best_model_and_train_config,
-    cv_config_from_tuning,
-    grid_size,
-    resolve_search_space,
-    run_tuning,
-    tune_payload,
-    tuning_split,
-)
+from zoidberg.runs.store import RunStore
+from zoidberg.tuning.config import ALGORITHMS, TuneConfig, tune_payload
+from zoidberg.tuning.results import best_model_and_train_config, cv_config_from_tuning
+from zoidberg.tuning.search import run_search as run_tuning
+from zoidberg.tuning.space import grid_size, resolve_search_space
+from zoidberg.tuning.split import tuning_split
 
 # A tiny CNN with only the learning rate searched: each trial takes a second or two.
 TINY_SPACE = {
@@ -110,7 +104,7 @@ def test_config_round_trips_and_validates_its_options(demo_dir):
 
 
 def test_split_is_patient_disjoint_and_never_uses_the_test_split(demo_dir):
-    from zoidberg.data import load_dataset
+    from zoidberg.data.dataset import load_dataset
 
     dataset = load_dataset(demo_dir, image_size=32)
     train, validation = tuning_split(dataset, 0.2, seed=3)

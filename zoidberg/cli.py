@@ -11,16 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoidberg.config import (
-    CLASS_WEIGHTINGS,
-    LABEL_MODES,
-    OPTIMIZERS,
-    THRESHOLD_METHODS,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-)
+from zoidberg.config import LABEL_MODES, THRESHOLD_METHODS, ModelConfig, RunConfig, TrainConfig, make_data_config
+from zoidberg.models.registry import TRAINING_OPTIONS, HyperParameter
 
 EXIT_USAGE = 2
 
@@ -41,9 +33,49 @@ def _weights(text: str) -> str | None:
     return None if text.lower() in ("none", "") else text
 
 
+_CONVERTERS = {bool: _bool, int: int, float: float}
+
+
+def add_flag(parser: argparse.ArgumentParser, flag: str, dest: str, default, help_text: str, *, choices=None, converter=None, metavar=None) -> None:
+    """Adds one option; a boolean one works as `--flag`, `--flag true` and `--flag false`.
+
+    Args:
+        parser: The (sub)command's parser.
+        flag: The flag, e.g. "--learning-rate".
+        dest: The attribute it sets.
+        default: Its default (None lets a command tell "not given" apart).
+        help_text: One sentence; the default is appended.
+        choices: The allowed values, if any.
+        converter: Text to value (default: from the default's type).
+        metavar: The value's name in --help (default: argparse's).
+    """
+    shown = f"{help_text} [default: {default}]"
+    if isinstance(default, bool) or converter is _bool:
+        parser.add_argument(flag, dest=dest, type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=shown)
+        return
+    converter = converter or _CONVERTERS.get(type(default), str)
+    parser.add_argument(flag, dest=dest, type=converter, choices=choices, default=default, metavar=metavar, help=shown)
+
+
+def add_option(parser: argparse.ArgumentParser, option: HyperParameter, *, default=None, help_text: str = "") -> None:
+    """Adds the flag of one registry option (a training option or a hyperparameter).
+
+    Args:
+        parser: The (sub)command's parser.
+        option: The registry entry: its flag, kind, choices, default and help.
+        default: Overrides the entry's default (e.g. None to detect "not given").
+        help_text: Overrides the entry's help.
+    """
+    value = option.default if default is None else default
+    converter = {"int": int, "float": float, "bool": _bool}.get(option.kind)
+    choices = list(option.choices) if option.kind == "choice" else None
+    metavar = None if choices else option.short_name.upper()
+    add_flag(parser, option.cli_flag, option.name, value, help_text or option.help, choices=choices, converter=converter, metavar=metavar)
+
+
 def _model_option_help() -> dict[str, str]:
     """Help texts of model hyperparameters, read from the architecture registry."""
-    from zoidberg.models import ARCHITECTURES
+    from zoidberg.models.registry import ARCHITECTURES
 
     helps: dict[str, str] = {}
     for spec in ARCHITECTURES.values():
@@ -66,34 +98,24 @@ def add_data_options(parser: argparse.ArgumentParser, *, with_size: bool = True)
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Adds --arch and one option per ModelConfig hyperparameter."""
-    from zoidberg.models import ARCHITECTURES
+    from zoidberg.models.registry import ARCHITECTURES
 
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="cnn", help="Architecture from the registry.")
     helps = _model_option_help()
-    converters = {bool: _bool, int: int, float: float}
+    # One flag per ModelConfig field: the architectures share fields (dropout_rate), and
+    # the help says which architectures use each.
     for field in dataclasses.fields(ModelConfig):
         if field.name == "architecture":
             continue
-        converter = _weights if field.name == "weights" else converters.get(type(field.default), str)
-        parser.add_argument(
-            "--" + field.name.replace("_", "-"),
-            dest=field.name,
-            type=converter,
-            default=field.default,
-            help=helps.get(field.name, field.name.replace("_", " ")) + f" [default: {field.default}]",
-        )
+        converter = _weights if field.name == "weights" else None
+        flag = "--" + field.name.replace("_", "-")
+        add_flag(parser, flag, field.name, field.default, helps.get(field.name, field.name.replace("_", " ")), converter=converter)
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Adds the TrainConfig options."""
-    defaults = TrainConfig()
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"Epochs per fold [default: {defaults.epochs}].")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"Batch size [default: {defaults.batch_size}].")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help=f"Learning rate [default: {defaults.learning_rate}].")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="Optimizer.")
-    parser.add_argument("--patience", type=int, default=defaults.early_stopping_patience, help="Early-stopping patience in epochs on validation loss; 0 turns it off.")
-    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=defaults.class_weighting, help="balanced: weight classes by inverse frequency.")
-    parser.add_argument("--augment", action="store_true", help="Light X-ray augmentation: small rotation, zoom, shift, contrast; no flips.")
+    """Adds one flag per training option of the registry (TRAINING_OPTIONS)."""
+    for option in TRAINING_OPTIONS:
+        add_option(parser, option)
 
 
 def add_runs_dir(parser: argparse.ArgumentParser) -> None:
@@ -163,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_tune_parser(commands) -> None:
     """Adds the `tune` subcommand."""
-    from zoidberg.models import ARCHITECTURES
-    from zoidberg.tuning import ALGORITHMS, OBJECTIVES, TuneConfig
+    from zoidberg.models.registry import ARCHITECTURES, training_option
+    from zoidberg.tuning.config import ALGORITHMS, FIXED_TRAINING_OPTIONS, OBJECTIVES, TuneConfig
 
     defaults = argparse.Namespace(**{field.name: field.default for field in dataclasses.fields(TuneConfig) if field.name != "data"})
     tune = commands.add_parser(
@@ -188,8 +210,9 @@ def add_tune_parser(commands) -> None:
         '"log": ..}} or {"name": {"choices": [..]}} to tune, {"name": value} to fix. See --show-space.',
     )
     tune.add_argument("--show-space", action="store_true", help="Print the resolved search space and exit.")
-    tune.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="Optimizer of every trial.")
-    tune.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=defaults.class_weighting, help="balanced: weight classes by inverse frequency.")
+    for name in FIXED_TRAINING_OPTIONS:
+        option = training_option(name)
+        add_option(tune, option, help_text=f"{option.help} The same for every trial.")
     tune.add_argument("--name", default="", help="A readable run name.")
     tune.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
     tune.add_argument("--json", action="store_true", help="Print the summary as JSON.")
@@ -216,10 +239,10 @@ def _search_space_arg(text: str | None) -> dict:
 
 def tune_config_from_args(args: argparse.Namespace):
     """Builds the validated TuneConfig of `tune` options."""
-    from zoidberg.tuning import TuneConfig
+    from zoidberg.tuning.config import FIXED_TRAINING_OPTIONS, TuneConfig
 
     return TuneConfig(
-        data=DataConfig(str(Path(args.data).expanduser().resolve()), args.label_mode, args.image_size),
+        data=make_data_config(args.data, args.label_mode, args.image_size),
         architecture=args.arch,
         search_space=_search_space_arg(args.space),
         algorithm=args.algorithm,
@@ -228,8 +251,7 @@ def tune_config_from_args(args: argparse.Namespace):
         epochs_per_trial=args.epochs,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
-        optimizer=args.optimizer,
-        class_weighting=args.class_weighting,
+        **{name: getattr(args, name) for name in FIXED_TRAINING_OPTIONS},
         run_name=args.name,
     )
 
@@ -244,29 +266,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     model_fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(ModelConfig) if field.name != "architecture"}
     model = ModelConfig(architecture=args.arch, **model_fields)
     source = None
-    defaults = TrainConfig()
-    train = TrainConfig(
-        epochs=defaults.epochs if args.epochs is None else args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        early_stopping_patience=args.patience,
-        class_weighting=args.class_weighting,
-        augmentation=args.augment,
-    )
+    train_values = {option.name: getattr(args, option.name) for option in TRAINING_OPTIONS}
+    if train_values["epochs"] is None:
+        train_values["epochs"] = TrainConfig().epochs
+    train = TrainConfig(**train_values)
     label_mode = args.label_mode or "binary"
     image_size = 128 if args.image_size is None else args.image_size
     if args.from_tuning:
-        from zoidberg.tuning import best_model_and_train_config, load_tuning_results
+        from zoidberg.tuning.results import best_model_and_train_config, load_tuning_results
 
         model, tuned_train, source = best_model_and_train_config(args.from_tuning, args.runs_dir)
         tuning = load_tuning_results(args.from_tuning, args.runs_dir)[1]
         epochs = tuned_train.epochs if args.epochs is None else args.epochs
-        train = dataclasses.replace(tuned_train, epochs=epochs, early_stopping_patience=args.patience)
+        train = dataclasses.replace(tuned_train, epochs=epochs, early_stopping_patience=args.early_stopping_patience)
         label_mode = args.label_mode or tuning.data.label_mode
         image_size = tuning.data.image_size if args.image_size is None else args.image_size
     return RunConfig(
-        data=DataConfig(str(Path(args.data).expanduser().resolve()), label_mode, image_size),
+        data=make_data_config(args.data, label_mode, image_size),
         model=model,
         train=train,
         n_splits=args.folds,
@@ -305,30 +321,49 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def command_cv(args) -> int:
-    from zoidberg.cv import prepare_run, run_cross_validation
-    from zoidberg.jobs import start_run
-    from zoidberg.runstore import RunStore
+def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
+    """Prepares a run (refusing what would fail), then trains it here or starts a worker.
 
-    config = config_from_args(args)
-    # Refuse what would fail (k above the patients of a class, three-class names missing,
-    # absent weights) before a run folder or a worker exists.
-    payload = prepare_run(config)
+    Everything that would make the run fail (k above the patients of a class, three-class
+    names missing, absent weights) is refused before a run folder or a worker exists.
+
+    Args:
+        kind: "cv" or "tune".
+        config: The validated RunConfig or TuneConfig.
+        args: The parsed options (background, json, runs_dir).
+
+    Returns:
+        (run id, summary); the summary is None with --background.
+    """
+    from zoidberg.runs.jobs import start_run
+    from zoidberg.runs.kinds import get_kind
+    from zoidberg.runs.store import RunStore
+
+    run_kind = get_kind(kind)
+    payload = run_kind.prepare(config)
     if args.background:
-        run_id = start_run("cv", payload, name=config.run_name, runs_dir=args.runs_dir)
+        return start_run(kind, payload, name=config.run_name, runs_dir=args.runs_dir), None
+    run = RunStore(args.runs_dir).create_run(kind, payload, config.run_name)
+    # With --json, standard output holds the JSON alone: progress goes to standard error.
+    stream = sys.stderr if args.json else sys.stdout
+    print(f"Run {run.id}", file=stream)
+    summary = run_kind.run(run, lambda line: print(line, file=stream, flush=True))
+    return run.id, summary
+
+
+def command_cv(args) -> int:
+    config = config_from_args(args)
+    run_id, summary = run_or_start("cv", config, args)
+    if summary is None:
         print(run_id)
         return 0
-    run = RunStore(args.runs_dir).create_run("cv", payload, config.run_name)
-    quiet = args.json
-    print(f"Run {run.id}", file=sys.stderr if quiet else sys.stdout)
-    summary = run_cross_validation(run, report=lambda line: print(line, file=sys.stderr if quiet else sys.stdout, flush=True))
     if "folds" not in summary:
         return 1
     if args.json:
-        print(json.dumps({"run_id": run.id, **summary}, indent=2))
+        print(json.dumps({"run_id": run_id, **summary}, indent=2))
     else:
         _print_summary_table(summary)
-        print(f"\nRun id: {run.id}")
+        print(f"\nRun id: {run_id}")
     return 0
 
 
@@ -366,37 +401,29 @@ def _short(value) -> str:
 
 
 def command_tune(args) -> int:
-    from zoidberg.jobs import start_run
-    from zoidberg.runstore import RunStore
-    from zoidberg.tuning import prepare_tuning, run_tuning
-
     config = tune_config_from_args(args)
     if args.show_space:
         for dimension in config.dimensions():
             print(f"{dimension.name:<18} {'tuned' if dimension.tuned else 'fixed':<6} {dimension.describe()}")
         return 0
-    payload = prepare_tuning(config)
-    if args.background:
-        run_id = start_run("tune", payload, name=config.run_name, runs_dir=args.runs_dir)
+    run_id, summary = run_or_start("tune", config, args)
+    if summary is None:
         print(run_id)
         return 0
-    run = RunStore(args.runs_dir).create_run("tune", payload, config.run_name)
-    quiet = args.json
-    print(f"Run {run.id}", file=sys.stderr if quiet else sys.stdout)
-    summary = run_tuning(run, report=lambda line: print(line, file=sys.stderr if quiet else sys.stdout, flush=True))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         _print_tuning_summary(summary)
-        print(f"\nRun id: {run.id}")
+        print(f"\nRun id: {run_id}")
         if summary.get("best_hyperparameters") is not None:
-            print(f"Cross-validate it: python -m zoidberg cv --from-tuning {run.id} --data {config.data.data_dir}")
+            print(f"Cross-validate it: python -m zoidberg cv --from-tuning {run_id} --data {config.data.data_dir}")
     return 0 if summary.get("best_hyperparameters") is not None else 1
 
 
 def command_folds(args) -> int:
-    from zoidberg.data import describe_dataset, load_dataset
-    from zoidberg.folds import fold_table, make_folds, shared_patients
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.data.folds import fold_table, make_folds, shared_patients
+    from zoidberg.data.summary import describe_dataset
 
     dataset = load_dataset(args.data, label_mode=args.label_mode, image_size=32)
     for line in describe_dataset(dataset):
@@ -416,7 +443,7 @@ def command_folds(args) -> int:
 
 
 def command_runs(args) -> int:
-    from zoidberg.runstore import RunStore
+    from zoidberg.runs.store import DATA_FILE, SPLIT_FILE, RunStore
 
     rows = []
     for run in RunStore(args.runs_dir).list_runs():
@@ -436,7 +463,7 @@ def command_runs(args) -> int:
                 "roc_auc": (mean_std.get("roc_auc") or {}).get("mean"),
                 "best_objective": summary.get("best_objective") if run.kind == "tune" else None,
                 "objective": config.get("objective") if run.kind == "tune" else None,
-                "synthetic": bool((run.read_json("data.json") or run.read_json("split.json") or {}).get("synthetic")),
+                "synthetic": bool((run.read_json(DATA_FILE) or run.read_json(SPLIT_FILE) or {}).get("synthetic")),
                 "error": status.get("error"),
             }
         )
@@ -462,7 +489,7 @@ def command_runs(args) -> int:
 
 
 def command_predict(args) -> int:
-    from zoidberg.imaging import ImageDecodeError
+    from zoidberg.data.imaging import ImageDecodeError
     from zoidberg.predict import load_ensemble
 
     ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
@@ -497,26 +524,17 @@ def _describe_prediction(row: dict, threshold: float) -> str:
 
 
 def command_resume(args) -> int:
-    from zoidberg.jobs import resume_run, run_worker
+    from zoidberg.runs.jobs import reopen_run, resume_run, run_worker
 
     if args.background:
-        run = resume_run(args.run_id, runs_dir=args.runs_dir)
-        print(run.id)
+        print(resume_run(args.run_id, runs_dir=args.runs_dir).id)
         return 0
-    from zoidberg.runstore import RunStore
-
-    run = RunStore(args.runs_dir).get(args.run_id)
-    state = run.state
-    if state not in ("interrupted", "stopped", "failed"):
-        raise CliError(f"Run {run.id} is {state}; only interrupted, stopped or failed runs can be resumed.")
-    run.clear_stop()
-    run.set_status("queued", error=None, resumed_from=state)
-    run.append_event("resumed", previous_state=state)
+    run = reopen_run(args.run_id, runs_dir=args.runs_dir)
     return run_worker(run.id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))
 
 
 def command_stop(args) -> int:
-    from zoidberg.jobs import stop_run
+    from zoidberg.runs.jobs import stop_run
 
     stop_run(args.run_id, runs_dir=args.runs_dir)
     print(f"Stop requested for {args.run_id}; it ends after the current batch.")
@@ -524,7 +542,7 @@ def command_stop(args) -> int:
 
 
 def command_demo_data(args) -> int:
-    from zoidberg.demo import make_demo_dataset
+    from zoidberg.data.demo import make_demo_dataset
 
     path = make_demo_dataset(args.out, random_state=args.seed)
     print(f"Wrote the synthetic demo dataset to {path}")
@@ -532,7 +550,7 @@ def command_demo_data(args) -> int:
 
 
 def command_worker(args) -> int:
-    from zoidberg.jobs import run_worker
+    from zoidberg.runs.jobs import run_worker
 
     return run_worker(args.run_id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))
 

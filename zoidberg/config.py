@@ -7,17 +7,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from zoidberg.models.registry import ARCHITECTURES, TRAINING_OPTIONS, TRANSFER_MODES
+
 LABEL_MODES = ("binary", "three-class")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-CLASS_WEIGHTINGS = ("balanced", "none")
-TRANSFER_MODES = ("end-to-end", "frozen", "fine-tune")
 THRESHOLD_METHODS = ("youden", "fixed-0.5")
 
-_RUN_NAME_PATTERN = re.compile(r"^[\w .,:+=@()\-]{0,80}$")
+RUN_NAME_PATTERN = re.compile(r"^[\w .,:+=@()\-]{0,80}$")
+RUN_NAME_RULE = "run_name may use letters, digits, spaces and . , : + = @ ( ) - _ (at most 80)."
 
 
-def _require(condition: bool, message: str) -> None:
-    """Raises ValueError with a message that says what to change."""
+def require(condition: bool, message: str) -> None:
+    """Raises ValueError with `message` (which says what to change) unless `condition` holds.
+
+    Args:
+        condition: What must be true.
+        message: The user-facing sentence.
+    """
     if not condition:
         raise ValueError(message)
 
@@ -38,12 +43,12 @@ class DataConfig:
     image_size: int = 128
 
     def __post_init__(self):
-        _require(bool(str(self.data_dir).strip()), "Choose a data folder: data_dir is empty.")
-        _require(
+        require(bool(str(self.data_dir).strip()), "Choose a data folder: data_dir is empty.")
+        require(
             self.label_mode in LABEL_MODES,
             f"label_mode must be one of {', '.join(LABEL_MODES)}, not {self.label_mode!r}.",
         )
-        _require(
+        require(
             isinstance(self.image_size, int) and 16 <= self.image_size <= 512,
             f"image_size must be a whole number of pixels from 16 to 512, not {self.image_size!r}.",
         )
@@ -72,76 +77,58 @@ class ModelConfig:
     fine_tune_layers: int = 20
 
     def __post_init__(self):
-        # Imported here because models imports this module.
-        from zoidberg.models import ARCHITECTURES
-
-        _require(
+        require(
             self.architecture in ARCHITECTURES,
             f"Unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.",
         )
-        _require(1 <= self.conv_blocks <= 6, f"conv_blocks must be 1 to 6, not {self.conv_blocks}.")
-        _require(4 <= self.base_filters <= 256, f"base_filters must be 4 to 256, not {self.base_filters}.")
-        _require(self.kernel_size in (3, 5, 7), f"kernel_size must be 3, 5 or 7, not {self.kernel_size}.")
-        _require(1 <= self.dense_units <= 2048, f"dense_units must be 1 to 2048, not {self.dense_units}.")
-        _require(
+        require(1 <= self.conv_blocks <= 6, f"conv_blocks must be 1 to 6, not {self.conv_blocks}.")
+        require(4 <= self.base_filters <= 256, f"base_filters must be 4 to 256, not {self.base_filters}.")
+        require(self.kernel_size in (3, 5, 7), f"kernel_size must be 3, 5 or 7, not {self.kernel_size}.")
+        require(1 <= self.dense_units <= 2048, f"dense_units must be 1 to 2048, not {self.dense_units}.")
+        require(
             0.0 <= self.dropout_rate < 1.0,
             f"dropout_rate must be at least 0 and below 1, not {self.dropout_rate}.",
         )
-        _require(0.05 <= self.alpha <= 1.4, f"alpha must be between 0.05 and 1.4, not {self.alpha}.")
-        _require(
+        require(0.05 <= self.alpha <= 1.4, f"alpha must be between 0.05 and 1.4, not {self.alpha}.")
+        require(
             self.transfer_mode in TRANSFER_MODES,
             f"transfer_mode must be one of {', '.join(TRANSFER_MODES)}, not {self.transfer_mode!r}.",
         )
-        _require(self.fine_tune_layers >= 0, "fine_tune_layers must be 0 or more.")
+        require(self.fine_tune_layers >= 0, "fine_tune_layers must be 0 or more.")
         if self.transfer_mode != "end-to-end":
-            _require(
+            require(
                 self.weights not in (None, ""),
                 f"transfer_mode {self.transfer_mode!r} needs pretrained weights: "
                 "set weights to 'imagenet' or to a local .h5 file.",
             )
-            _require(
+            require(
                 ARCHITECTURES[self.architecture].pretrained_capable,
                 f"{self.architecture} has no pretrained weights; use transfer_mode 'end-to-end'.",
             )
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """How each fold's model is trained."""
+class _TrainConfigChecks:
+    """How each fold's model is trained: one field per entry of the registry's TRAINING_OPTIONS.
 
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    early_stopping_patience: int = 3
-    class_weighting: str = "balanced"
-    augmentation: bool = False
+    TrainConfig is generated from that table (below), so a new training option is declared
+    once, in zoidberg.models.registry, and validated, saved, shown and searched from there.
+    """
 
     def __post_init__(self):
-        _require(
-            isinstance(self.epochs, int) and 1 <= self.epochs <= 1000,
-            f"epochs must be a whole number from 1 to 1000, not {self.epochs!r}.",
-        )
-        _require(
-            isinstance(self.batch_size, int) and 1 <= self.batch_size <= 1024,
-            f"batch_size must be from 1 to 1024, not {self.batch_size!r}.",
-        )
-        _require(
-            0 < self.learning_rate <= 1.0,
-            f"learning_rate must be above 0 and at most 1 (e.g. 0.001), not {self.learning_rate!r}.",
-        )
-        _require(
-            self.optimizer in OPTIMIZERS,
-            f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}.",
-        )
-        _require(
-            self.early_stopping_patience >= 0,
-            "early_stopping_patience must be 0 (off) or more epochs.",
-        )
-        _require(
-            self.class_weighting in CLASS_WEIGHTINGS,
-            f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}.",
-        )
+        for option in TRAINING_OPTIONS:
+            option.check(getattr(self, option.name))
+
+
+_PYTHON_TYPES = {"int": int, "float": float, "bool": bool, "choice": str}
+
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig",
+    [(option.name, _PYTHON_TYPES[option.kind], field(default=option.default)) for option in TRAINING_OPTIONS],
+    bases=(_TrainConfigChecks,),
+    frozen=True,
+)
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = _TrainConfigChecks.__doc__
 
 
 @dataclass(frozen=True)
@@ -158,27 +145,25 @@ class RunConfig:
     source_tuning_run: str | None = None
 
     def __post_init__(self):
-        from zoidberg.models import ARCHITECTURES
-
-        _require(
+        require(
             isinstance(self.n_splits, int) and 2 <= self.n_splits <= 20,
             f"k (n_splits) must be from 2 to 20, not {self.n_splits!r}.",
         )
-        _require(
+        require(
             self.threshold_method in THRESHOLD_METHODS,
             f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}.",
         )
-        _require(
-            bool(_RUN_NAME_PATTERN.match(self.run_name)),
-            "run_name may use letters, digits, spaces and . , : + = @ ( ) - _ (at most 80).",
+        require(
+            bool(RUN_NAME_PATTERN.match(self.run_name)),
+            RUN_NAME_RULE,
         )
         spec = ARCHITECTURES[self.model.architecture]
-        _require(
+        require(
             self.data.image_size >= spec.min_image_size,
             f"{spec.label} needs images of at least {spec.min_image_size} px; "
             f"raise image size from {self.data.image_size}.",
         )
-        _require(
+        require(
             self.model.transfer_mode != "fine-tune" or self.train.epochs >= 2,
             "Fine-tune mode needs at least 2 epochs: the first half trains the head, the second the top "
             f"backbone layers. Raise epochs from {self.train.epochs}, or use frozen mode.",
@@ -213,3 +198,51 @@ def _from_mapping(cls, payload: Mapping[str, Any]):
 def replace_fields(config, **changes):
     """Returns a copy of a frozen config with `changes`, validated again."""
     return dataclasses.replace(config, **changes)
+
+
+def make_data_config(data_dir: str, label_mode: str = "binary", image_size: int = 128) -> DataConfig:
+    """Builds a DataConfig with the folder as an absolute path (as the CLI and both forms do).
+
+    Args:
+        data_dir: The folder as typed; a blank one stays blank so that validation says so.
+        label_mode: "binary" or "three-class".
+        image_size: Side of the square grayscale input.
+
+    Returns:
+        The validated DataConfig.
+    """
+    from pathlib import Path
+
+    folder = str(Path(str(data_dir).strip()).expanduser().resolve()) if str(data_dir).strip() else ""
+    return DataConfig(data_dir=folder, label_mode=label_mode, image_size=image_size)
+
+
+def make_run_config(
+    data: DataConfig, architecture: str, model_values: Mapping[str, Any], train_values: Mapping[str, Any], **fields
+) -> RunConfig:
+    """Builds a validated RunConfig from a form's values.
+
+    Args:
+        data: Which images.
+        architecture: Registry key.
+        model_values: {ModelConfig field: value} of the architecture's hyperparameters.
+        train_values: {TrainConfig field: value}.
+        **fields: The other RunConfig fields (n_splits, random_state, run_name, ...).
+
+    Returns:
+        The RunConfig.
+
+    Raises:
+        ValueError: With what to change (the config classes' own messages).
+    """
+    try:
+        return RunConfig(
+            data=data,
+            model=ModelConfig(architecture=architecture, **model_values),
+            train=TrainConfig(**train_values),
+            **fields,
+        )
+    except TypeError as error:
+        # A registry field that the config lacks is a programming error, but the user
+        # still deserves a sentence rather than a traceback.
+        raise ValueError(f"Invalid configuration: {error}") from None

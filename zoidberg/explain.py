@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from zoidberg.models import OUTPUT_NAME, last_conv_layer_name
+from zoidberg.models.layers import OUTPUT_NAME, last_conv_layer_name
 
 
 def _output_layer(model: keras.Model):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
+
+from zoidberg.predict import Decision
+from zoidberg.tuning.config import OBJECTIVE_LABELS
+from zoidberg.tuning.results import best_row, hyperparameter_names
+from zoidberg.tuning.space import Dimension, format_value
 
 # One colour per fold (or run); Plotly's qualitative palette, readable on dark and light themes.
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52")
@@ -251,3 +258,201 @@ def training_curves_figure(epochs: Sequence[Mapping[str, object]], metric: str, 
     )
     figure.update_xaxes(rangemode="tozero", dtick=1 if len({row["epoch"] for row in epochs}) <= 20 else None)
     return figure
+
+
+def best_so_far_figure(rows: Sequence[dict], objective: str, direction: str) -> go.Figure:
+    """Plots each finished trial's objective and the best-so-far line.
+
+    Args:
+        rows: trials.json rows.
+        objective: The objective's name.
+        direction: "max" or "min".
+
+    Returns:
+        The figure.
+    """
+    finished = [row for row in rows if row["status"] == "completed" and row.get("objective") is not None]
+    figure = go.Figure()
+    if finished:
+        trials = [row["trial"] for row in finished]
+        values = [row["objective"] for row in finished]
+        pick = max if direction == "max" else min
+        running, best = [], None
+        for value in values:
+            best = value if best is None else pick(best, value)
+            running.append(best)
+        figure.add_trace(
+            go.Scatter(x=trials, y=values, mode="markers", name="trial", marker=dict(size=9, color="#8e9aaf"),
+                       hovertemplate="trial %{x}: %{y:.4f}<extra></extra>")
+        )
+        figure.add_trace(
+            go.Scatter(x=trials, y=running, mode="lines", line=dict(shape="hv", width=3, color="#00CC96"),
+                       name="best so far", hovertemplate="best after trial %{x}: %{y:.4f}<extra></extra>")
+        )
+        best = best_row(list(rows), direction)
+        figure.add_trace(
+            go.Scatter(x=[best["trial"]], y=[best["objective"]], mode="markers", name="best",
+                       marker=dict(symbol="star", size=18, color="#FFA15A"), hoverinfo="skip")
+        )
+    figure.update_layout(
+        title=f"Best {OBJECTIVE_LABELS.get(objective, objective)} so far",
+        xaxis_title="trial", yaxis_title=objective,
+        height=300, margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+    )
+    figure.update_xaxes(dtick=1 if len(finished) <= 20 else None)
+    return figure
+
+
+def _axis(dimension: Dimension | None, name: str, values: list) -> dict:
+    """Returns one go.Parcoords dimension: numeric, log-scaled or categorical."""
+    label = name.replace("_", " ")
+    numeric = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
+    categorical = dimension is not None and not dimension.is_range or not numeric
+    if categorical:
+        # Categorical values (choices, booleans, none) become positions with tick labels.
+        order = list(dimension.choices) if dimension is not None and dimension.choices else []
+        for value in values:
+            if value not in order:
+                order.append(value)
+        if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in order):
+            order = sorted(order)
+        ticks = [format_value(value) if not isinstance(value, bool) else ("on" if value else "off") for value in order]
+        return dict(label=label, values=[order.index(value) for value in values], tickvals=list(range(len(order))),
+                    ticktext=ticks, range=[-0.25, max(len(order) - 0.75, 0.25)])
+    if dimension is not None and dimension.log and all(value > 0 for value in values):
+        low, high = math.floor(math.log10(dimension.min_value)), math.ceil(math.log10(dimension.max_value))
+        ticks = list(range(low, high + 1))
+        return dict(label=f"{label} (log)", values=[math.log10(value) for value in values], tickvals=ticks,
+                    ticktext=[f"{10.0 ** tick:g}" for tick in ticks], range=[math.log10(dimension.min_value), math.log10(dimension.max_value)])
+    axis = dict(label=label, values=values)
+    if dimension is not None and dimension.min_value is not None:
+        axis["range"] = [dimension.min_value, dimension.max_value]
+    return axis
+
+
+def parallel_coordinates_figure(
+    rows: Sequence[dict], objective: str, direction: str, dimensions: Sequence[Dimension] = ()
+) -> go.Figure | None:
+    """Draws every finished trial as a line across its hyperparameters and the objective.
+
+    Args:
+        rows: trials.json rows.
+        objective: The objective's name (the last axis and the colour).
+        direction: "max" or "min"; the best trials are drawn brightest either way.
+        dimensions: The search space, for ranges, log scales and choice order.
+
+    Returns:
+        The figure, or None before any trial has finished.
+    """
+    finished = [row for row in rows if row["status"] == "completed" and row.get("objective") is not None]
+    if not finished:
+        return None
+    by_name = {dimension.name: dimension for dimension in dimensions}
+    names = [name for name in hyperparameter_names(finished) if name in by_name or not by_name]
+    axes = [_axis(by_name.get(name), name, [row["hyperparameters"].get(name) for row in finished]) for name in names]
+    scores = [row["objective"] for row in finished]
+    axes.append(dict(label=objective, values=scores))
+    figure = go.Figure(
+        go.Parcoords(
+            line=dict(color=scores, colorscale="Viridis", reversescale=direction == "min", showscale=True,
+                      colorbar=dict(title=objective)),
+            dimensions=axes,
+        )
+    )
+    figure.update_layout(
+        title=dict(text="Hyperparameters against the objective", y=0.98), height=440, margin=dict(l=60, r=40, t=110, b=30)
+    )
+    return figure
+
+
+def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
+    """A one-line strip of each fold model's probability, with the threshold line.
+
+    The figure is built from one dict because a page may draw dozens of these on every
+    slider move, and plotly's incremental helpers (add_vline) cost ~10x more.
+
+    Args:
+        decision: The image's decision.
+        class_names: The run's classes.
+
+    Returns:
+        A short plotly figure.
+    """
+    binary = len(class_names) == 2
+    what = f"P({class_names[1]})" if binary else f"P({decision.label})"
+    values = list(decision.per_fold)
+    folds = list(range(1, len(values) + 1))
+    data = [
+        {
+            "type": "scatter",
+            "x": values,
+            "y": [0] * len(values),
+            "mode": "markers",
+            "customdata": folds,
+            "marker": {"size": 12, "color": color_for(0), "line": {"width": 1, "color": "white"}},
+            "hovertemplate": f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>",
+            "showlegend": False,
+        },
+        {
+            "type": "scatter",
+            "x": [decision.probability],
+            "y": [0],
+            "mode": "markers",
+            "showlegend": False,
+            "marker": {"size": 18, "symbol": "line-ns", "line": {"width": 3, "color": "#FFA15A"}},
+            "hovertemplate": "ensemble mean: %{x:.3f}<extra></extra>",
+        },
+    ]
+    layout: dict[str, Any] = {
+        "height": 130,
+        "margin": {"l": 10, "r": 10, "t": 25, "b": 40},
+        "xaxis": {"range": [-0.02, 1.02], "title": {"text": f"{what} per fold"}, "tickformat": ".1f"},
+        "yaxis": {"visible": False, "range": [-1, 1]},
+    }
+    if binary and decision.threshold is not None:
+        layout["shapes"] = [
+            {
+                "type": "line",
+                "x0": decision.threshold,
+                "x1": decision.threshold,
+                "y0": 0,
+                "y1": 1,
+                "yref": "paper",
+                "line": {"color": "gray", "dash": "dot"},
+            }
+        ]
+        layout["annotations"] = [
+            {
+                "x": decision.threshold,
+                "y": 1,
+                "yref": "paper",
+                "yanchor": "bottom",
+                "text": "threshold",
+                "showarrow": False,
+            }
+        ]
+    return go.Figure({"data": data, "layout": layout})
+
+
+def class_probability_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
+    """Horizontal bars of every class's mean probability (three-class runs), built from one dict."""
+    values = [decision.class_probabilities.get(name, 0.0) for name in class_names]
+    bars = {
+        "type": "bar",
+        "x": values,
+        "y": list(class_names),
+        "orientation": "h",
+        "marker": {"color": [color_for(index) for index in range(len(class_names))]},
+        "text": [f"{value:.2f}" for value in values],
+        "textposition": "auto",
+        "hovertemplate": "%{y}: %{x:.3f}<extra></extra>",
+    }
+    layout = {
+        "height": 60 + 32 * len(class_names),
+        "margin": {"l": 10, "r": 10, "t": 10, "b": 40},
+        "showlegend": False,
+        "xaxis": {"range": [0, 1], "title": {"text": "mean probability over folds"}},
+        "yaxis": {"autorange": "reversed"},
+    }
+    return go.Figure({"data": [bars], "layout": layout})

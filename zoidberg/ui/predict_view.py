@@ -6,18 +6,17 @@ import hashlib
 import io
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from zoidberg.imaging import (
+from zoidberg.data.imaging import (
     MAX_UPLOAD_BYTES,
     SNIFF_BYTES,
     ImageDecodeError,
@@ -25,10 +24,10 @@ from zoidberg.imaging import (
     resize_square,
     sniff_kind,
 )
-from zoidberg.runstore import Run, RunStore
-from zoidberg.ui.compare_figures import choice_label
-from zoidberg.ui.figures import color_for
-from zoidberg.ui.widgets import escape_markdown
+from zoidberg.predict import Decision, Prediction, decide
+from zoidberg.runs.store import MODEL_FILE, Run, RunNotFoundError, RunStore
+from zoidberg.ui import figures
+from zoidberg.ui.widgets import escape_markdown, run_label
 
 LOGGER = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def demo_inputs(demo_dir: str | Path, label_mode: str, count: int = DEMO_IMAGE_C
     Returns:
         Inputs labelled with their (synthetic) true class; empty when the split is missing.
     """
-    from zoidberg.data import parse_label
+    from zoidberg.data.dataset import parse_label
 
     root = Path(demo_dir) / "test"
     groups = {
@@ -141,7 +140,7 @@ def demo_inputs(demo_dir: str | Path, label_mode: str, count: int = DEMO_IMAGE_C
 
 def _one_per_patient(paths: Sequence[Path]) -> list[Path]:
     """Keeps the first image of each patient, in order."""
-    from zoidberg.data import parse_patient_id
+    from zoidberg.data.dataset import parse_patient_id
 
     kept, seen = [], set()
     for path in paths:
@@ -169,7 +168,7 @@ class ImageResult:
         original_shape: (height, width) of the decoded image.
         display: Grayscale uint8 image for display (long side at most MAX_DISPLAY_SIDE).
         model_input: The S×S uint8 image the networks saw.
-        prediction: Ensemble.predict_gray output (per-fold values are threshold-free).
+        prediction: The fold models' threshold-free probabilities.
         heatmaps: Grad-CAM maps already computed, by class index.
         encoded: JPEG bytes of the display image ("image",) and of overlays
             ("overlay", class index, opacity), so reruns re-encode nothing.
@@ -184,7 +183,7 @@ class ImageResult:
     original_shape: tuple[int, int] | None = None
     display: np.ndarray | None = field(default=None, repr=False)
     model_input: np.ndarray | None = field(default=None, repr=False)
-    prediction: dict | None = None
+    prediction: Prediction | None = None
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     encoded: dict[tuple, bytes] = field(default_factory=dict, repr=False)
 
@@ -228,7 +227,7 @@ def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
         return result
     try:
         result.model_input = resize_square(gray, ensemble.image_size)
-        result.prediction = ensemble.predict_gray(result.model_input)
+        result.prediction = ensemble.probabilities(result.model_input)
     except Exception as error:  # Same: one bad image never takes the others down.
         LOGGER.exception("Prediction failed for %s", item.name)
         result.error = f"prediction failed ({type(error).__name__}: {str(error)[:120]})"
@@ -236,56 +235,6 @@ def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
     result.original_shape = (int(gray.shape[0]), int(gray.shape[1]))
     result.display = downscale(gray)
     return result
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A prediction at a given threshold.
-
-    Attributes:
-        label: Predicted class name.
-        class_index: Its index.
-        probability: P(pneumonia) for binary runs, P(predicted class) otherwise.
-        spread: Standard deviation of that probability across folds.
-        per_fold: That probability for each fold model.
-        class_probabilities: Mean probability of every class.
-        threshold: The threshold used (binary runs), else None.
-    """
-
-    label: str
-    class_index: int
-    probability: float
-    spread: float
-    per_fold: tuple[float, ...]
-    class_probabilities: dict[str, float]
-    threshold: float | None
-
-
-def decide(prediction: Mapping[str, Any], class_names: Sequence[str], threshold: float | None) -> Decision:
-    """Applies a threshold to a threshold-free prediction (as Ensemble does).
-
-    Binary runs call pneumonia when P(pneumonia) >= threshold; three-class runs take
-    the most probable class and ignore the threshold.
-
-    Args:
-        prediction: Ensemble.predict_gray output.
-        class_names: The run's class names in output order.
-        threshold: Decision threshold for binary runs.
-
-    Returns:
-        The decision.
-    """
-    probabilities = {str(name): float(value) for name, value in prediction["class_probabilities"].items()}
-    per_fold = tuple(float(value) for value in prediction["per_fold"])
-    spread = float(np.std(per_fold)) if per_fold else 0.0
-    if len(class_names) == 2:
-        positive = float(probabilities[class_names[1]])
-        cutoff = float(prediction.get("threshold") or 0.5) if threshold is None else float(threshold)
-        index = int(positive >= cutoff)
-        return Decision(class_names[index], index, positive, spread, per_fold, probabilities, cutoff)
-    values = [probabilities[name] for name in class_names]
-    index = int(np.argmax(values))
-    return Decision(class_names[index], index, values[index], spread, per_fold, probabilities, None)
 
 
 def headline(decision: Decision, class_names: Sequence[str]) -> str:
@@ -357,7 +306,7 @@ def results_table(results: Sequence[ImageResult], class_names: Sequence[str], th
     for result in results:
         row: dict[str, Any] = {"file": result.name, "source": "synthetic demo" if result.source == "demo" else "upload"}
         if result.ok:
-            decision = decide(result.prediction, class_names, threshold)
+            decision = decide(result.prediction, threshold)
             row.update(
                 prediction=decision.label,
                 probability=round(decision.probability, 4),
@@ -386,109 +335,7 @@ def results_table(results: Sequence[ImageResult], class_names: Sequence[str], th
 # ----------------------------------------------------------------------------- figures
 
 
-def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
-    """A one-line strip of each fold model's probability, with the threshold line.
-
-    The figure is built from one dict because a page may draw dozens of these on every
-    slider move, and plotly's incremental helpers (add_vline) cost ~10x more.
-
-    Args:
-        decision: The image's decision.
-        class_names: The run's classes.
-
-    Returns:
-        A short plotly figure.
-    """
-    binary = len(class_names) == 2
-    what = f"P({class_names[1]})" if binary else f"P({decision.label})"
-    values = list(decision.per_fold)
-    folds = list(range(1, len(values) + 1))
-    data = [
-        {
-            "type": "scatter",
-            "x": values,
-            "y": [0] * len(values),
-            "mode": "markers",
-            "customdata": folds,
-            "marker": {"size": 12, "color": color_for(0), "line": {"width": 1, "color": "white"}},
-            "hovertemplate": f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>",
-            "showlegend": False,
-        },
-        {
-            "type": "scatter",
-            "x": [decision.probability],
-            "y": [0],
-            "mode": "markers",
-            "showlegend": False,
-            "marker": {"size": 18, "symbol": "line-ns", "line": {"width": 3, "color": "#FFA15A"}},
-            "hovertemplate": "ensemble mean: %{x:.3f}<extra></extra>",
-        },
-    ]
-    layout: dict[str, Any] = {
-        "height": 130,
-        "margin": {"l": 10, "r": 10, "t": 25, "b": 40},
-        "xaxis": {"range": [-0.02, 1.02], "title": {"text": f"{what} per fold"}, "tickformat": ".1f"},
-        "yaxis": {"visible": False, "range": [-1, 1]},
-    }
-    if binary and decision.threshold is not None:
-        layout["shapes"] = [
-            {
-                "type": "line",
-                "x0": decision.threshold,
-                "x1": decision.threshold,
-                "y0": 0,
-                "y1": 1,
-                "yref": "paper",
-                "line": {"color": "gray", "dash": "dot"},
-            }
-        ]
-        layout["annotations"] = [
-            {
-                "x": decision.threshold,
-                "y": 1,
-                "yref": "paper",
-                "yanchor": "bottom",
-                "text": "threshold",
-                "showarrow": False,
-            }
-        ]
-    return go.Figure({"data": data, "layout": layout})
-
-
-def class_probability_figure(decision: Decision, class_names: Sequence[str]) -> go.Figure:
-    """Horizontal bars of every class's mean probability (three-class runs), built from one dict."""
-    values = [decision.class_probabilities.get(name, 0.0) for name in class_names]
-    bars = {
-        "type": "bar",
-        "x": values,
-        "y": list(class_names),
-        "orientation": "h",
-        "marker": {"color": [color_for(index) for index in range(len(class_names))]},
-        "text": [f"{value:.2f}" for value in values],
-        "textposition": "auto",
-        "hovertemplate": "%{y}: %{x:.3f}<extra></extra>",
-    }
-    layout = {
-        "height": 60 + 32 * len(class_names),
-        "margin": {"l": 10, "r": 10, "t": 10, "b": 40},
-        "showlegend": False,
-        "xaxis": {"range": [0, 1], "title": {"text": "mean probability over folds"}},
-        "yaxis": {"autorange": "reversed"},
-    }
-    return go.Figure({"data": [bars], "layout": layout})
-
-
 # ----------------------------------------------------------------------------- runs and caches
-
-
-def fold_model_numbers(run: Run) -> list[int]:
-    """Returns the fold numbers that have a saved model, in order."""
-    numbers = []
-    for path in run.path.glob("fold_*/model.keras"):
-        suffix = path.parent.name[5:]
-        if suffix.isdigit():
-            numbers.append(int(suffix))
-    return sorted(numbers)
 
 
 def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
@@ -505,7 +352,7 @@ def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
         state = run.state
         if state not in ELIGIBLE_STATES:
             continue
-        folds = fold_model_numbers(run)
+        folds = run.folds_with(MODEL_FILE)
         if folds:
             eligible.append((run, state, folds))
     return eligible
@@ -514,7 +361,7 @@ def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
 def models_signature(run: Run) -> tuple:
     """Identifies the exact fold model files, so a resumed run's new folds reload the ensemble."""
     signature = []
-    for fold in fold_model_numbers(run):
+    for fold in run.folds_with(MODEL_FILE):
         try:
             stat = run.model_path(fold).stat()
         except OSError:
@@ -582,9 +429,7 @@ def run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str,
     labels = {}
     for run, state, folds in runs:
         n_splits = run.config.get("n_splits", len(folds))
-        fold_text = f"{len(folds)}/{n_splits} folds"
-        created = str(run.meta.get("created", ""))
-        labels[run.id] = f"{choice_label(run.name, run.config, created, state)} · {fold_text}"
+        labels[run.id] = run_label(run, state, extra=f"{len(folds)}/{n_splits} folds")
     by_id = {run.id: (run, state, folds) for run, state, folds in runs}
     chosen = st.selectbox(
         "Model (a finished cross-validation run)",
@@ -690,7 +535,7 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
 
 def demo_items_ui(label_mode: str) -> list[ImageInput]:
     """Returns demo images, generating the demo dataset on first use (with a spinner)."""
-    from zoidberg.demo import default_demo_dir, ensure_demo_dataset
+    from zoidberg.data.demo import default_demo_dir, ensure_demo_dataset
 
     try:
         with st.spinner("Generating the synthetic demo dataset (first use only) ..."):
@@ -764,7 +609,7 @@ def show_card(
         if not result.ok:
             st.error(f"{escape_markdown(result.name)}: {escape_markdown(result.error)}", icon="🚫")
             return
-        decision = decide(result.prediction, class_names, threshold)
+        decision = decide(result.prediction, threshold)
         show_gradcam, alpha = gradcam
         columns = st.columns([1, 1, 1.3]) if show_gradcam else st.columns([1, 1.3])
         with columns[0]:
@@ -803,11 +648,45 @@ def _show_decision(decision: Decision, class_names: Sequence[str], result: Image
     if len(decision.per_fold) > 1 and decision.spread > 0.15:
         st.caption("⚠️ The fold models disagree strongly on this image: treat the prediction as uncertain.")
     st.plotly_chart(
-        fold_strip_figure(decision, class_names), key=f"predict_strip_{index}", config={"displayModeBar": False}
+        figures.fold_strip_figure(decision, class_names), key=f"predict_strip_{index}", config={"displayModeBar": False}
     )
     if len(class_names) > 2:
         st.plotly_chart(
-            class_probability_figure(decision, class_names),
+            figures.class_probability_figure(decision, class_names),
             key=f"predict_classes_{index}",
             config={"displayModeBar": False},
         )
+
+
+def load_ensemble_ui(store: RunStore, run: Run, folds: Sequence[int]):
+    """Loads a run's fold ensemble (cached) with a spinner; on failure shows why and returns None."""
+    try:
+        with st.spinner(f"Loading the {len(folds)} fold model(s) of {run.name} (once per run) ..."):
+            return load_ensemble_cached(store, run)
+    except (RunNotFoundError, ValueError, OSError) as error:
+        st.error(f"Cannot load the models of {run.name}: {error}")
+    except Exception as error:  # A corrupt .keras file must not show a traceback.
+        LOGGER.exception("Loading the ensemble of %s failed", run.id)
+        st.error(
+            f"Cannot load the models of {run.name} ({type(error).__name__}). "
+            "The model files may be damaged; re-run training."
+        )
+    return None
+
+
+def results_ui(ensemble: Any, run: Run, store: RunStore, items: Sequence[ImageInput], threshold: float | None, gradcam) -> None:
+    """Predicts the files (reusing this session's results) and draws the batch table and one card per file."""
+    run_key = (str(store.root), run.id, models_signature(run))
+    results = process_all(ensemble, run_key, items)
+    failed = [result for result in results if not result.ok]
+    st.subheader(f"Results ({len(results)} image{'s' if len(results) != 1 else ''})")
+    if failed:
+        st.warning(
+            f"{len(failed)} of {len(results)} file(s) could not be used; "
+            "their reasons are in the table and cards below."
+        )
+    show_batch_table(results, list(ensemble.class_names), threshold, run.id)
+    for index, result in enumerate(results[:CARD_LIMIT]):
+        show_card(ensemble, result, threshold, gradcam, index)
+    if len(results) > CARD_LIMIT:
+        st.caption(f"Showing the first {CARD_LIMIT} cards; the table above lists all {len(results)} files.")

@@ -1,4 +1,4 @@
-"""Session state keys and cached loaders shared by the dashboard pages."""
+"""Session state, cached loaders and the dashboard's one doorway into starting runs."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from zoidberg.data import Dataset, DatasetError, fingerprint_records, load_dataset, scan_dataset
-from zoidberg.runstore import ACTIVE_STATES, Run, RunStore, default_runs_dir
+from zoidberg.data.dataset import Dataset, DatasetError, fingerprint_records, load_dataset, scan_dataset
+from zoidberg.runs import jobs
+from zoidberg.runs.kinds import get_kind
+from zoidberg.runs.store import ACTIVE_STATES, Run, RunStore, default_runs_dir
 
-# Session-state keys read by more than one page.
+# Session-state keys read by more than one page; the run selection has one key per run kind.
 DATA_DIR_KEY = "zoidberg_data_dir"
 SELECTED_RUN_KEY = "zoidberg_selected_run"
-STARTED_RUN_KEY = "zoidberg_started_run"
 KNOWN_RUNS_KEY = "zoidberg_known_runs"
+EVENTS_CACHE_KEY = "zoidberg_event_cache"
 
 # Decoded datasets kept in memory at once: each holds N×S×S bytes, so a few sizes of the
 # same data (preview at one size, training at another) fit without growing unbounded.
@@ -42,7 +44,7 @@ def run_store() -> RunStore:
 @st.cache_resource(show_spinner=False)
 def _ensure_demo_dataset(demo_dir: str) -> str:
     """Generates the demo dataset once per process and folder."""
-    from zoidberg.demo import ensure_demo_dataset
+    from zoidberg.data.demo import ensure_demo_dataset
 
     return str(ensure_demo_dataset(demo_dir))
 
@@ -53,7 +55,7 @@ def demo_data_dir() -> str:
     Returns:
         The demo dataset root as a string.
     """
-    from zoidberg.demo import default_demo_dir
+    from zoidberg.data.demo import default_demo_dir
 
     target = str(default_demo_dir())
     with st.spinner("Generating the synthetic demo dataset (first use only) ..."):
@@ -74,7 +76,7 @@ def is_synthetic(data_dir: str | os.PathLike) -> bool:
     Returns:
         True when the folder holds the synthetic-data marker.
     """
-    from zoidberg.demo import is_synthetic_dataset
+    from zoidberg.data.demo import is_synthetic_dataset
 
     try:
         return is_synthetic_dataset(Path(data_dir).expanduser())
@@ -167,85 +169,37 @@ def list_runs(kind: str) -> list[Run]:
         return []
 
 
-def newest_active_run(runs: list[Run]) -> Run | None:
-    """Returns the newest queued or running run of a list, if any.
+def read_events_incrementally(run: Run) -> list[dict]:
+    """Returns all events of a run, reading only the bytes added since the last call.
 
     Args:
-        runs: Runs, newest first.
+        run: The run.
 
     Returns:
-        The first active run, or None.
+        The events in order.
     """
-    for run in runs:
-        if run.state in ACTIVE_STATES:
-            return run
-    return None
+    cache = st.session_state.setdefault(EVENTS_CACHE_KEY, {})
+    offset, events = cache.get(run.id, (0, []))
+    new_events, offset = run.read_events(offset)
+    events = events + new_events
+    cache[run.id] = (offset, events)
+    return events
 
 
-def build_data_config(data_dir: str, options: dict):
-    """Builds the DataConfig of a form: the folder as an absolute path, label mode, image size.
+def forget_events(run_id: str) -> None:
+    """Drops a run's cached events (a resumed run is read again from the start)."""
+    st.session_state.get(EVENTS_CACHE_KEY, {}).pop(run_id, None)
+
+
+def prepare_payload(kind: str, config) -> dict:
+    """Checks a configuration against the cached dataset and its weights; returns its config.json payload.
 
     Args:
-        data_dir: The folder as typed (blank stays blank so validation can say so).
-        options: The form's values with "label_mode" and "image_size".
+        kind: "cv" or "tune".
+        config: A RunConfig or TuneConfig.
 
     Returns:
-        The DataConfig.
-
-    Raises:
-        ValueError: With what to change.
-    """
-    from zoidberg.config import DataConfig
-
-    folder = str(Path(str(data_dir).strip()).expanduser().resolve()) if str(data_dir).strip() else ""
-    return DataConfig(data_dir=folder, label_mode=options["label_mode"], image_size=options["image_size"])
-
-
-def build_run_config(data_dir: str, architecture: str, model_values: dict, options: dict):
-    """Builds the validated RunConfig from the Train form's values.
-
-    Args:
-        data_dir: Dataset root.
-        architecture: Registry key.
-        model_values: {ModelConfig field: value} of the architecture's hyperparameters.
-        options: Values of widgets.training_options_ui.
-
-    Returns:
-        The RunConfig.
-
-    Raises:
-        ValueError: With what to change (the config classes' own messages).
-    """
-    from zoidberg.config import ModelConfig, RunConfig, TrainConfig
-
-    try:
-        return RunConfig(
-            data=build_data_config(data_dir, options),
-            model=ModelConfig(architecture=architecture, **model_values),
-            train=TrainConfig(
-                epochs=options["epochs"],
-                batch_size=options["batch_size"],
-                learning_rate=options["learning_rate"],
-                optimizer=options["optimizer"],
-                early_stopping_patience=options["early_stopping_patience"],
-                class_weighting=options["class_weighting"],
-                augmentation=options["augmentation"],
-            ),
-            n_splits=options["n_splits"],
-            random_state=options["random_state"],
-            run_name=options["run_name"],
-        )
-    except TypeError as error:
-        # A registry field that ModelConfig lacks is a programming error, but the user
-        # still deserves a sentence rather than a traceback.
-        raise ValueError(f"Invalid configuration: {error}") from None
-
-
-def validate_run_config(config) -> None:
-    """Checks a config against the architecture, the weights files and the data.
-
-    Args:
-        config: A RunConfig.
+        The payload (config, data fingerprint, package versions).
 
     Raises:
         ValueError: The image is too small, k is too large for the data, or the folder
@@ -253,98 +207,40 @@ def validate_run_config(config) -> None:
         FileNotFoundError: Pretrained weights were asked for and no local file has them
             (WeightsNotFoundError).
     """
-    prepare_payload(config)
-
-
-def prepare_payload(config) -> dict:
-    """Validates a config against the cached dataset and returns its config.json payload.
-
-    Args:
-        config: A RunConfig.
-
-    Returns:
-        The payload (config, data fingerprint, package versions).
-
-    Raises:
-        ValueError, FileNotFoundError: As validate_run_config.
-    """
-    from zoidberg.cv import prepare_run
-
     dataset = load_dataset_cached(config.data.data_dir, config.data.label_mode, config.data.image_size)
-    return prepare_run(config, dataset)
+    return get_kind(kind).prepare(config, dataset)
 
 
-def comparable_config(config: dict) -> str:
-    """Returns a canonical JSON text of a run config without its reproducibility facts.
-
-    config.json adds package versions and the data's fingerprint to what the form sets;
-    two starts of the same form compare equal without them.
-
-    Args:
-        config: A config dict (RunConfig.to_dict() or a run's config.json).
-
-    Returns:
-        Sorted-key JSON, equal for equal configurations.
-    """
-    import json
-
-    facts = ("versions", "data_fingerprint")
-    return json.dumps({key: value for key, value in config.items() if key not in facts}, sort_keys=True, default=str)
-
-
-def find_identical_active_run(kind: str, config: dict) -> Run | None:
-    """Returns a queued or running run of a kind with exactly this configuration, if any.
-
-    Starting the same configuration twice (a double click, a second tab) then attaches to
-    the run in progress instead of training it twice.
+def start_or_attach(kind: str, config) -> tuple[str, bool]:
+    """Checks a configuration once, then starts its worker or attaches to an identical active run.
 
     Args:
         kind: "cv" or "tune".
-        config: The configuration as a dict (to_dict() of its config class).
-
-    Returns:
-        The newest such run, or None.
-    """
-    wanted = comparable_config(config)
-    for run in list_runs(kind):
-        if run.state in ACTIVE_STATES and comparable_config(run.config) == wanted:
-            return run
-    return None
-
-
-def start_or_attach(config) -> tuple[str, bool]:
-    """Starts a cross-validation worker, or attaches to an identical active run.
-
-    Args:
-        config: A validated RunConfig.
+        config: A validated RunConfig or TuneConfig.
 
     Returns:
         (run id, attached): attached is True when no new run was started.
 
     Raises:
-        ValueError: When the runs folder is not writable.
+        ValueError, FileNotFoundError: As prepare_payload, or an unwritable runs folder.
     """
-    from zoidberg import jobs
-
-    existing = find_identical_active_run("cv", config.to_dict())
-    if existing is not None:
-        return existing.id, True
-    payload = prepare_payload(config)
-    run_id = jobs.start_run("cv", payload, name=config.run_name, runs_dir=runs_dir())
-    st.session_state[STARTED_RUN_KEY] = run_id
-    return run_id, False
+    with st.spinner("Checking the configuration against the data ..."):
+        payload = prepare_payload(kind, config)
+    with st.spinner("Starting the worker ..."):
+        return jobs.start_or_attach(kind, payload, name=config.run_name, runs_dir=runs_dir())
 
 
-def select_run(run_id: str) -> None:
-    """Makes a run the one shown on the Train page.
+def select_run(run_id: str, kind: str = "cv") -> None:
+    """Makes a run the one shown on its kind's page (Train or Tune).
 
     Args:
         run_id: The run's id.
+        kind: "cv" or "tune".
     """
-    st.session_state[SELECTED_RUN_KEY] = run_id
+    st.session_state[f"{SELECTED_RUN_KEY}_{kind}"] = run_id
 
 
-def selected_run_id(runs: list[Run], states: dict[str, str]) -> str | None:
+def selected_run_id(runs: list[Run], states: dict[str, str], kind: str = "cv") -> str | None:
     """Returns the run to show.
 
     A run that became active since this session last looked (started in another tab or
@@ -352,20 +248,22 @@ def selected_run_id(runs: list[Run], states: dict[str, str]) -> str | None:
     run; then the newest run.
 
     Args:
-        runs: Runs, newest first.
+        runs: Runs of one kind, newest first.
         states: {run id: state}.
+        kind: "cv" or "tune".
 
     Returns:
         A run id, or None when there are no runs.
     """
     ids = [run.id for run in runs]
-    known = st.session_state.get(KNOWN_RUNS_KEY)
-    st.session_state[KNOWN_RUNS_KEY] = set(ids)
+    known_key = f"{KNOWN_RUNS_KEY}_{kind}"
+    known = st.session_state.get(known_key)
+    st.session_state[known_key] = set(ids)
     if known is not None:
         for run_id in ids:
             if run_id not in known and states.get(run_id) in ACTIVE_STATES:
                 return run_id
-    chosen = st.session_state.get(SELECTED_RUN_KEY)
+    chosen = st.session_state.get(f"{SELECTED_RUN_KEY}_{kind}")
     if chosen in ids:
         return chosen
     for run in runs:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from zoidberg.config import CLASS_WEIGHTINGS, LABEL_MODES, OPTIMIZERS
-from zoidberg.models import ARCHITECTURES, ArchitectureSpec, HyperParameter
-from zoidberg.runstore import Run
+from zoidberg.config import LABEL_MODES
+from zoidberg.models.registry import ARCHITECTURES, TRAINING_OPTIONS, ArchitectureSpec, HyperParameter
+from zoidberg.runs import jobs
+from zoidberg.runs.kinds import get_kind
+from zoidberg.runs.store import ACTIVE_STATES, Run, RunNotFoundError
 from zoidberg.ui import state
 
 SYNTHETIC_NOTICE = "Synthetic demo data — not real X-rays"
@@ -41,6 +45,9 @@ PERSIST = "session"
 
 # Integer ranges up to this many steps are drawn as sliders; wider ones as number inputs.
 MAX_SLIDER_STEPS = 60
+
+# Seconds between two refreshes of an active run's view.
+POLL_SECONDS = 1.5
 
 
 def synthetic_notice(synthetic: bool) -> None:
@@ -113,28 +120,60 @@ def state_badge(state: str) -> str:
     return f":{color}-badge[{STATE_ICONS.get(state, '•')} {state}]"
 
 
-def run_label(run: Run, state: str | None = None) -> str:
-    """Returns a one-line description of a run for pickers.
+def format_created(created: str) -> str:
+    """Formats an ISO creation time as local "YYYY-MM-DD HH:MM" (or returns it unchanged)."""
+    try:
+        moment = dt.datetime.fromisoformat(created)
+    except (TypeError, ValueError):
+        return str(created or "")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def run_facts(kind: str, config: Mapping[str, Any]) -> list[str]:
+    """Returns the few facts that tell runs apart in a picker.
+
+    Args:
+        kind: "cv" or "tune".
+        config: The run's config.json.
+
+    Returns:
+        Architecture, label mode, size and k for cross-validation; architecture,
+        algorithm, trials and size for a search.
+    """
+    config = config if isinstance(config, Mapping) else {}
+    data = config.get("data", {}) or {}
+    if kind == "tune":
+        return [
+            str(config.get("architecture", "?")),
+            str(config.get("algorithm", "?")),
+            f"{config.get('max_trials', '?')} trials",
+            f"{data.get('image_size', '?')} px",
+        ]
+    return [
+        str((config.get("model", {}) or {}).get("architecture", "?")),
+        str(data.get("label_mode", "binary")),
+        f"{data.get('image_size', '?')} px",
+        f"k={config.get('n_splits', '?')}",
+    ]
+
+
+def run_label(run: Run, state: str | None = None, *, extra: str = "") -> str:
+    """Returns the one-line description of a run that every run picker shows.
 
     Args:
         run: The run.
         state: Its state, when already known (saves a status read).
+        extra: A last fact, e.g. "2/3 folds".
 
     Returns:
-        "icon name · architecture · k folds · id (state)".
+        "icon name · facts · date · id (state)".
     """
     state = state or run.state
-    config = run.config
-    model = config.get("model", {}) if isinstance(config, dict) else {}
-    data = config.get("data", {}) if isinstance(config, dict) else {}
-    facts = [
-        str(model.get("architecture", "?")),
-        f"{data.get('image_size', '?')} px",
-        f"k={config.get('n_splits', '?')}" if isinstance(config, dict) else "k=?",
-    ]
-    name = run.name if run.name != run.id else ""
-    title = f"{name} · " if name else ""
-    return f"{STATE_ICONS.get(state, '•')} {title}{' · '.join(facts)} · {run.id} ({state})"
+    name = f"{run.name} · " if run.name != run.id else ""
+    facts = run_facts(run.kind, run.config) + [format_created(str(run.meta.get("created", "")))] + ([extra] if extra else [])
+    return f"{STATE_ICONS.get(state, '•')} {name}{' · '.join(fact for fact in facts if fact)} · {run.id} ({state})"
 
 
 def data_dir_ui(default: str, key: str = "data_dir_input") -> str:
@@ -192,8 +231,8 @@ def format_choice(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def hyperparameter_ui(parameter: HyperParameter, key: str) -> Any:
-    """Draws one registry hyperparameter with the widget its kind calls for.
+def option_ui(parameter: HyperParameter, key: str) -> Any:
+    """Draws one registry option (a hyperparameter or a training option) with the widget its kind calls for.
 
     Args:
         parameter: The registry's description of the field.
@@ -202,7 +241,9 @@ def hyperparameter_ui(parameter: HyperParameter, key: str) -> Any:
     Returns:
         The chosen value, of the field's type.
     """
-    label = parameter.name.replace("_", " ").capitalize()
+    label = parameter.display_label
+    if parameter.values:
+        return _values_ui(parameter, label, key)
     if parameter.kind == "bool":
         return st.checkbox(label, value=bool(parameter.default), key=key, persist_state=PERSIST, help=parameter.help)
     if parameter.kind == "choice":
@@ -219,6 +260,25 @@ def hyperparameter_ui(parameter: HyperParameter, key: str) -> Any:
     if parameter.kind == "int":
         return _int_ui(parameter, label, key)
     return _float_ui(parameter, label, key)
+
+
+def _values_ui(parameter: HyperParameter, label: str, key: str) -> Any:
+    """Draws an option with listed values (batch size, learning rate) as a select slider."""
+    values = list(parameter.values)
+    if parameter.default not in values:
+        values = sorted({*values, parameter.default})
+    kind = int if parameter.kind == "int" else float
+    return kind(
+        st.select_slider(
+            label,
+            options=values,
+            value=parameter.default,
+            key=key,
+            persist_state=PERSIST,
+            format_func=lambda value: f"{value:g}",
+            help=parameter.help,
+        )
+    )
 
 
 def _int_ui(parameter: HyperParameter, label: str, key: str) -> int:
@@ -326,141 +386,102 @@ def hyperparameters_ui(spec: ArchitectureSpec, columns: int = 3) -> dict[str, An
     slots = st.columns(columns)
     for index, parameter in enumerate(parameters):
         with slots[index % columns]:
-            values[parameter.name] = hyperparameter_ui(parameter, key=f"hp_{spec.name}_{parameter.name}")
+            values[parameter.name] = option_ui(parameter, key=f"hp_{spec.name}_{parameter.name}")
     return values
 
 
-def learning_rate_ui(key: str, default: float = 1e-3) -> float:
-    """Draws the learning rate as a log-spaced choice plus nothing else to mistype.
-
-    Args:
-        key: Widget key.
-        default: Initial rate (must be one of the offered values).
-
-    Returns:
-        The learning rate.
-    """
-    options = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-    return st.select_slider(
-        "Learning rate",
-        options=options,
-        value=default,
-        key=key,
-        persist_state=PERSIST,
-        format_func=lambda value: f"{value:g}",
-        help="Step size of the optimizer; 0.001 suits Adam, 0.01 suits SGD.",
-    )
-
-
-def training_options_ui(prefix: str = "train") -> dict[str, Any]:
-    """Draws the options common to every architecture.
+def run_options_ui(prefix: str = "train") -> dict[str, Any]:
+    """Draws what a cross-validation run needs besides its training: image size, label mode, k and seed.
 
     Args:
         prefix: Widget key prefix.
 
     Returns:
-        Dict with image_size, label_mode, n_splits, epochs, batch_size, learning_rate,
-        optimizer, early_stopping_patience, class_weighting, augmentation, random_state
-        and run_name.
+        Dict with image_size, label_mode, n_splits and random_state.
     """
-    first, second, third = st.columns(3)
-    with first:
-        image_size = st.number_input(
-            "Image size (px)",
-            min_value=16,
-            max_value=512,
-            value=64,
-            step=16,
-            key=f"{prefix}_image_size",
-            persist_state=PERSIST,
-            help="Side of the square grayscale input. Larger sees more detail but trains slower (CPU).",
-        )
-        label_mode = label_mode_ui(f"{prefix}_label_mode")
-        n_splits = st.number_input(
-            "Folds k",
-            min_value=2,
-            max_value=20,
-            value=5,
-            step=1,
-            key=f"{prefix}_k",
-            persist_state=PERSIST,
-            help="Patient-grouped stratified folds: each patient's images stay in one fold.",
-        )
-        random_state = st.number_input(
-            "Seed",
-            min_value=0,
-            max_value=2**31 - 1,
-            value=42,
-            step=1,
-            key=f"{prefix}_seed",
-            persist_state=PERSIST,
-            help="Seed of the fold split and of each fold's training (fold i uses seed + i).",
-        )
-    with second:
-        epochs = st.number_input(
-            "Epochs", min_value=1, max_value=1000, value=5, step=1, key=f"{prefix}_epochs", persist_state=PERSIST
-        )
-        batch_size = st.select_slider(
-            "Batch size", options=[4, 8, 16, 32, 64, 128, 256], value=32, key=f"{prefix}_batch_size"
-        )
-        learning_rate = learning_rate_ui(f"{prefix}_learning_rate")
-        optimizer = st.selectbox("Optimizer", OPTIMIZERS, key=f"{prefix}_optimizer", persist_state=PERSIST)
-    with third:
-        early_stopping_patience = st.number_input(
-            "Early-stopping patience",
-            min_value=0,
-            max_value=100,
-            value=3,
-            step=1,
-            key=f"{prefix}_patience",
-            persist_state=PERSIST,
-            help="Stop a fold after this many epochs without a lower validation loss (0 = off); the best weights are kept.",
-        )
-        class_weighting = st.selectbox(
-            "Class weighting",
-            CLASS_WEIGHTINGS,
-            key=f"{prefix}_class_weighting",
-            persist_state=PERSIST,
-            help="balanced weighs each class by the inverse of its frequency, so the minority class counts as much.",
-        )
-        augmentation = st.checkbox(
-            "Augmentation",
-            value=False,
-            key=f"{prefix}_augmentation",
-            persist_state=PERSIST,
-            help="Small rotations, zooms, shifts and contrast changes (no flips: the heart sits on the left).",
-        )
-        run_name = st.text_input(
-            "Run name",
-            value="",
-            key=f"{prefix}_run_name",
-            persist_state=PERSIST,
-            max_chars=80,
-            placeholder="optional, e.g. baseline-cnn",
-        )
+    image_size = st.number_input(
+        "Image size (px)",
+        min_value=16,
+        max_value=512,
+        value=64,
+        step=16,
+        key=f"{prefix}_image_size",
+        persist_state=PERSIST,
+        help="Side of the square grayscale input. Larger sees more detail but trains slower (CPU).",
+    )
+    label_mode = label_mode_ui(f"{prefix}_label_mode")
+    n_splits = st.number_input(
+        "Folds k",
+        min_value=2,
+        max_value=20,
+        value=5,
+        step=1,
+        key=f"{prefix}_k",
+        persist_state=PERSIST,
+        help="Patient-grouped stratified folds: each patient's images stay in one fold.",
+    )
+    random_state = st.number_input(
+        "Seed",
+        min_value=0,
+        max_value=2**31 - 1,
+        value=42,
+        step=1,
+        key=f"{prefix}_seed",
+        persist_state=PERSIST,
+        help="Seed of the fold split and of each fold's training (fold i uses seed + i).",
+    )
     return {
         "image_size": int(image_size),
         "label_mode": label_mode,
         "n_splits": int(n_splits),
-        "epochs": int(epochs),
-        "batch_size": int(batch_size),
-        "learning_rate": float(learning_rate),
-        "optimizer": optimizer,
-        "early_stopping_patience": int(early_stopping_patience),
-        "class_weighting": class_weighting,
-        "augmentation": bool(augmentation),
         "random_state": int(random_state),
-        "run_name": str(run_name).strip(),
     }
 
 
-def run_picker_ui(runs: Sequence[Run], states: dict[str, str], selected: str | None) -> str | None:
-    """Draws the picker of cross-validation runs, newest first, with state icons.
+def training_options_ui(prefix: str = "train", columns: Sequence = ()) -> dict[str, Any]:
+    """Draws one widget per training option of the registry (TRAINING_OPTIONS), in table order.
+
+    Args:
+        prefix: Widget key prefix; each key is "<prefix>_<option's short name>".
+        columns: Streamlit columns to spread the widgets over (default: one after another).
+
+    Returns:
+        {TrainConfig field: value}.
+    """
+    slots = list(columns) or [st.container()]
+    per_column = math.ceil(len(TRAINING_OPTIONS) / len(slots))
+    values = {}
+    for index, option in enumerate(TRAINING_OPTIONS):
+        with slots[min(index // per_column, len(slots) - 1)]:
+            values[option.name] = option_ui(option, key=f"{prefix}_{option.short_name}")
+    return values
+
+
+def run_name_ui(prefix: str = "train") -> str:
+    """Draws the optional run name and returns it stripped."""
+    value = st.text_input(
+        "Run name",
+        value="",
+        key=f"{prefix}_run_name",
+        persist_state=PERSIST,
+        max_chars=80,
+        placeholder="optional, e.g. baseline-cnn",
+    )
+    return str(value).strip()
+
+
+def run_picker_ui(
+    runs: Sequence[Run], states: dict[str, str], selected: str | None, *, label: str = "Run", key: str | None = None, help_text: str = ""
+) -> str | None:
+    """Draws a picker of runs, newest first, with state icons.
 
     Args:
         runs: Runs, newest first.
         states: {run id: state}.
         selected: The run id to show selected, if it is among the runs.
+        label: The picker's label.
+        key: Widget key.
+        help_text: Its tooltip.
 
     Returns:
         The chosen run id, or None when there are no runs.
@@ -471,12 +492,130 @@ def run_picker_ui(runs: Sequence[Run], states: dict[str, str], selected: str | N
     labels = {run.id: run_label(run, states.get(run.id)) for run in runs}
     index = ids.index(selected) if selected in ids else 0
     return st.selectbox(
-        "Run",
+        label,
         ids,
         index=index,
         format_func=lambda run_id: labels[run_id],
-        help="Running and past cross-validation runs from the run store, newest first.",
+        key=key,
+        help=help_text or "Running and past runs from the run store, newest first.",
     )
+
+
+def run_view_ui(run_id: str, live_view: Callable[[Run, dict], None], finished_view: Callable[[Run, dict], None]) -> None:
+    """Draws a run: live and self-refreshing while it is active, its results once it ended.
+
+    Args:
+        run_id: The run's id.
+        live_view: Draws an active run, `live_view(run, status)`; it runs in a fragment
+            that refreshes every POLL_SECONDS, so the rest of the page stays still.
+        finished_view: Draws an ended run, `finished_view(run, status)`.
+    """
+    try:
+        run = state.run_store().get(run_id)
+    except (RunNotFoundError, ValueError) as error:
+        show_error(error)
+        return
+    status = run.status()
+    if status.get("state") in ACTIVE_STATES:
+        st.fragment(run_every=POLL_SECONDS)(_live_fragment)(run_id, status.get("state"), live_view)
+    else:
+        finished_view(run, status)
+
+
+def _live_fragment(run_id: str, initial_state: str, live_view: Callable[[Run, dict], None]) -> None:
+    """Body of the polling fragment; asks for a full rerun once the run's state changes."""
+    try:
+        run = state.run_store().get(run_id)
+    except (RunNotFoundError, ValueError):
+        # The run folder was deleted meanwhile: the full page lists what is left.
+        st.rerun()
+    status = run.status()
+    if status.get("state") != initial_state:
+        # A full rerun updates the run picker's badge and, once the run has ended,
+        # redraws the page with the final view and no polling.
+        st.rerun()
+    live_view(run, status)
+
+
+def stop_button_ui(run: Run) -> None:
+    """Draws Stop, which asks the worker to end after its current batch.
+
+    Args:
+        run: The running run; its kind says what a stop keeps.
+    """
+    kept = get_kind(run.kind).kept
+    clicked = st.button(
+        "⏹ Stop",
+        key=f"stop_{run.id}",
+        disabled=run.stop_requested,
+        help=f"Stops after the current batch; {kept} are kept and the run can be resumed.",
+    )
+    if not clicked:
+        return
+    try:
+        jobs.stop_run(run.id, runs_dir=state.runs_dir())
+    except (RunNotFoundError, ValueError, OSError) as error:
+        show_error(error, "Could not stop the run:")
+        return
+    st.toast("Stop requested: the run ends after its current batch.", icon="⏹")
+
+
+def resume_button_ui(run: Run) -> None:
+    """Draws Resume, which starts a new worker that continues an interrupted or stopped run.
+
+    Args:
+        run: The resumable run; its kind says what a resume does.
+    """
+    continues = get_kind(run.kind).resume_note
+    if not st.button("▶ Resume", key=f"resume_{run.id}", type="primary", help=f"{continues}."):
+        return
+    try:
+        jobs.resume_run(run.id, runs_dir=state.runs_dir())
+    except (ValueError, RunNotFoundError, OSError) as error:
+        show_error(error, "Could not resume:")
+        return
+    state.forget_events(run.id)
+    st.toast(f"Resumed: {continues[0].lower()}{continues[1:]}.", icon="▶")
+    st.rerun()
+
+
+def phase_notice_ui(progress, status: dict, stop_requested: bool, *, kept: str) -> bool:
+    """Draws the stop, start-up and image-loading notices shared by every live view.
+
+    Args:
+        progress: The run's Progress (phase, loading).
+        status: The run's status.
+        stop_requested: Whether Stop was asked for.
+        kept: What survives a stop ("finished folds", "finished trials").
+
+    Returns:
+        True when the worker is still starting or loading images, so that there are no
+        counters to draw yet.
+    """
+    if stop_requested:
+        st.info(f"Stop requested: the worker stops after its current batch and keeps {kept}.", icon="⏹")
+    if status.get("state") == "queued" or progress.phase == "starting":
+        st.info("Starting the worker process (loading TensorFlow takes a few seconds) ...", icon="⏳")
+        return True
+    if progress.phase == "loading":
+        done, total = progress.loading or (0, 0)
+        st.progress(done / total if total else 0.0, text=f"Loading images {done}/{total} ...")
+        return True
+    return False
+
+
+def metrics_table(frame: pd.DataFrame) -> None:
+    """Draws a metrics table with three decimals and a dash for missing values.
+
+    Args:
+        frame: Rows of metrics; float columns are formatted.
+    """
+    config = {
+        column: st.column_config.NumberColumn(column, format="%.3f")
+        for column in frame.columns
+        if pd.api.types.is_float_dtype(frame[column]) or frame[column].isna().any()
+    }
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=config, placeholder="—")
 
 
 def format_number(value: Any, digits: int = 3) -> str:

@@ -97,9 +97,17 @@ def fold_overview(labels, patients, fold_of, class_names) -> list[dict]:
     return rows
 
 
-def shared_patients(patients, fold_of) -> set:
-    """Returns the patients found in more than one fold (empty when grouping holds)."""
-    folds_per_patient: dict = {}
-    for patient, fold in zip(patients, fold_of):
-        folds_per_patient.setdefault(patient, set()).add(int(fold))
-    return {patient for patient, folds in folds_per_patient.items() if len(folds) > 1}
+def shared_patients(patients, groups) -> set:
+    """Returns the patients found in more than one group (empty when grouping holds).
+
+    Args:
+        patients: Patient ids, one per image.
+        groups: The group of each image: a fold number, a split name, ...
+
+    Returns:
+        The patients whose images sit in two groups or more.
+    """
+    groups_per_patient: dict = {}
+    for patient, group in zip(patients, groups):
+        groups_per_patient.setdefault(patient, set()).add(group.item() if hasattr(group, "item") else group)
+    return {patient for patient, seen in groups_per_patient.items() if len(seen) > 1}

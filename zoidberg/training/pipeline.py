@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoidberg.arraycache import TENSOR_ALIGNMENT, aligned_take
 from zoidberg.config import ModelConfig, TrainConfig
-from zoidberg.models import build_model, compile_model, unfreeze_top_layers
+from zoidberg.data.arraycache import TENSOR_ALIGNMENT, aligned_take
+from zoidberg.models.build import build_model, compile_model
+from zoidberg.models.layers import unfreeze_top_layers
 
 AUTOTUNE = tf.data.AUTOTUNE
 

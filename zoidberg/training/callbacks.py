@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import keras
 
-from zoidberg.runstore import Run
+from zoidberg.runs import progress as events
+from zoidberg.runs.store import Run
 
 
 def _clean_logs(logs: dict | None) -> dict[str, float | None]:
@@ -61,7 +61,7 @@ class RunStoreCallback(keras.callbacks.Callback):
         if now - self._last_progress >= self.progress_interval_s:
             self._last_progress = now
             self.run.append_event(
-                "progress",
+                events.PROGRESS,
                 **{self.scope: self.fold},
                 n_folds=self.n_folds,
                 epoch=self._epoch + 1,
@@ -73,7 +73,7 @@ class RunStoreCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.run.append_event(
-            "epoch",
+            events.EPOCH,
             **{self.scope: self.fold},
             n_folds=self.n_folds,
             epoch=epoch + 1,
@@ -84,35 +84,3 @@ class RunStoreCallback(keras.callbacks.Callback):
         if self.run.stop_requested:
             self.model.stop_training = True
             self.stopped_by_request = True
-
-
-class Heartbeat:
-    """Writes the run's heartbeat from a daemon thread so readers can tell the worker lives.
-
-    Args:
-        run: The run.
-        interval_s: Seconds between beats.
-    """
-
-    def __init__(self, run: Run, interval_s: float = 5.0):
-        self.run = run
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="zoidberg-heartbeat", daemon=True)
-
-    def _beat(self):
-        while not self._stop.is_set():
-            try:
-                self.run.heartbeat()
-            except OSError:
-                pass
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=2)
-        return False

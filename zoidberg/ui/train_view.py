@@ -1,4 +1,4 @@
-"""Live and finished views of one cross-validation run, read from the run store."""
+"""Train page: the cross-validation form, the run picker, and each run live or finished, read from the run store."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ import json
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from zoidberg import jobs
-from zoidberg.runstore import ACTIVE_STATES, Run, RunNotFoundError
-from zoidberg.ui import figures, state
-from zoidberg.ui.widgets import escape_markdown, format_number, show_error, state_badge
-
-# Seconds between two refreshes of a running run's view.
-POLL_SECONDS = 1.5
+from zoidberg.config import make_data_config, make_run_config
+from zoidberg.runs import jobs
+from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
+from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MODEL_FILE, Run, RunNotFoundError
+from zoidberg.ui import figures, state, widgets
+from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
 
 # Summary metrics shown as cards, in this order, when the run has them.
 HEADLINE_METRICS = (
@@ -48,162 +46,81 @@ METRIC_LABELS = {
 DUPLICATE_KEYS = {"roc_auc": "macro_auc"}
 # Summary entries that are bookkeeping rather than model quality.
 NON_METRIC_KEYS = ("n", "threshold", "train_seconds")
-EVENTS_CACHE_KEY = "zoidberg_event_cache"
 
 
 # ---------------------------------------------------------------------------------------
-# Reading progress out of events (pure functions).
+# The form.
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Progress:
-    """What a run's events say about where it is.
-
-    Attributes:
-        phase: "starting", "loading", "training", "evaluating" or "done".
-        n_folds: Planned folds.
-        epochs: Planned epochs per fold.
-        fold: The fold being trained (1-based), or 0 before the first.
-        epoch: The epoch being trained in that fold (1-based), or 0.
-        batch: Batches done in that epoch, or 0.
-        steps: Batches per epoch, when known.
-        folds_finished: Folds with metrics.
-        epochs_done_in_fold: Finished epochs of the current fold.
-        epoch_seconds: Durations of the epochs finished since the last (re)start.
-        loading: (done, total) of image decoding, when loading.
-        started_at: Unix time of the last (re)start, if known.
-        epoch_rows: One record per finished epoch of the latest attempt of each fold.
-    """
-
-    phase: str = "starting"
-    n_folds: int = 0
-    epochs: int = 0
-    fold: int = 0
-    epoch: int = 0
-    batch: int = 0
-    steps: int | None = None
-    folds_finished: set = field(default_factory=set)
-    epochs_done_in_fold: int = 0
-    epoch_seconds: list = field(default_factory=list)
-    loading: tuple[int, int] | None = None
-    started_at: float | None = None
-    epoch_rows: list = field(default_factory=list)
+def form_section_ui(data_dir: str) -> None:
+    """Draws the architecture choice and the form; validates and starts on submit."""
+    spec = widgets.architecture_ui()
+    with st.form("train_form"):
+        st.markdown(f"**{spec.label} hyperparameters**")
+        model_values = widgets.hyperparameters_ui(spec)
+        st.markdown("**Training**")
+        first, second, third = st.columns(3)
+        with first:
+            run_options = widgets.run_options_ui()
+        train_values = widgets.training_options_ui(columns=(second, third))
+        with third:
+            run_name = widgets.run_name_ui()
+        submitted = st.form_submit_button("🚀 Start cross-validation", type="primary")
+    if submitted:
+        start(data_dir, spec.name, model_values, train_values, run_options, run_name)
 
 
-def read_progress(events: Sequence[dict]) -> Progress:
-    """Folds a run's events into a Progress.
-
-    Args:
-        events: All events of the run, in order.
-
-    Returns:
-        The progress.
-    """
-    progress = Progress()
-    fold_epochs: dict[int, list[dict]] = {}
-    for event in events:
-        _apply_event(progress, fold_epochs, event)
-    progress.epoch_rows = [row for fold in sorted(fold_epochs) for row in fold_epochs[fold]]
-    return progress
-
-
-def _apply_event(progress: Progress, fold_epochs: dict[int, list[dict]], event: dict) -> None:
-    """Updates the progress with one event."""
-    kind = event.get("type")
-    if kind == "run_started":
-        progress.phase = "loading"
-        progress.n_folds = int(event.get("n_folds") or progress.n_folds)
-        progress.epochs = int(event.get("epochs") or progress.epochs)
-        progress.started_at = event.get("time")
-        progress.epoch_seconds = []
-    elif kind == "resumed":
-        progress.phase = "starting"
-    elif kind == "loading":
-        progress.loading = (int(event.get("done", 0)), int(event.get("total", 0)))
-    elif kind == "fold_started":
-        progress.phase = "training"
-        progress.fold = int(event["fold"])
-        progress.n_folds = int(event.get("n_folds") or progress.n_folds)
-        progress.epoch, progress.batch, progress.epochs_done_in_fold = 0, 0, 0
-        # A restarted fold trains again from scratch: its curves start over.
-        fold_epochs[progress.fold] = []
-    elif kind == "progress":
-        progress.epoch = int(event.get("epoch") or 0)
-        progress.batch = int(event.get("batch") or 0)
-        progress.steps = event.get("steps") or progress.steps
-    elif kind == "epoch":
-        fold = int(event.get("fold") or progress.fold)
-        progress.epoch = int(event.get("epoch") or 0)
-        progress.epochs_done_in_fold = progress.epoch
-        progress.batch = 0
-        progress.epoch_seconds.append(float(event.get("seconds") or 0.0))
-        fold_epochs.setdefault(fold, []).append({"fold": fold, "epoch": progress.epoch, **(event.get("logs") or {})})
-    elif kind == "fold_finished":
-        progress.folds_finished.add(int(event["fold"]))
-        if progress.n_folds and len(progress.folds_finished) >= progress.n_folds:
-            progress.phase = "evaluating"
-    elif kind in ("run_finished", "failed"):
-        progress.phase = "done"
+def start(data_dir: str, architecture: str, model_values: dict, train_values: dict, run_options: dict, run_name: str) -> None:
+    """Validates the form's values and starts (or attaches to) a run; starts nothing when invalid."""
+    try:
+        config = make_run_config(
+            make_data_config(data_dir, run_options["label_mode"], run_options["image_size"]),
+            architecture,
+            model_values,
+            train_values,
+            n_splits=run_options["n_splits"],
+            random_state=run_options["random_state"],
+            run_name=run_name,
+        )
+        run_id, attached = state.start_or_attach("cv", config)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        show_error(error, "Not started.")
+        return
+    state.select_run(run_id)
+    if attached:
+        st.info(
+            f"An identical run is already queued or running: showing `{run_id}` instead of starting a second one.",
+            icon="🔁",
+        )
+    else:
+        st.toast(f"Started run {run_id}", icon="🚀")
 
 
-def eta_seconds(progress: Progress) -> float | None:
-    """Estimates the time left from the mean duration of the finished epochs.
-
-    Early stopping can end folds sooner, so this is an upper bound.
-
-    Args:
-        progress: The run's progress.
-
-    Returns:
-        Seconds left, or None before the first epoch has finished.
-    """
-    if not progress.epoch_seconds or not progress.n_folds or not progress.epochs:
-        return None
-    mean_epoch = sum(progress.epoch_seconds) / len(progress.epoch_seconds)
-    folds_left = progress.n_folds - len(progress.folds_finished)
-    in_current = progress.fold not in progress.folds_finished and progress.fold > 0
-    epochs_left = folds_left * progress.epochs - (progress.epochs_done_in_fold if in_current else 0)
-    if in_current and progress.steps and progress.batch and progress.epoch > progress.epochs_done_in_fold:
-        epochs_left -= progress.batch / progress.steps
-    return max(0.0, epochs_left * mean_epoch)
-
-
-def format_duration(seconds: float | None) -> str:
-    """Formats seconds as "1 h 02 min", "3 min 05 s" or "12 s".
-
-    Args:
-        seconds: A duration, or None.
-
-    Returns:
-        The text ("—" for None).
-    """
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
+def runs_section_ui() -> None:
+    """Draws the run picker and the selected run, live or finished."""
+    st.subheader("Runs")
+    runs = state.list_runs("cv")
+    if not runs:
+        st.caption(f"No cross-validation runs yet in `{state.runs_dir()}`. Start one above.")
+        return
+    states = {run.id: run.state for run in runs}
+    active = [run_id for run_id, run_state in states.items() if run_state in ACTIVE_STATES]
+    if len(active) > 1:
+        active_runs_ui(active)
+    elif active:
+        st.caption(f"1 run active · {len(runs)} in total")
+    chosen = widgets.run_picker_ui(
+        runs, states, state.selected_run_id(runs, states), help_text="Running and past cross-validation runs from the run store, newest first."
+    )
+    if chosen:
+        state.select_run(chosen)
+        run_view(chosen)
 
 
-def overall_fraction(progress: Progress) -> float:
-    """Returns the share of all planned epochs that is done, in [0, 1].
-
-    Args:
-        progress: The run's progress.
-    """
-    if not progress.n_folds or not progress.epochs:
-        return 0.0
-    done = len(progress.folds_finished) * progress.epochs
-    if progress.fold and progress.fold not in progress.folds_finished:
-        done += progress.epochs_done_in_fold
-        if progress.steps and progress.epoch > progress.epochs_done_in_fold:
-            done += progress.batch / progress.steps
-    return min(1.0, done / (progress.n_folds * progress.epochs))
+# ---------------------------------------------------------------------------------------
+# Tables of run-store data.
+# ---------------------------------------------------------------------------------------
 
 
 def fold_metrics_frame(fold_metrics: Sequence[dict]) -> pd.DataFrame:
@@ -318,32 +235,15 @@ def models_zip(run: Run) -> bytes:
     """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.write(run.path / "config.json", "config.json")
-        for path in sorted(run.path.glob("fold_*/model.keras"), key=lambda item: int(item.parent.name[5:])):
-            archive.write(path, f"{path.parent.name}/model.keras")
+        archive.write(run.path / CONFIG_FILE, CONFIG_FILE)
+        for fold in run.folds_with(MODEL_FILE):
+            archive.write(run.model_path(fold), run.model_path(fold).relative_to(run.path).as_posix())
     return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------
 # Drawing.
 # ---------------------------------------------------------------------------------------
-
-
-def read_events_incrementally(run: Run) -> list[dict]:
-    """Returns all events of a run, reading only the bytes added since the last call.
-
-    Args:
-        run: The run.
-
-    Returns:
-        The events in order.
-    """
-    cache = st.session_state.setdefault(EVENTS_CACHE_KEY, {})
-    offset, events = cache.get(run.id, (0, []))
-    new_events, offset = run.read_events(offset)
-    events = events + new_events
-    cache[run.id] = (offset, events)
-    return events
 
 
 def active_runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
@@ -357,7 +257,7 @@ def active_runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """
     rows = []
     for run in runs:
-        progress = read_progress(read_events_incrementally(run))
+        progress = read_progress(state.read_events_incrementally(run))
         latest = progress.epoch_rows[-1] if progress.epoch_rows else {}
         elapsed = time.time() - progress.started_at if progress.started_at else None
         rows.append(
@@ -367,8 +267,8 @@ def active_runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
                 "architecture": run.config.get("model", {}).get("architecture", "?"),
                 "state": run.state,
                 "phase": progress.phase,
-                "fold": f"{min(progress.fold, progress.n_folds) or '—'}/{progress.n_folds or '—'}",
-                "epoch": f"{progress.epoch or progress.epochs_done_in_fold}/{progress.epochs or '—'}",
+                "fold": f"{min(progress.current, progress.total) or '—'}/{progress.total or '—'}",
+                "epoch": f"{progress.epoch or progress.epochs_done}/{progress.epochs or '—'}",
                 "progress": overall_fraction(progress),
                 "latest val AUC": latest.get("val_auc"),
                 "elapsed": format_duration(elapsed),
@@ -383,7 +283,7 @@ def active_runs_ui(run_ids: Sequence[str]) -> None:
     Args:
         run_ids: Ids of the runs that were active when the page was drawn.
     """
-    st.fragment(run_every=POLL_SECONDS)(_active_runs_fragment)(tuple(run_ids))
+    st.fragment(run_every=widgets.POLL_SECONDS)(_active_runs_fragment)(tuple(run_ids))
 
 
 def _active_runs_fragment(run_ids: tuple[str, ...]) -> None:
@@ -410,37 +310,8 @@ def _active_runs_fragment(run_ids: tuple[str, ...]) -> None:
 
 
 def run_view(run_id: str) -> None:
-    """Draws a run: live and self-refreshing while it is active, full results when it ended.
-
-    Args:
-        run_id: The run's id.
-    """
-    try:
-        run = state.run_store().get(run_id)
-    except (RunNotFoundError, ValueError) as error:
-        show_error(error)
-        return
-    status = run.status()
-    if status.get("state") in ACTIVE_STATES:
-        # The fragment alone polls; the rest of the page stays still while it refreshes.
-        st.fragment(run_every=POLL_SECONDS)(_live_fragment)(run_id, status.get("state"))
-    else:
-        finished_view(run, status)
-
-
-def _live_fragment(run_id: str, initial_state: str) -> None:
-    """Body of the polling fragment; asks for a full rerun once the run's state changes."""
-    try:
-        run = state.run_store().get(run_id)
-    except (RunNotFoundError, ValueError):
-        # The run folder was deleted meanwhile: the full page lists what is left.
-        st.rerun()
-    status = run.status()
-    if status.get("state") != initial_state:
-        # A full rerun updates the run picker's badge and, once the run has ended,
-        # redraws the page with the final view and no polling.
-        st.rerun()
-    live_view(run, status)
+    """Draws a run: live and self-refreshing while it is active, full results when it ended."""
+    widgets.run_view_ui(run_id, live_view, finished_view)
 
 
 def live_view(run: Run, status: dict) -> None:
@@ -450,84 +321,17 @@ def live_view(run: Run, status: dict) -> None:
         run: An active run.
         status: Its status.
     """
-    events = read_events_incrementally(run)
+    events = state.read_events_incrementally(run)
     progress = read_progress(events)
     _run_header(run, status)
     # The button comes before the progress so that a click shows "stop requested" at once.
-    stop_button_ui(run, kept="finished folds")
+    widgets.stop_button_ui(run)
     _progress_block(progress, status, run.stop_requested)
     _curves(progress, key_prefix=f"live_{run.id}")
     fold_metrics = run.fold_metrics()
     if fold_metrics:
         st.markdown("**Finished folds**")
         metrics_table(fold_metrics_frame(fold_metrics))
-
-
-def stop_button_ui(run: Run, *, kept: str) -> None:
-    """Draws Stop, which asks the worker to end after its current batch.
-
-    Args:
-        run: The running run.
-        kept: What survives a stop, for the tooltip ("finished folds", "finished trials").
-    """
-    clicked = st.button(
-        "⏹ Stop",
-        key=f"stop_{run.id}",
-        disabled=run.stop_requested,
-        help=f"Stops after the current batch; {kept} are kept and the run can be resumed.",
-    )
-    if not clicked:
-        return
-    try:
-        jobs.stop_run(run.id, runs_dir=state.runs_dir())
-    except (RunNotFoundError, ValueError, OSError) as error:
-        show_error(error, "Could not stop the run:")
-        return
-    st.toast("Stop requested: the run ends after its current batch.", icon="⏹")
-
-
-def resume_button_ui(run: Run, *, continues: str) -> None:
-    """Draws Resume, which starts a new worker that continues an interrupted or stopped run.
-
-    Args:
-        run: The resumable run.
-        continues: What the worker does, for the tooltip and the toast.
-    """
-    if not st.button("▶ Resume", key=f"resume_{run.id}", type="primary", help=f"{continues}."):
-        return
-    try:
-        jobs.resume_run(run.id, runs_dir=state.runs_dir())
-    except (ValueError, RunNotFoundError, OSError) as error:
-        show_error(error, "Could not resume:")
-        return
-    st.session_state.get(EVENTS_CACHE_KEY, {}).pop(run.id, None)
-    st.toast(f"Resumed: {continues[0].lower()}{continues[1:]}.", icon="▶")
-    st.rerun()
-
-
-def phase_notice_ui(progress, status: dict, stop_requested: bool, *, kept: str) -> bool:
-    """Draws the stop, start-up and image-loading notices shared by every live view.
-
-    Args:
-        progress: A Progress or TuneProgress (phase, loading).
-        status: The run's status.
-        stop_requested: Whether Stop was asked for.
-        kept: What survives a stop ("finished folds", "finished trials").
-
-    Returns:
-        True when the worker is still starting or loading images, so that there are no
-        counters to draw yet.
-    """
-    if stop_requested:
-        st.info(f"Stop requested: the worker stops after its current batch and keeps {kept}.", icon="⏹")
-    if status.get("state") == "queued" or progress.phase == "starting":
-        st.info("Starting the worker process (loading TensorFlow takes a few seconds) ...", icon="⏳")
-        return True
-    if progress.phase == "loading":
-        done, total = progress.loading or (0, 0)
-        st.progress(done / total if total else 0.0, text=f"Loading images {done}/{total} ...")
-        return True
-    return False
 
 
 def _run_header(run: Run, status: dict) -> None:
@@ -545,14 +349,14 @@ def _run_header(run: Run, status: dict) -> None:
         f"{config.get('train', {}).get('epochs', '?')} epochs",
     ]
     st.caption(" · ".join(facts) + f" · data: `{data.get('data_dir', '?')}`")
-    data_facts = run.read_json("data.json") or {}
+    data_facts = run.read_json(DATA_FILE) or {}
     if data_facts.get("synthetic") or state.is_synthetic(data.get("data_dir", "")):
         st.caption("🧪 **Synthetic demo data — not real X-rays.**")
 
 
 def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> None:
     """Draws the phase, fold/epoch/batch counters, progress bar, elapsed time and ETA."""
-    if phase_notice_ui(progress, status, stop_requested, kept="finished folds"):
+    if widgets.phase_notice_ui(progress, status, stop_requested, kept="finished folds"):
         return
     if progress.phase == "evaluating":
         st.info(
@@ -561,8 +365,8 @@ def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> N
         )
     elapsed = time.time() - progress.started_at if progress.started_at else None
     columns = st.columns(5)
-    columns[0].metric("Fold", f"{min(progress.fold, progress.n_folds) or '—'}/{progress.n_folds or '—'}")
-    columns[1].metric("Epoch", f"{progress.epoch or progress.epochs_done_in_fold}/{progress.epochs or '—'}")
+    columns[0].metric("Fold", f"{min(progress.current, progress.total) or '—'}/{progress.total or '—'}")
+    columns[1].metric("Epoch", f"{progress.epoch or progress.epochs_done}/{progress.epochs or '—'}")
     batch_text = f"{progress.batch}/{progress.steps}" if progress.steps and progress.batch else "—"
     columns[2].metric("Batch", batch_text)
     columns[3].metric("Elapsed", format_duration(elapsed))
@@ -573,9 +377,9 @@ def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> N
     )
     fraction = overall_fraction(progress)
     st.progress(
-        fraction, text=f"Overall {fraction:.0%} · {len(progress.folds_finished)} of {progress.n_folds} folds finished"
+        fraction, text=f"Overall {fraction:.0%} · {len(progress.finished)} of {progress.total} folds finished"
     )
-    if progress.steps and progress.epoch > progress.epochs_done_in_fold:
+    if progress.steps and progress.epoch > progress.epochs_done:
         st.progress(
             min(1.0, progress.batch / progress.steps),
             text=f"Epoch {progress.epoch}: batch {progress.batch}/{progress.steps}",
@@ -611,20 +415,6 @@ def _curves(progress: Progress, key_prefix: str) -> None:
     st.caption("Dashed: training · solid: validation (the held-out fold) · one colour per fold.")
 
 
-def metrics_table(frame: pd.DataFrame) -> None:
-    """Draws a metrics table with three decimals and a dash for missing values.
-
-    Args:
-        frame: Rows of metrics; float columns are formatted.
-    """
-    config = {
-        column: st.column_config.NumberColumn(column, format="%.3f")
-        for column in frame.columns
-        if pd.api.types.is_float_dtype(frame[column]) or frame[column].isna().any()
-    }
-    st.dataframe(frame, hide_index=True, width="stretch", column_config=config, placeholder="—")
-
-
 def finished_view(run: Run, status: dict) -> None:
     """Draws an ended run: summary, per-fold table, confusion matrix, ROC, test, downloads.
 
@@ -646,14 +436,14 @@ def finished_view(run: Run, status: dict) -> None:
     elif run_state == "stopped":
         st.info(f"Stopped by request; {len(run.fold_metrics())} finished fold(s) kept.", icon="⏹")
     if run_state in jobs.RESUMABLE_STATES:
-        resume_button_ui(run, continues="Continues from the first unfinished fold; finished folds are kept")
+        widgets.resume_button_ui(run)
     if summary:
         _summary_block(summary)
     fold_metrics = run.fold_metrics()
     if not summary and fold_metrics:
         st.markdown("**Finished folds**")
         metrics_table(fold_metrics_frame(fold_metrics))
-    progress = read_progress(read_events_incrementally(run))
+    progress = read_progress(state.read_events_incrementally(run))
     if progress.epoch_rows:
         with st.expander("Learning curves", expanded=not summary):
             _curves(progress, key_prefix=f"done_{run.id}")

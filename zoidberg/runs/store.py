@@ -16,6 +16,26 @@ from typing import Any, Callable, Iterator
 RUNS_DIR_ENV = "ZOIDBERG_RUNS_DIR"
 RUN_KINDS = ("cv", "tune")
 ACTIVE_STATES = ("queued", "running")
+
+# The files of a run folder, named once. Everything outside this module refers to them by
+# these names; the folder layout is the contract between worker, CLI and dashboard.
+CONFIG_FILE = "config.json"  # The validated configuration, data fingerprint and package versions.
+META_FILE = "meta.json"  # Kind, name and creation time.
+STATUS_FILE = "status.json"  # State, worker pid and host, error.
+EVENTS_FILE = "events.jsonl"  # One JSON event a line, appended by the worker.
+HEARTBEAT_FILE = "heartbeat.json"  # The worker's last sign of life.
+STOP_FILE = "STOP"  # Present when someone asked the run to stop.
+SUMMARY_FILE = "summary.json"  # Written when the run ends.
+DATA_FILE = "data.json"  # What a cross-validation was trained on.
+FOLDS_FILE = "folds.csv"  # path, patient, label, fold of every pooled image.
+SPLIT_FILE = "split.json"  # A search's patient-grouped train/validation split.
+TRIALS_FILE = "trials.json"  # A search's trial table.
+TRIAL_SECONDS_FILE = "trial_seconds.json"  # How long each trial took.
+WORKER_LOG = "worker.log"  # The worker process's console output and tracebacks.
+FOLD_DIR_PREFIX = "fold_"  # fold_1/, fold_2/, ... one folder per finished or running fold.
+MODEL_FILE = "model.keras"  # A fold's trained model.
+FOLD_METRICS_FILE = "metrics.json"  # A fold's metrics and history; its presence marks the fold finished.
+OOF_FILE = "oof.npz"  # A fold's out-of-fold probabilities and their indices.
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
 
 # A worker writes a heartbeat every few seconds; one silent for this long, or whose
@@ -145,17 +165,17 @@ class Run:
     @property
     def config(self) -> dict:
         """The run's config.json."""
-        return self.read_json("config.json", default={}) or {}
+        return self.read_json(CONFIG_FILE, default={}) or {}
 
     @property
     def kind(self) -> str:
         """'cv' or 'tune'."""
-        return self.read_json("meta.json", default={}).get("kind", "cv")
+        return self.meta.get("kind", "cv")
 
     @property
     def meta(self) -> dict:
         """Kind, name and creation time."""
-        return self.read_json("meta.json", default={}) or {}
+        return self.read_json(META_FILE, default={}) or {}
 
     @property
     def name(self) -> str:
@@ -172,19 +192,42 @@ class Run:
 
     def fold_dir(self, fold: int) -> Path:
         """Returns (and creates) the folder of fold `fold` (1-based)."""
-        path = self.path / f"fold_{int(fold)}"
+        path = self.fold_path(fold)
         path.mkdir(exist_ok=True)
         return path
 
+    def fold_path(self, fold: int, name: str = "") -> Path:
+        """Returns the folder of fold `fold` (1-based), or the file `name` inside it, without creating it."""
+        folder = self.path / f"{FOLD_DIR_PREFIX}{int(fold)}"
+        return folder / name if name else folder
+
     def model_path(self, fold: int) -> Path:
         """Returns the .keras file of fold `fold`."""
-        return self.path / f"fold_{int(fold)}" / "model.keras"
+        return self.fold_path(fold, MODEL_FILE)
+
+    def read_fold_json(self, fold: int, name: str = FOLD_METRICS_FILE, default: Any = None) -> Any:
+        """Reads a JSON file of fold `fold` (its metrics.json by default)."""
+        return read_json(self.fold_path(fold, name), default)
+
+    def folds_with(self, name: str) -> list[int]:
+        """Returns the fold numbers whose folder holds the file `name`, in order.
+
+        Only plain fold folders inside the run count: a fold_<n> entry that is no folder,
+        or a file that resolves outside the run folder, is left out.
+        """
+        root = self.path.resolve()
+        numbers = []
+        for path in self.path.glob(f"{FOLD_DIR_PREFIX}*/{name}"):
+            suffix = path.parent.name[len(FOLD_DIR_PREFIX):]
+            if suffix.isdigit() and root in path.resolve().parents:
+                numbers.append(int(suffix))
+        return sorted(numbers)
 
     def fold_metrics(self) -> list[dict]:
         """Returns the metrics of finished folds, in fold order."""
         results = []
-        for path in sorted(self.path.glob("fold_*/metrics.json"), key=lambda p: int(p.parent.name[5:])):
-            payload = read_json(path)
+        for fold in self.folds_with(FOLD_METRICS_FILE):
+            payload = self.read_fold_json(fold)
             if payload:
                 results.append(payload)
         return results
@@ -196,7 +239,7 @@ class Run:
         A run recorded as running whose worker process is gone, or whose heartbeat is
         older than HEARTBEAT_TIMEOUT_S, is reported as `interrupted`.
         """
-        status = self.read_json("status.json", default={}) or {"state": "queued"}
+        status = self.read_json(STATUS_FILE, default={}) or {"state": "queued"}
         if status.get("state") in ACTIVE_STATES and self._worker_is_dead(status):
             status = {
                 **status,
@@ -220,39 +263,39 @@ class Run:
             return time.time() - created > HEARTBEAT_TIMEOUT_S and not pid_is_alive(pid)
         if pid and status.get("host") == os.uname().nodename and not pid_is_alive(pid):
             return True
-        heartbeat = self.read_json("heartbeat.json", default={}) or {}
+        heartbeat = self.read_json(HEARTBEAT_FILE, default={}) or {}
         last = heartbeat.get("unix", status.get("updated_unix", time.time()))
         return time.time() - last > HEARTBEAT_TIMEOUT_S
 
     def set_status(self, state: str, **fields: Any) -> dict:
         """Records a new state, keeping earlier fields unless overridden."""
-        status = self.read_json("status.json", default={}) or {}
+        status = self.read_json(STATUS_FILE, default={}) or {}
         status.update(fields)
         status["state"] = state
         status["updated"] = now_iso()
         status["updated_unix"] = time.time()
         if state in FINAL_STATES:
             status.setdefault("ended", now_iso())
-        self.write_json("status.json", status)
+        self.write_json(STATUS_FILE, status)
         return status
 
     def heartbeat(self) -> None:
         """Tells readers that the worker is alive."""
-        self.write_json("heartbeat.json", {"unix": time.time(), "pid": os.getpid()})
+        self.write_json(HEARTBEAT_FILE, {"unix": time.time(), "pid": os.getpid()})
 
     # Stop requests.
     def request_stop(self) -> None:
         """Asks the worker to stop after the current batch."""
-        (self.path / "STOP").write_text(now_iso(), encoding="utf-8")
+        (self.path / STOP_FILE).write_text(now_iso(), encoding="utf-8")
 
     @property
     def stop_requested(self) -> bool:
         """Whether someone asked this run to stop."""
-        return (self.path / "STOP").exists()
+        return (self.path / STOP_FILE).exists()
 
     def clear_stop(self) -> None:
         """Removes a stop request (used when a run is resumed)."""
-        (self.path / "STOP").unlink(missing_ok=True)
+        (self.path / STOP_FILE).unlink(missing_ok=True)
 
     # Events.
     def append_event(self, event_type: str, **data: Any) -> dict:
@@ -264,7 +307,7 @@ class Run:
         """
         event = {"type": event_type, "time": time.time(), **data}
         line = json.dumps(event, default=_json_default, allow_nan=True) + "\n"
-        with open(self.path / "events.jsonl", "a", encoding="utf-8") as handle:
+        with open(self.path / EVENTS_FILE, "a", encoding="utf-8") as handle:
             handle.write(line)
         return event
 
@@ -278,7 +321,7 @@ class Run:
             The new events and the offset to pass next time.
         """
         try:
-            with open(self.path / "events.jsonl", "rb") as handle:
+            with open(self.path / EVENTS_FILE, "rb") as handle:
                 handle.seek(offset)
                 chunk = handle.read()
         except FileNotFoundError:
@@ -302,7 +345,7 @@ class Run:
 
     def summary(self) -> dict | None:
         """Returns summary.json once the run has one."""
-        return self.read_json("summary.json")
+        return self.read_json(SUMMARY_FILE)
 
     def __repr__(self) -> str:
         return f"Run({self.id!r})"
@@ -352,8 +395,8 @@ class RunStore:
         run_id = f"{stamp}-{kind}-{secrets.token_hex(3)}"
         staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.root))
         run = Run(staging)
-        run.write_json("config.json", config)
-        run.write_json("meta.json", {"id": run_id, "kind": kind, "name": name or "", "created": now_iso()})
+        run.write_json(CONFIG_FILE, config)
+        run.write_json(META_FILE, {"id": run_id, "kind": kind, "name": name or "", "created": now_iso()})
         run.set_status("queued")
         # The folder appears complete or not at all, so listings never see half a run.
         os.replace(staging, self.root / run_id)
@@ -368,7 +411,7 @@ class RunStore:
         """
         validate_run_id(run_id)
         path = self.root / run_id
-        if not (path / "meta.json").exists():
+        if not (path / META_FILE).exists():
             raise RunNotFoundError(f"No run {run_id!r} in {self.root}. `python -m zoidberg runs` lists them.")
         return Run(path)
 
@@ -376,7 +419,7 @@ class RunStore:
         """Returns runs, newest first, optionally of one kind."""
         if not self.root.is_dir():
             return []
-        runs = [Run(path) for path in self.root.iterdir() if (path / "meta.json").exists() and not path.name.startswith(".")]
+        runs = [Run(path) for path in self.root.iterdir() if (path / META_FILE).exists() and not path.name.startswith(".")]
         runs = [run for run in runs if kind is None or run.kind == kind]
         return sorted(runs, key=lambda run: run.id, reverse=True)
 

@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from zoidberg.arraycache import read_array_file, write_array_file
 from zoidberg.config import ModelConfig, TrainConfig
-from zoidberg.data import Dataset, default_cache_dir
+from zoidberg.data.arraycache import read_array_file, write_array_file
+from zoidberg.data.dataset import Dataset, default_cache_dir
 
 FEATURES_FORMAT_VERSION = 2
 # Batch size of the one-off backbone pass: on a 2-core CPU, 16 images per call ran MobileNetV2
@@ -51,7 +51,7 @@ def weights_identity(model_config: ModelConfig, image_size: int) -> str | None:
     Raises:
         WeightsNotFoundError: Weights are requested but no local file holds them.
     """
-    from zoidberg.models import resolve_imagenet_weights
+    from zoidberg.models.weights import resolve_imagenet_weights
 
     architecture, alpha, weights = model_config.architecture, model_config.alpha, model_config.weights
     path = resolve_imagenet_weights(architecture, alpha, weights, image_size=image_size)
@@ -191,7 +191,7 @@ def compute_features(
 
 def build_feature_extractor(model_config: ModelConfig, image_size: int):
     """Builds the frozen backbone (a seam that tests replace to count backbone builds)."""
-    from zoidberg.models import build_backbone_feature_extractor
+    from zoidberg.models.build import build_backbone_feature_extractor
 
     return build_backbone_feature_extractor(model_config, image_size)
 
@@ -310,8 +310,8 @@ def train_head_on_features(
     """
     import keras
 
-    from zoidberg.models import build_head, compile_model
-    from zoidberg.training import balanced_class_weights, make_early_stopping
+    from zoidberg.models.build import build_head, compile_model
+    from zoidberg.training.pipeline import balanced_class_weights, make_early_stopping
 
     keras.utils.set_random_seed(random_state)
     head = build_head(model_config, int(features.shape[1]), num_classes)
@@ -344,7 +344,7 @@ def head_probabilities(head, features: np.ndarray, indices: np.ndarray) -> np.nd
 
     A binary sigmoid head gives columns (1 - p, p), as training.predict_probabilities.
     """
-    from zoidberg.training import as_class_probabilities
+    from zoidberg.training.pipeline import as_class_probabilities
 
     selected = np.asarray(features, dtype=np.float32)[np.asarray(indices, dtype=np.int64)]
     return as_class_probabilities(np.asarray(head(selected, training=False)))
@@ -405,7 +405,7 @@ class FrozenBackbone:
         The same model object is returned for every fold, holding the latest head's weights.
         """
         if self._full_model is None:
-            from zoidberg.models import assemble_frozen_model
+            from zoidberg.models.build import assemble_frozen_model
 
             self._full_model = assemble_frozen_model(self.model_config, self.image_size, self.num_classes, head)
             return self._full_model

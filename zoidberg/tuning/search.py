@@ -2,45 +2,41 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
-import traceback
 from typing import Any
 
 import keras_tuner
 import numpy as np
 
-from zoidberg.callbacks import Heartbeat, RunStoreCallback
-from zoidberg.runstore import Run
 from zoidberg.config import ModelConfig, TrainConfig
-from zoidberg.data import describe_dataset
-from zoidberg.tuning import (
-    ALGORITHM_LABELS,
-    HYPERBAND_FACTOR,
-    MAX_CONSECUTIVE_FAILED_TRIALS,
-    NONE_CHOICE,
-    TUNER_PROJECT,
-    Dimension,
-    Reporter,
-    TuneConfig,
+from zoidberg.data.summary import describe_dataset
+from zoidberg.runs import progress as events
+from zoidberg.runs.store import SPLIT_FILE, SUMMARY_FILE, TRIAL_SECONDS_FILE, TRIALS_FILE, Run
+from zoidberg.runs.worker import Reporter, RunStopped, execute, load_run_dataset, mark_running, quiet
+from zoidberg.training.callbacks import RunStoreCallback
+from zoidberg.tuning.config import ALGORITHM_LABELS, TuneConfig, check_tune_config, configs_for_values
+from zoidberg.tuning.results import (
     best_row,
-    check_tune_config,
-    clean_values,
-    configs_for_values,
     format_objective,
     format_values,
     last_line,
     make_summary,
-    split_facts,
     trial_number,
     trial_rows,
-    tuning_split,
 )
+from zoidberg.tuning.space import NONE_CHOICE, Dimension, clean_values
+from zoidberg.tuning.split import split_facts, tuning_split
+
+# keras-tuner's working directory inside the run folder (runs/<id>/tuner/).
+TUNER_PROJECT = "tuner"
+# Infeasible combinations (e.g. too many blocks for the image) fail as single trials; this
+# many failures in a row end the search, because then the space itself is wrong.
+MAX_CONSECUTIVE_FAILED_TRIALS = 5
+HYPERBAND_FACTOR = 3
 
 
-class TuningStopped(keras_tuner.errors.FatalError):
-    """Raised inside the search when a stop was requested; keras-tuner lets it through."""
+class SearchStopped(RunStopped, keras_tuner.errors.FatalError):
+    """The engine's stop request, raised inside a search: keras-tuner lets a FatalError through."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -110,7 +106,7 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
         """Builds and compiles the trial's model; an unbuildable combination fails the trial only."""
         import keras
 
-        from zoidberg.models import build_model, compile_model
+        from zoidberg.models.build import build_model, compile_model
 
         model_config, train_config = self._configs(hp, self.config.epochs_per_trial)
         keras.utils.set_random_seed(self.config.seed + self.trial_number)
@@ -132,12 +128,12 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
         Hyperband passes `epochs` and `initial_epoch`; the other tuners pass epochs per trial.
 
         Raises:
-            TuningStopped: A stop was requested during the trial; the trial is left
+            SearchStopped: A stop was requested during the trial; the trial is left
                 unfinished so that a resumed search runs it again.
         """
         import keras
 
-        from zoidberg.training import fit_model, make_fit_inputs
+        from zoidberg.training.pipeline import fit_model, make_fit_inputs
 
         epochs = int(epochs or self.config.epochs_per_trial)
         model_config, train_config = self._configs(hp, epochs)
@@ -161,7 +157,7 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
             verbose=verbose,
         )
         if progress.stopped_by_request:
-            raise TuningStopped()
+            raise SearchStopped()
         # keras-tuner scores a trial by the best epoch of a History (a plain dict would be
         # read as final values).
         record = keras.callbacks.History()
@@ -198,7 +194,7 @@ class _RunStoreTunerMixin:
     def pre_create_trial(self):
         super().pre_create_trial()
         if self.zoidberg_run.stop_requested:
-            raise TuningStopped()
+            raise SearchStopped()
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -208,7 +204,7 @@ class _RunStoreTunerMixin:
         values = clean_values(trial.hyperparameters.values, self.hypermodel.dimensions)
         epochs = trial.hyperparameters.values.get("tuner/epochs", self.zoidberg_config.epochs_per_trial)
         self.zoidberg_run.append_event(
-            "trial_started",
+            events.TRIAL_STARTED,
             trial=number,
             trial_id=trial.trial_id,
             n_trials=self.zoidberg_config.max_trials,
@@ -226,11 +222,11 @@ class _RunStoreTunerMixin:
             # The table is written even when keras-tuner ends the search here (too many
             # failed trials), so the UI shows what failed.
             rows = trial_rows(self.oracle, self.zoidberg_config, self.zoidberg_run)
-            self.zoidberg_run.write_json("trials.json", rows)
+            self.zoidberg_run.write_json(TRIALS_FILE, rows)
         row = next(row for row in rows if row["trial_id"] == trial.trial_id)
         best = best_row(rows, self.zoidberg_config.direction)
         self.zoidberg_run.append_event(
-            "trial_finished",
+            events.TRIAL_FINISHED,
             trial=row["trial"],
             trial_id=trial.trial_id,
             n_trials=self.zoidberg_config.max_trials,
@@ -245,7 +241,7 @@ class _RunStoreTunerMixin:
         )
         if best:
             self.zoidberg_run.append_event(
-                "best_so_far",
+                events.BEST_SO_FAR,
                 trial=best["trial"],
                 objective=best["objective"],
                 hyperparameters=best["hyperparameters"],
@@ -349,9 +345,9 @@ def make_tuner(config: TuneConfig, hypermodel: ZoidbergHyperModel, directory) ->
 
 def _record_trial_seconds(run: Run, trial_id: str, seconds: float) -> None:
     """Remembers how long a trial took (keras-tuner does not record it)."""
-    times = run.read_json("trial_seconds.json", {}) or {}
+    times = run.read_json(TRIAL_SECONDS_FILE, {}) or {}
     times[trial_id] = seconds
-    run.write_json("trial_seconds.json", times)
+    run.write_json(TRIAL_SECONDS_FILE, times)
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,21 +356,20 @@ def _record_trial_seconds(run: Run, trial_id: str, seconds: float) -> None:
 
 
 def run_search(run: Run, *, report: Reporter | None = None) -> dict:
-    """Runs or resumes a search; the body of zoidberg.tuning.run_tuning (documented there)."""
-    from zoidberg.cv import plain_error_message
+    """Runs (or resumes) the search described by a tuning run's config.json.
 
-    say = report or (lambda message: None)
-    with Heartbeat(run):
-        try:
-            return _search(run, say)
-        except TuningStopped:
-            return _finish(run, say, "stopped")
-        except Exception as error:  # The worker must record every failure for the UI.
-            message = plain_error_message(_readable_error(error))
-            run.append_event("failed", error=message)
-            run.set_status("failed", error=message, traceback=traceback.format_exc(limit=20))
-            say(f"Tuning failed: {message}")
-            raise
+    keras-tuner keeps its state in runs/<id>/tuner/ and reloads it, so a resumed run
+    keeps its finished trials, runs an unfinished one again and goes on.
+
+    Args:
+        run: A run of kind "tune" created by the run store.
+        report: Optional callable receiving one-line progress messages.
+
+    Returns:
+        The summary (also saved as summary.json), whether completed or stopped.
+    """
+    say = report or quiet
+    return execute(run, lambda: _search(run, say), lambda: _finish(run, say, "stopped"), say=say, what="Tuning")
 
 
 def _readable_error(error: Exception) -> Exception:
@@ -390,24 +385,17 @@ def _readable_error(error: Exception) -> Exception:
 
 def _search(run: Run, say: Reporter) -> dict:
     """Loads the data, splits it by patient and runs keras-tuner's search."""
-    from zoidberg.cv import load_run_dataset
-    from zoidberg.training import rows_as_tensor
+    from zoidberg.training.pipeline import rows_as_tensor
 
     config = TuneConfig.from_dict(run.config)
-    status = run.status()
-    run.set_status("running", pid=os.getpid(), host=platform.node(), started=status.get("started") or _now(), error=None)
-    run.append_event(
-        "run_started",
-        n_trials=config.max_trials,
-        epochs=config.epochs_per_trial,
-        algorithm=config.algorithm,
-        objective=config.objective,
+    mark_running(
+        run, n_trials=config.max_trials, epochs=config.epochs_per_trial, algorithm=config.algorithm, objective=config.objective
     )
     dataset = load_run_dataset(run, config.data, say)
     check_tune_config(config, dataset)
     train_indices, validation_indices = tuning_split(dataset, config.validation_fraction, config.seed)
     facts = split_facts(dataset, train_indices, validation_indices)
-    run.write_json("split.json", facts)
+    run.write_json(SPLIT_FILE, facts)
     say(
         f"Patient-grouped split of the pooled train+val images: {facts['n_train']} images "
         f"({facts['n_train_patients']} patients) to train, {facts['n_validation']} "
@@ -416,7 +404,7 @@ def _search(run: Run, say: Reporter) -> dict:
     for line in describe_dataset(dataset):
         say(line)
     if run.stop_requested:
-        raise TuningStopped()
+        raise SearchStopped()
     pooled = np.concatenate([train_indices, validation_indices])
     hypermodel = ZoidbergHyperModel(
         config,
@@ -438,35 +426,35 @@ def _search(run: Run, say: Reporter) -> dict:
         f"{config.epochs_per_trial} epoch(s) each, objective {config.objective} ({config.direction})"
         + (f"; {done} trial(s) kept from before." if done else ".")
     )
-    tuner.search(epochs=config.epochs_per_trial, verbose=0)
+    try:
+        tuner.search(epochs=config.epochs_per_trial, verbose=0)
+    except RuntimeError as error:
+        readable = _readable_error(error)
+        if readable is error:
+            raise
+        raise readable from error
     return _finish(run, say, "completed", tuner.oracle)
-
-
-def _now() -> str:
-    from zoidberg.runstore import now_iso
-
-    return now_iso()
 
 
 def _finish(run: Run, say: Reporter, state: str, oracle=None) -> dict:
     """Writes trials.json and summary.json and records the final state."""
     config = TuneConfig.from_dict(run.config)
-    rows = trial_rows(oracle, config, run) if oracle is not None else (run.read_json("trials.json", []) or [])
+    rows = trial_rows(oracle, config, run) if oracle is not None else (run.read_json(TRIALS_FILE, []) or [])
     if state == "stopped":
         # The unfinished trial is shown as such; a resumed search runs it again.
         rows = [row for row in rows if row["status"] != "running"]
-    run.write_json("trials.json", rows)
+    run.write_json(TRIALS_FILE, rows)
     summary = make_summary(run, config, rows, state)
-    run.write_json("summary.json", summary)
+    run.write_json(SUMMARY_FILE, summary)
     completed = summary["n_completed"]
     if state == "completed" and completed == 0:
         message = "No trial finished" + (f": {rows[-1]['message']}" if rows and rows[-1]["message"] else ".")
-        run.append_event("failed", error=message)
+        run.append_event(events.FAILED, error=message)
         run.set_status("failed", error=message)
         say(f"Tuning failed: {message}")
         return summary
     run.set_status(state, error=None, trials_finished=completed)
-    run.append_event("run_finished", state=state, trials_finished=completed, best_trial=summary["best_trial"], best_objective=summary["best_objective"])
+    run.append_event(events.RUN_FINISHED, state=state, trials_finished=completed, best_trial=summary["best_trial"], best_objective=summary["best_objective"])
     if state == "stopped":
         say(f"Stopped; {completed} finished trial(s) kept. Resume with: python -m zoidberg resume {run.id}")
     else:

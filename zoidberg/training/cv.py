@@ -3,45 +3,29 @@
 from __future__ import annotations
 
 import csv
-import platform
 import time
-import traceback
-from typing import Callable
 
 import numpy as np
 
 from zoidberg import metrics
-from zoidberg.callbacks import Heartbeat, RunStoreCallback
-from zoidberg.config import DataConfig, RunConfig
-from zoidberg.data import Dataset, describe_dataset, load_dataset
-from zoidberg.folds import check_fold_count, fold_table, iter_fold_indices, make_folds
-from zoidberg.runstore import Run, write_atomically
-
-Reporter = Callable[[str], None]
-
-
-class RunStopped(Exception):
-    """Raised inside the worker when a stop was requested."""
-
-
-def package_versions() -> dict[str, str]:
-    """Returns versions of the packages that decide a run's numbers."""
-    import keras
-    import PIL
-    import sklearn
-    import tensorflow as tf
-
-    import zoidberg
-
-    return {
-        "zoidberg": zoidberg.__version__,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "pillow": PIL.__version__,
-    }
+from zoidberg.config import RunConfig
+from zoidberg.data.dataset import Dataset, load_dataset
+from zoidberg.data.folds import check_fold_count, fold_table, iter_fold_indices, make_folds
+from zoidberg.data.summary import describe_dataset
+from zoidberg.runs import progress as events
+from zoidberg.runs.store import (
+    DATA_FILE,
+    FOLD_METRICS_FILE,
+    FOLDS_FILE,
+    MODEL_FILE,
+    OOF_FILE,
+    SUMMARY_FILE,
+    Run,
+    write_atomically,
+    write_json_atomic,
+)
+from zoidberg.runs.worker import Reporter, RunStopped, execute, load_run_dataset, mark_running, quiet
+from zoidberg.versions import package_versions
 
 
 def config_payload(config: RunConfig, **extra) -> dict:
@@ -69,30 +53,13 @@ def prepare_run(config: RunConfig, dataset: Dataset | None = None) -> dict:
         ValueError: With what to change (DatasetError is a ValueError).
         FileNotFoundError: Pretrained weights were asked for and no local file has them.
     """
-    from zoidberg.models import check_model_config
+    from zoidberg.models.build import check_model_config
 
     check_model_config(config.model, config.data.image_size, check_weights=True)
     if dataset is None:
         dataset = load_dataset(config.data.data_dir, label_mode=config.data.label_mode, image_size=config.data.image_size)
     check_run_config(config, dataset)
     return config_payload(config, data_fingerprint=dataset.fingerprint, versions=package_versions())
-
-
-def check_same_data(run: Run, dataset: Dataset) -> None:
-    """Refuses to go on with a run whose data folder changed since it was configured.
-
-    The folds depend on the file list, so resuming on changed data would mix folds.
-
-    Raises:
-        ValueError: The fingerprint in config.json differs from the data's.
-    """
-    expected = run.config.get("data_fingerprint")
-    if expected and expected != dataset.fingerprint:
-        raise ValueError(
-            f"The data folder {dataset.root} changed since this run was configured (files added, removed or "
-            f"edited: fingerprint {expected}, now {dataset.fingerprint}), so its folds cannot be reproduced. "
-            "Start a new run on the current data."
-        )
 
 
 def check_run_config(config: RunConfig, dataset: Dataset) -> None:
@@ -102,7 +69,7 @@ def check_run_config(config: RunConfig, dataset: Dataset) -> None:
         ValueError: with what to change (k too large for the smallest class, size too
             small for the architecture).
     """
-    from zoidberg.models import check_model_config
+    from zoidberg.models.build import check_model_config
 
     check_model_config(config.model, config.data.image_size)
     indices = dataset.training_indices()
@@ -121,7 +88,7 @@ def write_folds_csv(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np
             writer.writeheader()
             writer.writerows(rows)
 
-    write_atomically(run.path / "folds.csv", write)
+    write_atomically(run.path / FOLDS_FILE, write)
 
 
 def run_cross_validation(run: Run, *, report: Reporter | None = None) -> dict:
@@ -138,59 +105,15 @@ def run_cross_validation(run: Run, *, report: Reporter | None = None) -> dict:
     Returns:
         The summary dict (also saved as summary.json), or the partial state when stopped.
     """
-    say = report or (lambda message: None)
-    with Heartbeat(run):
-        try:
-            return _run_folds(run, say)
-        except RunStopped:
-            return _finish_stopped(run, say)
-        except Exception as error:  # The worker must record every failure for the UI.
-            message = plain_error_message(error)
-            run.append_event("failed", error=message)
-            run.set_status("failed", error=message, traceback=traceback.format_exc(limit=20))
-            say(f"Run failed: {message}")
-            raise
-
-
-def plain_error_message(error: BaseException) -> str:
-    """Turns an exception into one plain sentence for users."""
-    text = str(error).strip() or error.__class__.__name__
-    if isinstance(error, MemoryError):
-        return "Out of memory: lower the image size or the batch size."
-    if error.__class__.__name__ == "ResourceExhaustedError":
-        return "Out of memory while training: lower the batch size or the image size."
-    return text if isinstance(error, (ValueError, FileNotFoundError, LookupError)) else f"{error.__class__.__name__}: {text}"
-
-
-def load_run_dataset(run: Run, data_config: DataConfig, say: Reporter) -> Dataset:
-    """Loads a run's dataset, reporting decoding progress as "loading" events in its store.
-
-    Args:
-        run: The run whose event log shows the progress.
-        data_config: Which folder, label mode and image size.
-        say: Progress reporter for the console.
-
-    Returns:
-        The dataset.
-    """
-    say(f"Loading {data_config.data_dir} at {data_config.image_size} px ...")
-    return load_dataset(
-        data_config.data_dir,
-        label_mode=data_config.label_mode,
-        image_size=data_config.image_size,
-        progress=lambda done, total: run.append_event("loading", done=done, total=total),
-    )
+    say = report or quiet
+    return execute(run, lambda: _run_folds(run, say), lambda: _finish_stopped(run, say), say=say, what="Run")
 
 
 def _run_folds(run: Run, say: Reporter) -> dict:
-    import os
-
     config = RunConfig.from_dict(run.config)
-    run.set_status("running", pid=os.getpid(), host=platform.node(), started=run.status().get("started") or _now(), error=None)
-    run.append_event("run_started", n_folds=config.n_splits, epochs=config.train.epochs)
+    mark_running(run, n_folds=config.n_splits, epochs=config.train.epochs)
     dataset = load_run_dataset(run, config.data, say)
     check_run_config(config, dataset)
-    check_same_data(run, dataset)
     indices = dataset.training_indices()
     labels = dataset.labels[indices]
     fold_of = make_folds(labels, dataset.patients[indices], config.n_splits, config.random_state)
@@ -203,13 +126,13 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     for line in describe_dataset(dataset):
         say(line)
 
-    from zoidberg.training import release_memory, rows_as_tensor
+    from zoidberg.training.pipeline import release_memory, rows_as_tensor
 
     image_tensor = rows_as_tensor(dataset.images, indices)
     frozen = _frozen_backbone(run, config, dataset, indices, say)
     for fold, train_part, validation_part in iter_fold_indices(fold_of):
         fold_number = fold + 1
-        if run.read_json(f"fold_{fold_number}/metrics.json"):
+        if run.read_fold_json(fold_number):
             say(f"Fold {fold_number}/{config.n_splits}: already done, kept.")
             continue
         if run.stop_requested:
@@ -219,16 +142,10 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     return _finish_completed(run, config, dataset, indices, fold_of, say)
 
 
-def _now() -> str:
-    from zoidberg.runstore import now_iso
-
-    return now_iso()
-
-
 def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np.ndarray) -> None:
     """Saves what the run was trained on: fingerprint, counts, skipped files."""
     run.write_json(
-        "data.json",
+        DATA_FILE,
         {
             "root": str(dataset.root),
             "fingerprint": dataset.fingerprint,
@@ -250,19 +167,24 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     Frozen-backbone folds train only the head on these features, so the backbone runs
     once per image (and not at all when the disk cache already holds them).
     """
-    finished = all(run.read_json(f"fold_{fold}/metrics.json") for fold in range(1, config.n_splits + 1))
+    finished = all(run.read_fold_json(fold) for fold in range(1, config.n_splits + 1))
     if config.model.transfer_mode != "frozen" or finished:
         return None
-    from zoidberg.features import AUGMENTATION_IGNORED, INFERENCE_BATCH_SIZE, FrozenBackbone, load_or_compute_features
+    from zoidberg.training.features import (
+        AUGMENTATION_IGNORED,
+        INFERENCE_BATCH_SIZE,
+        FrozenBackbone,
+        load_or_compute_features,
+    )
 
     if config.train.augmentation:
-        run.append_event("warning", message=AUGMENTATION_IGNORED)
+        run.append_event(events.WARNING, message=AUGMENTATION_IGNORED)
         say(AUGMENTATION_IGNORED)
 
     def progress(done: int, total: int) -> None:
         # Every 20th batch is often enough for a progress bar and keeps events.jsonl short.
         if done % (20 * INFERENCE_BATCH_SIZE) == 0 or done == total:
-            run.append_event("features", done=done, total=total)
+            run.append_event(events.FEATURES, done=done, total=total)
             # The backbone pass can take a minute on CPU, so a stop request ends it early.
             if run.stop_requested:
                 raise RunStopped()
@@ -270,7 +192,7 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     start = time.perf_counter()
     features = load_or_compute_features(dataset, config.model, config.data.image_size, progress=progress)
     seconds = time.perf_counter() - start
-    run.append_event("features_ready", n_images=len(features), dimension=int(features.shape[1]), seconds=seconds)
+    run.append_event(events.FEATURES_READY, n_images=len(features), dimension=int(features.shape[1]), seconds=seconds)
     say(f"Frozen backbone: {features.shape[1]} features per image ready in {seconds:.1f} s; training heads only.")
     return FrozenBackbone(config.model, config.data.image_size, dataset.num_classes, features[indices])
 
@@ -283,11 +205,12 @@ def _train_fold(
     With `frozen` (a FrozenBackbone) only the head trains, on the cached features; the
     saved model is still one full flat model (backbone and trained head).
     """
-    from zoidberg.models import count_parameters
-    from zoidberg.training import predict_probabilities, train_model
+    from zoidberg.models.layers import count_parameters
+    from zoidberg.training.callbacks import RunStoreCallback
+    from zoidberg.training.pipeline import predict_probabilities, train_model
 
     n_folds = config.n_splits
-    run.append_event("fold_started", fold=fold_number, n_folds=n_folds, n_train=len(train_part), n_validation=len(validation_part))
+    run.append_event(events.FOLD_STARTED, fold=fold_number, n_folds=n_folds, n_train=len(train_part), n_validation=len(validation_part))
     say(f"Fold {fold_number}/{n_folds}: training on {len(train_part)} images, validating on {len(validation_part)} ...")
     callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
     start = time.perf_counter()
@@ -319,9 +242,9 @@ def _train_fold(
         model = frozen.full_model(head)
     fold_metrics = metrics.evaluate_predictions(labels[validation_part], probabilities, dataset.class_names, 0.5)
     fold_dir = run.fold_dir(fold_number)
-    write_atomically(fold_dir / "model.keras", model.save)
+    write_atomically(fold_dir / MODEL_FILE, model.save)
     write_atomically(
-        fold_dir / "oof.npz",
+        fold_dir / OOF_FILE,
         lambda path: np.savez_compressed(path, indices=validation_part, probabilities=probabilities),
     )
     payload = {
@@ -334,8 +257,8 @@ def _train_fold(
         "n_validation": int(len(validation_part)),
         "parameters": count_parameters(model),
     }
-    run.write_json(f"fold_{fold_number}/metrics.json", payload)
-    run.append_event("fold_finished", fold=fold_number, n_folds=n_folds, metrics=payload["metrics"], train_seconds=train_seconds)
+    write_json_atomic(fold_dir / FOLD_METRICS_FILE, payload)
+    run.append_event(events.FOLD_FINISHED, fold=fold_number, n_folds=n_folds, metrics=payload["metrics"], train_seconds=train_seconds)
     headline = fold_metrics.get("roc_auc")
     say(
         f"Fold {fold_number}/{n_folds}: AUC {headline if headline is None else f'{headline:.3f}'}, "
@@ -350,8 +273,8 @@ def _train_fold(
 def _load_out_of_fold(run: Run, n_samples: int, num_classes: int) -> np.ndarray:
     """Collects the out-of-fold probabilities of all folds into one (N, C) array."""
     probabilities = np.full((n_samples, num_classes), np.nan, dtype=np.float32)
-    for path in sorted(run.path.glob("fold_*/oof.npz")):
-        with np.load(path) as stored:
+    for fold in run.folds_with(OOF_FILE):
+        with np.load(run.fold_path(fold, OOF_FILE)) as stored:
             probabilities[stored["indices"]] = stored["probabilities"]
     return probabilities
 
@@ -370,7 +293,7 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
     threshold = choose_threshold(config, labels, oof)
     fold_results = []
     for fold, _, validation_part in iter_fold_indices(fold_of):
-        stored = run.read_json(f"fold_{fold + 1}/metrics.json")
+        stored = run.read_fold_json(fold + 1)
         fold_metrics = metrics.evaluate_predictions(labels[validation_part], oof[validation_part], dataset.class_names, threshold)
         fold_results.append({**metrics.to_jsonable(fold_metrics), "train_seconds": stored["train_seconds"]})
     summary = {
@@ -382,14 +305,14 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
         "mean_std": metrics.to_jsonable(metrics.summarize_folds(fold_results)),
         "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, oof, dataset.class_names, threshold)),
         "roc": metrics.to_jsonable(_roc_payload(labels, oof, dataset.class_names)),
-        "parameters": run.read_json("fold_1/metrics.json", {}).get("parameters"),
+        "parameters": (run.read_fold_json(1) or {}).get("parameters"),
         "n_train_per_fold": [int(np.sum(fold_of != fold)) for fold in range(config.n_splits)],
         "n_validation_per_fold": [int(np.sum(fold_of == fold)) for fold in range(config.n_splits)],
         "test": _evaluate_test_split(run, config, dataset, threshold, say),
     }
-    run.write_json("summary.json", summary)
+    run.write_json(SUMMARY_FILE, summary)
     run.set_status("completed", error=None)
-    run.append_event("run_finished", state="completed")
+    run.append_event(events.RUN_FINISHED, state="completed")
     mean_std = summary["mean_std"]
     say(
         "Cross-validation done: "
@@ -415,8 +338,8 @@ def _evaluate_test_split(run, config, dataset, threshold, say) -> dict | None:
         return None
     import keras
 
-    import zoidberg.keras_metrics  # noqa: F401  Registers the metrics of compiled three-class models.
-    from zoidberg.training import predict_probabilities
+    import zoidberg.models.keras_metrics  # noqa: F401  Registers the metrics of compiled three-class models.
+    from zoidberg.training.pipeline import predict_probabilities
 
     probabilities = []
     for fold in range(1, config.n_splits + 1):
@@ -432,6 +355,6 @@ def _evaluate_test_split(run, config, dataset, threshold, say) -> dict | None:
 def _finish_stopped(run: Run, say: Reporter) -> dict:
     finished = len(run.fold_metrics())
     run.set_status("stopped", error=None, folds_finished=finished)
-    run.append_event("run_finished", state="stopped", folds_finished=finished)
+    run.append_event(events.RUN_FINISHED, state="stopped", folds_finished=finished)
     say(f"Stopped; {finished} finished fold(s) kept. Resume with: python -m zoidberg resume {run.id}")
     return {"state": "stopped", "folds_finished": finished}

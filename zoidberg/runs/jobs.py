@@ -1,7 +1,8 @@
-"""Background jobs: start, stop and resume runs in worker processes behind one small interface."""
+"""Background jobs: start, attach to, stop and resume runs in worker processes behind one small interface."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +10,13 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from zoidberg.runstore import ACTIVE_STATES, Run, RunStore, pid_is_alive
+from zoidberg.runs import progress as events
+from zoidberg.runs.kinds import get_kind
+from zoidberg.runs.store import ACTIVE_STATES, STATUS_FILE, WORKER_LOG, Run, RunStore, pid_is_alive
 
 RESUMABLE_STATES = ("interrupted", "stopped", "failed")
+# config.json facts that are not part of what the user configured.
+REPRODUCIBILITY_FACTS = ("versions", "data_fingerprint")
 
 
 class Executor(ABC):
@@ -39,10 +44,10 @@ class LocalProcessExecutor(Executor):
     """
 
     def submit(self, run: Run, store: RunStore) -> None:
-        log = open(run.path / "worker.log", "ab")
+        log = open(run.path / WORKER_LOG, "ab")
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         # The package root must be importable by the child whatever its working directory.
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
         process = subprocess.Popen(
             [sys.executable, "-m", "zoidberg", "--runs-dir", str(store.root.resolve()), "worker", run.id],
@@ -72,7 +77,7 @@ def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, executo
 
     Args:
         kind: "cv" or "tune".
-        config: The validated config as a dict (config.json).
+        config: The prepared config.json payload (RunKind.prepare).
         name: A readable run name.
         runs_dir: The run store folder.
         executor: Where to run it (default: a local worker process).
@@ -80,53 +85,117 @@ def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, executo
     Returns:
         The new run id, at once.
     """
+    get_kind(kind)
     store = RunStore(runs_dir)
     run = store.create_run(kind, config, name)
     (executor or get_executor()).submit(run, store)
     return run.id
 
 
+def comparable_config(config: dict) -> str:
+    """Returns a canonical JSON text of a run config without its reproducibility facts.
+
+    config.json adds package versions and the data's fingerprint to what the form sets;
+    two starts of the same form compare equal without them.
+
+    Args:
+        config: A config dict (a config class's to_dict() or a run's config.json).
+
+    Returns:
+        Sorted-key JSON, equal for equal configurations.
+    """
+    kept = {key: value for key, value in config.items() if key not in REPRODUCIBILITY_FACTS}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def find_identical_active_run(kind: str, config: dict, *, runs_dir=None) -> Run | None:
+    """Returns a queued or running run of a kind with exactly this configuration, if any.
+
+    Starting the same configuration twice (a double click, a second tab) then attaches to
+    the run in progress instead of training it twice.
+
+    Args:
+        kind: "cv" or "tune".
+        config: The configuration as a dict.
+        runs_dir: The run store folder.
+
+    Returns:
+        The newest such run, or None.
+    """
+    wanted = comparable_config(config)
+    try:
+        runs = RunStore(runs_dir).list_runs(kind=kind)
+    except OSError:
+        return None
+    for run in runs:
+        if run.state in ACTIVE_STATES and comparable_config(run.config) == wanted:
+            return run
+    return None
+
+
+def start_or_attach(kind: str, payload: dict, *, name: str = "", runs_dir=None) -> tuple[str, bool]:
+    """Starts a worker for a prepared payload, or attaches to an identical active run.
+
+    Args:
+        kind: "cv" or "tune".
+        payload: The prepared config.json payload (RunKind.prepare, done once).
+        name: A readable run name.
+        runs_dir: The run store folder.
+
+    Returns:
+        (run id, attached): attached is True when no new run was started.
+
+    Raises:
+        ValueError: When the runs folder is not writable.
+    """
+    existing = find_identical_active_run(kind, payload, runs_dir=runs_dir)
+    if existing is not None:
+        return existing.id, True
+    return start_run(kind, payload, name=name, runs_dir=runs_dir), False
+
+
 def stop_run(run_id: str, *, runs_dir=None) -> Run:
     """Asks a run's worker to stop after its current batch; finished folds are kept."""
     run = RunStore(runs_dir).get(run_id)
     run.request_stop()
-    status = run.read_json("status.json", {}) or {}
+    status = run.read_json(STATUS_FILE, {}) or {}
     if status.get("state") == "queued" and not pid_is_alive(status.get("pid")):
         run.set_status("stopped")
     return run
 
 
-def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) -> Run:
-    """Restarts an interrupted, stopped or failed run from its first unfinished fold.
+def reopen_run(run_id: str, *, runs_dir=None) -> Run:
+    """Marks an interrupted, stopped or failed run queued again, for a new worker to continue.
 
     Raises:
-        ValueError: when the run is still active or already completed.
+        ValueError: When the run is still active or already completed.
     """
-    store = RunStore(runs_dir)
-    run = store.get(run_id)
+    run = RunStore(runs_dir).get(run_id)
     state = run.state
     if state not in RESUMABLE_STATES:
         raise ValueError(f"Run {run_id} is {state}; only interrupted, stopped or failed runs can be resumed.")
     run.clear_stop()
     run.set_status("queued", error=None, resumed_from=state)
-    run.append_event("resumed", previous_state=state)
-    (executor or get_executor()).submit(run, store)
+    run.append_event(events.RESUMED, previous_state=state)
+    return run
+
+
+def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) -> Run:
+    """Restarts an interrupted, stopped or failed run in the background from its first unfinished fold.
+
+    Raises:
+        ValueError: When the run is still active or already completed.
+    """
+    run = reopen_run(run_id, runs_dir=runs_dir)
+    (executor or get_executor()).submit(run, RunStore(runs_dir))
     return run
 
 
 def run_worker(run_id: str, *, runs_dir=None, report=None) -> int:
     """Runs a run in this process (the worker's body). Returns an exit code."""
     run = RunStore(runs_dir).get(run_id)
-    if run.kind == "tune":
-        from zoidberg.tuning import run_tuning
-
-        runner = run_tuning
-    else:
-        from zoidberg.cv import run_cross_validation
-
-        runner = run_cross_validation
     try:
-        runner(run, report=report)
+        get_kind(run.kind).run(run, report)
     except Exception:
         return 1
     return 0

@@ -14,9 +14,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from zoidberg.arraycache import aligned_empty, aligned_take, read_array_file, write_array_file
-from zoidberg.demo import is_synthetic_dataset
-from zoidberg.imaging import ImageDecodeError, load_image
+from zoidberg.data.arraycache import aligned_empty, aligned_take, read_array_file, write_array_file
+from zoidberg.data.demo import is_synthetic_dataset
+from zoidberg.data.imaging import ImageDecodeError, load_image
 
 SPLITS = ("train", "val", "test")
 CLASS_FOLDERS = ("NORMAL", "PNEUMONIA")
@@ -427,30 +427,6 @@ def _check_decoded(dataset: Dataset) -> None:
             f"No readable training images of class {', '.join(empty)} in {dataset.root} "
             f"({len(dataset.skipped)} files were skipped as unreadable)."
         )
-
-
-def describe_dataset(dataset: Dataset, limit: int = 20) -> list[str]:
-    """Returns console lines that say what a user must know about a loaded dataset.
-
-    Synthetic demo data is named as such, and each skipped file is listed with its
-    reason (the first `limit`, then a count).
-
-    Args:
-        dataset: The loaded dataset.
-        limit: Most skipped files to list.
-
-    Returns:
-        Lines without trailing newlines (none for real data with nothing skipped).
-    """
-    lines = []
-    if dataset.synthetic:
-        lines.append("SYNTHETIC demo data (drawn by zoidberg.demo, not real X-rays): metrics say nothing about medicine.")
-    if dataset.skipped:
-        lines.append(f"{len(dataset.skipped)} file(s) skipped:")
-        lines += [f"  {skipped.path}: {skipped.reason}" for skipped in dataset.skipped[:limit]]
-        if len(dataset.skipped) > limit:
-            lines.append(f"  ... and {len(dataset.skipped) - limit} more (all listed in the run's data.json)")
-    return lines
 
 
 def time_load(root, **kwargs) -> tuple[Dataset, float]:

@@ -1,0 +1,53 @@
+"""Comparing runs as engine code: run records, folds.csv comparability, paired tests, summary tables, curves."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from zoidberg import compare
+
+
+def test_comparability_trusts_folds_csv(trained):
+    records = {
+        name: compare.load_run_record(trained.store.get(run_id)) for name, run_id in trained.ids.items() if name != "stopped"
+    }
+    baseline, variant = records["baseline"], records["variant"]
+    assert compare.check_comparability(baseline, variant).comparable
+    moved = dataclasses.replace(variant, data={**variant.data, "fingerprint": "0000", "root": "/elsewhere"})
+    verdict = compare.check_comparability(baseline, moved)
+    assert verdict.comparable and "same fold" in verdict.notes[0]
+    rows = list(variant.folds_csv)
+    rows[1] = rows[1][:-1] + ("2" if rows[1][-1] == "1" else "1",)
+    shuffled = dataclasses.replace(variant, folds_csv=tuple(rows))
+    verdict = compare.check_comparability(baseline, shuffled)
+    assert not verdict.comparable and "folds.csv differ" in verdict.reasons[0]
+    assert not compare.check_comparability(baseline, dataclasses.replace(variant, folds_csv=None)).comparable
+    tests = compare.paired_tests(baseline, variant)
+    assert [test.metric for test in tests] == ["roc_auc", "accuracy"]
+    assert all(test.verdict for test in tests)
+
+
+def test_aggregate_history_aligns_folds_of_different_lengths():
+    histories = [{"val_loss": [1.0, 0.8, 0.6]}, {"val_loss": [0.9, 0.7]}, {"loss": [1.0]}]
+    curve = compare.aggregate_history(histories, "val_loss")
+    assert curve["epoch"] == [1, 2, 3]
+    assert curve["count"] == [2, 2, 1]
+    assert curve["mean"] == pytest.approx([0.95, 0.75, 0.6])
+    assert curve["low"][0] == 0.9 and curve["high"][0] == 1.0
+    assert compare.aggregate_history(histories, "val_auc")["epoch"] == []
+
+
+def test_summary_table_highlights_highest_score_and_lowest_cost(trained):
+    records = compare.with_unique_names(
+        [compare.load_run_record(trained.store.get(trained.ids[name])) for name in ("baseline", "variant")]
+    )
+    text, best = compare.summary_table(records)
+    assert text.shape == best.shape
+    parameters = [compare.parameter_count(record) for record in records]
+    smaller = records[int(np.argmin(parameters))].label
+    assert best.loc[compare.PARAMETERS_ROW, smaller]
+    assert best.loc[compare.PARAMETERS_ROW].sum() == 1
+    assert not best.loc[compare.EPOCHS_ROW].any()

@@ -1,0 +1,1 @@
+"""Models: the TensorFlow-free registry of architectures and training options, weights lookup, builders."""

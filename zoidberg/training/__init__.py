@@ -1,0 +1,1 @@
+"""Training: the tf.data pipeline, callbacks, frozen-backbone features and patient-grouped cross-validation."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, needs_shared_data
 
-from zoidberg.cli import main
+from zoidberg.cli import build_parser, main
 
 
 def zoidberg(*args, check=True, env_extra=None):
@@ -198,3 +198,21 @@ def test_three_class_cross_validation_prints_per_class_metrics(demo_dir, runs_di
     run_id = out.split("Run id: ")[1].split()[0]
     n_pooled = len((runs_dir / run_id / "folds.csv").read_text().strip().splitlines()) - 1
     assert sum(int(row[-1]) for row in rows.values()) == n_pooled
+
+
+def test_every_training_option_of_the_registry_has_a_flag_a_field_and_a_search_dimension(capsys):
+    """One table: each TRAINING_OPTIONS entry reaches cv --help, TrainConfig and (when tunable) the search space."""
+    from zoidberg.config import TrainConfig
+    from zoidberg.models.registry import TRAINING_OPTIONS
+    from zoidberg.tuning.space import resolve_search_space
+
+    _, help_text, _ = run_in_process(capsys, "cv", "--help")
+    dimensions = {dimension.name: dimension for dimension in resolve_search_space("cnn", {}, 64)}
+    for option in TRAINING_OPTIONS:
+        assert option.cli_flag in help_text, option.name
+        assert getattr(TrainConfig(), option.name) == option.default
+        assert (option.name in dimensions) == option.tunable, option.name
+    parser = build_parser()
+    args = parser.parse_args(["cv", "--data", "x", "--label-smoothing", "0.1", "--augment", "--patience", "0"])
+    assert (args.label_smoothing, args.augmentation, args.early_stopping_patience) == (0.1, True, 0)
+    assert parser.parse_args(["cv", "--data", "x", "--augment", "false"]).augmentation is False

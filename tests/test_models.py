@@ -165,6 +165,25 @@ def test_compile_model_logs_loss_accuracy_auc_with_validation(num_classes, tmp_p
         assert set(results) == {"loss", "accuracy", "auc"}
 
 
+def test_label_smoothing_moves_the_targets_and_smoothed_models_load_safely(tmp_path):
+    binary = compile_model(build_model(small_config("cnn"), 16, 2), TrainConfig(label_smoothing=0.2), 2)
+    # Target 1 becomes 0.9 (= 1 - 0.2 + 0.2 / 2): the loss of p = 0.9 is its entropy.
+    expected = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+    assert float(binary.loss(np.array([[1.0]]), np.array([[0.9]]))) == pytest.approx(expected, rel=1e-5)
+    three = compile_model(build_model(small_config("cnn"), 16, 3), TrainConfig(label_smoothing=0.3), 3)
+    # Class 0 with s = 0.3 over 3 classes: targets (0.8, 0.1, 0.1).
+    expected = -(0.8 * np.log(0.7) + 0.1 * np.log(0.2) + 0.1 * np.log(0.1))
+    assert float(three.loss(np.array([0]), np.array([[0.7, 0.2, 0.1]]))) == pytest.approx(expected, rel=1e-5)
+    assert compile_model(build_model(small_config("cnn"), 16, 2), TrainConfig(), 2).loss == "binary_crossentropy"
+    images, labels = random_images(6, 16), np.arange(6) % 3
+    three.fit(images, labels, epochs=1, batch_size=3, verbose=0)
+    three.save(tmp_path / "smoothed.keras")
+    loaded = keras.models.load_model(tmp_path / "smoothed.keras", safe_mode=True)
+    assert np.isfinite(loaded.evaluate(images, labels, verbose=0, return_dict=True)["loss"])
+    with pytest.raises(ValueError, match="label_smoothing must be at least 0 and at most 0.3"):
+        TrainConfig(label_smoothing=0.5)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
 def test_build_optimizer_by_name(optimizer):
     built = models.build_optimizer(optimizer, 0.01)

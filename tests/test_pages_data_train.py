@@ -10,6 +10,7 @@ import pytest
 from apptest_helpers import APP, SCRIPT_TIMEOUT_S, assert_no_exception, metric_values, open_app, texts, wait_for
 from streamlit.testing.v1 import AppTest
 
+from zoidberg.models.registry import TRAINING_OPTIONS
 from zoidberg.runs.store import ACTIVE_STATES, RunStore
 
 START_LABEL = "Start cross-validation"
@@ -98,6 +99,19 @@ def test_train_page_lists_every_architecture_and_its_hyperparameters(demo_dir):
         keys = {widget.key for widget in app.main if getattr(widget, "key", None)}
         for parameter in spec.hyperparameters:
             assert f"hp_{name}_{parameter.name}" in keys, (name, parameter.name)
+        # The training options come from the registry's one table too.
+        for option in TRAINING_OPTIONS:
+            assert f"train_{option.short_name}" in keys, option.name
+
+
+def test_a_training_option_set_on_the_form_reaches_the_run_config(demo_dir, runs_dir, stop_workers_after):
+    app = open_app(demo_dir, "pages/train.py")
+    fill_train_form(app, image_size=32, k=2, epochs=1)
+    app.slider(key="train_label_smoothing").set_value(0.1)
+    start_button(app).click().run()
+    assert_no_exception(app)
+    (run,) = RunStore(runs_dir).list_runs(kind="cv")
+    assert run.config["train"]["label_smoothing"] == 0.1
 
 
 def test_train_refuses_k_larger_than_the_smallest_class(demo_dir, runs_dir):

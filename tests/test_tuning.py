@@ -50,13 +50,14 @@ def test_default_space_comes_from_the_registry_and_fits_the_image_size():
     dimensions = {dimension.name: dimension for dimension in resolve_search_space("cnn", {}, 32)}
     assert set(dimensions) == {
         "conv_blocks", "base_filters", "kernel_size", "dense_units", "dropout_rate", "batch_norm",
-        "learning_rate", "batch_size", "augmentation",
+        "learning_rate", "batch_size", "augmentation", "label_smoothing",
     }
     # Four blocks of 3x3 need 46 px, so 32 px stops at three.
     assert dimensions["conv_blocks"].tuned and dimensions["conv_blocks"].max_value == 3
     assert dimensions["learning_rate"].log and dimensions["learning_rate"].step is None
     assert not dimensions["kernel_size"].tuned and dimensions["kernel_size"].value == 3
     assert dimensions["augmentation"].choices == (False, True)
+    assert not dimensions["label_smoothing"].tuned and dimensions["label_smoothing"].value == 0.0
     mobilenet = {dimension.name: dimension for dimension in resolve_search_space("mobilenetv2", {}, 64)}
     assert mobilenet["alpha"].tuned and 0.35 in mobilenet["alpha"].choices
     assert not mobilenet["weights"].tuned and mobilenet["weights"].value is None

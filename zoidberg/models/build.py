@@ -363,7 +363,8 @@ def compile_model(model: keras.Model, train_config: TrainConfig, num_classes: in
     models use sparse_categorical_crossentropy with SparseCategoricalAccuracy and a
     macro one-vs-rest ROC AUC. Both name their metrics the same, so per-epoch logs
     always have "loss", "accuracy", "auc" and, with validation data, "val_loss",
-    "val_accuracy", "val_auc".
+    "val_accuracy", "val_auc". With train_config.label_smoothing above 0 the targets
+    are smoothed (the metrics still see the true labels).
 
     Args:
         model: A model from build_model.
@@ -375,15 +376,17 @@ def compile_model(model: keras.Model, train_config: TrainConfig, num_classes: in
     """
     import keras
 
-    from zoidberg.models.keras_metrics import SparseMacroAUC
+    from zoidberg.models.keras_metrics import SmoothedSparseCategoricalCrossentropy, SparseMacroAUC
 
     _check_num_classes(num_classes)
     optimizer = build_optimizer(train_config.optimizer, train_config.learning_rate)
+    smoothing = float(train_config.label_smoothing)
     if num_classes == 2:
-        loss = "binary_crossentropy"
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing) if smoothing else "binary_crossentropy"
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     else:
-        loss = "sparse_categorical_crossentropy"
+        # Keras's sparse cross-entropy has no label smoothing, hence the engine's own loss.
+        loss = SmoothedSparseCategoricalCrossentropy(num_classes, smoothing) if smoothing else "sparse_categorical_crossentropy"
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), SparseMacroAUC(num_classes, name="auc")]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=False)
     return model

@@ -365,6 +365,11 @@ TRAINING_OPTIONS: tuple[HyperParameter, ...] = (
         help=AUGMENTATION_HELP,
         tuned=True,
     ),
+    HyperParameter(
+        "label_smoothing", "float", 0.0, min_value=0.0, max_value=0.3, step=0.05,
+        help="Moves the 0/1 training targets this far towards the other classes, so the model is less "
+        "over-confident on new X-rays; 0 turns it off.",
+    ),
 )
 
 

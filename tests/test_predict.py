@@ -36,5 +36,19 @@ def test_three_class_decision_takes_the_most_probable_class_and_ignores_threshol
 
 def test_the_cli_json_of_a_decision_keeps_its_keys():
     payload = decide(binary_prediction(0.9), 0.5).to_dict()
-    assert set(payload) == {"label", "class_index", "probability", "spread", "per_fold", "class_probabilities", "threshold"}
+    assert set(payload) == {
+        "label", "class_index", "probability", "spread", "per_fold", "class_probabilities", "threshold",
+        "scale", "probability_raw", "probability_calibrated",
+    }
     assert payload["label"] == "pneumonia" and payload["per_fold"] == pytest.approx([0.9])
+
+
+def test_calibrated_decisions_use_the_calibrated_probabilities_and_report_both():
+    raw = np.array([[0.4, 0.6], [0.2, 0.8]])
+    calibrated = np.array([[0.55, 0.45], [0.45, 0.55]])
+    prediction = Prediction(BINARY, raw, calibrated)
+    on_raw, on_calibrated = decide(prediction, 0.6, "raw"), decide(prediction, 0.6, "calibrated")
+    assert on_raw.label == "pneumonia" and on_calibrated.label == "normal"
+    assert on_calibrated.probability == pytest.approx(0.5) and on_calibrated.raw_probability == pytest.approx(0.7)
+    # Without a calibration, "calibrated" falls back to raw and says so.
+    assert decide(binary_prediction(0.9), 0.5, "calibrated").scale == "raw"

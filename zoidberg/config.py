@@ -10,7 +10,13 @@ from typing import Any, Mapping
 from zoidberg.models.registry import ARCHITECTURES, TRAINING_OPTIONS, TRANSFER_MODES
 
 LABEL_MODES = ("binary", "three-class")
-THRESHOLD_METHODS = ("youden", "fixed-0.5")
+CALIBRATION_METHODS = ("temperature", "platt")
+DUPLICATE_POLICIES = ("group", "drop", "ignore")
+DUPLICATE_POLICY_HELP = (
+    "What cross-validation does with exact and near-duplicate images: group puts each set of "
+    "duplicates with one patient (so they share a fold), drop keeps one image of each set, "
+    "ignore leaves them as the file names say."
+)
 
 RUN_NAME_PATTERN = re.compile(r"^[\w .,:+=@()\-]{0,80}$")
 RUN_NAME_RULE = "run_name may use letters, digits, spaces and . , : + = @ ( ) - _ (at most 80)."
@@ -25,6 +31,70 @@ def require(condition: bool, message: str) -> None:
     """
     if not condition:
         raise ValueError(message)
+
+
+THRESHOLD_METHODS = ("youden", "fixed-0.5", "target-sensitivity", "target-specificity", "cost")
+THRESHOLD_METHOD_LABELS = {
+    "youden": "Youden (sensitivity + specificity highest)",
+    "fixed-0.5": "Fixed at 0.5",
+    "target-sensitivity": "Target sensitivity (then the best specificity)",
+    "target-specificity": "Target specificity (then the best sensitivity)",
+    "cost": "Cost ratio of a missed pneumonia to a false alarm",
+}
+PROBABILITY_SCALES = ("raw", "calibrated")
+
+
+@dataclass(frozen=True)
+class OperatingPointChoice:
+    """How a binary run turns probabilities into decisions; validated, saved in the run.
+
+    Attributes:
+        method: One of THRESHOLD_METHODS.
+        target: The sensitivity or specificity to reach (target methods), e.g. 0.95.
+        cost_ratio: How many false alarms one missed pneumonia is worth (cost method).
+        prevalence: The expected share of pneumonia where the model is used, for PPV, NPV
+            and the cost method; None means the share in the training data.
+        probabilities: "raw" model outputs or "calibrated" ones (the run's calibration).
+    """
+
+    method: str = "youden"
+    target: float | None = None
+    cost_ratio: float = 1.0
+    prevalence: float | None = None
+    probabilities: str = "raw"
+
+    def __post_init__(self):
+        if self.method not in THRESHOLD_METHODS:
+            raise ValueError(f"threshold method must be one of {', '.join(THRESHOLD_METHODS)}, not {self.method!r}.")
+        if self.method.startswith("target-"):
+            what = self.method.removeprefix("target-")
+            if self.target is None or not 0.5 <= self.target < 1.0:
+                raise ValueError(f"The {what} target must be from 0.5 to below 1 (e.g. 0.95), not {self.target!r}.")
+        if not (isinstance(self.cost_ratio, (int, float)) and 0.01 <= self.cost_ratio <= 100):
+            raise ValueError(f"cost_ratio must be from 0.01 to 100 (missed pneumonia : false alarm), not {self.cost_ratio!r}.")
+        if self.prevalence is not None and not 0.01 <= self.prevalence <= 0.99:
+            raise ValueError(f"prevalence must be from 0.01 to 0.99 (e.g. 0.3 for 30 %), not {self.prevalence!r}.")
+        if self.probabilities not in PROBABILITY_SCALES:
+            raise ValueError(f"probabilities must be raw or calibrated, not {self.probabilities!r}.")
+
+    def describe(self) -> str:
+        """One phrase for captions and reports, e.g. "target sensitivity 95 %"."""
+        if self.method.startswith("target-"):
+            return f"{self.method.removeprefix('target-')} ≥ {self.target:.0%}"
+        if self.method == "cost":
+            return f"cost ratio {self.cost_ratio:g} : 1 (missed pneumonia : false alarm)"
+        return {"youden": "Youden", "fixed-0.5": "fixed 0.5"}[self.method]
+
+    def to_dict(self) -> dict:
+        """Returns the JSON stored in the run."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> OperatingPointChoice:
+        """Builds a validated choice from stored JSON, ignoring unknown keys."""
+        names = ("method", "target", "cost_ratio", "prevalence", "probabilities")
+        return cls(**{name: payload[name] for name in names if name in payload})
+
 
 
 @dataclass(frozen=True)
@@ -140,7 +210,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     n_splits: int = 5
     random_state: int = 42
-    threshold_method: str = "youden"
+    operating_point: OperatingPointChoice = field(default_factory=OperatingPointChoice)
+    calibration_method: str = "temperature"
+    duplicates: str = "group"
     run_name: str = ""
     source_tuning_run: str | None = None
 
@@ -150,8 +222,12 @@ class RunConfig:
             f"k (n_splits) must be from 2 to 20, not {self.n_splits!r}.",
         )
         require(
-            self.threshold_method in THRESHOLD_METHODS,
-            f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}.",
+            self.calibration_method in CALIBRATION_METHODS,
+            f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, not {self.calibration_method!r}.",
+        )
+        require(
+            self.duplicates in DUPLICATE_POLICIES,
+            f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not {self.duplicates!r}.",
         )
         require(
             bool(RUN_NAME_PATTERN.match(self.run_name)),
@@ -175,21 +251,30 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> "RunConfig":
-        """Builds a validated config from a dict, ignoring unknown keys."""
+        """Builds a validated config from a dict, ignoring unknown keys.
+
+        Runs made before operating points existed stored only a threshold_method ("youden"
+        or "fixed-0.5"); it becomes their operating point, and their duplicates policy is
+        "ignore", which is what they did.
+        """
         payload = dict(payload)
+        choice = payload.get("operating_point") or {"method": payload.get("threshold_method", "youden")}
+        if "operating_point" not in payload:
+            payload.setdefault("duplicates", "ignore")
         return cls(
-            data=_from_mapping(DataConfig, payload.get("data", {})),
-            model=_from_mapping(ModelConfig, payload.get("model", {})),
-            train=_from_mapping(TrainConfig, payload.get("train", {})),
+            data=from_mapping(DataConfig, payload.get("data", {})),
+            model=from_mapping(ModelConfig, payload.get("model", {})),
+            train=from_mapping(TrainConfig, payload.get("train", {})),
+            operating_point=OperatingPointChoice.from_dict(choice),
             **{
                 key: payload[key]
-                for key in ("n_splits", "random_state", "threshold_method", "run_name", "source_tuning_run")
+                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "run_name", "source_tuning_run")
                 if key in payload
             },
         )
 
 
-def _from_mapping(cls, payload: Mapping[str, Any]):
+def from_mapping(cls, payload: Mapping[str, Any]):
     """Builds dataclass `cls` from the keys of `payload` that it knows."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{key: value for key, value in dict(payload).items() if key in names})

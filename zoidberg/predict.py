@@ -8,10 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoidberg.data.imaging import decode_grayscale, resize_square
-from zoidberg.runs.store import DATA_FILE, MODEL_FILE, Run, RunStore
+from zoidberg.evaluation.calibration import Calibration
+from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_FILE, OPERATING_POINT_FILE, Run, RunStore
 
 # The threshold of a binary run that has no out-of-fold threshold yet (a stopped run).
 DEFAULT_THRESHOLD = 0.5
+# Images per forward pass when scoring many: large enough to amortize the call, small
+# enough that activations stay in cache on a CPU.
+SCORING_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -20,15 +24,21 @@ class Prediction:
 
     Attributes:
         class_names: Class names in output order.
-        per_fold: Class probabilities of every fold model, (folds, classes).
+        per_fold: Raw class probabilities of every fold model, (folds, classes).
+        calibrated: The same after the run's calibration, or None when it has none.
     """
 
     class_names: tuple[str, ...]
     per_fold: np.ndarray
+    calibrated: np.ndarray | None = None
+
+    def scaled(self, scale: str = "raw") -> np.ndarray:
+        """The per-fold probabilities on a scale: "raw" or "calibrated" (raw when the run has no calibration)."""
+        return self.calibrated if scale == "calibrated" and self.calibrated is not None else self.per_fold
 
     @property
     def mean(self) -> np.ndarray:
-        """The ensemble's class probabilities: the mean over fold models."""
+        """The ensemble's raw class probabilities: the mean over fold models."""
         return self.per_fold.mean(axis=0)
 
     @property
@@ -58,6 +68,9 @@ class Decision:
     per_fold: tuple[float, ...]
     class_probabilities: dict[str, float]
     threshold: float | None
+    scale: str = "raw"
+    raw_probability: float | None = None
+    calibrated_probability: float | None = None
 
     def to_dict(self) -> dict:
         """Returns the decision as the JSON the CLI prints."""
@@ -69,10 +82,13 @@ class Decision:
             "per_fold": list(self.per_fold),
             "class_probabilities": dict(self.class_probabilities),
             "threshold": self.threshold,
+            "scale": self.scale,
+            "probability_raw": self.raw_probability,
+            "probability_calibrated": self.calibrated_probability,
         }
 
 
-def decide(prediction: Prediction, threshold: float | None = None) -> Decision:
+def decide(prediction: Prediction, threshold: float | None = None, scale: str = "raw") -> Decision:
     """Applies a threshold to a threshold-free prediction.
 
     Binary runs call pneumonia when P(pneumonia) >= threshold; three-class runs take the
@@ -80,12 +96,15 @@ def decide(prediction: Prediction, threshold: float | None = None) -> Decision:
 
     Args:
         prediction: The fold models' probabilities.
-        threshold: Decision threshold for binary runs (DEFAULT_THRESHOLD when None).
+        threshold: Decision threshold for binary runs (DEFAULT_THRESHOLD when None), on `scale`.
+        scale: "raw" or "calibrated" probabilities (raw when the run has no calibration).
 
     Returns:
         The decision.
     """
-    mean = prediction.mean
+    scale = scale if prediction.calibrated is not None else "raw"
+    per_fold_values = prediction.scaled(scale)
+    mean = per_fold_values.mean(axis=0)
     class_probabilities = {str(name): float(value) for name, value in zip(prediction.class_names, mean)}
     if prediction.is_binary:
         cutoff = DEFAULT_THRESHOLD if threshold is None else float(threshold)
@@ -94,7 +113,7 @@ def decide(prediction: Prediction, threshold: float | None = None) -> Decision:
     else:
         cutoff = None
         index = column = int(np.argmax(mean))
-    values = prediction.per_fold[:, column]
+    values = per_fold_values[:, column]
     return Decision(
         label=prediction.class_names[index],
         class_index=index,
@@ -103,6 +122,9 @@ def decide(prediction: Prediction, threshold: float | None = None) -> Decision:
         per_fold=tuple(float(value) for value in values),
         class_probabilities=class_probabilities,
         threshold=cutoff,
+        scale=scale,
+        raw_probability=float(prediction.per_fold[:, column].mean()),
+        calibrated_probability=None if prediction.calibrated is None else float(prediction.calibrated[:, column].mean()),
     )
 
 
@@ -178,6 +200,72 @@ def make_fast_predictor(models: Sequence, warm_up: bool = True) -> FastPredictor
     return predictor
 
 
+class FrozenForward:
+    """One traced call for frozen-backbone runs: the shared backbone once, then every fold's head.
+
+    The fold models of a frozen run share their backbone (it never trained), so running it
+    once per image instead of once per fold divides the work by the number of folds.
+
+    Args:
+        models: The fold models (full flat models with a "features" layer).
+        model_config: The run's ModelConfig (to build the heads).
+        num_classes: Number of classes.
+    """
+
+    def __init__(self, models: Sequence, model_config, num_classes: int):
+        import keras
+        import tensorflow as tf
+
+        from zoidberg.models.build import build_head
+        from zoidberg.models.layers import FEATURES_NAME
+
+        first = models[0]
+        self.extractor = keras.Model(first.input, first.get_layer(FEATURES_NAME).output)
+        dimension = int(self.extractor.output.shape[-1])
+        self.heads = []
+        for model in models:
+            head = build_head(model_config, dimension, num_classes)
+            for layer in head.layers:
+                if layer.weights:
+                    layer.set_weights(model.get_layer(layer.name).get_weights())
+            self.heads.append(head)
+        size = tuple(first.input.shape[1:])
+        self.image_size = int(size[0])
+        spec = tf.TensorSpec((None, *size), tf.float32)
+        self._forward = tf.function(self._stacked, input_signature=[spec], reduce_retracing=True)
+        self._heads_only = tf.function(self._stacked_heads, input_signature=[tf.TensorSpec((None, dimension), tf.float32)])
+
+    def _stacked(self, images):
+        import tensorflow as tf
+
+        features = self.extractor(images, training=False)
+        return tf.stack([head(features, training=False) for head in self.heads], axis=0)
+
+    def _stacked_heads(self, features):
+        import tensorflow as tf
+
+        return tf.stack([head(features, training=False) for head in self.heads], axis=0)
+
+    def __call__(self, image_batch) -> np.ndarray:
+        """(N, S, S, 1) float32 images -> (folds, N, output_dim)."""
+        import tensorflow as tf
+
+        images = np.asarray(image_batch, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[..., np.newaxis]
+        return self._forward(tf.constant(images)).numpy()
+
+    def heads_on(self, features: np.ndarray) -> np.ndarray:
+        """(N, D) backbone features -> (folds, N, output_dim)."""
+        import tensorflow as tf
+
+        return self._heads_only(tf.constant(np.asarray(features, dtype=np.float32))).numpy()
+
+    def warm_up(self) -> None:
+        """Traces the call once so that the first real one is fast."""
+        self(np.zeros((1, self.image_size, self.image_size, 1), dtype=np.float32))
+
+
 @dataclass
 class Ensemble:
     """The fold models of one run and what is needed to apply them.
@@ -187,7 +275,11 @@ class Ensemble:
         models: Fold models, loaded with safe_mode=True from the run folder.
         class_names: Class names in output order.
         image_size: Input side in pixels.
-        threshold: The run's decision threshold (binary runs).
+        threshold: The run's decision threshold (binary runs), on `scale`.
+        folds: The fold numbers of the models, in order.
+        calibration: The calibration fitted on the out-of-fold predictions, if any.
+        scale: "raw" or "calibrated": the probabilities the threshold applies to.
+        operating_point: The run's operating_point.json (choice, threshold, fold-wise spread), if any.
     """
 
     run: Run
@@ -195,10 +287,21 @@ class Ensemble:
     class_names: tuple[str, ...]
     image_size: int
     threshold: float
+    folds: tuple[int, ...] = ()
+    calibration: Calibration | None = None
+    scale: str = "raw"
+    operating_point: dict | None = None
 
     def __post_init__(self):
-        self._predict = make_fast_predictor(self.models)
         self._gradcam = None
+        self.frozen = (self.run.config.get("model") or {}).get("transfer_mode") == "frozen"
+        if self.frozen:
+            from zoidberg.config import ModelConfig, from_mapping
+
+            self._predict = FrozenForward(self.models, from_mapping(ModelConfig, self.run.config["model"]), len(self.class_names))
+            self._predict.warm_up()
+        else:
+            self._predict = make_fast_predictor(self.models)
 
     @property
     def is_binary(self) -> bool:
@@ -210,6 +313,11 @@ class Ensemble:
         resized = resize_square(gray, self.image_size)
         return (resized.astype(np.float32) / 255.0)[None, :, :, None]
 
+    def _prediction(self, per_fold: np.ndarray) -> Prediction:
+        """Wraps (folds, classes) raw probabilities with their calibrated twins."""
+        calibrated = None if self.calibration is None else self.calibration.apply(per_fold)
+        return Prediction(self.class_names, per_fold, calibrated)
+
     def probabilities(self, gray: np.ndarray) -> Prediction:
         """Runs every fold model on one decoded image.
 
@@ -217,25 +325,81 @@ class Ensemble:
             gray: 2-D uint8 image of any size.
 
         Returns:
-            The threshold-free prediction.
+            The threshold-free prediction, raw and (when the run has a calibration) calibrated.
         """
         from zoidberg.training.pipeline import as_class_probabilities
 
         outputs = np.asarray(self._predict(self.prepare(gray)))  # (folds, 1, out)
         per_fold = np.stack([as_class_probabilities(fold_output)[0] for fold_output in outputs])
-        return Prediction(self.class_names, per_fold)
+        return self._prediction(per_fold)
 
-    def decide(self, prediction: Prediction, threshold: float | None = None) -> Decision:
-        """Applies `threshold` (default: the run's) to a prediction of this ensemble."""
-        return decide(prediction, self.threshold if threshold is None else threshold)
+    def score_images(self, images: np.ndarray, *, batch_size: int = SCORING_BATCH_SIZE, progress=None) -> np.ndarray:
+        """Raw class probabilities of every fold model for many uint8 images at the run's size.
+
+        Args:
+            images: (N, S, S) uint8 images, already resized to the run's size.
+            batch_size: Images per forward pass.
+            progress: Called as progress(done, total) after every batch.
+
+        Returns:
+            (folds, N, classes) probabilities.
+        """
+        from zoidberg.training.pipeline import as_class_probabilities
+
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(images[start : start + batch_size], dtype=np.float32)[..., None] / 255.0
+            outputs.append(np.asarray(self._predict(batch)))
+            if progress:
+                progress(min(start + batch_size, len(images)), len(images))
+        if not outputs:
+            return np.zeros((len(self.models), 0, len(self.class_names)), dtype=np.float32)
+        stacked = np.concatenate(outputs, axis=1)
+        return np.stack([as_class_probabilities(fold_outputs) for fold_outputs in stacked])
+
+    def score_dataset(self, dataset, rows: np.ndarray, *, progress=None) -> np.ndarray:
+        """Raw class probabilities (folds, len(rows), classes) of dataset rows.
+
+        A frozen-backbone run reads the backbone's features from the feature cache (computing
+        and caching them once per dataset), so that only the small heads run per fold.
+        """
+        rows = np.asarray(rows)
+        if self.frozen:
+            features = self._dataset_features(dataset, progress)
+            if features is not None:
+                from zoidberg.training.pipeline import as_class_probabilities
+
+                outputs = self.heads_on_features(features[rows])
+                return np.stack([as_class_probabilities(fold_outputs) for fold_outputs in outputs])
+        return self.score_images(dataset.images[rows], progress=progress)
+
+    def heads_on_features(self, features: np.ndarray) -> np.ndarray:
+        """(folds, N, output) outputs of a frozen run's heads on backbone features."""
+        return self._predict.heads_on(features)
+
+    def _dataset_features(self, dataset, progress):
+        """The cached backbone features of a dataset, or None when the run's weights file is not here."""
+        from zoidberg.config import ModelConfig, from_mapping
+        from zoidberg.models.weights import WeightsNotFoundError
+        from zoidberg.training.features import load_or_compute_features
+
+        try:
+            return load_or_compute_features(dataset, from_mapping(ModelConfig, self.run.config["model"]), self.image_size, progress=progress)
+        except WeightsNotFoundError:
+            # The backbone is inside every fold model, so scoring still works, only uncached.
+            return None
+
+    def decide(self, prediction: Prediction, threshold: float | None = None, scale: str | None = None) -> Decision:
+        """Applies `threshold` on `scale` (default: the run's operating point) to a prediction of this ensemble."""
+        return decide(prediction, self.threshold if threshold is None else threshold, scale or self.scale)
 
     def predict_gray(self, gray: np.ndarray, threshold: float | None = None) -> dict:
-        """Predicts one decoded image at a threshold (default: the run's).
+        """Predicts one decoded image at a threshold (default: the run's operating point).
 
         Returns:
             Decision.to_dict(): label, probability (of pneumonia for binary runs, of the
             predicted class otherwise), spread (std across folds), per_fold,
-            class_probabilities and threshold.
+            class_probabilities, threshold, the scale and both raw and calibrated probabilities.
         """
         return self.decide(self.probabilities(gray), threshold).to_dict()
 
@@ -285,12 +449,24 @@ def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble:
     summary = run.summary() or {}
     data = run.read_json(DATA_FILE, {}) or {}
     class_names = tuple(summary.get("class_names") or data.get("class_names") or _class_names(config))
+    stored = run.read_json(CALIBRATION_FILE) or {}
+    calibration = Calibration.from_dict(stored["calibration"]) if stored.get("calibration") else None
+    operating = run.read_json(OPERATING_POINT_FILE)
+    if operating:
+        threshold, scale = float(operating["threshold"]), operating["choice"].get("probabilities", "raw")
+    else:
+        # Runs from before operating points, and stopped runs: the summary's threshold, raw.
+        threshold, scale = float(summary.get("threshold", DEFAULT_THRESHOLD)), "raw"
     return Ensemble(
         run=run,
         models=models,
         class_names=class_names,
         image_size=int(config["data"]["image_size"]),
-        threshold=float(summary.get("threshold", DEFAULT_THRESHOLD)),
+        threshold=threshold,
+        folds=tuple(folds),
+        calibration=calibration,
+        scale=scale if calibration is not None else "raw",
+        operating_point=operating,
     )
 
 

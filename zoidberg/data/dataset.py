@@ -25,6 +25,7 @@ CLASS_NAMES = {
     "three-class": ("normal", "bacterial", "viral"),
 }
 CACHE_DIR_ENV = "ZOIDBERG_CACHE_DIR"
+PURPOSES = ("training", "evaluation")
 CACHE_FORMAT_VERSION = 4
 EXPECTED_LAYOUTS = (
     "Expected one of these layouts (class folder names are case-insensitive):\n"
@@ -251,13 +252,28 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "zoidberg").expanduser()
 
 
-def _check_label_mode(records: Sequence[FileRecord], label_mode: str, root: Path) -> None:
-    """Refuses a label mode the data cannot support, before any decoding."""
+def _check_label_mode(records: Sequence[FileRecord], label_mode: str, root: Path, purpose: str = "training") -> None:
+    """Refuses a label mode the data cannot support, before any decoding.
+
+    Training needs both classes outside the test split; an evaluation may hold one class
+    only (its AUC is then undefined, which the evaluation says).
+    """
     if label_mode not in CLASS_NAMES:
         raise DatasetError(f"label_mode must be one of {', '.join(CLASS_NAMES)}, not {label_mode!r}.")
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}.")
     folders = {record.class_folder for record in records if record.split != "test"}
     if not records:
         raise DatasetError(f"{root} has class folders but no image files in them.\n{EXPECTED_LAYOUTS}")
+    if purpose == "evaluation":
+        if label_mode == "three-class":
+            pneumonia = [Path(record.path).name.lower() for record in records if record.class_folder == "PNEUMONIA"]
+            if pneumonia and not any("bacteria" in name or "virus" in name for name in pneumonia):
+                raise DatasetError(
+                    "The run is three-class (normal / bacterial / viral), but no PNEUMONIA file name here says "
+                    "bacteria or virus, so these images cannot be labeled in its mode. Evaluate a binary run instead."
+                )
+        return
     if len(folders) < 2:
         only = next(iter(folders)) if folders else "none"
         ignored = [item.path for item in unknown_folders(root)]
@@ -286,6 +302,7 @@ def load_dataset(
     use_cache: bool = True,
     progress: ProgressCallback | None = None,
     max_workers: int | None = None,
+    purpose: str = "training",
 ) -> Dataset:
     """Loads a dataset folder as uint8 arrays, from the disk cache when it is current.
 
@@ -300,17 +317,18 @@ def load_dataset(
         use_cache: Read and write the cache.
         progress: Called as progress(done, total) while decoding.
         max_workers: Decoding threads (Pillow releases the GIL while decoding).
+        purpose: "training" (both classes needed) or "evaluation" (one class is allowed).
 
     Returns:
         The Dataset.
 
     Raises:
-        DatasetError: for a missing folder, an unknown layout, no images, one class only,
-            or three-class mode on names without bacteria/virus.
+        DatasetError: for a missing folder, an unknown layout, no images, one class only
+            (for training), or three-class mode on names without bacteria/virus.
     """
     root = Path(root).expanduser().resolve()
     records = scan_dataset(root)
-    _check_label_mode(records, label_mode, root)
+    _check_label_mode(records, label_mode, root, purpose)
     fingerprint = fingerprint_records(records)
     cache_path = Path(cache_dir or default_cache_dir()) / f"images-{fingerprint}-{image_size}px-v{CACHE_FORMAT_VERSION}"
     decoded = _read_cache(cache_path, records) if use_cache else None
@@ -321,6 +339,7 @@ def load_dataset(
             _write_cache(cache_path, records, *decoded)
     images, ok_mask, reasons = decoded
     dataset = _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
+    _check_decoded(dataset, purpose)
     dataset.skipped += unknown_folders(root)
     return dataset
 
@@ -414,12 +433,20 @@ def _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, f
         synthetic=is_synthetic_dataset(root),
         from_cache=from_cache,
     )
-    _check_decoded(dataset)
     return dataset
 
 
-def _check_decoded(dataset: Dataset) -> None:
-    """Refuses a dataset that has no usable images of some class after decoding."""
+def _check_decoded(dataset: Dataset, purpose: str = "training") -> None:
+    """Refuses a dataset without usable images (of some class, for training) after decoding."""
+    if purpose == "evaluation":
+        if len(dataset) == 0:
+            raise DatasetError(
+                f"No readable image in {dataset.root} ({len(dataset.skipped)} file(s) skipped: "
+                + "; ".join(f"{item.path}: {item.reason}" for item in dataset.skipped[:3])
+                + ("; ..." if len(dataset.skipped) > 3 else "")
+                + "). Nothing was evaluated."
+            )
+        return
     counts = dataset.class_counts(dataset.training_indices())
     empty = [name for name, count in counts.items() if count == 0]
     if empty:

@@ -36,6 +36,13 @@ FOLD_DIR_PREFIX = "fold_"  # fold_1/, fold_2/, ... one folder per finished or ru
 MODEL_FILE = "model.keras"  # A fold's trained model.
 FOLD_METRICS_FILE = "metrics.json"  # A fold's metrics and history; its presence marks the fold finished.
 OOF_FILE = "oof.npz"  # A fold's out-of-fold probabilities and their indices.
+CALIBRATION_FILE = "calibration.json"  # The calibration fitted on out-of-fold predictions, and its effect.
+OPERATING_POINT_FILE = "operating_point.json"  # The chosen threshold method, its threshold and fold-wise spread.
+HASHES_FILE = "hashes.json"  # SHA-256 of every training image, for leakage checks of later evaluations.
+EVALUATIONS_DIR = "evaluations"  # evaluations/<name>/: one folder per evaluation on a labeled folder.
+EVALUATION_FILE = "evaluation.json"  # An evaluation's metrics, intervals, curves, calibration and checks.
+PREDICTIONS_FILE = "predictions.csv"  # An evaluation's per-image probabilities and decisions.
+EVALUATION_STATUS_FILE = "status.json"  # An evaluation started from the dashboard: running, completed or failed.
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
 
 # A worker writes a heartbeat every few seconds; one silent for this long, or whose
@@ -66,6 +73,15 @@ def validate_run_id(run_id: str) -> str:
             "(letters, digits, '-' and '_' only)."
         )
     return run_id
+
+
+def validate_evaluation_name(name: str) -> str:
+    """Returns `name` if it can name an evaluation folder, else raises ValueError saying what to use."""
+    if not isinstance(name, str) or not _RUN_ID_PATTERN.match(name):
+        raise ValueError(
+            f"{name!r} cannot name an evaluation: use letters, digits, '-' and '_' (at most 80), e.g. holdout-2026."
+        )
+    return name
 
 
 def now_iso() -> str:
@@ -222,6 +238,18 @@ class Run:
             if suffix.isdigit() and root in path.resolve().parents:
                 numbers.append(int(suffix))
         return sorted(numbers)
+
+    def evaluation_path(self, name: str, file: str = "") -> Path:
+        """Returns the folder of evaluation `name` (a plain name), or a file inside it."""
+        validate_evaluation_name(name)
+        folder = self.path / EVALUATIONS_DIR / name
+        return folder / file if file else folder
+
+    def evaluations(self) -> list[dict]:
+        """Returns every finished evaluation (its evaluation.json), oldest first."""
+        folder = self.path / EVALUATIONS_DIR
+        found = [read_json(path) for path in folder.glob(f"*/{EVALUATION_FILE}")] if folder.is_dir() else []
+        return sorted((item for item in found if item), key=lambda item: item.get("created", ""))
 
     def fold_metrics(self) -> list[dict]:
         """Returns the metrics of finished folds, in fold order."""

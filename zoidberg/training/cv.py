@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 
 import numpy as np
@@ -10,13 +11,16 @@ import numpy as np
 from zoidberg import metrics
 from zoidberg.config import RunConfig
 from zoidberg.data.dataset import Dataset, load_dataset
+from zoidberg.data.duplicates import apply_duplicate_policy, load_or_find_duplicates
 from zoidberg.data.folds import check_fold_count, fold_table, iter_fold_indices, make_folds
 from zoidberg.data.summary import describe_dataset
 from zoidberg.runs import progress as events
 from zoidberg.runs.store import (
+    CALIBRATION_FILE,
     DATA_FILE,
     FOLD_METRICS_FILE,
     FOLDS_FILE,
+    HASHES_FILE,
     MODEL_FILE,
     OOF_FILE,
     SUMMARY_FILE,
@@ -114,16 +118,18 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     mark_running(run, n_folds=config.n_splits, epochs=config.train.epochs)
     dataset = load_run_dataset(run, config.data, say)
     check_run_config(config, dataset)
-    indices = dataset.training_indices()
+    duplicates = load_or_find_duplicates(dataset)
+    indices, groups, dropped = apply_duplicate_policy(duplicates, dataset.patients, dataset.training_indices(), config.duplicates)
     labels = dataset.labels[indices]
-    fold_of = make_folds(labels, dataset.patients[indices], config.n_splits, config.random_state)
-    _record_data_facts(run, dataset, indices, fold_of)
+    check_fold_count(labels, groups[indices], config.n_splits, dataset.class_names)
+    fold_of = make_folds(labels, groups[indices], config.n_splits, config.random_state)
+    _record_data_facts(run, dataset, indices, fold_of, duplicates, config.duplicates, dropped)
     write_folds_csv(run, dataset, indices, fold_of)
     say(
         f"{len(indices)} images from {len(np.unique(dataset.patients[indices]))} patients, "
         f"{config.n_splits} patient-grouped folds; {len(dataset.skipped)} files skipped."
     )
-    for line in describe_dataset(dataset):
+    for line in describe_dataset(dataset) + describe_duplicates(duplicates, config.duplicates, dropped):
         say(line)
 
     from zoidberg.training.pipeline import release_memory, rows_as_tensor
@@ -142,8 +148,27 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     return _finish_completed(run, config, dataset, indices, fold_of, say)
 
 
-def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np.ndarray) -> None:
-    """Saves what the run was trained on: fingerprint, counts, skipped files."""
+def describe_duplicates(report, policy: str, dropped: list[str]) -> list[str]:
+    """Console lines about the duplicates of the data and what the run did with them."""
+    summary = report.summary()
+    if not report.groups:
+        return []
+    what = {
+        "group": "each set shares one fold",
+        "drop": f"{len(dropped)} copies dropped",
+        "ignore": "left as the file names say (duplicates may sit in different folds)",
+    }[policy]
+    return [
+        f"Duplicates: {summary['exact_groups']} groups of byte-identical files and {summary['near_groups']} of near-duplicates "
+        f"({summary['crossing_patients']} across patients); policy {policy}: {what}."
+    ]
+
+
+def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np.ndarray, duplicates, policy: str, dropped: list[str]) -> None:
+    """Saves what the run was trained on: fingerprint, counts, skipped files, duplicates, file hashes."""
+    run.write_json(
+        HASHES_FILE, {dataset.paths[row]: digest for row, digest in zip(indices, (duplicates.digests[row] for row in indices))}
+    )
     run.write_json(
         DATA_FILE,
         {
@@ -157,6 +182,7 @@ def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of:
             "n_test": int(len(dataset.test_indices())),
             "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
             "fold_sizes": np.bincount(fold_of).tolist(),
+            "duplicates": {**duplicates.summary(), "policy": policy, "dropped": dropped},
         },
     )
 
@@ -279,37 +305,92 @@ def _load_out_of_fold(run: Run, n_samples: int, num_classes: int) -> np.ndarray:
     return probabilities
 
 
-def choose_threshold(config: RunConfig, labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Returns the decision threshold on out-of-fold probabilities (binary runs only)."""
-    if probabilities.shape[1] != 2 or config.threshold_method == "fixed-0.5":
-        return 0.5
-    return float(metrics.youden_threshold(labels, probabilities[:, 1]))
+def fit_run_calibration(run: Run, config: RunConfig, labels: np.ndarray, oof: np.ndarray, say: Reporter):
+    """Fits the calibration on the out-of-fold predictions only, and stores it with its effect.
+
+    Returns:
+        The Calibration, or None when the out-of-fold predictions hold one class.
+    """
+    from zoidberg.evaluation.calibration import calibration_summary, fit_calibration
+
+    try:
+        calibration = fit_calibration(labels, oof, config.calibration_method)
+    except ValueError as error:
+        say(f"No calibration: {error}")
+        return None
+    calibrated = calibration.apply(oof)
+    stored = {
+        "calibration": calibration.to_dict(),
+        "fitted_on": "out-of-fold predictions of the pooled train+val images (never the test split)",
+        "n": int(len(labels)),
+        "out_of_fold": {"raw": calibration_summary(labels, oof), "calibrated": calibration_summary(labels, calibrated)},
+    }
+    run.write_json(CALIBRATION_FILE, stored)
+    say(
+        f"Calibration ({calibration.method}, fitted on out-of-fold predictions): ECE {stored['out_of_fold']['raw']['ece']:.3f} "
+        f"-> {stored['out_of_fold']['calibrated']['ece']:.3f}, Brier {stored['out_of_fold']['raw']['brier']:.3f} "
+        f"-> {stored['out_of_fold']['calibrated']['brier']:.3f}"
+    )
+    return calibration
 
 
 def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
-    """Writes summary.json: per-fold metrics at the run threshold, OOF ROC, test metrics."""
+    """Fits calibration and the operating point on the out-of-fold predictions, writes summary.json, scores the test split."""
+    from zoidberg.evaluation.operating import DECISION_CURVE_THRESHOLDS, net_benefit
+    from zoidberg.evaluation.out_of_fold import set_operating_point
+
     labels = dataset.labels[indices]
     oof = _load_out_of_fold(run, len(indices), dataset.num_classes)
-    threshold = choose_threshold(config, labels, oof)
+    calibration = fit_run_calibration(run, config, labels, oof, say)
+    choice = config.operating_point
+    if calibration is None and choice.probabilities == "calibrated":
+        choice = dataclasses.replace(choice, probabilities="raw")
+    scale = choice.probabilities
+    in_use = calibration.apply(oof) if scale == "calibrated" else oof
+    binary = dataset.num_classes == 2
+    extras = {}
+    threshold = 0.5
+    if binary:
+        # Chosen on what was just stored (folds.csv, oof.npz, calibration.json), exactly as a
+        # later change of operating point from the dashboard or the CLI chooses it.
+        point = set_operating_point(run, choice)
+        threshold = point["threshold"]
+        curve_scores = (calibration.apply(oof) if calibration is not None else oof)[:, 1]
+        extras = {
+            "operating_points": point["table"],
+            "decision_curve": net_benefit(labels, curve_scores, DECISION_CURVE_THRESHOLDS),
+        }
+        say(
+            f"Operating point ({choice.describe()}, {scale} probabilities): threshold {threshold:.3f}, "
+            f"sensitivity {point['mean_std']['sensitivity']['mean']:.3f} ± {point['mean_std']['sensitivity']['std'] or 0:.3f}, "
+            f"specificity {point['mean_std']['specificity']['mean']:.3f} ± {point['mean_std']['specificity']['std'] or 0:.3f} over folds"
+        )
     fold_results = []
     for fold, _, validation_part in iter_fold_indices(fold_of):
         stored = run.read_fold_json(fold + 1)
-        fold_metrics = metrics.evaluate_predictions(labels[validation_part], oof[validation_part], dataset.class_names, threshold)
+        fold_metrics = metrics.evaluate_predictions(labels[validation_part], in_use[validation_part], dataset.class_names, threshold)
         fold_results.append({**metrics.to_jsonable(fold_metrics), "train_seconds": stored["train_seconds"]})
     summary = {
         "run_id": run.id,
         "class_names": list(dataset.class_names),
         "threshold": threshold,
-        "threshold_method": config.threshold_method if dataset.num_classes == 2 else "argmax",
+        "threshold_method": choice.method if binary else "argmax",
+        "operating_point": choice.describe() if binary else "argmax",
+        "probabilities": scale,
         "folds": fold_results,
         "mean_std": metrics.to_jsonable(metrics.summarize_folds(fold_results)),
-        "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, oof, dataset.class_names, threshold)),
-        "roc": metrics.to_jsonable(_roc_payload(labels, oof, dataset.class_names)),
+        "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, in_use, dataset.class_names, threshold)),
+        "roc": metrics.to_jsonable(_roc_payload(labels, in_use, dataset.class_names)),
+        **metrics.to_jsonable(extras),
         "parameters": (run.read_fold_json(1) or {}).get("parameters"),
         "n_train_per_fold": [int(np.sum(fold_of != fold)) for fold in range(config.n_splits)],
         "n_validation_per_fold": [int(np.sum(fold_of == fold)) for fold in range(config.n_splits)],
-        "test": _evaluate_test_split(run, config, dataset, threshold, say),
+        "test": None,
     }
+    # The test split is scored by the stored models at the stored operating point, as any
+    # later evaluation is, so summary.json must exist first.
+    run.write_json(SUMMARY_FILE, summary)
+    summary["test"] = _evaluate_test_split(run, dataset, say)
     run.write_json(SUMMARY_FILE, summary)
     run.set_status("completed", error=None)
     run.append_event(events.RUN_FINISHED, state="completed")
@@ -331,25 +412,14 @@ def _roc_payload(labels: np.ndarray, probabilities: np.ndarray, class_names) -> 
     return metrics.roc_curves_one_vs_rest(labels, probabilities, list(class_names))
 
 
-def _evaluate_test_split(run, config, dataset, threshold, say) -> dict | None:
-    """Evaluates the fold ensemble once on the held-out test split, if there is one."""
-    test_indices = dataset.test_indices()
-    if len(test_indices) == 0:
+def _evaluate_test_split(run: Run, dataset: Dataset, say: Reporter) -> dict | None:
+    """Scores the held-out test split once, as the run's evaluation "test", and returns its headline."""
+    if not dataset.has_test_split:
         return None
-    import keras
+    from zoidberg.evaluation.external import evaluate_run
 
-    import zoidberg.models.keras_metrics  # noqa: F401  Registers the metrics of compiled three-class models.
-    from zoidberg.training.pipeline import predict_probabilities
-
-    probabilities = []
-    for fold in range(1, config.n_splits + 1):
-        model = keras.models.load_model(run.model_path(fold), safe_mode=True)
-        probabilities.append(predict_probabilities(model, dataset.images, test_indices))
-    ensemble = np.mean(probabilities, axis=0)
-    result = metrics.evaluate_predictions(dataset.labels[test_indices], ensemble, dataset.class_names, threshold)
-    result["roc"] = _roc_payload(dataset.labels[test_indices], ensemble, dataset.class_names)
-    say(f"Held-out test split ({len(test_indices)} images), fold ensemble: accuracy {result['accuracy']:.3f}")
-    return metrics.to_jsonable(result)
+    evaluation = evaluate_run(run, dataset.root, split="test", name="test", dataset=dataset, force=True, report=say)
+    return {**evaluation["metrics"], "roc": evaluation["roc"], "auc_ci": evaluation["auc_ci"], "evaluation": "test"}
 
 
 def _finish_stopped(run: Run, say: Reporter) -> dict:

@@ -1,186 +1,79 @@
-"""Command line: python -m zoidberg {demo-data,folds,cv,runs,predict,resume,stop,tune,worker}."""
+"""Commands that train and manage runs: cv, tune, runs, resume, stop and the internal worker."""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from zoidberg.config import LABEL_MODES, THRESHOLD_METHODS, ModelConfig, RunConfig, TrainConfig, make_data_config
-from zoidberg.models.registry import TRAINING_OPTIONS, HyperParameter
-
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-
-
-def _weights(text: str) -> str | None:
-    return None if text.lower() in ("none", "") else text
-
-
-_CONVERTERS = {bool: _bool, int: int, float: float}
+from zoidberg.cli.options import (
+    CliError,
+    add_data_options,
+    add_model_options,
+    add_operating_point_options,
+    add_option,
+    add_runs_dir,
+    add_train_options,
+    choice_from_args,
+    fmt,
+    fmt4,
+    short,
+)
+from zoidberg.config import (
+    CALIBRATION_METHODS,
+    DUPLICATE_POLICIES,
+    DUPLICATE_POLICY_HELP,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    make_data_config,
+)
+from zoidberg.models.registry import TRAINING_OPTIONS
 
 
-def add_flag(parser: argparse.ArgumentParser, flag: str, dest: str, default, help_text: str, *, choices=None, converter=None, metavar=None) -> None:
-    """Adds one option; a boolean one works as `--flag`, `--flag true` and `--flag false`.
-
-    Args:
-        parser: The (sub)command's parser.
-        flag: The flag, e.g. "--learning-rate".
-        dest: The attribute it sets.
-        default: Its default (None lets a command tell "not given" apart).
-        help_text: One sentence; the default is appended.
-        choices: The allowed values, if any.
-        converter: Text to value (default: from the default's type).
-        metavar: The value's name in --help (default: argparse's).
-    """
-    shown = f"{help_text} [default: {default}]"
-    if isinstance(default, bool) or converter is _bool:
-        parser.add_argument(flag, dest=dest, type=_bool, nargs="?", const=True, default=default, metavar="BOOL", help=shown)
-        return
-    converter = converter or _CONVERTERS.get(type(default), str)
-    parser.add_argument(flag, dest=dest, type=converter, choices=choices, default=default, metavar=metavar, help=shown)
-
-
-def add_option(parser: argparse.ArgumentParser, option: HyperParameter, *, default=None, help_text: str = "") -> None:
-    """Adds the flag of one registry option (a training option or a hyperparameter).
-
-    Args:
-        parser: The (sub)command's parser.
-        option: The registry entry: its flag, kind, choices, default and help.
-        default: Overrides the entry's default (e.g. None to detect "not given").
-        help_text: Overrides the entry's help.
-    """
-    value = option.default if default is None else default
-    converter = {"int": int, "float": float, "bool": _bool}.get(option.kind)
-    choices = list(option.choices) if option.kind == "choice" else None
-    metavar = None if choices else option.short_name.upper()
-    add_flag(parser, option.cli_flag, option.name, value, help_text or option.help, choices=choices, converter=converter, metavar=metavar)
-
-
-def _model_option_help() -> dict[str, str]:
-    """Help texts of model hyperparameters, read from the architecture registry."""
-    from zoidberg.models.registry import ARCHITECTURES
-
-    helps: dict[str, str] = {}
-    for spec in ARCHITECTURES.values():
-        for parameter in spec.hyperparameters:
-            users = helps.get(parameter.name, "")
-            helps[parameter.name] = users or f"{parameter.help} (used by: "
-    for name in helps:
-        archs = [spec.name for spec in ARCHITECTURES.values() if any(p.name == name for p in spec.hyperparameters)]
-        helps[name] += ", ".join(archs) + ")"
-    return helps
-
-
-def add_data_options(parser: argparse.ArgumentParser, *, with_size: bool = True) -> None:
-    """Adds --data, --label-mode and --image-size."""
-    parser.add_argument("--data", required=True, help="Dataset folder: Kaggle layout <root>/{train,val,test}/{NORMAL,PNEUMONIA} or flat <root>/{NORMAL,PNEUMONIA}.")
-    parser.add_argument("--label-mode", choices=LABEL_MODES, default="binary", help="binary: normal vs pneumonia; three-class: normal / bacterial / viral from file names.")
-    if with_size:
-        parser.add_argument("--image-size", type=int, default=128, help="Square grayscale input size in pixels (default 128).")
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Adds --arch and one option per ModelConfig hyperparameter."""
-    from zoidberg.models.registry import ARCHITECTURES
-
-    parser.add_argument("--arch", choices=list(ARCHITECTURES), default="cnn", help="Architecture from the registry.")
-    helps = _model_option_help()
-    # One flag per ModelConfig field: the architectures share fields (dropout_rate), and
-    # the help says which architectures use each.
-    for field in dataclasses.fields(ModelConfig):
-        if field.name == "architecture":
-            continue
-        converter = _weights if field.name == "weights" else None
-        flag = "--" + field.name.replace("_", "-")
-        add_flag(parser, flag, field.name, field.default, helps.get(field.name, field.name.replace("_", " ")), converter=converter)
-
-
-def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Adds one flag per training option of the registry (TRAINING_OPTIONS)."""
-    for option in TRAINING_OPTIONS:
-        add_option(parser, option)
-
-
-def add_runs_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs-dir", default=argparse.SUPPRESS, help="Run store folder [default: $ZOIDBERG_RUNS_DIR or ./runs].")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Returns the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="python -m zoidberg",
-        description="Zoidberg 2.0: pneumonia detection on chest X-rays with patient-grouped k-fold cross-validation.",
-    )
-    parser.add_argument("--runs-dir", default=None, help="Run store folder [default: $ZOIDBERG_RUNS_DIR or ./runs].")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser("demo-data", help="Write the deterministic synthetic demo dataset.", description="Write the deterministic SYNTHETIC demo dataset (Kaggle layout, real naming scheme).")
-    demo.add_argument("out", help="Output folder.")
-    demo.add_argument("--seed", type=int, default=0, help="Random seed [default: 0].")
-
-    folds = commands.add_parser("folds", help="Write the patient-grouped fold assignment as CSV.", description="Assign pooled train+val images to stratified, patient-grouped folds and write path,patient,label,fold.")
-    add_data_options(folds, with_size=False)
-    folds.add_argument("--folds", type=int, default=5, help="Number of folds k [default: 5].")
-    folds.add_argument("--seed", type=int, default=42, help="Random seed [default: 42].")
-    folds.add_argument("--out", default="-", help="CSV file to write ('-' for standard output).")
-
+def add_parsers(commands) -> None:
+    """Adds cv, tune, runs, resume, stop and worker."""
     cv = commands.add_parser("cv", help="Cross-validate a model configuration.", description="Run patient-grouped k-fold cross-validation; prints per-fold metrics and mean ± std.")
     add_data_options(cv)
     add_model_options(cv)
     add_train_options(cv)
     cv.add_argument("--folds", type=int, default=5, help="Number of folds k [default: 5].")
     cv.add_argument("--seed", type=int, default=42, help="Random seed for folds and weights [default: 42].")
-    cv.add_argument("--threshold-method", choices=THRESHOLD_METHODS, default="youden", help="How the decision threshold is chosen on out-of-fold probabilities.")
+    add_operating_point_options(cv)
+    cv.add_argument("--calibration", dest="calibration_method", choices=CALIBRATION_METHODS, default="temperature", help="How probabilities are recalibrated on the out-of-fold predictions: temperature scaling or Platt's logistic fit (binary) [default: temperature].")
+    cv.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group", help=f"{DUPLICATE_POLICY_HELP} [default: group]. See `audit`.")
     cv.add_argument("--name", default="", help="A readable run name.")
     cv.add_argument("--from-tuning", default=None, metavar="RUN_ID", help="Use the best hyperparameters of this tuning run (other options still apply to data and k).")
     cv.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
     cv.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     add_runs_dir(cv)
-
     # With --from-tuning, image size, label mode and epochs default to the tuning run's.
-    cv.set_defaults(image_size=None, label_mode=None, epochs=None)
+    cv.set_defaults(image_size=None, label_mode=None, epochs=None, handler=command_cv)
 
     add_tune_parser(commands)
 
-    runs = commands.add_parser("runs", help="List runs with status and headline metrics.", description="List runs, newest first.")
+    runs = commands.add_parser("runs", help="List runs with status and headline metrics.", description="List runs, newest first, with the CV estimate and the latest external evaluation.")
     runs.add_argument("--json", action="store_true", help="Print JSON.")
     add_runs_dir(runs)
+    runs.set_defaults(handler=command_runs)
 
-    predict = commands.add_parser("predict", help="Predict images with a run's fold ensemble.", description="Predict pneumonia on images (PNG, JPEG, DICOM) with the fold ensemble of a finished run.")
-    predict.add_argument("--run", required=True, help="Run id.")
-    predict.add_argument("images", nargs="+", help="Image files.")
-    predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's].")
-    predict.add_argument("--json", action="store_true", help="Print JSON.")
-    add_runs_dir(predict)
-
-    for name, text in (("resume", "Resume an interrupted, stopped or failed run."), ("stop", "Ask a running run to stop.")):
+    for name, text, handler in (
+        ("resume", "Resume an interrupted, stopped or failed run.", command_resume),
+        ("stop", "Ask a running run to stop.", command_stop),
+    ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("run_id", help="Run id.")
         if name == "resume":
             sub.add_argument("--background", action="store_true", help="Resume in a worker process and return at once.")
         add_runs_dir(sub)
+        sub.set_defaults(handler=handler)
 
     worker = commands.add_parser("worker", help="(internal) Run a prepared run in this process.", description="Internal: body of a background job.")
     worker.add_argument("run_id", help="Run id.")
     add_runs_dir(worker)
-    return parser
+    worker.set_defaults(handler=command_worker)
 
 
 def add_tune_parser(commands) -> None:
@@ -217,7 +110,7 @@ def add_tune_parser(commands) -> None:
     tune.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
     tune.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     add_runs_dir(tune)
-
+    tune.set_defaults(handler=command_tune)
 
 def _search_space_arg(text: str | None) -> dict:
     """Parses --space: inline JSON or @file.json."""
@@ -236,7 +129,6 @@ def _search_space_arg(text: str | None) -> dict:
         raise CliError('--space must be a JSON object such as {"conv_blocks": {"min_value": 1, "max_value": 3}}.')
     return space
 
-
 def tune_config_from_args(args: argparse.Namespace):
     """Builds the validated TuneConfig of `tune` options."""
     from zoidberg.tuning.config import FIXED_TRAINING_OPTIONS, TuneConfig
@@ -254,7 +146,6 @@ def tune_config_from_args(args: argparse.Namespace):
         **{name: getattr(args, name) for name in FIXED_TRAINING_OPTIONS},
         run_name=args.name,
     )
-
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Builds the validated RunConfig of `cv` options.
@@ -287,11 +178,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         train=train,
         n_splits=args.folds,
         random_state=args.seed,
-        threshold_method=args.threshold_method,
+        operating_point=choice_from_args(args),
+        calibration_method=args.calibration_method,
+        duplicates=args.duplicates,
         run_name=args.name,
         source_tuning_run=source,
     )
-
 
 def _print_summary_table(summary: dict) -> None:
     mean_std = summary["mean_std"]
@@ -299,27 +191,22 @@ def _print_summary_table(summary: dict) -> None:
     print()
     print(f"{'fold':>6} " + " ".join(f"{name:>12}" for name in names))
     for index, fold in enumerate(summary["folds"], start=1):
-        print(f"{index:>6} " + " ".join(f"{_fmt(fold.get(name)):>12}" for name in names))
-    print(f"{'mean':>6} " + " ".join(f"{_fmt(mean_std[name]['mean']):>12}" for name in names))
-    print(f"{'± std':>6} " + " ".join(f"{_fmt(mean_std[name]['std']):>12}" for name in names))
+        print(f"{index:>6} " + " ".join(f"{fmt(fold.get(name)):>12}" for name in names))
+    print(f"{'mean':>6} " + " ".join(f"{fmt(mean_std[name]['mean']):>12}" for name in names))
+    print(f"{'± std':>6} " + " ".join(f"{fmt(mean_std[name]['std']):>12}" for name in names))
     per_class = summary.get("out_of_fold", {}).get("per_class") or {}
     if len(per_class) > 2:
         # Three-class runs: which class the model confuses matters more than a macro mean.
         columns = ("precision", "recall", "specificity", "f1", "auc", "support")
         print(f"\nPer class, out-of-fold predictions of all folds:\n{'class':>10} " + " ".join(f"{name:>12}" for name in columns))
         for class_name, values in per_class.items():
-            cells = [f"{values.get('support', 0):>12}" if name == "support" else f"{_fmt(values.get(name)):>12}" for name in columns]
+            cells = [f"{values.get('support', 0):>12}" if name == "support" else f"{fmt(values.get(name)):>12}" for name in columns]
             print(f"{class_name:>10} " + " ".join(cells))
     if summary.get("threshold") is not None and len(summary.get("class_names", [])) == 2:
         print(f"\nDecision threshold ({summary['threshold_method']} on out-of-fold probabilities): {summary['threshold']:.3f}")
     if summary.get("test"):
         test = summary["test"]
-        print(f"Held-out test split, fold ensemble: accuracy {_fmt(test.get('accuracy'))}, AUC {_fmt(test.get('roc_auc'))}")
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
+        print(f"Held-out test split, fold ensemble: accuracy {fmt(test.get('accuracy'))}, AUC {fmt(test.get('roc_auc'))}")
 
 def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     """Prepares a run (refusing what would fail), then trains it here or starts a worker.
@@ -350,7 +237,6 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     summary = run_kind.run(run, lambda line: print(line, file=stream, flush=True))
     return run.id, summary
 
-
 def command_cv(args) -> int:
     config = config_from_args(args)
     run_id, summary = run_or_start("cv", config, args)
@@ -366,7 +252,6 @@ def command_cv(args) -> int:
         print(f"\nRun id: {run_id}")
     return 0
 
-
 def _print_tuning_summary(summary: dict) -> None:
     trials = summary.get("trials", [])
     objective = summary.get("objective", "objective")
@@ -377,28 +262,17 @@ def _print_tuning_summary(summary: dict) -> None:
         values = row.get("hyperparameters", {})
         marker = " *" if row.get("trial") == summary.get("best_trial") else ""
         print(
-            f"{row['trial']:>5} {row['status']:>10} {_fmt4(row.get('objective')):>13}  "
-            + " ".join(f"{_short(values.get(name)):>14}" for name in names)
+            f"{row['trial']:>5} {row['status']:>10} {fmt4(row.get('objective')):>13}  "
+            + " ".join(f"{short(values.get(name)):>14}" for name in names)
             + marker
         )
     if summary.get("best_hyperparameters") is None:
         print("\nNo trial finished.")
         return
-    print(f"\nBest trial {summary['best_trial']} (marked *): {objective} {_fmt4(summary['best_objective'])}")
+    print(f"\nBest trial {summary['best_trial']} (marked *): {objective} {fmt4(summary['best_objective'])}")
     print("Best hyperparameters:")
     for name, value in summary["best_hyperparameters"].items():
-        print(f"  {name:<16} {_short(value)}")
-
-
-def _fmt4(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def _short(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "none" if value is None else str(value)
-
+        print(f"  {name:<16} {short(value)}")
 
 def command_tune(args) -> int:
     config = tune_config_from_args(args)
@@ -419,30 +293,8 @@ def command_tune(args) -> int:
             print(f"Cross-validate it: python -m zoidberg cv --from-tuning {run_id} --data {config.data.data_dir}")
     return 0 if summary.get("best_hyperparameters") is not None else 1
 
-
-def command_folds(args) -> int:
-    from zoidberg.data.dataset import load_dataset
-    from zoidberg.data.folds import fold_table, make_folds, shared_patients
-    from zoidberg.data.summary import describe_dataset
-
-    dataset = load_dataset(args.data, label_mode=args.label_mode, image_size=32)
-    for line in describe_dataset(dataset):
-        print(line, file=sys.stderr)
-    indices = dataset.training_indices()
-    fold_of = make_folds(dataset.labels[indices], dataset.patients[indices], args.folds, args.seed)
-    rows = fold_table([dataset.paths[i] for i in indices], dataset.patients[indices], dataset.labels[indices], fold_of, dataset.class_names)
-    handle = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
-    writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
-    writer.writeheader()
-    writer.writerows(rows)
-    if handle is not sys.stdout:
-        handle.close()
-        shared = shared_patients(dataset.patients[indices], fold_of)
-        print(f"Wrote {len(rows)} rows, {args.folds} folds, {len(np.unique(dataset.patients[indices]))} patients; patients in two folds: {len(shared)}.")
-    return 0
-
-
 def command_runs(args) -> int:
+    from zoidberg.evaluation.external import latest_external
     from zoidberg.runs.store import DATA_FILE, SPLIT_FILE, RunStore
 
     rows = []
@@ -451,6 +303,8 @@ def command_runs(args) -> int:
         summary = run.summary() or {}
         mean_std = summary.get("mean_std", {})
         config = run.config
+        external = latest_external(run) if run.kind == "cv" else None
+        external_metrics = (external or {}).get("metrics") or {}
         rows.append(
             {
                 "id": run.id,
@@ -461,6 +315,9 @@ def command_runs(args) -> int:
                 "folds_done": len(run.fold_metrics()) if run.kind == "cv" else None,
                 "accuracy": (mean_std.get("accuracy") or {}).get("mean"),
                 "roc_auc": (mean_std.get("roc_auc") or {}).get("mean"),
+                "external": (external or {}).get("name"),
+                "external_accuracy": external_metrics.get("accuracy"),
+                "external_roc_auc": external_metrics.get("roc_auc"),
                 "best_objective": summary.get("best_objective") if run.kind == "tune" else None,
                 "objective": config.get("objective") if run.kind == "tune" else None,
                 "synthetic": bool((run.read_json(DATA_FILE) or run.read_json(SPLIT_FILE) or {}).get("synthetic")),
@@ -473,54 +330,20 @@ def command_runs(args) -> int:
     if not rows:
         print("No runs yet. Start one with: python -m zoidberg cv --data DIR")
         return 0
-    print(f"{'id':<32} {'kind':<5} {'arch':<14} {'state':<12} {'folds':>5} {'accuracy':>9} {'AUC':>7}  name")
+    print(f"{'id':<32} {'kind':<5} {'arch':<14} {'state':<12} {'folds':>5} {'CV acc':>7} {'CV AUC':>7} {'ext acc':>7} {'ext AUC':>7}  name")
     for row in rows:
-        headline = f"{_fmt(row['accuracy']):>9} {_fmt(row['roc_auc']):>7}"
+        headline = f"{fmt(row['accuracy']):>7} {fmt(row['roc_auc']):>7} {fmt(row['external_accuracy']):>7} {fmt(row['external_roc_auc']):>7}"
         if row["kind"] == "tune":
             # A search has no fold metrics: its headline is the best trial's objective.
-            headline = f"{'best ' + str(row['objective']) + ' ' + _fmt(row['best_objective']):>17}"
-        notes = " (synthetic data)" if row["synthetic"] else ""
+            headline = f"{'best ' + str(row['objective']) + ' ' + fmt(row['best_objective']):>31}"
+        notes = f" (external: {row['external']})" if row["external"] else ""
+        notes += " (synthetic data)" if row["synthetic"] else ""
         notes += f" error: {row['error']}" if row["state"] == "failed" and row["error"] else ""
         print(
             f"{row['id']:<32} {row['kind']:<5} {str(row['architecture']):<14} {str(row['state']):<12} "
             f"{'' if row['folds_done'] is None else row['folds_done']:>5} {headline}  {row['name']}{notes}"
         )
     return 0
-
-
-def command_predict(args) -> int:
-    from zoidberg.data.imaging import ImageDecodeError
-    from zoidberg.predict import load_ensemble
-
-    ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
-    threshold = ensemble.threshold if args.threshold is None else args.threshold
-    results = []
-    for path in args.images:
-        try:
-            prediction = ensemble.predict_file(path, threshold=threshold)
-            results.append({"image": path, **prediction})
-        except (ImageDecodeError, OSError) as error:
-            results.append({"image": path, "error": str(error) if isinstance(error, ImageDecodeError) else f"cannot read: {error.strerror or error}"})
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0 if all("error" not in row for row in results) else 1
-    for row in results:
-        if "error" in row:
-            print(f"{row['image']}: ERROR {row['error']}")
-        else:
-            print(f"{row['image']}: {_describe_prediction(row, threshold)}")
-    return 0 if all("error" not in row for row in results) else 1
-
-
-def _describe_prediction(row: dict, threshold: float) -> str:
-    """One line per image: the class, its probability and spread, and every class's probability."""
-    if row.get("threshold") is not None:
-        return (
-            f"{row['label']} (p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across folds, "
-            f"threshold {threshold:.3f})"
-        )
-    others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
-    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across folds; {others})"
 
 
 def command_resume(args) -> int:
@@ -532,7 +355,6 @@ def command_resume(args) -> int:
     run = reopen_run(args.run_id, runs_dir=args.runs_dir)
     return run_worker(run.id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))
 
-
 def command_stop(args) -> int:
     from zoidberg.runs.jobs import stop_run
 
@@ -540,47 +362,7 @@ def command_stop(args) -> int:
     print(f"Stop requested for {args.run_id}; it ends after the current batch.")
     return 0
 
-
-def command_demo_data(args) -> int:
-    from zoidberg.data.demo import make_demo_dataset
-
-    path = make_demo_dataset(args.out, random_state=args.seed)
-    print(f"Wrote the synthetic demo dataset to {path}")
-    return 0
-
-
 def command_worker(args) -> int:
     from zoidberg.runs.jobs import run_worker
 
     return run_worker(args.run_id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))
-
-
-COMMANDS = {
-    "demo-data": command_demo_data,
-    "folds": command_folds,
-    "cv": command_cv,
-    "tune": command_tune,
-    "runs": command_runs,
-    "predict": command_predict,
-    "resume": command_resume,
-    "stop": command_stop,
-    "worker": command_worker,
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs the CLI; returns the exit code. User errors print one line, never a traceback."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "runs_dir", None) is None:
-        args.runs_dir = None
-    handler = COMMANDS[args.command]
-    try:
-        return handler(args)
-    except (CliError, ValueError, FileNotFoundError, LookupError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
-

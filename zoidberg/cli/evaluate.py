@@ -1,0 +1,177 @@
+"""Commands that use a trained run: predict images, evaluate it on a labeled folder, choose its operating point."""
+
+from __future__ import annotations
+
+import json
+
+from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt
+
+
+def add_parsers(commands) -> None:
+    """Adds predict, evaluate and operating-point."""
+    predict = commands.add_parser("predict", help="Predict images with a run's fold ensemble.", description="Predict pneumonia on images (PNG, JPEG, DICOM) with the fold ensemble of a finished run, at its operating point.")
+    predict.add_argument("--run", required=True, help="Run id.")
+    predict.add_argument("images", nargs="+", help="Image files.")
+    predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's operating point].")
+    predict.add_argument("--json", action="store_true", help="Print JSON.")
+    add_runs_dir(predict)
+    predict.set_defaults(handler=command_predict)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="Evaluate a run on a labeled folder (external validation), stored inside the run.",
+        description="Score a finished or stopped run on a labeled folder (Kaggle or flat layout) at the run's operating "
+        "point: AUC with a patient-bootstrap 95 %% CI, sensitivity, specificity, PPV, NPV, calibration and decision curve, "
+        "checked first for patients and files shared with the training data. Stored in runs/<id>/evaluations/<name>/.",
+    )
+    evaluate.add_argument("--run", required=True, help="Run id.")
+    evaluate.add_argument("--data", required=True, help="A labeled folder: <root>/{train,val,test}/{NORMAL,PNEUMONIA} or <root>/{NORMAL,PNEUMONIA}.")
+    evaluate.add_argument("--split", choices=("auto", "test", "all"), default="auto", help="test: only its test/ split; all: every image; auto: test when there is one [default: auto].")
+    evaluate.add_argument("--name", default=None, help="The evaluation's name [default: the folder's name].")
+    evaluate.add_argument("--force", action="store_true", help="Score again even when this folder was evaluated with these models.")
+    evaluate.add_argument("--json", action="store_true", help="Print the evaluation as JSON.")
+    add_runs_dir(evaluate)
+    evaluate.set_defaults(handler=command_evaluate)
+
+    point = commands.add_parser(
+        "operating-point",
+        help="Show or choose a run's operating point (threshold method, prevalence, raw or calibrated).",
+        description="Without options: the run's operating point and the usual methods side by side. With options: "
+        "choose the threshold again on the out-of-fold predictions; Predict, predict and evaluate then use it.",
+    )
+    point.add_argument("run_id", help="Run id.")
+    add_operating_point_options(point)
+    point.add_argument("--json", action="store_true", help="Print JSON.")
+    add_runs_dir(point)
+    point.set_defaults(handler=command_operating_point)
+
+
+def command_predict(args) -> int:
+    from zoidberg.data.imaging import ImageDecodeError
+    from zoidberg.predict import load_ensemble
+
+    ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
+    threshold = ensemble.threshold if args.threshold is None else args.threshold
+    results = []
+    for path in args.images:
+        try:
+            prediction = ensemble.predict_file(path, threshold=threshold)
+            results.append({"image": path, **prediction})
+        except (ImageDecodeError, OSError) as error:
+            results.append({"image": path, "error": str(error) if isinstance(error, ImageDecodeError) else f"cannot read: {error.strerror or error}"})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0 if all("error" not in row for row in results) else 1
+    for row in results:
+        if "error" in row:
+            print(f"{row['image']}: ERROR {row['error']}")
+        else:
+            print(f"{row['image']}: {describe_prediction(row, threshold)}")
+    return 0 if all("error" not in row for row in results) else 1
+
+
+def describe_prediction(row: dict, threshold: float) -> str:
+    """One line per image: the class, its probability and spread, the scale and the threshold."""
+    scale = f"{row.get('scale', 'raw')} " if row.get("probability_calibrated") is not None else ""
+    if row.get("threshold") is not None:
+        other = ""
+        if row.get("probability_calibrated") is not None:
+            other_scale = "raw" if row.get("scale") == "calibrated" else "calibrated"
+            other = f", {other_scale} {row['probability_' + other_scale]:.3f}"
+        return (
+            f"{row['label']} ({scale}p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across folds{other}, "
+            f"threshold {threshold:.3f})"
+        )
+    others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
+    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across folds; {others})"
+
+
+def command_evaluate(args) -> int:
+    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.runs.store import RunStore
+
+    run = RunStore(args.runs_dir).get(args.run)
+    evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, report=None if args.json else print)
+    if args.json:
+        print(json.dumps(evaluation, indent=2))
+        return 0
+    for line in describe_evaluation(evaluation, run.summary() or {}):
+        print(line)
+    print(f"Stored in {run.evaluation_path(evaluation['name'])}/ (evaluation.json, predictions.csv)")
+    return 0
+
+
+def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
+    """The console report of an evaluation: headline with CI, predictive values, calibration, the gap to CV."""
+    metrics = evaluation["metrics"]
+    lines = [
+        f"Evaluation {evaluation['name']}: {evaluation['n_images']} images of {evaluation['n_patients']} patients ("
+        + ", ".join(f"{count} {name}" for name, count in evaluation["class_counts"].items())
+        + f"), folds {', '.join(map(str, evaluation['folds_used']))} of {evaluation['n_splits']}, "
+        + (f"threshold {evaluation['threshold']:.3f} on {evaluation['scale']} probabilities." if len(evaluation["class_names"]) == 2 else "most probable class.")
+    ]
+    interval = evaluation.get("auc_ci")
+    auc_text = "AUC undefined (one class)"
+    if interval:
+        auc_text = f"AUC {fmt(interval['estimate'])} (95% CI {fmt(interval['low'])} to {fmt(interval['high'])}, bootstrap over {interval['patients']} patients)"
+    parts = [auc_text, f"accuracy {fmt(metrics.get('accuracy'))}"]
+    parts += [f"{name} {fmt(metrics.get(name))}" for name in ("sensitivity", "specificity", "f1") if name in metrics]
+    lines.append("  " + ", ".join(parts))
+    values = evaluation.get("predictive_values")
+    if values:
+        lines.append(f"  PPV {fmt(values['ppv'])}, NPV {fmt(values['npv'])} at prevalence {values['prevalence']:.1%} ({values['source']})")
+    calibration = evaluation.get("calibration") or {}
+    raw, calibrated = calibration.get("raw") or {}, calibration.get("calibrated")
+    text = f"  Calibration: ECE {fmt(raw.get('ece'))}, Brier {fmt(raw.get('brier'))} raw"
+    if calibrated:
+        text += f"; ECE {fmt(calibrated['ece'])}, Brier {fmt(calibrated['brier'])} calibrated"
+    lines.append(text)
+    gap = []
+    for name, label in (("roc_auc", "AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity")):
+        cv = ((summary.get("mean_std") or {}).get(name) or {}).get("mean")
+        external = metrics.get(name)
+        if cv is not None and external is not None and external == external:
+            gap.append(f"{label} {cv:.3f} -> {external:.3f} ({external - cv:+.3f})")
+    if gap:
+        lines.append("  Cross-validation -> this folder: " + "; ".join(gap))
+    lines += [f"  Note: {note}" for note in evaluation.get("notes") or []]
+    return lines
+
+
+def command_operating_point(args) -> int:
+    from zoidberg.evaluation.out_of_fold import current_operating_point, set_operating_point
+    from zoidberg.runs.store import RunStore
+
+    run = RunStore(args.runs_dir).get(args.run_id)
+    changes = args.threshold_method or args.target_sensitivity is not None or args.target_specificity is not None
+    changes = changes or args.prevalence is not None or args.probabilities != "raw" or args.cost_ratio != 1.0
+    if changes:
+        point = set_operating_point(run, choice_from_args(args))
+    else:
+        point = current_operating_point(run)
+        if point is None:
+            raise ValueError(f"Run {run.id} has no operating point (a three-class run, or one made before operating points); choose one with --threshold-method.")
+        if "table" not in point:
+            from zoidberg.config import OperatingPointChoice
+
+            point = set_operating_point(run, OperatingPointChoice.from_dict(point["choice"]))
+    if args.json:
+        print(json.dumps(point, indent=2))
+        return 0
+    from zoidberg.config import OperatingPointChoice
+
+    choice = OperatingPointChoice.from_dict(point["choice"])
+    spread = point["mean_std"]
+    print(
+        f"Run {run.id}: {choice.describe()} on {choice.probabilities} probabilities -> threshold {point['threshold']:.3f}. "
+        f"Over folds: sensitivity {fmt(spread['sensitivity']['mean'])} ± {fmt(spread['sensitivity']['std'])}, "
+        f"specificity {fmt(spread['specificity']['mean'])} ± {fmt(spread['specificity']['std'])}; "
+        f"PPV {fmt(point['pooled']['ppv'])}, NPV {fmt(point['pooled']['npv'])} at prevalence {point['prevalence']:.1%} ({point['prevalence_source']})."
+    )
+    print(f"\n{'method':<44} {'threshold':>9} {'sens':>6} {'± sd':>6} {'spec':>6} {'± sd':>6} {'PPV':>6} {'NPV':>6}")
+    for row in point["table"]:
+        print(
+            f"{row['description']:<44} {row['threshold']:>9.3f} {fmt(row['sensitivity']):>6} {fmt(row['sensitivity_std']):>6} "
+            f"{fmt(row['specificity']):>6} {fmt(row['specificity_std']):>6} {fmt(row['ppv']):>6} {fmt(row['npv']):>6}"
+        )
+    return 0

@@ -1,0 +1,39 @@
+"""The command line's entry: the parser of every command group and main(), which prints user errors as one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zoidberg.cli import data, evaluate, runs
+from zoidberg.cli.options import EXIT_USAGE, CliError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m zoidberg",
+        description="Zoidberg 2.0: pneumonia detection on chest X-rays with patient-grouped k-fold cross-validation.",
+    )
+    parser.add_argument("--runs-dir", default=None, help="Run store folder [default: $ZOIDBERG_RUNS_DIR or ./runs].")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data.add_parsers(commands)
+    runs.add_parsers(commands)
+    evaluate.add_parsers(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the exit code. User errors print one line, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "runs_dir", None) is None:
+        args.runs_dir = None
+    try:
+        return args.handler(args)
+    except (CliError, ValueError, FileNotFoundError, LookupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130

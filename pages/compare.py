@@ -40,6 +40,10 @@ def main() -> None:
         st.info("Choose at least two runs to compare.")
         return
     view.label_mode_note_ui(selected)
+    basis = view.comparison_basis_ui(selected)
+    if basis is not None:
+        view.evaluation_comparison_ui(selected, basis)
+        return
     st.subheader("Summary")
     view.summary_table_ui(selected)
     view.differences_ui(selected)

@@ -27,6 +27,8 @@ def main() -> None:
     st.divider()
     view.patients_section_ui(dataset)
     st.divider()
+    view.duplicates_section_ui(dataset)
+    st.divider()
     view.samples_section_ui(dataset)
     st.divider()
     view.folds_section_ui(dataset)

@@ -580,3 +580,82 @@ def available_curve_keys(records: Sequence[RunRecord]) -> list[str]:
     return [key for key in ("val_loss", "val_auc", "val_accuracy") if key in present]
 
 
+
+
+# ----------------------------------------------------------------------------- on an evaluation
+
+
+def shared_evaluation_names(runs: Sequence[Run]) -> list[str]:
+    """The evaluation names every one of the runs has (the runs' own test splits included as "test")."""
+    names = None
+    for run in runs:
+        own = {item.get("name") for item in run.evaluations()}
+        names = own if names is None else names & own
+    return sorted(names or [], key=lambda name: (name == "test", name))
+
+
+def _scores_and_decisions(run: Run, evaluation: dict) -> dict:
+    """{path: (label, P(pneumonia) on the run's scale, decision)} of one evaluation, at its current operating point."""
+    from zoidberg.evaluation.external import read_predictions
+
+    stored = read_predictions(run, evaluation["name"])
+    probabilities = stored["calibrated"] if evaluation.get("scale") == "calibrated" and stored["calibrated"] is not None else stored["raw"]
+    if len(stored["class_names"]) == 2:
+        scores = probabilities[:, 1]
+        decisions = (scores >= evaluation["threshold"]).astype(int)
+    else:
+        scores = probabilities.max(axis=1)
+        decisions = probabilities.argmax(axis=1)
+    return {path: (int(label), float(score), int(decision)) for path, label, score, decision in zip(stored["paths"], stored["labels"], scores, decisions)}
+
+
+def paired_evaluation_tests(run_a: Run, evaluation_a: dict, run_b: Run, evaluation_b: dict) -> dict:
+    """Paired tests of two runs on the same images of one evaluation: DeLong for the AUC, McNemar for accuracy.
+
+    Both runs are taken at their own operating points. Only the images both evaluations
+    scored count, matched by path.
+
+    Returns:
+        {"n_images", "only_a", "only_b", "delong" (binary runs, both classes present) or None,
+        "mcnemar", "verdicts": [sentences]}.
+
+    Raises:
+        ValueError: When the two evaluations give an image different labels, or share none.
+    """
+    from zoidberg.evaluation.statistics import delong_test, mcnemar_test
+
+    first, second = _scores_and_decisions(run_a, evaluation_a), _scores_and_decisions(run_b, evaluation_b)
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        raise ValueError(f"The two evaluations named {evaluation_a['name']} share no image: they are not the same folder.")
+    conflicting = [path for path in shared if first[path][0] != second[path][0]]
+    if conflicting:
+        raise ValueError(f"The two evaluations label {len(conflicting)} image(s) differently (e.g. {conflicting[0]}): not the same data.")
+    labels = np.array([first[path][0] for path in shared])
+    result = {"n_images": len(shared), "only_a": len(set(first) - set(second)), "only_b": len(set(second) - set(first)), "delong": None}
+    binary = len(evaluation_a.get("class_names") or []) == 2
+    if binary and len(np.unique(labels)) == 2:
+        result["delong"] = delong_test(labels, np.array([first[path][1] for path in shared]), np.array([second[path][1] for path in shared]))
+    result["mcnemar"] = mcnemar_test(labels, np.array([first[path][2] for path in shared]), np.array([second[path][2] for path in shared]))
+    result["verdicts"] = _paired_verdicts(result)
+    return result
+
+
+def _paired_verdicts(result: dict) -> list[str]:
+    """Plain sentences for the DeLong and McNemar results."""
+    sentences = []
+    delong = result.get("delong")
+    if delong:
+        significant = delong["p_value"] < 0.05
+        sentences.append(
+            f"AUC: A {delong['auc_a']:.3f} vs B {delong['auc_b']:.3f}, difference {delong['difference']:+.3f} "
+            f"(95% CI {delong['ci_low']:+.3f} to {delong['ci_high']:+.3f}), DeLong p = {delong['p_value']:.3g}: "
+            + ("the ranking differs beyond chance on these images." if significant else "these images cannot tell the two rankings apart.")
+        )
+    mcnemar = result["mcnemar"]
+    sentences.append(
+        f"Accuracy: A {mcnemar['accuracy_a']:.3f} vs B {mcnemar['accuracy_b']:.3f}; A alone right on {mcnemar['a_only_correct']}, "
+        f"B alone on {mcnemar['b_only_correct']} images, McNemar p = {mcnemar['p_value']:.3g}: "
+        + ("the decisions differ beyond chance." if mcnemar["p_value"] < 0.05 else "no difference beyond chance.")
+    )
+    return sentences

@@ -384,10 +384,17 @@ class Ensemble:
         from zoidberg.training.features import load_or_compute_features
 
         try:
-            return load_or_compute_features(dataset, from_mapping(ModelConfig, self.run.config["model"]), self.image_size, progress=progress)
+            features = load_or_compute_features(dataset, from_mapping(ModelConfig, self.run.config["model"]), self.image_size, progress=progress)
         except WeightsNotFoundError:
             # The backbone is inside every fold model, so scoring still works, only uncached.
             return None
+        # The cache is keyed by the weights file; should that file have changed since the run
+        # trained, its features are not this run's, so a few rows are checked against the models.
+        probe = np.asarray(dataset.images[:2], dtype=np.float32)[..., None] / 255.0
+        expected = np.asarray(self._predict.extractor(probe, training=False))
+        if not np.allclose(expected, features[: len(probe)], atol=1e-3, rtol=1e-3):
+            return None
+        return features
 
     def decide(self, prediction: Prediction, threshold: float | None = None, scale: str | None = None) -> Decision:
         """Applies `threshold` on `scale` (default: the run's operating point) to a prediction of this ensemble."""

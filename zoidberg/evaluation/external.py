@@ -25,6 +25,7 @@ from zoidberg.runs.store import (
     EVALUATIONS_DIR,
     FOLDS_FILE,
     HASHES_FILE,
+    OPERATING_POINT_FILE,
     PREDICTIONS_FILE,
     Run,
     now_iso,
@@ -448,3 +449,23 @@ def latest_external(run: Run) -> dict | None:
     """The newest evaluation that is not the run's own test split, or None."""
     external = [item for item in run.evaluations() if item.get("name") != "test"]
     return external[-1] if external else None
+
+
+def current_evaluations(run: Run) -> list[dict]:
+    """The run's evaluations, each at the run's current operating point (re-scored in memory when it changed)."""
+    point = run.read_json(OPERATING_POINT_FILE)
+    evaluations = []
+    for evaluation in run.evaluations():
+        if point and (evaluation.get("threshold") != point["threshold"] or evaluation.get("scale") != point["choice"].get("probabilities")):
+            try:
+                scale = point["choice"].get("probabilities", "raw")
+                evaluation = {
+                    **evaluation,
+                    **rescore_evaluation(run, evaluation["name"], point["threshold"], scale, point["choice"].get("prevalence")),
+                    "threshold": point["threshold"],
+                    "scale": scale,
+                }
+            except (OSError, ValueError, KeyError):
+                pass  # Shown as stored, at the threshold it names.
+        evaluations.append(evaluation)
+    return evaluations

@@ -7,10 +7,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zoidberg import metrics
 from zoidberg.config import OperatingPointChoice
 from zoidberg.evaluation.calibration import Calibration
 from zoidberg.evaluation.operating import operating_point, operating_point_table
-from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, FOLDS_FILE, OOF_FILE, OPERATING_POINT_FILE, Run
+from zoidberg.runs.store import (
+    CALIBRATION_FILE,
+    DATA_FILE,
+    FOLDS_FILE,
+    OOF_FILE,
+    OPERATING_POINT_FILE,
+    SUMMARY_FILE,
+    Run,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,39 @@ def read_out_of_fold(run: Run) -> OutOfFold:
     )
 
 
+def roc_payload(labels: np.ndarray, probabilities: np.ndarray, class_names) -> dict:
+    """ROC curve points: of pneumonia for binary runs, one vs rest per class otherwise."""
+    if len(class_names) == 2:
+        return {"pneumonia": metrics.roc_curve_points(labels, probabilities[:, 1])}
+    return metrics.roc_curves_one_vs_rest(labels, probabilities, list(class_names))
+
+
+def figures_at_threshold(
+    labels: np.ndarray, probabilities: np.ndarray, fold_of: np.ndarray, class_names, threshold: float, train_seconds: list
+) -> dict:
+    """The summary's threshold-dependent figures: per-fold metrics, their mean ± std, the pooled out-of-fold metrics and ROC.
+
+    Args:
+        labels: Class indices of the out-of-fold images.
+        probabilities: Their (N, C) probabilities on the scale the threshold applies to.
+        fold_of: The fold (0-based) of each image.
+        class_names: Class names in order.
+        threshold: The decision threshold (binary runs).
+        train_seconds: Each fold's training time, kept in the per-fold rows.
+    """
+    folds = []
+    for fold in range(int(fold_of.max()) + 1):
+        mask = fold_of == fold
+        fold_metrics = metrics.evaluate_predictions(labels[mask], probabilities[mask], class_names, threshold)
+        folds.append({**metrics.to_jsonable(fold_metrics), "train_seconds": train_seconds[fold] if fold < len(train_seconds) else None})
+    return {
+        "folds": folds,
+        "mean_std": metrics.to_jsonable(metrics.summarize_folds(folds)),
+        "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, probabilities, class_names, threshold)),
+        "roc": metrics.to_jsonable(roc_payload(labels, probabilities, class_names)),
+    }
+
+
 def set_operating_point(run: Run, choice: OperatingPointChoice) -> dict:
     """Chooses a completed binary run's operating point again on its out-of-fold predictions, and stores it.
 
@@ -101,6 +143,24 @@ def set_operating_point(run: Run, choice: OperatingPointChoice) -> dict:
     point = operating_point(out_of_fold.labels, positive, out_of_fold.fold_of, choice)
     point["table"] = operating_point_table(out_of_fold.labels, positive, out_of_fold.fold_of, choice.prevalence)
     run.write_json(OPERATING_POINT_FILE, point)
+    summary = run.summary()
+    if summary and summary.get("folds"):
+        # The summary's sensitivities, specificities and accuracies are at the threshold: they
+        # follow the new operating point, as everything else that reads the run does.
+        seconds = [fold.get("train_seconds") for fold in summary["folds"]]
+        refreshed = figures_at_threshold(
+            out_of_fold.labels, out_of_fold.scaled(choice.probabilities), out_of_fold.fold_of, out_of_fold.class_names,
+            point["threshold"], seconds,
+        )
+        summary.update(refreshed)
+        summary.update(
+            threshold=point["threshold"],
+            threshold_method=choice.method,
+            operating_point=choice.describe(),
+            probabilities=choice.probabilities,
+            operating_points=point["table"],
+        )
+        run.write_json(SUMMARY_FILE, summary)
     return point
 
 

@@ -12,7 +12,20 @@ from pathlib import Path
 
 from zoidberg.runs import progress as events
 from zoidberg.runs.kinds import get_kind
-from zoidberg.runs.store import ACTIVE_STATES, STATUS_FILE, WORKER_LOG, Run, RunStore, pid_is_alive
+from zoidberg.runs.store import (
+    ACTIVE_STATES,
+    EVALUATION_FILE,
+    EVALUATIONS_DIR,
+    STATUS_FILE,
+    WORKER_LOG,
+    Run,
+    RunStore,
+    now_iso,
+    pid_is_alive,
+    read_json,
+    validate_evaluation_name,
+    write_json_atomic,
+)
 
 RESUMABLE_STATES = ("interrupted", "stopped", "failed")
 # config.json facts that are not part of what the user configured.
@@ -199,3 +212,69 @@ def run_worker(run_id: str, *, runs_dir=None, report=None) -> int:
     except Exception:
         return 1
     return 0
+
+
+# Evaluations started from the dashboard run as `python -m zoidberg evaluate` in their own
+# process; their job files and logs sit beside the evaluations they make.
+EVALUATION_JOBS_DIR = ".jobs"
+
+
+def start_evaluation(run_id: str, data_dir: str, *, split: str = "auto", name: str, force: bool = False, runs_dir=None) -> dict:
+    """Starts `python -m zoidberg evaluate` for a run in a background process and returns its job.
+
+    The evaluation process is the single writer of evaluations/<name>/; the job file only
+    says where its log is and which process to watch.
+
+    Args:
+        run_id: The run.
+        data_dir: The labeled folder.
+        split: "auto", "test" or "all".
+        name: The evaluation's name (decided before it starts, so the page can follow it).
+        force: Score again even when a matching evaluation is stored.
+        runs_dir: The run store folder.
+
+    Returns:
+        The job: {"name", "pid", "started", "data_dir", "split", "log"}.
+    """
+    store = RunStore(runs_dir)
+    run = store.get(run_id)
+    validate_evaluation_name(name)
+    folder = run.path / EVALUATIONS_DIR / EVALUATION_JOBS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / f"{name}.log"
+    command = [sys.executable, "-m", "zoidberg", "--runs-dir", str(store.root.resolve()), "evaluate", "--run", run.id,
+               "--data", str(data_dir), "--split", split, "--name", name] + (["--force"] if force else [])
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    package_root = str(Path(__file__).resolve().parents[2])
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+                                   start_new_session=True, close_fds=True)
+    threading.Thread(target=process.wait, name=f"reap-evaluate-{name}", daemon=True).start()
+    job = {"name": name, "pid": process.pid, "started": now_iso(), "data_dir": str(data_dir), "split": split, "log": str(log_path)}
+    write_json_atomic(folder / f"{name}.json", job)
+    return job
+
+
+def evaluation_job_state(run: Run, name: str) -> dict | None:
+    """Where a dashboard-started evaluation is: running, completed or failed (with the log's last error), or None."""
+    folder = run.path / EVALUATIONS_DIR / EVALUATION_JOBS_DIR
+    job = read_json(folder / f"{name}.json")
+    if not job:
+        return None
+    evaluation = read_json(run.path / EVALUATIONS_DIR / name / EVALUATION_FILE) or {}
+    finished = bool(evaluation) and (evaluation.get("created", "") >= job["started"] or evaluation.get("rescored", "") >= job["started"])
+    if pid_is_alive(job.get("pid")):
+        return {**job, "state": "running"}
+    if finished:
+        return {**job, "state": "completed"}
+    try:
+        lines = [line for line in Path(job["log"]).read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    reason = errors[-1] if errors else (lines[-1] if lines else "the evaluation process ended without a result")
+    if evaluation and not errors:
+        # Reused without a new file: the stored evaluation is the answer.
+        return {**job, "state": "completed"}
+    return {**job, "state": "failed", "error": reason}

@@ -337,7 +337,7 @@ def fit_run_calibration(run: Run, config: RunConfig, labels: np.ndarray, oof: np
 def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
     """Fits calibration and the operating point on the out-of-fold predictions, writes summary.json, scores the test split."""
     from zoidberg.evaluation.operating import DECISION_CURVE_THRESHOLDS, net_benefit
-    from zoidberg.evaluation.out_of_fold import set_operating_point
+    from zoidberg.evaluation.out_of_fold import figures_at_threshold, set_operating_point
 
     labels = dataset.labels[indices]
     oof = _load_out_of_fold(run, len(indices), dataset.num_classes)
@@ -365,11 +365,7 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
             f"sensitivity {point['mean_std']['sensitivity']['mean']:.3f} ± {point['mean_std']['sensitivity']['std'] or 0:.3f}, "
             f"specificity {point['mean_std']['specificity']['mean']:.3f} ± {point['mean_std']['specificity']['std'] or 0:.3f} over folds"
         )
-    fold_results = []
-    for fold, _, validation_part in iter_fold_indices(fold_of):
-        stored = run.read_fold_json(fold + 1)
-        fold_metrics = metrics.evaluate_predictions(labels[validation_part], in_use[validation_part], dataset.class_names, threshold)
-        fold_results.append({**metrics.to_jsonable(fold_metrics), "train_seconds": stored["train_seconds"]})
+    seconds = [run.read_fold_json(fold)["train_seconds"] for fold in range(1, config.n_splits + 1)]
     summary = {
         "run_id": run.id,
         "class_names": list(dataset.class_names),
@@ -377,10 +373,7 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
         "threshold_method": choice.method if binary else "argmax",
         "operating_point": choice.describe() if binary else "argmax",
         "probabilities": scale,
-        "folds": fold_results,
-        "mean_std": metrics.to_jsonable(metrics.summarize_folds(fold_results)),
-        "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, in_use, dataset.class_names, threshold)),
-        "roc": metrics.to_jsonable(_roc_payload(labels, in_use, dataset.class_names)),
+        **figures_at_threshold(labels, in_use, fold_of, dataset.class_names, threshold, seconds),
         **metrics.to_jsonable(extras),
         "parameters": (run.read_fold_json(1) or {}).get("parameters"),
         "n_train_per_fold": [int(np.sum(fold_of != fold)) for fold in range(config.n_splits)],
@@ -404,12 +397,6 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
         )
     )
     return summary
-
-
-def _roc_payload(labels: np.ndarray, probabilities: np.ndarray, class_names) -> dict:
-    if len(class_names) == 2:
-        return {"pneumonia": metrics.roc_curve_points(labels, probabilities[:, 1])}
-    return metrics.roc_curves_one_vs_rest(labels, probabilities, list(class_names))
 
 
 def _evaluate_test_split(run: Run, dataset: Dataset, say: Reporter) -> dict | None:

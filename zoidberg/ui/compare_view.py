@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
 import streamlit as st
 
 from zoidberg import compare
+from zoidberg.evaluation.external import current_evaluations
+from zoidberg.evaluation.gap import GAP_METRICS, evaluation_figures
 from zoidberg.runs.store import Run
-from zoidberg.ui import compare_figures
+from zoidberg.ui import compare_figures, figures, state
+from zoidberg.ui import evaluation_figures as curves_figures
 from zoidberg.ui.figures import confusion_matrix_figure
 from zoidberg.ui.widgets import run_label
 
@@ -258,3 +262,72 @@ def details_ui(records: Sequence[compare.RunRecord]) -> None:
         confusion_matrices_ui(records)
     with tabs[4]:
         costs_ui(records)
+
+
+def comparison_basis_ui(records: Sequence[compare.RunRecord]) -> str | None:
+    """Draws "Compare on": the cross-validation folds, or an evaluation every selected run has.
+
+    Returns:
+        None for the cross-validation folds, else the evaluation's name.
+    """
+    runs = [state.run_store().get(record.run_id) for record in records]
+    names = compare.shared_evaluation_names(runs)
+    options = [None, *names]
+    if not names:
+        st.caption("Compare on new data: evaluate each run on the same folder (Train page, run view, **Evaluations**) "
+                   "and its name appears here.")
+        return None
+    return st.radio(
+        "Compare on",
+        options,
+        format_func=lambda name: "cross-validation folds" if name is None else f"evaluation: {name}",
+        horizontal=True,
+        key="compare_basis",
+        help="On an evaluation the runs are compared on the same new images, with DeLong's test for the AUC and "
+        "McNemar's for accuracy.",
+    )
+
+
+def evaluation_comparison_ui(records: Sequence[compare.RunRecord], name: str) -> None:
+    """Draws the runs on one shared evaluation: the table, paired tests, ROC and decision curves."""
+    runs = [state.run_store().get(record.run_id) for record in records]
+    evaluations = [next(item for item in current_evaluations(run) if item["name"] == name) for run in runs]
+    st.subheader(f"On the evaluation {name}")
+    table = {}
+    for record, evaluation in zip(records, evaluations):
+        numbers = evaluation_figures(evaluation)
+        column = {}
+        for key, label in GAP_METRICS:
+            entry = numbers.get(key) or {}
+            value = entry.get("value")
+            text = "—" if value is None else f"{value:.3f}"
+            if entry.get("low") is not None:
+                text += f" [{entry['low']:.3f}, {entry['high']:.3f}]"
+            column[label] = text
+        column["Images"] = str(evaluation["n_images"])
+        column["Operating point"] = f"{evaluation['threshold']:.3f} ({evaluation['scale']})" if len(evaluation["class_names"]) == 2 else "argmax"
+        table[record.label] = column
+    st.dataframe(pd.DataFrame(table), width="stretch")
+    st.caption("Each run at its own operating point; AUC with its patient-bootstrap 95 % interval.")
+    pair = pair_selection_ui(records)
+    if pair is not None:
+        first, second = pair
+        index_a, index_b = records.index(first), records.index(second)
+        try:
+            result = compare.paired_evaluation_tests(runs[index_a], evaluations[index_a], runs[index_b], evaluations[index_b])
+        except ValueError as error:
+            st.warning(str(error), icon="🚫")
+        else:
+            st.markdown(f"**A = {first.label}, B = {second.label}**, paired on the {result['n_images']} images both scored.")
+            for sentence in result["verdicts"]:
+                st.info(sentence)
+    left, right = st.columns(2)
+    with left:
+        roc_curves = {record.label: (evaluation.get("roc") or {}).get("pneumonia") for record, evaluation in zip(records, evaluations)}
+        roc_curves = {label: curve for label, curve in roc_curves.items() if curve and curve.get("fpr")}
+        if roc_curves:
+            st.plotly_chart(figures.roc_figure(roc_curves, title=f"ROC on {name}"), key="compare_evaluation_roc")
+    with right:
+        decision = {record.label: evaluation["decision_curve"] for record, evaluation in zip(records, evaluations) if evaluation.get("decision_curve")}
+        if decision:
+            st.plotly_chart(curves_figures.decision_curve_figure(decision, title=f"Decision curves on {name}"), key="compare_evaluation_dca")

@@ -290,13 +290,16 @@ def overlay_jpeg(ensemble: Any, result: ImageResult, class_index: int, alpha: fl
     return result.encoded[key]
 
 
-def results_table(results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None) -> pd.DataFrame:
-    """One row per file: prediction, probability, spread, class probabilities, error.
+def results_table(
+    results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, scale: str = "raw"
+) -> pd.DataFrame:
+    """One row per file: prediction, probability (raw and calibrated), spread, class probabilities, error.
 
     Args:
         results: Processed files, in order.
         class_names: The run's classes.
-        threshold: Binary decision threshold.
+        threshold: Binary decision threshold, on `scale`.
+        scale: "raw" or "calibrated": the probabilities the threshold applies to.
 
     Returns:
         The table (also the CSV download).
@@ -306,19 +309,23 @@ def results_table(results: Sequence[ImageResult], class_names: Sequence[str], th
     for result in results:
         row: dict[str, Any] = {"file": result.name, "source": "synthetic demo" if result.source == "demo" else "upload"}
         if result.ok:
-            decision = decide(result.prediction, threshold)
+            decision = decide(result.prediction, threshold, scale)
             row.update(
                 prediction=decision.label,
                 probability=round(decision.probability, 4),
                 spread=round(decision.spread, 4),
                 folds=len(decision.per_fold),
+                scale=decision.scale,
             )
+            if decision.calibrated_probability is not None:
+                row["raw"] = round(decision.raw_probability, 4)
+                row["calibrated"] = round(decision.calibrated_probability, 4)
             for name in class_names:
                 row[f"P({name})"] = round(decision.class_probabilities.get(name, float("nan")), 4)
             if binary:
                 row["threshold"] = round(decision.threshold, 4)
         else:
-            row.update(prediction=None, probability=None, spread=None, folds=None)
+            row.update(prediction=None, probability=None, spread=None, folds=None, scale=None)
             for name in class_names:
                 row[f"P({name})"] = None
             if binary:
@@ -451,9 +458,16 @@ def describe_ensemble(ensemble: Any, state: str, folds: Sequence[int], n_splits:
     classes = " / ".join(ensemble.class_names)
     if ensemble.is_binary:
         summary = ensemble.run.summary() or {}
-        method = summary.get("threshold_method")
-        origin = f"{method} on out-of-fold predictions" if method else "default, the run has no out-of-fold threshold"
-        threshold_text = f" · run threshold {ensemble.threshold:.3f} ({origin})"
+        point = ensemble.operating_point
+        if point:
+            from zoidberg.config import OperatingPointChoice
+
+            choice = OperatingPointChoice.from_dict(point["choice"])
+            origin = f"{choice.describe()} on out-of-fold predictions, {point['prevalence']:.0%} prevalence ({point['prevalence_source']})"
+        else:
+            method = summary.get("threshold_method")
+            origin = f"{method} on out-of-fold predictions" if method else "default, the run has no out-of-fold threshold"
+        threshold_text = f" · run threshold {ensemble.threshold:.3f} on {ensemble.scale} probabilities ({origin})"
     else:
         threshold_text = " · predicted class = most probable"
     return f"{which} · {ensemble.image_size} px input · {classes}{threshold_text}"
@@ -472,7 +486,7 @@ def threshold_ui(ensemble: Any) -> float | None:
     if key not in st.session_state:
         st.session_state[key] = default
     value = st.slider(
-        f"Decision threshold: P({ensemble.class_names[1]}) ≥ threshold → {ensemble.class_names[1]}",
+        f"Decision threshold: {ensemble.scale} P({ensemble.class_names[1]}) ≥ threshold → {ensemble.class_names[1]}",
         0.0,
         1.0,
         step=0.005,
@@ -557,10 +571,10 @@ def _empty_columns(table: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
 
 
 def show_batch_table(
-    results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, run_id: str
+    results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, run_id: str, scale: str = "raw"
 ) -> None:
-    """Draws the batch table with a CSV download."""
-    table = results_table(results, class_names, threshold)
+    """Draws the batch table with a CSV download (probabilities on `scale`, with both scales when calibrated)."""
+    table = results_table(results, class_names, threshold, scale)
     column_config = {
         "probability": st.column_config.ProgressColumn(
             "probability",
@@ -609,7 +623,7 @@ def show_card(
         if not result.ok:
             st.error(f"{escape_markdown(result.name)}: {escape_markdown(result.error)}", icon="🚫")
             return
-        decision = decide(result.prediction, threshold)
+        decision = decide(result.prediction, threshold, ensemble.scale)
         show_gradcam, alpha = gradcam
         columns = st.columns([1, 1, 1.3]) if show_gradcam else st.columns([1, 1.3])
         with columns[0]:
@@ -685,7 +699,7 @@ def results_ui(ensemble: Any, run: Run, store: RunStore, items: Sequence[ImageIn
             f"{len(failed)} of {len(results)} file(s) could not be used; "
             "their reasons are in the table and cards below."
         )
-    show_batch_table(results, list(ensemble.class_names), threshold, run.id)
+    show_batch_table(results, list(ensemble.class_names), threshold, run.id, ensemble.scale)
     for index, result in enumerate(results[:CARD_LIMIT]):
         show_card(ensemble, result, threshold, gradcam, index)
     if len(results) > CARD_LIMIT:

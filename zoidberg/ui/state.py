@@ -154,6 +154,20 @@ def load_dataset_cached(data_dir: str, label_mode: str = "binary", image_size: i
         return _load_dataset_resource(folder, label_mode, int(image_size), fingerprint)
 
 
+@st.cache_resource(show_spinner=False, max_entries=MAX_CACHED_DATASETS)
+def _duplicates_resource(root: str, fingerprint: str, image_size: int, _dataset: Dataset):
+    """The duplicate audit of a dataset, once per (folder, file list, size) and process."""
+    from zoidberg.data.duplicates import load_or_find_duplicates
+
+    del root, fingerprint, image_size  # Only the cache key.
+    return load_or_find_duplicates(_dataset)
+
+
+def duplicate_report_cached(dataset: Dataset):
+    """The duplicate report of a loaded dataset (from the disk cache after the first audit)."""
+    return _duplicates_resource(str(dataset.root), dataset.fingerprint, dataset.image_size, dataset)
+
+
 def list_runs(kind: str) -> list[Run]:
     """Returns the runs of one kind in the store, newest first.
 

@@ -16,7 +16,7 @@ from zoidberg.config import make_data_config, make_run_config
 from zoidberg.runs import jobs
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
 from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MODEL_FILE, Run, RunNotFoundError
-from zoidberg.ui import figures, state, widgets
+from zoidberg.ui import evaluation_view, figures, state, widgets
 from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
 
 # Summary metrics shown as cards, in this order, when the run has them.
@@ -66,9 +66,11 @@ def form_section_ui(data_dir: str) -> None:
         train_values = widgets.training_options_ui(columns=(second, third))
         with third:
             run_name = widgets.run_name_ui()
+        with st.expander("Operating point, calibration and duplicates"):
+            evaluation_options = widgets.evaluation_options_ui()
         submitted = st.form_submit_button("🚀 Start cross-validation", type="primary")
     if submitted:
-        start(data_dir, spec.name, model_values, train_values, run_options, run_name)
+        start(data_dir, spec.name, model_values, train_values, {**run_options, **evaluation_options}, run_name)
 
 
 def start(data_dir: str, architecture: str, model_values: dict, train_values: dict, run_options: dict, run_name: str) -> None:
@@ -81,6 +83,9 @@ def start(data_dir: str, architecture: str, model_values: dict, train_values: di
             train_values,
             n_splits=run_options["n_splits"],
             random_state=run_options["random_state"],
+            operating_point=run_options["operating_point"],
+            calibration_method=run_options["calibration_method"],
+            duplicates=run_options["duplicates"],
             run_name=run_name,
         )
         run_id, attached = state.start_or_attach("cv", config)
@@ -437,12 +442,16 @@ def finished_view(run: Run, status: dict) -> None:
         st.info(f"Stopped by request; {len(run.fold_metrics())} finished fold(s) kept.", icon="⏹")
     if run_state in jobs.RESUMABLE_STATES:
         widgets.resume_button_ui(run)
-    if summary:
-        _summary_block(summary)
     fold_metrics = run.fold_metrics()
-    if not summary and fold_metrics:
+    if summary:
+        evaluation_view.honest_numbers_ui(run)
+        _summary_block(summary, has_test_evaluation=any(item.get("name") == "test" for item in run.evaluations()))
+    elif fold_metrics:
         st.markdown("**Finished folds**")
         metrics_table(fold_metrics_frame(fold_metrics))
+        if run.folds_with(MODEL_FILE):
+            with st.expander("Evaluate the finished folds on a folder"):
+                evaluation_view.evaluations_ui(run, evaluation_view.current_evaluations(run))
     progress = read_progress(state.read_events_incrementally(run))
     if progress.epoch_rows:
         with st.expander("Learning curves", expanded=not summary):
@@ -450,7 +459,7 @@ def finished_view(run: Run, status: dict) -> None:
     _downloads(run, has_models=bool(fold_metrics))
 
 
-def _summary_block(summary: dict) -> None:
+def _summary_block(summary: dict, has_test_evaluation: bool = False) -> None:
     """Draws mean ± std cards, tables, the confusion matrix, the ROC curve and test metrics."""
     mean_std = summary.get("mean_std", {})
     class_names = summary.get("class_names", [])
@@ -468,7 +477,8 @@ def _summary_block(summary: dict) -> None:
             border=True,
         )
     threshold_text = (
-        f"Decision threshold {format_number(summary.get('threshold'))} ({summary.get('threshold_method')}, chosen on out-of-fold predictions)."
+        f"Decision threshold {format_number(summary.get('threshold'))} ({summary.get('operating_point') or summary.get('threshold_method')}, "
+        f"{summary.get('probabilities', 'raw')} probabilities, chosen on out-of-fold predictions)."
         if binary
         else "Prediction: the most probable class (argmax)."
     )
@@ -479,7 +489,8 @@ def _summary_block(summary: dict) -> None:
     with folds_tab:
         metrics_table(per_fold_frame(summary))
     _out_of_fold_block(summary, class_names, binary)
-    if summary.get("test"):
+    # Runs made before evaluations existed keep their test split in the summary only.
+    if summary.get("test") and not has_test_evaluation:
         _test_block(summary["test"], summary, class_names, binary)
 
 

@@ -10,7 +10,16 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from zoidberg.config import LABEL_MODES
+from zoidberg.config import (
+    CALIBRATION_METHODS,
+    DUPLICATE_POLICIES,
+    DUPLICATE_POLICY_HELP,
+    LABEL_MODES,
+    PROBABILITY_SCALES,
+    THRESHOLD_METHOD_LABELS,
+    THRESHOLD_METHODS,
+    OperatingPointChoice,
+)
 from zoidberg.models.registry import ARCHITECTURES, TRAINING_OPTIONS, ArchitectureSpec, HyperParameter
 from zoidberg.runs import jobs
 from zoidberg.runs.kinds import get_kind
@@ -455,6 +464,45 @@ def training_options_ui(prefix: str = "train", columns: Sequence = ()) -> dict[s
         with slots[min(index // per_column, len(slots) - 1)]:
             values[option.name] = option_ui(option, key=f"{prefix}_{option.short_name}")
     return values
+
+
+def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
+    """Draws how a run will choose its threshold, calibrate, and treat duplicate images.
+
+    Returns:
+        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates"}.
+
+    Raises:
+        ValueError: Never for the widgets' own ranges; the choice validates itself.
+    """
+    first, second, third = st.columns(3)
+    with first:
+        method = st.selectbox("Threshold method", THRESHOLD_METHODS, format_func=THRESHOLD_METHOD_LABELS.get,
+                              key=f"{prefix}_threshold_method", persist_state=PERSIST,
+                              help="Fitted on the out-of-fold predictions; it can be changed after training, on the run.")
+        target = st.number_input("Target sensitivity or specificity", 0.5, 0.999, 0.95, 0.01, format="%.3f",
+                                 key=f"{prefix}_threshold_target", persist_state=PERSIST)
+        cost_ratio = st.number_input("Cost ratio (missed pneumonia : false alarm)", 0.01, 100.0, 1.0, 0.5,
+                                     key=f"{prefix}_cost_ratio", persist_state=PERSIST)
+    with second:
+        stated = st.checkbox("State the expected prevalence", value=False, key=f"{prefix}_prevalence_stated", persist_state=PERSIST,
+                             help="The share of pneumonia where the model will be used; PPV, NPV and the cost method follow from it.")
+        prevalence = st.slider("Expected prevalence", 0.01, 0.99, 0.3, 0.01, format="%.2f", key=f"{prefix}_prevalence", persist_state=PERSIST)
+        probabilities = st.radio("Probabilities", PROBABILITY_SCALES, horizontal=True, key=f"{prefix}_probabilities", persist_state=PERSIST,
+                                 help="calibrated: recalibrated on the out-of-fold predictions before thresholding.")
+    with third:
+        calibration_method = st.selectbox("Calibration", CALIBRATION_METHODS, key=f"{prefix}_calibration", persist_state=PERSIST,
+                                          help="temperature: one number that cools over-confident outputs; platt: a logistic fit (binary runs).")
+        duplicates = st.selectbox("Duplicate images", DUPLICATE_POLICIES, key=f"{prefix}_duplicates", persist_state=PERSIST,
+                                  help=DUPLICATE_POLICY_HELP)
+    choice = OperatingPointChoice(
+        method,
+        target=float(target) if method.startswith("target-") else None,
+        cost_ratio=float(cost_ratio),
+        prevalence=float(prevalence) if stated else None,
+        probabilities=probabilities,
+    )
+    return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates}
 
 
 def run_name_ui(prefix: str = "train") -> str:

@@ -164,3 +164,14 @@ def test_operating_point_reports_its_fold_wise_spread_and_predictive_values():
 def test_operating_point_choices_are_validated_with_what_to_change(changes, message):
     with pytest.raises(ValueError, match=message):
         OperatingPointChoice(**changes)
+
+
+def test_rank_auc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from zoidberg.evaluation.statistics import rank_auc
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) + labels * 0.3, 1)  # Rounded: many ties.
+    assert rank_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))

@@ -299,9 +299,9 @@ class Ensemble:
             from zoidberg.config import ModelConfig, from_mapping
 
             self._predict = FrozenForward(self.models, from_mapping(ModelConfig, self.run.config["model"]), len(self.class_names))
-            self._predict.warm_up()
         else:
-            self._predict = make_fast_predictor(self.models)
+            # Traced on the first call: an evaluation from cached features never needs it.
+            self._predict = make_fast_predictor(self.models, warm_up=False)
 
     @property
     def is_binary(self) -> bool:

@@ -6,16 +6,31 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import roc_auc_score
 
 BOOTSTRAP_REPLICATES = 2000
+
+
+def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC from ranks (the Mann-Whitney statistic), equal to sklearn's roc_auc_score, ties counted half.
+
+    About a hundred times cheaper per call than roc_auc_score on a few hundred images,
+    which a 2,000-replicate bootstrap notices.
+    """
+    labels = np.asarray(labels)
+    positives = labels == 1
+    m = int(positives.sum())
+    n = len(labels) - m
+    if m == 0 or n == 0:
+        raise ValueError("AUC needs both classes.")
+    ranks = stats.rankdata(scores)
+    return float((ranks[positives].sum() - m * (m + 1) / 2) / (m * n))
 
 
 def bootstrap_interval(
     labels: np.ndarray,
     scores: np.ndarray,
     groups: np.ndarray,
-    statistic: Callable[[np.ndarray, np.ndarray], float] = roc_auc_score,
+    statistic: Callable[[np.ndarray, np.ndarray], float] = rank_auc,
     *,
     n_replicates: int = BOOTSTRAP_REPLICATES,
     confidence: float = 0.95,
@@ -31,7 +46,7 @@ def bootstrap_interval(
         labels: 0/1 labels, one per image.
         scores: Scores or probabilities, one per image.
         groups: Patient ids, one per image.
-        statistic: `statistic(labels, scores) -> float` (ROC AUC by default).
+        statistic: `statistic(labels, scores) -> float` (ROC AUC by default, from ranks).
         n_replicates: Bootstrap replicates.
         confidence: Interval coverage.
         random_state: Seed, so that the interval is reproducible.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from zoidberg import compare
 from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 from zoidberg.predict import decide
+from zoidberg.runs.store import RunStore
 from zoidberg.ui import predict_view as pv
 
 try:
@@ -341,3 +344,72 @@ def test_models_are_loaded_only_from_inside_the_runs_folder(trained, tmp_path):
         load_ensemble(copy.id, runs_dir=trained.dir)
     with pytest.raises(ValueError, match="not a run id"):
         load_ensemble("../" + source.id, runs_dir=trained.dir)
+
+
+# ----------------------------------------------------------------------------- evaluations on new data
+
+
+@pytest.fixture
+def evaluated_runs(trained, demo_dir, tmp_path, monkeypatch):
+    """A private copy of the trained runs; baseline and variant evaluated on the demo test split."""
+    from zoidberg.evaluation.external import evaluate_run
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(trained.dir, runs_dir)
+    store = RunStore(runs_dir)
+    for name in ("baseline", "variant"):
+        evaluate_run(store.get(trained.ids[name]), demo_dir, split="test", name="demo-test")
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(runs_dir))
+    return SimpleNamespace(store=store, ids=trained.ids)
+
+
+def test_run_view_shows_the_gap_and_changes_the_operating_point(evaluated_runs, demo_dir):
+    run_id = evaluated_runs.ids["baseline"]
+    app = open_app(demo_dir, "pages/train.py")
+    next(item for item in app.selectbox if item.label == "Run").set_value(run_id).run()
+    assert_no_exception(app)
+    gap = next(frame.value for frame in app.dataframe if "cross-validation (mean ± std)" in frame.value.columns)
+    assert "demo-test" in gap.columns and list(gap["metric"])[:4] == ["AUC", "Accuracy", "Sensitivity", "Specificity"]
+    assert "Evaluation demo-test" in texts(app.markdown)
+    assert {"Evaluations", "Operating point", "Calibration", "Decision curve", "Score distributions"} <= {tab.label for tab in app.tabs}
+    app.selectbox(key=f"op_method_{run_id}").set_value("target-specificity")
+    app.number_input(key=f"op_target_{run_id}").set_value(0.9)
+    app.radio(key=f"op_scale_{run_id}").set_value("calibrated")
+    next(button for button in app.button if button.label == "Use this operating point").click().run()
+    assert_no_exception(app)
+    point = evaluated_runs.store.get(run_id).read_json("operating_point.json")
+    assert point["choice"]["method"] == "target-specificity" and point["choice"]["probabilities"] == "calibrated"
+    assert "specificity ≥ 90%" in texts(app.caption)
+
+
+def test_compare_on_a_shared_evaluation_runs_delong_and_mcnemar(evaluated_runs):
+    app = open_app(page="pages/compare.py")
+    app.multiselect(key="compare_runs").set_value([evaluated_runs.ids["baseline"], evaluated_runs.ids["variant"]]).run()
+    app.radio(key="compare_basis").set_value("demo-test").run()
+    assert_no_exception(app)
+    verdicts = texts(app.info)
+    assert "DeLong p =" in verdicts and "McNemar p =" in verdicts
+    table = app.dataframe[0].value
+    assert list(table.columns) == ["baseline", "variant"] and "AUC" in table.index
+    assert plotly_count(app) >= 2
+
+
+def test_an_evaluation_started_from_the_page_runs_in_the_background(evaluated_runs, demo_dir):
+    from zoidberg.runs import jobs
+
+    run_id = evaluated_runs.ids["variant"]
+    app = open_app(demo_dir, "pages/train.py")
+    next(item for item in app.selectbox if item.label == "Run").set_value(run_id).run()
+    app.text_input(key=f"evaluate_folder_{run_id}").set_value(str(demo_dir)).run()
+    name_input = next(item for item in app.text_input if item.label == "Name")
+    assert name_input.value == f"{demo_dir.name}-test"
+    next(button for button in app.button if "Evaluate" in button.label).click().run()
+    assert_no_exception(app)
+    run = evaluated_runs.store.get(run_id)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and (jobs.evaluation_job_state(run, name_input.value) or {}).get("state") == "running":
+        time.sleep(1)
+    assert jobs.evaluation_job_state(run, name_input.value)["state"] == "completed"
+    app.text_input(key=f"evaluate_folder_{run_id}").set_value("/no/such/folder").run()
+    next(button for button in app.button if "Evaluate" in button.label).click().run()
+    assert "does not exist" in texts(app.error)

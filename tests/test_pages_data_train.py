@@ -334,3 +334,16 @@ def test_failed_run_shows_its_error_and_a_resume_button(demo_dir, runs_dir):
     app = open_app(demo_dir, "pages/train.py")
     assert "Data folder /nowhere does not exist" in texts(app.error)
     assert app.button(key=f"resume_{run.id}")
+
+
+def test_data_page_lists_duplicates_that_cross_patients(demo_dir, tmp_path):
+    data = tmp_path / "with-copies"
+    shutil.copytree(demo_dir, data)
+    source = sorted((data / "train" / "NORMAL").glob("IM-*.jpeg"))[0]
+    shutil.copy(source, data / "train" / "NORMAL" / "IM-9999-0001.jpeg")
+    app = open_app(data)
+    assert "1 group(s) of byte-identical files" in texts(app.warning) and "1 cross patients" in texts(app.warning)
+    duplicates = next(frame.value for frame in app.dataframe if "across patients" in frame.value.columns)
+    assert list(duplicates["across patients"]) == ["yes"]
+    clean = open_app(demo_dir)
+    assert "No duplicate images" in texts(clean.success)

@@ -50,7 +50,7 @@ def test_default_space_comes_from_the_registry_and_fits_the_image_size():
     dimensions = {dimension.name: dimension for dimension in resolve_search_space("cnn", {}, 32)}
     assert set(dimensions) == {
         "conv_blocks", "base_filters", "kernel_size", "dense_units", "dropout_rate", "batch_norm",
-        "learning_rate", "batch_size", "augmentation", "label_smoothing",
+        "learning_rate", "batch_size", "augmentation", "augmentation_policy", "lr_schedule", "label_smoothing",
     }
     # Four blocks of 3x3 need 46 px, so 32 px stops at three.
     assert dimensions["conv_blocks"].tuned and dimensions["conv_blocks"].max_value == 3
@@ -58,6 +58,8 @@ def test_default_space_comes_from_the_registry_and_fits_the_image_size():
     assert not dimensions["kernel_size"].tuned and dimensions["kernel_size"].value == 3
     assert dimensions["augmentation"].choices == (False, True)
     assert not dimensions["label_smoothing"].tuned and dimensions["label_smoothing"].value == 0.0
+    assert not dimensions["augmentation_policy"].tuned and dimensions["augmentation_policy"].value == "light"
+    assert dimensions["lr_schedule"].choices == ("constant", "cosine")
     mobilenet = {dimension.name: dimension for dimension in resolve_search_space("mobilenetv2", {}, 64)}
     assert mobilenet["alpha"].tuned and 0.35 in mobilenet["alpha"].choices
     assert not mobilenet["weights"].tuned and mobilenet["weights"].value is None

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from zoidberg.models.registry import ARCHITECTURES, TRAINING_OPTIONS, TRANSFER_MODES
+from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS, TRANSFER_MODES, preprocessing_option
 
 LABEL_MODES = ("binary", "three-class")
 CALIBRATION_METHODS = ("temperature", "platt")
@@ -106,11 +106,15 @@ class DataConfig:
         label_mode: "binary" (normal vs pneumonia) or "three-class"
             (normal / bacterial / viral, from file names).
         image_size: Side of the square grayscale input, in pixels.
+        resize: How images become squares (the registry's PREPROCESSING_OPTIONS).
+        enhance: The contrast enhancement applied after resizing.
     """
 
     data_dir: str
     label_mode: str = "binary"
     image_size: int = 128
+    resize: str = preprocessing_option("resize").default
+    enhance: str = preprocessing_option("enhance").default
 
     def __post_init__(self):
         require(bool(str(self.data_dir).strip()), "Choose a data folder: data_dir is empty.")
@@ -122,6 +126,12 @@ class DataConfig:
             isinstance(self.image_size, int) and 16 <= self.image_size <= 512,
             f"image_size must be a whole number of pixels from 16 to 512, not {self.image_size!r}.",
         )
+        for option in PREPROCESSING_OPTIONS:
+            option.check(getattr(self, option.name))
+
+    def loader_options(self) -> dict:
+        """The keyword arguments of zoidberg.data.dataset.load_dataset for this data (all but the folder)."""
+        return {"label_mode": self.label_mode, "image_size": self.image_size, "resize": self.resize, "enhance": self.enhance}
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,8 @@ class RunConfig:
     operating_point: OperatingPointChoice = field(default_factory=OperatingPointChoice)
     calibration_method: str = "temperature"
     duplicates: str = "group"
+    tta: bool = False
+    preset: str | None = None
     run_name: str = ""
     source_tuning_run: str | None = None
 
@@ -229,6 +241,7 @@ class RunConfig:
             self.duplicates in DUPLICATE_POLICIES,
             f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not {self.duplicates!r}.",
         )
+        require(isinstance(self.tta, bool), f"tta must be true or false, not {self.tta!r}.")
         require(
             bool(RUN_NAME_PATTERN.match(self.run_name)),
             RUN_NAME_RULE,
@@ -268,7 +281,7 @@ class RunConfig:
             operating_point=OperatingPointChoice.from_dict(choice),
             **{
                 key: payload[key]
-                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "run_name", "source_tuning_run")
+                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "preset", "run_name", "source_tuning_run")
                 if key in payload
             },
         )
@@ -285,13 +298,14 @@ def replace_fields(config, **changes):
     return dataclasses.replace(config, **changes)
 
 
-def make_data_config(data_dir: str, label_mode: str = "binary", image_size: int = 128) -> DataConfig:
+def make_data_config(data_dir: str, label_mode: str = "binary", image_size: int = 128, **preprocessing) -> DataConfig:
     """Builds a DataConfig with the folder as an absolute path (as the CLI and both forms do).
 
     Args:
         data_dir: The folder as typed; a blank one stays blank so that validation says so.
         label_mode: "binary" or "three-class".
         image_size: Side of the square grayscale input.
+        **preprocessing: resize and enhance (the registry's PREPROCESSING_OPTIONS).
 
     Returns:
         The validated DataConfig.
@@ -299,7 +313,7 @@ def make_data_config(data_dir: str, label_mode: str = "binary", image_size: int 
     from pathlib import Path
 
     folder = str(Path(str(data_dir).strip()).expanduser().resolve()) if str(data_dir).strip() else ""
-    return DataConfig(data_dir=folder, label_mode=label_mode, image_size=image_size)
+    return DataConfig(data_dir=folder, label_mode=label_mode, image_size=image_size, **preprocessing)
 
 
 def make_run_config(

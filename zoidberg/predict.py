@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoidberg.data.imaging import decode_grayscale, resize_square
+from zoidberg.data.imaging import decode_grayscale, prepare_image, resize_square
 from zoidberg.evaluation.calibration import Calibration
 from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_FILE, OPERATING_POINT_FILE, Run, RunStore
 
@@ -291,6 +291,7 @@ class Ensemble:
     calibration: Calibration | None = None
     scale: str = "raw"
     operating_point: dict | None = None
+    tta: bool = False
 
     def __post_init__(self):
         self._gradcam = None
@@ -308,48 +309,72 @@ class Ensemble:
         """Whether the run is normal vs pneumonia."""
         return len(self.class_names) == 2
 
+    def resized(self, gray: np.ndarray) -> np.ndarray:
+        """The S×S uint8 image, resized (stretched or padded) as the run trained, not yet enhanced.
+
+        Enhancement is idempotent on nothing, so callers keep this image (for Grad-CAM, say)
+        and hand it to probabilities(), which enhances it once.
+        """
+        return resize_square(gray, self.image_size, (self.run.config.get("data") or {}).get("resize", "stretch"))
+
+    def model_input(self, gray: np.ndarray) -> np.ndarray:
+        """The S×S uint8 image the models see: resized and enhanced as the run trained."""
+        data = self.run.config.get("data") or {}
+        return prepare_image(gray, self.image_size, resize=data.get("resize", "stretch"), enhance=data.get("enhance", "none"))
+
     def prepare(self, gray: np.ndarray) -> np.ndarray:
-        """Resizes a decoded grayscale image into a (1, S, S, 1) float batch in [0, 1]."""
-        resized = resize_square(gray, self.image_size)
-        return (resized.astype(np.float32) / 255.0)[None, :, :, None]
+        """Prepares a decoded grayscale image as a (1, S, S, 1) float batch in [0, 1]."""
+        return (self.model_input(gray).astype(np.float32) / 255.0)[None, :, :, None]
 
     def _prediction(self, per_fold: np.ndarray) -> Prediction:
         """Wraps (folds, classes) raw probabilities with their calibrated twins."""
         calibrated = None if self.calibration is None else self.calibration.apply(per_fold)
         return Prediction(self.class_names, per_fold, calibrated)
 
-    def probabilities(self, gray: np.ndarray) -> Prediction:
+    def _forward(self, batch: np.ndarray, tta: bool) -> np.ndarray:
+        """(folds, N, output) of a float (N, S, S, 1) batch, averaged over the TTA variants when asked."""
+        if not tta:
+            return np.asarray(self._predict(batch))
+        from zoidberg.training.pipeline import tta_variants
+
+        return np.mean([np.asarray(self._predict(np.asarray(variant))) for variant in tta_variants(batch)], axis=0)
+
+    def probabilities(self, gray: np.ndarray, *, tta: bool | None = None) -> Prediction:
         """Runs every fold model on one decoded image.
 
         Args:
             gray: 2-D uint8 image of any size.
+            tta: Average over the test-time variants (default: the run's setting).
 
         Returns:
             The threshold-free prediction, raw and (when the run has a calibration) calibrated.
         """
         from zoidberg.training.pipeline import as_class_probabilities
 
-        outputs = np.asarray(self._predict(self.prepare(gray)))  # (folds, 1, out)
+        outputs = self._forward(self.prepare(gray), self.tta if tta is None else tta)  # (folds, 1, out)
         per_fold = np.stack([as_class_probabilities(fold_output)[0] for fold_output in outputs])
         return self._prediction(per_fold)
 
-    def score_images(self, images: np.ndarray, *, batch_size: int = SCORING_BATCH_SIZE, progress=None) -> np.ndarray:
+    def score_images(self, images: np.ndarray, *, batch_size: int = SCORING_BATCH_SIZE, progress=None, tta: bool | None = None) -> np.ndarray:
         """Raw class probabilities of every fold model for many uint8 images at the run's size.
 
         Args:
-            images: (N, S, S) uint8 images, already resized to the run's size.
+            images: (N, S, S) uint8 images, already prepared at the run's size.
             batch_size: Images per forward pass.
             progress: Called as progress(done, total) after every batch.
+            tta: Average over the test-time variants (default: the run's setting); four
+                forward passes per image.
 
         Returns:
             (folds, N, classes) probabilities.
         """
         from zoidberg.training.pipeline import as_class_probabilities
 
+        tta = self.tta if tta is None else tta
         outputs = []
         for start in range(0, len(images), batch_size):
             batch = np.asarray(images[start : start + batch_size], dtype=np.float32)[..., None] / 255.0
-            outputs.append(np.asarray(self._predict(batch)))
+            outputs.append(self._forward(batch, tta))
             if progress:
                 progress(min(start + batch_size, len(images)), len(images))
         if not outputs:
@@ -357,13 +382,17 @@ class Ensemble:
         stacked = np.concatenate(outputs, axis=1)
         return np.stack([as_class_probabilities(fold_outputs) for fold_outputs in stacked])
 
-    def score_dataset(self, dataset, rows: np.ndarray, *, progress=None) -> np.ndarray:
+    def score_dataset(self, dataset, rows: np.ndarray, *, progress=None, tta: bool | None = None) -> np.ndarray:
         """Raw class probabilities (folds, len(rows), classes) of dataset rows.
 
         A frozen-backbone run reads the backbone's features from the feature cache (computing
-        and caching them once per dataset), so that only the small heads run per fold.
+        and caching them once per dataset), so that only the small heads run per fold; with
+        test-time augmentation every variant needs the backbone, so the cache is not used.
         """
         rows = np.asarray(rows)
+        tta = self.tta if tta is None else tta
+        if tta:
+            return self.score_images(dataset.images[rows], progress=progress, tta=True)
         if self.frozen:
             features = self._dataset_features(dataset, progress)
             if features is not None:
@@ -474,6 +503,7 @@ def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble:
         calibration=calibration,
         scale=scale if calibration is not None else "raw",
         operating_point=operating,
+        tta=bool(config.get("tta", False)),
     )
 
 

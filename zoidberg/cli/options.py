@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from zoidberg.config import LABEL_MODES, PROBABILITY_SCALES, THRESHOLD_METHODS, ModelConfig, OperatingPointChoice
-from zoidberg.models.registry import TRAINING_OPTIONS, HyperParameter
+from zoidberg.models.registry import PREPROCESSING_OPTIONS, TRAINING_OPTIONS, HyperParameter
 
 EXIT_USAGE = 2
 
@@ -85,6 +85,13 @@ def add_data_options(parser: argparse.ArgumentParser, *, with_size: bool = True)
     parser.add_argument("--label-mode", choices=LABEL_MODES, default="binary", help="binary: normal vs pneumonia; three-class: normal / bacterial / viral from file names.")
     if with_size:
         parser.add_argument("--image-size", type=int, default=128, help="Square grayscale input size in pixels (default 128).")
+        for option in PREPROCESSING_OPTIONS:
+            add_option(parser, option)
+
+
+def preprocessing_from_args(args) -> dict:
+    """{resize, enhance} of the --resize and --enhance flags."""
+    return {option.name: getattr(args, option.name) for option in PREPROCESSING_OPTIONS}
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Adds --arch and one option per ModelConfig hyperparameter."""

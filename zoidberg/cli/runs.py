@@ -19,6 +19,7 @@ from zoidberg.cli.options import (
     choice_from_args,
     fmt,
     fmt4,
+    preprocessing_from_args,
     short,
 )
 from zoidberg.config import (
@@ -134,7 +135,7 @@ def tune_config_from_args(args: argparse.Namespace):
     from zoidberg.tuning.config import FIXED_TRAINING_OPTIONS, TuneConfig
 
     return TuneConfig(
-        data=make_data_config(args.data, args.label_mode, args.image_size),
+        data=make_data_config(args.data, args.label_mode, args.image_size, **preprocessing_from_args(args)),
         architecture=args.arch,
         search_space=_search_space_arg(args.space),
         algorithm=args.algorithm,
@@ -173,7 +174,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         label_mode = args.label_mode or tuning.data.label_mode
         image_size = tuning.data.image_size if args.image_size is None else args.image_size
     return RunConfig(
-        data=make_data_config(args.data, label_mode, image_size),
+        data=make_data_config(args.data, label_mode, image_size, **preprocessing_from_args(args)),
         model=model,
         train=train,
         n_splits=args.folds,

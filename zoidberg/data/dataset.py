@@ -87,6 +87,8 @@ class Dataset:
     fingerprint: str = ""
     synthetic: bool = False
     from_cache: bool = False
+    resize: str = "stretch"
+    enhance: str = "none"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -303,6 +305,8 @@ def load_dataset(
     progress: ProgressCallback | None = None,
     max_workers: int | None = None,
     purpose: str = "training",
+    resize: str = "stretch",
+    enhance: str = "none",
 ) -> Dataset:
     """Loads a dataset folder as uint8 arrays, from the disk cache when it is current.
 
@@ -318,6 +322,8 @@ def load_dataset(
         progress: Called as progress(done, total) while decoding.
         max_workers: Decoding threads (Pillow releases the GIL while decoding).
         purpose: "training" (both classes needed) or "evaluation" (one class is allowed).
+        resize: "stretch" or "pad" (zoidberg.data.imaging.resize_square).
+        enhance: "none", "equalize" or "clahe", applied after resizing.
 
     Returns:
         The Dataset.
@@ -330,15 +336,18 @@ def load_dataset(
     records = scan_dataset(root)
     _check_label_mode(records, label_mode, root, purpose)
     fingerprint = fingerprint_records(records)
-    cache_path = Path(cache_dir or default_cache_dir()) / f"images-{fingerprint}-{image_size}px-v{CACHE_FORMAT_VERSION}"
+    # The default preprocessing keeps the cache names of earlier versions, so their caches stay valid.
+    preprocessing = "" if (resize, enhance) == ("stretch", "none") else f"-{resize}-{enhance}"
+    cache_path = Path(cache_dir or default_cache_dir()) / f"images-{fingerprint}-{image_size}px{preprocessing}-v{CACHE_FORMAT_VERSION}"
     decoded = _read_cache(cache_path, records) if use_cache else None
     from_cache = decoded is not None
     if decoded is None:
-        decoded = _decode_records(root, records, image_size, progress, max_workers)
+        decoded = _decode_records(root, records, image_size, progress, max_workers, resize, enhance)
         if use_cache:
             _write_cache(cache_path, records, *decoded)
     images, ok_mask, reasons = decoded
     dataset = _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
+    dataset.resize, dataset.enhance = resize, enhance
     _check_decoded(dataset, purpose)
     dataset.skipped += unknown_folders(root)
     return dataset
@@ -350,6 +359,8 @@ def _decode_records(
     image_size: int,
     progress: ProgressCallback | None,
     max_workers: int | None,
+    resize: str = "stretch",
+    enhance: str = "none",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decodes every record; returns images, a success mask and failure reasons."""
     # Aligned so that training can hand the array to TensorFlow without copying it.
@@ -360,7 +371,7 @@ def _decode_records(
 
     def decode(index: int) -> None:
         try:
-            images[index] = load_image(root / records[index].path, image_size)
+            images[index] = load_image(root / records[index].path, image_size, resize=resize, enhance=enhance)
             ok_mask[index] = True
         except ImageDecodeError as error:
             reasons[index] = str(error)

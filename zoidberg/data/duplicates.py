@@ -269,7 +269,8 @@ def load_or_find_duplicates(dataset, *, cache_dir: str | os.PathLike | None = No
 
     from zoidberg.data.dataset import default_cache_dir
 
-    key = f"duplicates-{dataset.fingerprint}-{dataset.image_size}px-{near_bits}bits-v{AUDIT_FORMAT_VERSION}.json"
+    preprocessing = "" if (dataset.resize, dataset.enhance) == ("stretch", "none") else f"-{dataset.resize}-{dataset.enhance}"
+    key = f"duplicates-{dataset.fingerprint}-{dataset.image_size}px{preprocessing}-{near_bits}bits-v{AUDIT_FORMAT_VERSION}.json"
     path = Path(cache_dir or default_cache_dir()) / key
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))

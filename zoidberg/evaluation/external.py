@@ -331,13 +331,15 @@ def evaluate_run(
     from zoidberg.predict import load_ensemble
 
     say = report or (lambda message: None)
+    from zoidberg.config import DataConfig, from_mapping
+
     config = run.config
-    data = config.get("data") or {}
-    label_mode, image_size = data.get("label_mode", "binary"), int(data.get("image_size", 128))
+    # The run's own size, label mode and preprocessing: images are prepared as in training.
+    data = from_mapping(DataConfig, config.get("data") or {})
     start = time.perf_counter()
     if dataset is None:
-        say(f"Loading {data_dir} at {image_size} px ({label_mode}) ...")
-        dataset = load_dataset(data_dir, label_mode=label_mode, image_size=image_size, purpose="evaluation")
+        say(f"Loading {data_dir} at {data.image_size} px ({data.label_mode}) ...")
+        dataset = load_dataset(data_dir, **data.loader_options(), purpose="evaluation")
     rows, split = evaluation_rows(dataset, split)
     if len(rows) == 0:
         raise ValueError(f"{dataset.root} has no readable images to evaluate in its {split} split.")

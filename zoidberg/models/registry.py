@@ -366,11 +366,52 @@ TRAINING_OPTIONS: tuple[HyperParameter, ...] = (
         tuned=True,
     ),
     HyperParameter(
+        "augmentation_policy", "choice", "light", choices=("light", "acquisition"), label="Augmentation policy",
+        help="What augmentation does when on: light (small rotations, zooms, shifts, contrast); acquisition (as light "
+        "plus random crops, brightness, contrast and gamma, slight blur and noise: the ways films differ between "
+        "machines and hospitals).",
+    ),
+    HyperParameter(
+        "lr_schedule", "choice", "constant", choices=("constant", "cosine"), label="Learning-rate schedule",
+        help="constant; cosine: decays from the learning rate towards zero over the epochs (each phase of fine-tuning).",
+    ),
+    HyperParameter(
         "label_smoothing", "float", 0.0, min_value=0.0, max_value=0.3, step=0.05,
         help="Moves the 0/1 training targets this far towards the other classes, so the model is less "
         "over-confident on new X-rays; 0 turns it off.",
     ),
 )
+
+
+# ---------------------------------------------------------------------------------------
+# Image preprocessing: one entry per DataConfig field besides the folder, label mode and size.
+# Applied identically when training, predicting and evaluating (zoidberg.data.imaging).
+# ---------------------------------------------------------------------------------------
+
+PREPROCESSING_OPTIONS: tuple[HyperParameter, ...] = (
+    HyperParameter(
+        "resize", "choice", "stretch", choices=("stretch", "pad"), tunable=False, label="Resize",
+        help="stretch: squeeze every image into the square (as the Kaggle 224-px copy was made); pad: keep the "
+        "aspect ratio and fill the rest with black.",
+    ),
+    HyperParameter(
+        "enhance", "choice", "none", choices=("none", "equalize", "clahe"), tunable=False, label="Contrast",
+        help="none; equalize: global histogram equalization; clahe: contrast-limited adaptive equalization, which "
+        "evens out exposure differences between machines. Applied after resizing, the same for every file.",
+    ),
+)
+
+
+def preprocessing_option(name: str) -> HyperParameter:
+    """Returns the preprocessing option called `name`.
+
+    Raises:
+        KeyError: No such option.
+    """
+    for option in PREPROCESSING_OPTIONS:
+        if option.name == name:
+            return option
+    raise KeyError(name)
 
 
 def training_option(name: str) -> HyperParameter:

@@ -61,7 +61,7 @@ def prepare_run(config: RunConfig, dataset: Dataset | None = None) -> dict:
 
     check_model_config(config.model, config.data.image_size, check_weights=True)
     if dataset is None:
-        dataset = load_dataset(config.data.data_dir, label_mode=config.data.label_mode, image_size=config.data.image_size)
+        dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
     check_run_config(config, dataset)
     return config_payload(config, data_fingerprint=dataset.fingerprint, versions=package_versions())
 
@@ -188,13 +188,14 @@ def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of:
 
 
 def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.ndarray, say: Reporter):
-    """Returns a FrozenBackbone with the pooled images' cached features in frozen mode, else None.
+    """Returns a FrozenBackbone with the pooled images' cached features in frozen and fine-tune modes, else None.
 
     Frozen-backbone folds train only the head on these features, so the backbone runs
-    once per image (and not at all when the disk cache already holds them).
+    once per image (and not at all when the disk cache already holds them). Fine-tune folds
+    warm their head up on them, then train the top backbone layers on the images.
     """
     finished = all(run.read_fold_json(fold) for fold in range(1, config.n_splits + 1))
-    if config.model.transfer_mode != "frozen" or finished:
+    if config.model.transfer_mode not in ("frozen", "fine-tune") or finished:
         return None
     from zoidberg.training.features import (
         AUGMENTATION_IGNORED,
@@ -203,7 +204,7 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
         load_or_compute_features,
     )
 
-    if config.train.augmentation:
+    if config.train.augmentation and config.model.transfer_mode == "frozen":
         run.append_event(events.WARNING, message=AUGMENTATION_IGNORED)
         say(AUGMENTATION_IGNORED)
 
@@ -219,7 +220,8 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     features = load_or_compute_features(dataset, config.model, config.data.image_size, progress=progress)
     seconds = time.perf_counter() - start
     run.append_event(events.FEATURES_READY, n_images=len(features), dimension=int(features.shape[1]), seconds=seconds)
-    say(f"Frozen backbone: {features.shape[1]} features per image ready in {seconds:.1f} s; training heads only.")
+    then = "training heads only" if config.model.transfer_mode == "frozen" else "heads warm up on them, then the top layers fine-tune on the images"
+    say(f"Backbone features: {features.shape[1]} per image ready in {seconds:.1f} s; {then}.")
     return FrozenBackbone(config.model, config.data.image_size, dataset.num_classes, features[indices])
 
 
@@ -241,7 +243,9 @@ def _train_fold(
     callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
     start = time.perf_counter()
     random_state = config.random_state + fold_number
-    if frozen is None:
+    if frozen is not None and config.model.transfer_mode == "fine-tune":
+        model, history = _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callback, random_state, dataset.num_classes)
+    elif frozen is None:
         model, history = train_model(
             config.model,
             config.train,
@@ -261,11 +265,12 @@ def _train_fold(
     train_seconds = time.perf_counter() - start
     if callback.stopped_by_request:
         raise RunStopped()
-    if frozen is None:
-        probabilities = predict_probabilities(model, image_tensor, validation_part)
-    else:
-        probabilities = frozen.probabilities(head, validation_part)
+    if config.model.transfer_mode == "frozen" and frozen is not None:
         model = frozen.full_model(head)
+        # Test-time augmentation needs the backbone on every variant, so it scores with the full model.
+        probabilities = predict_probabilities(model, image_tensor, validation_part, tta=True) if config.tta else frozen.probabilities(head, validation_part)
+    else:
+        probabilities = predict_probabilities(model, image_tensor, validation_part, tta=config.tta)
     fold_metrics = metrics.evaluate_predictions(labels[validation_part], probabilities, dataset.class_names, 0.5)
     fold_dir = run.fold_dir(fold_number)
     write_atomically(fold_dir / MODEL_FILE, model.save)
@@ -294,6 +299,36 @@ def _train_fold(
         + (" at threshold 0.5 (provisional)" if dataset.num_classes == 2 else "")
         + f", {train_seconds:.1f} s"
     )
+
+
+def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callback, random_state, num_classes):
+    """Fine-tunes one fold: the head's warm-up on cached features, then the top layers on the images.
+
+    The warm-up half of the epochs costs a head's training instead of full forward passes;
+    fit_model then unfreezes the top fine_tune_layers and goes on at a tenth of the
+    learning rate, with augmentation, as a fine-tune fold always does.
+
+    Returns:
+        The trained full model and the history of both phases.
+    """
+    from zoidberg.training.pipeline import fit_model, make_early_stopping, make_fit_inputs
+
+    warmup = max(1, config.train.epochs // 2)
+    head, history = frozen.train_head(
+        dataclasses.replace(config.train, epochs=warmup), labels, train_part, validation_part, callbacks=[callback], random_state=random_state
+    )
+    model = frozen.fresh_model(head)
+    if callback.stopped_by_request:
+        return model, history
+    train_data, validation_data, class_weight = make_fit_inputs(
+        image_tensor, labels, train_part, validation_part, config.train, num_classes=num_classes, random_state=random_state
+    )
+    early_stopping = make_early_stopping(config.train.early_stopping_patience)
+    more = fit_model(
+        model, config.model, config.train, train_data, validation_data, num_classes=num_classes, class_weight=class_weight,
+        callbacks=[callback, *([early_stopping] if early_stopping is not None else [])], initial_epoch=warmup,
+    )
+    return model, {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
 
 
 def _load_out_of_fold(run: Run, n_samples: int, num_classes: int) -> np.ndarray:

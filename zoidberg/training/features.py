@@ -92,6 +92,8 @@ def feature_cache_key(dataset: Dataset, model_config: ModelConfig, image_size: i
         "weights_sha256": weights_digest,
         "dataset_fingerprint": dataset.fingerprint,
         "paths_sha256": paths_digest,
+        # Default preprocessing adds nothing, so that earlier caches stay valid.
+        **({"preprocessing": [dataset.resize, dataset.enhance]} if (dataset.resize, dataset.enhance) != ("stretch", "none") else {}),
         "keras": keras.__version__,
     }
 
@@ -311,7 +313,7 @@ def train_head_on_features(
     import keras
 
     from zoidberg.models.build import build_head, compile_model
-    from zoidberg.training.pipeline import balanced_class_weights, make_early_stopping
+    from zoidberg.training.pipeline import balanced_class_weights, learning_rate_schedule, make_early_stopping
 
     keras.utils.set_random_seed(random_state)
     head = build_head(model_config, int(features.shape[1]), num_classes)
@@ -322,7 +324,7 @@ def train_head_on_features(
     validation_data = make_feature_batches(features, labels, validation_indices, train_config.batch_size)
     balanced = train_config.class_weighting == "balanced"
     class_weight = balanced_class_weights(labels[train_indices], num_classes) if balanced else None
-    all_callbacks = [*callbacks]
+    all_callbacks = [*callbacks, *learning_rate_schedule(train_config, train_config.learning_rate, 0, train_config.epochs)]
     early_stopping = make_early_stopping(train_config.early_stopping_patience)
     if early_stopping is not None:
         all_callbacks.append(early_stopping)
@@ -398,6 +400,12 @@ class FrozenBackbone:
     def probabilities(self, head, indices: np.ndarray) -> np.ndarray:
         """Returns the head's class probabilities (len(indices), num_classes) for pooled rows."""
         return head_probabilities(head, self.features, indices)
+
+    def fresh_model(self, head):
+        """Returns a new full flat model with `head`'s weights, to train further (fine-tune mode)."""
+        from zoidberg.models.build import assemble_frozen_model
+
+        return assemble_frozen_model(self.model_config, self.image_size, self.num_classes, head)
 
     def full_model(self, head):
         """Returns the full flat model (backbone and `head`'s weights), ready to save.

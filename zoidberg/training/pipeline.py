@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import keras
@@ -17,21 +18,61 @@ from zoidberg.models.layers import unfreeze_top_layers
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def make_augmentation() -> keras.Sequential:
-    """Returns light X-ray augmentation: small rotation, zoom, shift and contrast, no flips.
+AUGMENTATION_POLICIES = ("light", "acquisition")
+# Acquisition policy: gamma drawn as exp(U(-r, r)) and Gaussian noise up to this sigma (on [0, 1]).
+GAMMA_RANGE = 0.35
+NOISE_SIGMA = 0.03
 
-    Flips are left out on purpose: the heart sits on the left, and a mirrored chest
-    film is not a plausible radiograph.
+
+def make_augmentation(policy: str = "light"):
+    """Returns the augmentation of training batches (float [0, 1] images), never flips.
+
+    Flips are left out on purpose: the heart sits on the left, and a mirrored chest film is
+    not a plausible radiograph.
+
+    Args:
+        policy: "light" (small rotation, zoom, shift and contrast) or "acquisition" (what
+            differs between machines and hospitals: random crops, brightness, contrast and
+            gamma, slight blur and noise, plus small rotations and shifts).
+
+    Returns:
+        A callable `augment(batch) -> batch` for the tf.data pipeline.
     """
-    return keras.Sequential(
+    if policy == "light":
+        light = keras.Sequential(
+            [
+                keras.layers.RandomRotation(0.03, fill_mode="constant"),
+                keras.layers.RandomZoom(0.08, fill_mode="constant"),
+                keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
+                keras.layers.RandomContrast(0.15),
+            ],
+            name="xray_augmentation",
+        )
+        return lambda batch: light(batch, training=True)
+    if policy != "acquisition":
+        raise ValueError(f"augmentation_policy must be one of {', '.join(AUGMENTATION_POLICIES)}, not {policy!r}.")
+    geometry = keras.Sequential(
         [
             keras.layers.RandomRotation(0.03, fill_mode="constant"),
-            keras.layers.RandomZoom(0.08, fill_mode="constant"),
-            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
-            keras.layers.RandomContrast(0.15),
+            # Zooming in by up to a quarter, then shifting: a random resized crop of 75-100 %.
+            keras.layers.RandomZoom((-0.25, 0.0), fill_mode="constant"),
+            keras.layers.RandomTranslation(0.06, 0.06, fill_mode="constant"),
+            keras.layers.RandomBrightness(0.15, value_range=(0.0, 1.0)),
+            keras.layers.RandomContrast(0.3, value_range=(0.0, 1.0)),
+            keras.layers.RandomGaussianBlur(factor=0.5, kernel_size=3, sigma=0.8, value_range=(0.0, 1.0)),
         ],
-        name="xray_augmentation",
+        name="acquisition_augmentation",
     )
+
+    def augment(batch):
+        batch = tf.clip_by_value(geometry(batch, training=True), 0.0, 1.0)
+        count = tf.shape(batch)[0]
+        gamma = tf.exp(tf.random.uniform((count, 1, 1, 1), -GAMMA_RANGE, GAMMA_RANGE))
+        batch = tf.pow(tf.maximum(batch, 1e-6), gamma)
+        sigma = tf.random.uniform((count, 1, 1, 1), 0.0, NOISE_SIGMA)
+        return batch + tf.random.normal(tf.shape(batch)) * sigma
+
+    return augment
 
 
 def as_image_tensor(images: np.ndarray | tf.Tensor) -> tf.Tensor:
@@ -92,6 +133,7 @@ def make_batches(
     shuffle: bool = False,
     augment: bool = False,
     random_state: int = 0,
+    augmentation_policy: str = "light",
 ) -> tf.data.Dataset:
     """Builds a batched dataset that gathers uint8 images by index and scales per batch.
 
@@ -104,8 +146,9 @@ def make_batches(
         indices: Which samples to use.
         batch_size: Batch size.
         shuffle: Reshuffle every epoch.
-        augment: Apply make_augmentation() to training batches.
+        augment: Apply make_augmentation(augmentation_policy) to training batches.
         random_state: Shuffle and augmentation seed.
+        augmentation_policy: "light" or "acquisition".
 
     Returns:
         A tf.data.Dataset of (float32 (B, S, S, 1) in [0, 1], labels).
@@ -123,9 +166,9 @@ def make_batches(
 
     dataset = dataset.map(gather, num_parallel_calls=AUTOTUNE)
     if augment:
-        augmentation = make_augmentation()
+        augmentation = make_augmentation(augmentation_policy)
         dataset = dataset.map(
-            lambda batch, batch_labels: (tf.clip_by_value(augmentation(batch, training=True), 0.0, 1.0), batch_labels),
+            lambda batch, batch_labels: (tf.clip_by_value(augmentation(batch), 0.0, 1.0), batch_labels),
             num_parallel_calls=AUTOTUNE,
         )
     return dataset.prefetch(AUTOTUNE)
@@ -174,6 +217,7 @@ def make_fit_inputs(
         shuffle=True,
         augment=train_config.augmentation,
         random_state=random_state,
+        augmentation_policy=train_config.augmentation_policy,
     )
     validation_data = make_batches(images, labels, validation_indices, train_config.batch_size)
     class_weight = (
@@ -277,25 +321,46 @@ def fit_model(
         The history {metric: [per-epoch values]}.
     """
     # The tf.data pipeline already shuffles; shuffle=False keeps Keras from warning about it.
-    fit_kwargs = dict(
-        validation_data=validation_data, class_weight=class_weight, callbacks=list(callbacks), verbose=verbose, shuffle=False
-    )
+    fit_kwargs = dict(validation_data=validation_data, class_weight=class_weight, verbose=verbose, shuffle=False)
+    callbacks = list(callbacks)
     epochs = train_config.epochs
     history: dict = {}
     if model_config.transfer_mode == "fine-tune":
         warmup_epochs = max(1, epochs // 2)
         if initial_epoch < warmup_epochs:
-            history = model.fit(train_data, epochs=warmup_epochs, initial_epoch=initial_epoch, **fit_kwargs).history
+            schedule = learning_rate_schedule(train_config, train_config.learning_rate, initial_epoch, warmup_epochs)
+            history = model.fit(train_data, epochs=warmup_epochs, initial_epoch=initial_epoch, callbacks=callbacks + schedule, **fit_kwargs).history
             initial_epoch = warmup_epochs
             if initial_epoch >= epochs or any(getattr(callback, "stopped_by_request", False) for callback in callbacks):
                 return _float_history(history)
         unfreeze_top_layers(model, model_config.fine_tune_layers)
         fine_tune_config = dataclasses.replace(train_config, learning_rate=train_config.learning_rate / 10)
         compile_model(model, fine_tune_config, num_classes)
+        phase_start, base_rate = warmup_epochs, fine_tune_config.learning_rate
+    else:
+        phase_start, base_rate = 0, train_config.learning_rate
     if initial_epoch < epochs:
-        more = model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, **fit_kwargs).history
+        schedule = learning_rate_schedule(train_config, base_rate, phase_start, epochs)
+        more = model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks + schedule, **fit_kwargs).history
         history = {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
     return _float_history(history)
+
+
+def learning_rate_schedule(train_config: TrainConfig, base_rate: float, first_epoch: int, last_epoch: int) -> list:
+    """The callbacks of train_config.lr_schedule over epochs [first_epoch, last_epoch): none when constant.
+
+    Cosine decay, one value per epoch: base · ½(1 + cos(π · t / T)), from the base rate at the
+    phase's first epoch towards a hundredth of it at its last.
+    """
+    if train_config.lr_schedule != "cosine":
+        return []
+    span = max(1, last_epoch - first_epoch)
+
+    def rate(epoch: int, _current: float) -> float:
+        progress = min(1.0, max(0.0, (epoch - first_epoch) / span))
+        return float(base_rate * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))))
+
+    return [keras.callbacks.LearningRateScheduler(rate)]
 
 
 def _float_history(history: dict) -> dict:
@@ -338,10 +403,31 @@ def make_probability_function(model: keras.Model):
     return infer
 
 
+# Test-time augmentation: mild variants of what the model saw, averaged; never flips.
+TTA_VARIANTS = ("identity", "zoom", "darker", "brighter")
+TTA_ZOOM = 0.9  # The central share kept by the zoom variant, resized back to the square.
+TTA_GAMMA = 0.15  # The darker and brighter variants raise [0, 1] pixels to 1 ± this.
+
+
+def tta_variants(batch: tf.Tensor) -> list[tf.Tensor]:
+    """Returns the test-time variants of a float (N, S, S, 1) batch in [0, 1], identity first.
+
+    Args:
+        batch: Images as the model takes them.
+
+    Returns:
+        One batch per name of TTA_VARIANTS.
+    """
+    size = tf.shape(batch)[1:3]
+    zoomed = tf.image.resize(tf.image.central_crop(batch, TTA_ZOOM), size, method="bilinear")
+    safe = tf.maximum(batch, 1e-6)
+    return [batch, zoomed, tf.pow(safe, 1.0 + TTA_GAMMA), tf.pow(safe, 1.0 - TTA_GAMMA)]
+
+
 def predict_probabilities(
-    model: keras.Model, images: np.ndarray | tf.Tensor, indices: np.ndarray, batch_size: int = 64
+    model: keras.Model, images: np.ndarray | tf.Tensor, indices: np.ndarray, batch_size: int = 64, *, tta: bool = False
 ) -> np.ndarray:
-    """Predicts class probabilities for `indices`.
+    """Predicts class probabilities for `indices`, optionally averaged over the TTA variants.
 
     Returns:
         float32 (len(indices), num_classes): for a binary sigmoid model the columns are
@@ -349,7 +435,13 @@ def predict_probabilities(
     """
     infer = make_probability_function(model)
     labels = np.zeros(len(images) if not isinstance(images, tf.Tensor) else images.shape[0], dtype=np.int32)
-    outputs = [infer(batch).numpy() for batch, _ in make_batches(images, labels, indices, batch_size)]
+
+    def score(batch):
+        if not tta:
+            return infer(batch).numpy()
+        return np.mean([infer(variant).numpy() for variant in tta_variants(batch)], axis=0)
+
+    outputs = [score(batch) for batch, _ in make_batches(images, labels, indices, batch_size)]
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, 1), dtype=np.float32)
     return as_class_probabilities(probabilities)
 

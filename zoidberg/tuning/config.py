@@ -244,6 +244,6 @@ def prepare_tuning(config: TuneConfig, dataset=None) -> dict:
     from zoidberg.data.dataset import load_dataset
 
     if dataset is None:
-        dataset = load_dataset(config.data.data_dir, label_mode=config.data.label_mode, image_size=config.data.image_size)
+        dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
     check_tune_config(config, dataset)
     return tune_payload(config, dataset)

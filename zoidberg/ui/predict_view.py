@@ -21,7 +21,6 @@ from zoidberg.data.imaging import (
     SNIFF_BYTES,
     ImageDecodeError,
     decode_grayscale,
-    resize_square,
     sniff_kind,
 )
 from zoidberg.predict import Decision, Prediction, decide
@@ -226,7 +225,7 @@ def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
         result.error = f"cannot read this file as an image ({type(error).__name__})"
         return result
     try:
-        result.model_input = resize_square(gray, ensemble.image_size)
+        result.model_input = ensemble.resized(gray)
         result.prediction = ensemble.probabilities(result.model_input)
     except Exception as error:  # Same: one bad image never takes the others down.
         LOGGER.exception("Prediction failed for %s", item.name)

@@ -124,23 +124,25 @@ def dataset_fingerprint(data_dir: str) -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=MAX_CACHED_DATASETS)
-def _load_dataset_resource(data_dir: str, label_mode: str, image_size: int, fingerprint: str) -> Dataset:
-    """Decodes a dataset once per (folder, label mode, size, file-list fingerprint).
+def _load_dataset_resource(data_dir: str, label_mode: str, image_size: int, fingerprint: str, resize: str, enhance: str) -> Dataset:
+    """Decodes a dataset once per (folder, label mode, size, file-list fingerprint, preprocessing).
 
     The fingerprint is part of the key so that adding, removing or editing files
     gives a fresh load instead of a stale cached one.
     """
     del fingerprint  # Only part of the cache key.
-    return load_dataset(data_dir, label_mode=label_mode, image_size=image_size)
+    return load_dataset(data_dir, label_mode=label_mode, image_size=image_size, resize=resize, enhance=enhance)
 
 
-def load_dataset_cached(data_dir: str, label_mode: str = "binary", image_size: int = 128) -> Dataset:
+def load_dataset_cached(data_dir: str, label_mode: str = "binary", image_size: int = 128, resize: str = "stretch", enhance: str = "none") -> Dataset:
     """Loads a dataset through the process-wide resource cache, with a spinner.
 
     Args:
         data_dir: Dataset root (Kaggle or flat layout).
         label_mode: "binary" or "three-class".
         image_size: Side of the square images.
+        resize: "stretch" or "pad".
+        enhance: "none", "equalize" or "clahe".
 
     Returns:
         The shared Dataset; callers must not modify its arrays.
@@ -151,7 +153,7 @@ def load_dataset_cached(data_dir: str, label_mode: str = "binary", image_size: i
     folder = str(Path(str(data_dir).strip()).expanduser().resolve())
     fingerprint = dataset_fingerprint(folder)
     with st.spinner(f"Reading images from {folder} at {image_size} px ..."):
-        return _load_dataset_resource(folder, label_mode, int(image_size), fingerprint)
+        return _load_dataset_resource(folder, label_mode, int(image_size), fingerprint, resize, enhance)
 
 
 @st.cache_resource(show_spinner=False, max_entries=MAX_CACHED_DATASETS)
@@ -221,7 +223,7 @@ def prepare_payload(kind: str, config) -> dict:
         FileNotFoundError: Pretrained weights were asked for and no local file has them
             (WeightsNotFoundError).
     """
-    dataset = load_dataset_cached(config.data.data_dir, config.data.label_mode, config.data.image_size)
+    dataset = load_dataset_cached(config.data.data_dir, **config.data.loader_options())
     return get_kind(kind).prepare(config, dataset)
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config, make_run_config
+from zoidberg.models.registry import PREPROCESSING_OPTIONS
 from zoidberg.runs import jobs
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
 from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MODEL_FILE, Run, RunNotFoundError
@@ -77,7 +78,10 @@ def start(data_dir: str, architecture: str, model_values: dict, train_values: di
     """Validates the form's values and starts (or attaches to) a run; starts nothing when invalid."""
     try:
         config = make_run_config(
-            make_data_config(data_dir, run_options["label_mode"], run_options["image_size"]),
+            make_data_config(
+                data_dir, run_options["label_mode"], run_options["image_size"],
+                **{option.name: run_options[option.name] for option in PREPROCESSING_OPTIONS},
+            ),
             architecture,
             model_values,
             train_values,

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config
+from zoidberg.models.registry import PREPROCESSING_OPTIONS
 from zoidberg.models.registry import ArchitectureSpec, HyperParameter
 from zoidberg.runs import jobs
 from zoidberg.runs.progress import Progress, format_duration, read_progress
@@ -128,6 +129,7 @@ def search_options_ui(prefix: str = "tune") -> dict[str, Any]:
             persist_state=PERSIST, help="Side of the square grayscale input; default ranges shrink to what fits.",
         )
         label_mode = widgets.label_mode_ui(f"{prefix}_label_mode")
+        preprocessing = widgets.preprocessing_ui(prefix)
         algorithm = st.selectbox(
             "Algorithm", tuning.ALGORITHMS, index=tuning.ALGORITHMS.index("bayesian"), key=f"{prefix}_algorithm",
             persist_state=PERSIST, format_func=lambda name: tuning.ALGORITHM_LABELS[name],
@@ -170,6 +172,7 @@ def search_options_ui(prefix: str = "tune") -> dict[str, Any]:
         "seed": int(seed),
         "validation_fraction": float(validation_fraction),
         "run_name": str(run_name).strip(),
+        **preprocessing,
     }
 
 
@@ -276,7 +279,9 @@ def build_tune_config(data_dir: str, architecture: str, space: dict, options: di
         ValueError: With what to change.
     """
     return tuning.TuneConfig(
-        data=make_data_config(data_dir, options["label_mode"], options["image_size"]),
+        data=make_data_config(
+            data_dir, options["label_mode"], options["image_size"], **{option.name: options[option.name] for option in PREPROCESSING_OPTIONS}
+        ),
         architecture=architecture,
         search_space=space,
         algorithm=options["algorithm"],

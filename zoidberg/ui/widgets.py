@@ -20,7 +20,7 @@ from zoidberg.config import (
     THRESHOLD_METHODS,
     OperatingPointChoice,
 )
-from zoidberg.models.registry import ARCHITECTURES, TRAINING_OPTIONS, ArchitectureSpec, HyperParameter
+from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS, ArchitectureSpec, HyperParameter
 from zoidberg.runs import jobs
 from zoidberg.runs.kinds import get_kind
 from zoidberg.runs.store import ACTIVE_STATES, Run, RunNotFoundError
@@ -444,7 +444,17 @@ def run_options_ui(prefix: str = "train") -> dict[str, Any]:
         "label_mode": label_mode,
         "n_splits": int(n_splits),
         "random_state": int(random_state),
+        **preprocessing_ui(prefix),
     }
+
+
+def preprocessing_ui(prefix: str) -> dict[str, Any]:
+    """Draws one widget per image preprocessing option of the registry (resize, contrast).
+
+    Returns:
+        {DataConfig field: value}.
+    """
+    return {option.name: option_ui(option, key=f"{prefix}_{option.short_name}") for option in PREPROCESSING_OPTIONS}
 
 
 def training_options_ui(prefix: str = "train", columns: Sequence = ()) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""Compare page: finished cross-validation runs side by side, with a corrected resampled t-test."""
+"""Compare page: finished runs and ensembles side by side, with paired tests; combine runs into an ensemble."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from zoidberg.runs.store import RunStore
+from zoidberg.runs.store import MODEL_KINDS, RunStore
 from zoidberg.ui import compare_view as view
 
 
@@ -16,7 +16,7 @@ def main() -> None:
         "confusion matrices and cost, and test whether a difference is more than fold-to-fold noise."
     )
     try:
-        runs = RunStore().list_runs(kind="cv")
+        runs = RunStore().list_runs(kind=MODEL_KINDS)
     except OSError as error:
         st.error(f"Cannot read the runs folder: {error.strerror or error}.")
         return
@@ -40,6 +40,7 @@ def main() -> None:
         st.info("Choose at least two runs to compare.")
         return
     view.label_mode_note_ui(selected)
+    view.ensemble_ui(selected)
     basis = view.comparison_basis_ui(selected)
     if basis is not None:
         view.evaluation_comparison_ui(selected, basis)

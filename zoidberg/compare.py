@@ -90,7 +90,9 @@ class RunRecord:
 
     @property
     def architecture(self) -> str:
-        """The architecture name from the config."""
+        """The architecture name from the config ("ensemble" for an ensemble run)."""
+        if "members" in self.config and "method" in self.config:
+            return "ensemble"
         return str(self.config.get("model", {}).get("architecture", "?"))
 
     @property

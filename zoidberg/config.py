@@ -287,6 +287,74 @@ class RunConfig:
         )
 
 
+ENSEMBLE_METHODS = ("mean", "stacking")
+ENSEMBLE_METHOD_HELP = (
+    "mean: the average of the members' probabilities; stacking: a logistic regression on the members' "
+    "out-of-fold probabilities (binary runs), which weighs the better member more."
+)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """An ensemble of cross-validation runs, saved as config.json of an "ensemble" run.
+
+    Attributes:
+        members: Ids of finished runs that join as they are.
+        recipes: Runs to train first, one after another in the ensemble's worker, then join
+            (a preset such as "best" is an ensemble of recipes).
+        method: One of ENSEMBLE_METHODS.
+        operating_point: How the threshold is chosen on the members' combined out-of-fold predictions.
+        calibration_method: Fitted on the same combined out-of-fold predictions.
+        preset: The preset it was made from, if any.
+        run_name: Optional name.
+    """
+
+    members: tuple[str, ...] = ()
+    recipes: tuple[RunConfig, ...] = ()
+    method: str = "mean"
+    operating_point: OperatingPointChoice = field(default_factory=OperatingPointChoice)
+    calibration_method: str = "temperature"
+    preset: str | None = None
+    run_name: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "members", tuple(str(member) for member in self.members))
+        object.__setattr__(self, "recipes", tuple(self.recipes))
+        count = len(self.members) + len(self.recipes)
+        require(count >= 2, f"An ensemble needs at least two runs, not {count}.")
+        require(len(set(self.members)) == len(self.members), "Each run can join an ensemble once: remove the repeated run.")
+        require(self.method in ENSEMBLE_METHODS, f"method must be one of {', '.join(ENSEMBLE_METHODS)}, not {self.method!r}.")
+        require(
+            self.calibration_method in CALIBRATION_METHODS,
+            f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, not {self.calibration_method!r}.",
+        )
+        folders = {recipe.data.data_dir for recipe in self.recipes}
+        require(len(folders) <= 1, "Every run an ensemble trains must use one data folder.")
+        require(bool(RUN_NAME_PATTERN.match(self.run_name)), RUN_NAME_RULE)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns a JSON-ready dict."""
+        return {
+            "members": list(self.members),
+            "recipes": [recipe.to_dict() for recipe in self.recipes],
+            "method": self.method,
+            "operating_point": self.operating_point.to_dict(),
+            "calibration_method": self.calibration_method,
+            "preset": self.preset,
+            "run_name": self.run_name,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> "EnsembleConfig":
+        """Builds a validated config from config.json, ignoring unknown keys."""
+        return cls(
+            members=tuple(payload.get("members") or ()),
+            recipes=tuple(RunConfig.from_dict(recipe) for recipe in payload.get("recipes") or ()),
+            operating_point=OperatingPointChoice.from_dict(payload.get("operating_point") or {}),
+            **{key: payload[key] for key in ("method", "calibration_method", "preset", "run_name") if key in payload},
+        )
+
+
 def from_mapping(cls, payload: Mapping[str, Any]):
     """Builds dataclass `cls` from the keys of `payload` that it knows."""
     names = {f.name for f in dataclasses.fields(cls)}

@@ -20,26 +20,46 @@ SCORING_BATCH_SIZE = 32
 
 @dataclass(frozen=True)
 class Prediction:
-    """What the fold models say about one image, before any threshold.
+    """What the models say about one image, before any threshold.
 
     Attributes:
         class_names: Class names in output order.
-        per_fold: Raw class probabilities of every fold model, (folds, classes).
-        calibrated: The same after the run's calibration, or None when it has none.
+        per_fold: Raw class probabilities of every fold model (or ensemble member), (models, classes).
+        calibrated: The same after the run's calibration, or None when it has none (or
+            when only the combination is calibrated, as in an ensemble of runs).
+        unit: What each row is: "fold" or "member".
+        combined: The raw combination when it is not the mean of the rows (stacking).
+        combined_calibrated: The calibrated combination of an ensemble of runs.
     """
 
     class_names: tuple[str, ...]
     per_fold: np.ndarray
     calibrated: np.ndarray | None = None
+    unit: str = "fold"
+    combined: np.ndarray | None = None
+    combined_calibrated: np.ndarray | None = None
 
     def scaled(self, scale: str = "raw") -> np.ndarray:
-        """The per-fold probabilities on a scale: "raw" or "calibrated" (raw when the run has no calibration)."""
+        """The per-model probabilities on a scale: "raw" or "calibrated" (raw when they have no calibration)."""
         return self.calibrated if scale == "calibrated" and self.calibrated is not None else self.per_fold
 
     @property
+    def has_calibration(self) -> bool:
+        """Whether calibrated probabilities exist."""
+        return self.calibrated is not None or self.combined_calibrated is not None
+
+    def on(self, scale: str = "raw") -> np.ndarray:
+        """The ensemble's class probabilities on a scale (raw when there is no calibration)."""
+        if scale == "calibrated" and self.combined_calibrated is not None:
+            return self.combined_calibrated
+        if scale == "calibrated" and self.calibrated is not None:
+            return self.calibrated.mean(axis=0)
+        return self.combined if self.combined is not None else self.per_fold.mean(axis=0)
+
+    @property
     def mean(self) -> np.ndarray:
-        """The ensemble's raw class probabilities: the mean over fold models."""
-        return self.per_fold.mean(axis=0)
+        """The ensemble's raw class probabilities."""
+        return self.on("raw")
 
     @property
     def is_binary(self) -> bool:
@@ -59,6 +79,10 @@ class Decision:
         per_fold: That probability for each fold model.
         class_probabilities: Mean probability of every class.
         threshold: The threshold used (binary runs), else None.
+        scale: The probabilities the threshold applied to: "raw" or "calibrated".
+        raw_probability: `probability` before calibration.
+        calibrated_probability: After calibration, or None.
+        unit: What each per_fold value is: "fold" or "member".
     """
 
     label: str
@@ -71,6 +95,7 @@ class Decision:
     scale: str = "raw"
     raw_probability: float | None = None
     calibrated_probability: float | None = None
+    unit: str = "fold"
 
     def to_dict(self) -> dict:
         """Returns the decision as the JSON the CLI prints."""
@@ -85,6 +110,7 @@ class Decision:
             "scale": self.scale,
             "probability_raw": self.raw_probability,
             "probability_calibrated": self.calibrated_probability,
+            "unit": self.unit,
         }
 
 
@@ -102,9 +128,9 @@ def decide(prediction: Prediction, threshold: float | None = None, scale: str = 
     Returns:
         The decision.
     """
-    scale = scale if prediction.calibrated is not None else "raw"
+    scale = scale if prediction.has_calibration else "raw"
     per_fold_values = prediction.scaled(scale)
-    mean = per_fold_values.mean(axis=0)
+    mean = prediction.on(scale)
     class_probabilities = {str(name): float(value) for name, value in zip(prediction.class_names, mean)}
     if prediction.is_binary:
         cutoff = DEFAULT_THRESHOLD if threshold is None else float(threshold)
@@ -123,8 +149,9 @@ def decide(prediction: Prediction, threshold: float | None = None, scale: str = 
         class_probabilities=class_probabilities,
         threshold=cutoff,
         scale=scale,
-        raw_probability=float(prediction.per_fold[:, column].mean()),
-        calibrated_probability=None if prediction.calibrated is None else float(prediction.calibrated[:, column].mean()),
+        raw_probability=float(prediction.on("raw")[column]),
+        calibrated_probability=float(prediction.on("calibrated")[column]) if prediction.has_calibration else None,
+        unit=prediction.unit,
     )
 
 
@@ -266,8 +293,31 @@ class FrozenForward:
         self(np.zeros((1, self.image_size, self.image_size, 1), dtype=np.float32))
 
 
+class Decides:
+    """Decisions and file prediction for anything with probabilities(), a threshold, a scale and an image size."""
+
+    def decide(self, prediction: Prediction, threshold: float | None = None, scale: str | None = None) -> Decision:
+        """Applies `threshold` on `scale` (default: the run's operating point) to a prediction."""
+        return decide(prediction, self.threshold if threshold is None else threshold, scale or self.scale)
+
+    def predict_gray(self, gray: np.ndarray, threshold: float | None = None, *, tta: bool | None = None) -> dict:
+        """Predicts one decoded image at a threshold (default: the run's operating point).
+
+        Returns:
+            Decision.to_dict(): label, probability (of pneumonia for binary runs, of the
+            predicted class otherwise), spread (std across folds or members), per_fold,
+            class_probabilities, threshold, the scale and both raw and calibrated probabilities.
+        """
+        return self.decide(self.probabilities(gray, tta=tta), threshold).to_dict()
+
+    def predict_file(self, source, *, name: str = "", threshold: float | None = None, tta: bool | None = None) -> dict:
+        """Decodes a file or bytes (PNG, JPEG, DICOM) and predicts it (see predict_gray; tta: the run's setting by default)."""
+        gray = decode_grayscale(source, name=name or str(source) if not isinstance(source, bytes) else name, draft_size=self.image_size)
+        return self.predict_gray(gray, threshold, tta=tta)
+
+
 @dataclass
-class Ensemble:
+class Ensemble(Decides):
     """The fold models of one run and what is needed to apply them.
 
     Attributes:
@@ -425,24 +475,24 @@ class Ensemble:
             return None
         return features
 
-    def decide(self, prediction: Prediction, threshold: float | None = None, scale: str | None = None) -> Decision:
-        """Applies `threshold` on `scale` (default: the run's operating point) to a prediction of this ensemble."""
-        return decide(prediction, self.threshold if threshold is None else threshold, scale or self.scale)
+    def combine(self, per_fold: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, C) raw and calibrated (or None) probabilities of (folds, N, C) fold outputs: their means."""
+        raw = per_fold.mean(axis=0)
+        if self.calibration is None:
+            return raw, None
+        return raw, np.mean([self.calibration.apply(fold) for fold in per_fold], axis=0)
 
-    def predict_gray(self, gray: np.ndarray, threshold: float | None = None) -> dict:
-        """Predicts one decoded image at a threshold (default: the run's operating point).
+    def signature(self) -> list[list]:
+        """[fold, size, mtime] of each fold model: an evaluation is reused only for the same models."""
+        signature = []
+        for fold in self.folds:
+            stat = self.run.model_path(fold).stat()
+            signature.append([int(fold), stat.st_size, stat.st_mtime_ns])
+        return signature
 
-        Returns:
-            Decision.to_dict(): label, probability (of pneumonia for binary runs, of the
-            predicted class otherwise), spread (std across folds), per_fold,
-            class_probabilities, threshold, the scale and both raw and calibrated probabilities.
-        """
-        return self.decide(self.probabilities(gray), threshold).to_dict()
-
-    def predict_file(self, source, *, name: str = "", threshold: float | None = None) -> dict:
-        """Decodes a file or bytes (PNG, JPEG, DICOM) and predicts it (see predict_gray)."""
-        gray = decode_grayscale(source, name=name or str(source) if not isinstance(source, bytes) else name, draft_size=self.image_size)
-        return self.predict_gray(gray, threshold)
+    def describe_models(self) -> str:
+        """What scores, for messages: "3 fold models"."""
+        return f"{len(self.folds)} fold model{'s' if len(self.folds) != 1 else ''}"
 
     def gradcam(self, gray: np.ndarray, class_index: int | None = None) -> np.ndarray:
         """Returns the Grad-CAM heatmap (h, w) in [0, 1], averaged over fold models.
@@ -465,7 +515,127 @@ class Ensemble:
         return heatmap / peak if peak > 0 else heatmap
 
 
-def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble:
+class EnsembleOfRuns(Decides):
+    """An ensemble run: its member runs' fold ensembles, combined as fitted on their out-of-fold predictions.
+
+    Each member prepares every image as it trained (its own size, resize and contrast), so
+    members of different sizes combine; the ensemble's calibration and threshold apply to
+    the combination.
+
+    Args:
+        run: The ensemble run.
+        members: The members' loaded fold ensembles, in config order.
+        combiner: The combination (ensemble.json).
+        calibration: Fitted on the combined out-of-fold predictions, if any.
+        threshold: The ensemble's threshold on `scale`.
+        scale: "raw" or "calibrated".
+        operating_point: operating_point.json.
+    """
+
+    frozen = False
+
+    def __init__(self, run: Run, members: Sequence[Ensemble], combiner, calibration, threshold: float, scale: str, operating_point: dict | None):
+        self.run = run
+        self.members = list(members)
+        self.combiner = combiner
+        self.calibration = calibration
+        self.threshold = threshold
+        self.scale = scale
+        self.operating_point = operating_point
+        self.class_names = self.members[0].class_names
+        self.image_size = max(member.image_size for member in self.members)
+        # Each member scores as it did out of fold, with or without test-time augmentation.
+        self.tta = False
+        self.folds = tuple(range(1, len(self.members) + 1))
+
+    @property
+    def is_binary(self) -> bool:
+        """Whether the run is normal vs pneumonia."""
+        return len(self.class_names) == 2
+
+    def resized(self, gray: np.ndarray) -> np.ndarray:
+        """The image every member starts from: the decoded image itself, each member resizes it."""
+        return gray
+
+    def _member_tta(self, member: Ensemble, tta: bool | None) -> bool:
+        return member.tta if not tta else True
+
+    def probabilities(self, gray: np.ndarray, *, tta: bool | None = None) -> Prediction:
+        """Every member's prediction of one decoded image, and their combination.
+
+        Args:
+            gray: 2-D uint8 image of any size.
+            tta: True averages test-time variants in every member (default: each member's setting).
+
+        Returns:
+            The prediction: per member (mean of its folds), combined raw and calibrated.
+        """
+        per_member = np.stack([member.probabilities(gray, tta=self._member_tta(member, tta)).mean for member in self.members])
+        combined = self.combiner.apply(per_member[:, None, :])[0]
+        calibrated = None if self.calibration is None else self.calibration.apply(combined[None])[0]
+        return Prediction(self.class_names, per_member, None, unit="member", combined=combined, combined_calibrated=calibrated)
+
+    def score_dataset(self, dataset, rows: np.ndarray, *, progress=None, tta: bool | None = None) -> np.ndarray:
+        """(members, len(rows), classes) raw probabilities: each member's fold mean.
+
+        A member prepared like the dataset scores it as is; another reads the same folder
+        again with its own size and preprocessing (from the disk cache after the first time).
+        """
+        from zoidberg.config import DataConfig, from_mapping
+        from zoidberg.data.dataset import load_dataset
+
+        rows = np.asarray(rows)
+        outputs = []
+        for member in self.members:
+            options = from_mapping(DataConfig, {**(member.run.config.get("data") or {}), "data_dir": str(dataset.root)}).loader_options()
+            same = options == {"label_mode": dataset.label_mode, "image_size": dataset.image_size, "resize": dataset.resize, "enhance": dataset.enhance}
+            own, own_rows = dataset, rows
+            if not same:
+                own = load_dataset(dataset.root, **options, purpose="evaluation")
+                position = {path: index for index, path in enumerate(own.paths)}
+                missing = [dataset.paths[row] for row in rows if dataset.paths[row] not in position]
+                if missing:
+                    raise ValueError(f"{len(missing)} image(s) could not be read at {member.image_size} px, e.g. {missing[0]}.")
+                own_rows = np.array([position[dataset.paths[row]] for row in rows], dtype=np.int64)
+            outputs.append(member.score_dataset(own, own_rows, progress=progress, tta=self._member_tta(member, tta)).mean(axis=0))
+        return np.stack(outputs)
+
+    def combine(self, per_member: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, C) raw and calibrated (or None) probabilities of (members, N, C) member outputs."""
+        raw = self.combiner.apply(per_member)
+        return raw, None if self.calibration is None else self.calibration.apply(raw)
+
+    def signature(self) -> list[list]:
+        """Every member's fold models: an evaluation is reused only for the same models."""
+        return [[member.run.id, *entry] for member in self.members for entry in member.signature()]
+
+    def describe_models(self) -> str:
+        """What scores, for messages: "2 member runs (8 fold models, mean)"."""
+        models = sum(len(member.folds) for member in self.members)
+        return f"{len(self.members)} member runs ({models} fold models, {self.combiner.method})"
+
+    def gradcam(self, gray: np.ndarray, class_index: int | None = None) -> np.ndarray:
+        """The members' Grad-CAM maps (each averaged over its folds) at the largest member's size, averaged.
+
+        Members that train at other sizes are resized to it first; every member explains
+        the same class (for three-class runs, the one the ensemble predicts).
+        """
+        from PIL import Image
+
+        if class_index is None and not self.is_binary:
+            class_index = self.decide(self.probabilities(gray)).class_index
+        heatmaps = []
+        for member in self.members:
+            heatmap = np.asarray(member.gradcam(member.resized(gray), class_index), dtype=np.float32)
+            if heatmap.shape != (self.image_size, self.image_size):
+                heatmap = np.asarray(Image.fromarray(heatmap).resize((self.image_size, self.image_size), Image.Resampling.BILINEAR))
+            heatmaps.append(heatmap)
+        heatmap = np.mean(heatmaps, axis=0)
+        peak = heatmap.max()
+        return heatmap / peak if peak > 0 else heatmap
+
+
+def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble | EnsembleOfRuns:
     """Loads a finished run's fold models from the run store with safe_mode=True.
 
     Only files inside the runs directory are ever loaded; the run id is validated so
@@ -477,6 +647,8 @@ def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble:
     import keras
 
     run = RunStore(runs_dir).get(run_id)
+    if run.kind == "ensemble":
+        return load_ensemble_of_runs(run, runs_dir=runs_dir)
     folds = run.folds_with(MODEL_FILE)
     if not folds:
         raise ValueError(f"Run {run_id} has no trained fold model yet; wait for a fold to finish.")
@@ -487,12 +659,7 @@ def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble:
     class_names = tuple(summary.get("class_names") or data.get("class_names") or _class_names(config))
     stored = run.read_json(CALIBRATION_FILE) or {}
     calibration = Calibration.from_dict(stored["calibration"]) if stored.get("calibration") else None
-    operating = run.read_json(OPERATING_POINT_FILE)
-    if operating:
-        threshold, scale = float(operating["threshold"]), operating["choice"].get("probabilities", "raw")
-    else:
-        # Runs from before operating points, and stopped runs: the summary's threshold, raw.
-        threshold, scale = float(summary.get("threshold", DEFAULT_THRESHOLD)), "raw"
+    threshold, scale, operating = _operating_point(run, summary, calibration)
     return Ensemble(
         run=run,
         models=models,
@@ -501,7 +668,7 @@ def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble:
         threshold=threshold,
         folds=tuple(folds),
         calibration=calibration,
-        scale=scale if calibration is not None else "raw",
+        scale=scale,
         operating_point=operating,
         tta=bool(config.get("tta", False)),
     )
@@ -511,3 +678,39 @@ def _class_names(config: dict) -> tuple[str, ...]:
     from zoidberg.data.dataset import CLASS_NAMES
 
     return CLASS_NAMES[config.get("data", {}).get("label_mode", "binary")]
+
+
+def _operating_point(run: Run, summary: dict, calibration) -> tuple[float, str, dict | None]:
+    """A run's threshold, its scale and operating_point.json (the summary's threshold, raw, for older runs)."""
+    operating = run.read_json(OPERATING_POINT_FILE)
+    if operating:
+        threshold, scale = float(operating["threshold"]), operating["choice"].get("probabilities", "raw")
+    else:
+        # Runs from before operating points, and stopped runs: the summary's threshold, raw.
+        threshold, scale = float(summary.get("threshold", DEFAULT_THRESHOLD)), "raw"
+    return threshold, scale if calibration is not None else "raw", operating
+
+
+def load_ensemble_of_runs(run: Run, *, runs_dir=None) -> EnsembleOfRuns:
+    """Loads a completed ensemble run: its members' fold models, its combination, calibration and threshold.
+
+    Raises:
+        ValueError: The ensemble has not combined its members yet, or a member run was deleted.
+    """
+    from zoidberg.runs.store import ENSEMBLE_FILE, RunNotFoundError
+    from zoidberg.training.ensemble import Combiner
+
+    stored = run.read_json(ENSEMBLE_FILE)
+    if not stored or run.summary() is None:
+        # summary.json is written once the members are combined, just before the test split is scored.
+        raise ValueError(f"Ensemble {run.id} is {run.state}: it predicts once its members are combined.")
+    members = []
+    for member_id in run.member_ids():
+        try:
+            members.append(load_ensemble(member_id, runs_dir=runs_dir))
+        except RunNotFoundError:
+            raise ValueError(f"Member run {member_id} of ensemble {run.id} was deleted: the ensemble cannot predict without it.") from None
+    calibration_payload = (run.read_json(CALIBRATION_FILE) or {}).get("calibration")
+    calibration = Calibration.from_dict(calibration_payload) if calibration_payload else None
+    threshold, scale, operating = _operating_point(run, run.summary() or {}, calibration)
+    return EnsembleOfRuns(run, members, Combiner.from_dict(stored), calibration, threshold, scale, operating)

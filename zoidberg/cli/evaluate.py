@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt
+from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt, parse_bool
 
 
 def add_parsers(commands) -> None:
@@ -13,6 +13,7 @@ def add_parsers(commands) -> None:
     predict.add_argument("--run", required=True, help="Run id.")
     predict.add_argument("images", nargs="+", help="Image files.")
     predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's operating point].")
+    predict.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes [default: the run's setting].")
     predict.add_argument("--json", action="store_true", help="Print JSON.")
     add_runs_dir(predict)
     predict.set_defaults(handler=command_predict)
@@ -29,6 +30,7 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--split", choices=("auto", "test", "all"), default="auto", help="test: only its test/ split; all: every image; auto: test when there is one [default: auto].")
     evaluate.add_argument("--name", default=None, help="The evaluation's name [default: the folder's name].")
     evaluate.add_argument("--force", action="store_true", help="Score again even when this folder was evaluated with these models.")
+    evaluate.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes; the evaluation records it [default: the run's setting].")
     evaluate.add_argument("--json", action="store_true", help="Print the evaluation as JSON.")
     add_runs_dir(evaluate)
     evaluate.set_defaults(handler=command_evaluate)
@@ -50,13 +52,17 @@ def command_predict(args) -> int:
     from zoidberg.data.imaging import ImageDecodeError
     from zoidberg.predict import load_ensemble
 
+    import time
+
     ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
     threshold = ensemble.threshold if args.threshold is None else args.threshold
+    tta = ensemble.tta if args.tta is None else args.tta
     results = []
     for path in args.images:
         try:
-            prediction = ensemble.predict_file(path, threshold=threshold)
-            results.append({"image": path, **prediction})
+            start = time.perf_counter()
+            prediction = ensemble.predict_file(path, threshold=threshold, tta=tta)
+            results.append({"image": path, **prediction, "tta": tta, "milliseconds": round(1000 * (time.perf_counter() - start), 1)})
         except (ImageDecodeError, OSError) as error:
             results.append({"image": path, "error": str(error) if isinstance(error, ImageDecodeError) else f"cannot read: {error.strerror or error}"})
     if args.json:
@@ -67,6 +73,10 @@ def command_predict(args) -> int:
             print(f"{row['image']}: ERROR {row['error']}")
         else:
             print(f"{row['image']}: {describe_prediction(row, threshold)}")
+    timed = [row["milliseconds"] for row in results if "milliseconds" in row]
+    if tta and timed:
+        # The first image also traces the models, so the median is the cost per image.
+        print(f"Test-time augmentation: 4 variants per image, median {sorted(timed)[len(timed) // 2]:.0f} ms per image.")
     return 0 if all("error" not in row for row in results) else 1
 
 
@@ -79,11 +89,11 @@ def describe_prediction(row: dict, threshold: float) -> str:
             other_scale = "raw" if row.get("scale") == "calibrated" else "calibrated"
             other = f", {other_scale} {row['probability_' + other_scale]:.3f}"
         return (
-            f"{row['label']} ({scale}p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across folds{other}, "
+            f"{row['label']} ({scale}p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s{other}, "
             f"threshold {threshold:.3f})"
         )
     others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
-    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across folds; {others})"
+    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s; {others})"
 
 
 def command_evaluate(args) -> int:
@@ -91,7 +101,7 @@ def command_evaluate(args) -> int:
     from zoidberg.runs.store import RunStore
 
     run = RunStore(args.runs_dir).get(args.run)
-    evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, report=None if args.json else print)
+    evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, tta=args.tta, report=None if args.json else print)
     if args.json:
         print(json.dumps(evaluation, indent=2))
         return 0
@@ -107,7 +117,8 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
     lines = [
         f"Evaluation {evaluation['name']}: {evaluation['n_images']} images of {evaluation['n_patients']} patients ("
         + ", ".join(f"{count} {name}" for name, count in evaluation["class_counts"].items())
-        + f"), folds {', '.join(map(str, evaluation['folds_used']))} of {evaluation['n_splits']}, "
+        + f"), {evaluation.get('models') or 'folds ' + ', '.join(map(str, evaluation['folds_used'])) + ' of ' + str(evaluation['n_splits'])}"
+        + (" with test-time augmentation" if evaluation.get("tta") else "") + ", "
         + (f"threshold {evaluation['threshold']:.3f} on {evaluation['scale']} probabilities." if len(evaluation["class_names"]) == 2 else "most probable class.")
     ]
     interval = evaluation.get("auc_ci")

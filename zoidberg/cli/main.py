@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "runs_dir", None) is None:
         args.runs_dir = None
     try:
+        if getattr(args, "preset", None):
+            args = runs.with_preset(parser, args, argv)
+            args.runs_dir = getattr(args, "runs_dir", None)
         return args.handler(args)
     except (CliError, ValueError, FileNotFoundError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Commands that train and manage runs: cv, tune, runs, resume, stop and the internal worker."""
+"""Commands that train and manage runs: cv, tune, ensemble, runs, resume, stop and the internal worker."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from zoidberg.cli.options import (
     CliError,
+    parse_bool,
     add_data_options,
     add_model_options,
     add_operating_point_options,
@@ -26,16 +27,47 @@ from zoidberg.config import (
     CALIBRATION_METHODS,
     DUPLICATE_POLICIES,
     DUPLICATE_POLICY_HELP,
+    ENSEMBLE_METHOD_HELP,
+    ENSEMBLE_METHODS,
+    EnsembleConfig,
     ModelConfig,
     RunConfig,
     TrainConfig,
     make_data_config,
 )
+from zoidberg.models.presets import PRESETS, get_preset
 from zoidberg.models.registry import TRAINING_OPTIONS
+
+# The cv flags' destinations whose names differ from the configuration fields they set.
+FLAG_DESTINATIONS = {"architecture": "arch", "n_splits": "folds", "random_state": "seed"}
+
+
+def with_preset(parser: argparse.ArgumentParser, args: argparse.Namespace, argv) -> argparse.Namespace:
+    """Parses `cv` again with its preset's values as the defaults, so that every flag given still wins.
+
+    Raises:
+        CliError: --preset with --from-tuning (both would choose the hyperparameters).
+    """
+    if args.from_tuning:
+        raise CliError("Choose either --preset or --from-tuning: both set the architecture and its hyperparameters.")
+    preset = get_preset(args.preset)
+    if preset.is_ensemble:
+        changed = [dest for dest in _member_destinations() if getattr(args, dest) != args.subparser.get_default(dest)]
+        if changed:
+            flags = ", ".join("--" + dest.replace("_", "-") for dest in changed)
+            raise CliError(
+                f"The {preset.name} preset trains the {', '.join(preset.members)} presets and averages them; {flags} cannot "
+                f"change all three. Train a member with `cv --preset NAME {flags.split(',')[0]} ...`, then combine runs with `ensemble`."
+            )
+    args.subparser.set_defaults(**{FLAG_DESTINATIONS.get(name, name): value for name, value in preset.flat_values().items()})
+    choice = preset.operating_point
+    if choice.get("method") == "target-sensitivity":
+        args.subparser.set_defaults(target_sensitivity=choice.get("target"))
+    return parser.parse_args(argv)
 
 
 def add_parsers(commands) -> None:
-    """Adds cv, tune, runs, resume, stop and worker."""
+    """Adds cv, tune, ensemble, runs, resume, stop and worker."""
     cv = commands.add_parser("cv", help="Cross-validate a model configuration.", description="Run patient-grouped k-fold cross-validation; prints per-fold metrics and mean ± std.")
     add_data_options(cv)
     add_model_options(cv)
@@ -45,15 +77,33 @@ def add_parsers(commands) -> None:
     add_operating_point_options(cv)
     cv.add_argument("--calibration", dest="calibration_method", choices=CALIBRATION_METHODS, default="temperature", help="How probabilities are recalibrated on the out-of-fold predictions: temperature scaling or Platt's logistic fit (binary) [default: temperature].")
     cv.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group", help=f"{DUPLICATE_POLICY_HELP} [default: group]. See `audit`.")
+    cv.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help="Score the out-of-fold predictions (and later predictions) as the mean over test-time variants: identity, a 90 %% zoom, darker and brighter; 4x the forward passes [default: False].")
+    cv.add_argument("--preset", choices=list(PRESETS), default=None, help="Start from a named recipe; any other flag still changes it. " + " ".join(f"{preset.name}: {preset.description} ({preset.expected_time})." for preset in PRESETS.values()))
     cv.add_argument("--name", default="", help="A readable run name.")
     cv.add_argument("--from-tuning", default=None, metavar="RUN_ID", help="Use the best hyperparameters of this tuning run (other options still apply to data and k).")
     cv.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
     cv.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     add_runs_dir(cv)
     # With --from-tuning, image size, label mode and epochs default to the tuning run's.
-    cv.set_defaults(image_size=None, label_mode=None, epochs=None, handler=command_cv)
+    cv.set_defaults(image_size=None, label_mode=None, epochs=None, handler=command_cv, subparser=cv)
 
     add_tune_parser(commands)
+
+    ensemble = commands.add_parser(
+        "ensemble",
+        help="Combine finished cross-validation runs into an ensemble run.",
+        description="Combine completed cross-validation runs of one data folder into an ensemble run: its threshold and "
+        "calibration are fitted on the members' out-of-fold predictions; predict, evaluate, Compare and Grad-CAM treat it as any run.",
+    )
+    ensemble.add_argument("members", nargs="+", metavar="RUN_ID", help="The member runs (at least two).")
+    ensemble.add_argument("--method", choices=ENSEMBLE_METHODS, default="mean", help=f"{ENSEMBLE_METHOD_HELP} [default: mean].")
+    add_operating_point_options(ensemble)
+    ensemble.add_argument("--calibration", dest="calibration_method", choices=CALIBRATION_METHODS, default="temperature", help="Fitted on the combined out-of-fold predictions [default: temperature].")
+    ensemble.add_argument("--name", default="", help="A readable run name.")
+    ensemble.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
+    ensemble.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    add_runs_dir(ensemble)
+    ensemble.set_defaults(handler=command_ensemble)
 
     runs = commands.add_parser("runs", help="List runs with status and headline metrics.", description="List runs, newest first, with the CV estimate and the latest external evaluation.")
     runs.add_argument("--json", action="store_true", help="Print JSON.")
@@ -148,6 +198,25 @@ def tune_config_from_args(args: argparse.Namespace):
         run_name=args.name,
     )
 
+def _member_destinations() -> list[str]:
+    """The cv destinations that configure one run's model, training and images (not the data folder, k or seed)."""
+    from zoidberg.models.registry import PREPROCESSING_OPTIONS
+
+    model = [field.name for field in dataclasses.fields(ModelConfig) if field.name != "architecture"]
+    return ["arch", "image_size", "tta", *model, *(option.name for option in TRAINING_OPTIONS), *(option.name for option in PREPROCESSING_OPTIONS)]
+
+
+def ensemble_preset_config(args: argparse.Namespace) -> EnsembleConfig:
+    """The EnsembleConfig of `cv --preset NAME` for an ensemble preset: its members on --data, with the flags' threshold."""
+    import dataclasses as _dataclasses
+
+    from zoidberg.models.presets import make_preset_config
+
+    config = make_preset_config(args.preset, args.data, label_mode=args.label_mode or "binary", run_name=args.name, random_state=args.seed)
+    recipes = tuple(_dataclasses.replace(recipe, n_splits=args.folds) if args.folds != args.subparser.get_default("folds") else recipe for recipe in config.recipes)
+    return _dataclasses.replace(config, recipes=recipes, operating_point=choice_from_args(args), calibration_method=args.calibration_method)
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Builds the validated RunConfig of `cv` options.
 
@@ -182,6 +251,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         operating_point=choice_from_args(args),
         calibration_method=args.calibration_method,
         duplicates=args.duplicates,
+        tta=args.tta,
+        preset=args.preset,
         run_name=args.name,
         source_tuning_run=source,
     )
@@ -228,7 +299,7 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     from zoidberg.runs.store import RunStore
 
     run_kind = get_kind(kind)
-    payload = run_kind.prepare(config)
+    payload = run_kind.prepare(config, runs_dir=args.runs_dir)
     if args.background:
         return start_run(kind, payload, name=config.run_name, runs_dir=args.runs_dir), None
     run = RunStore(args.runs_dir).create_run(kind, payload, config.run_name)
@@ -239,8 +310,19 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     return run.id, summary
 
 def command_cv(args) -> int:
-    config = config_from_args(args)
-    run_id, summary = run_or_start("cv", config, args)
+    from zoidberg.models.weights import WeightsNotFoundError
+
+    ensemble = bool(args.preset) and get_preset(args.preset).is_ensemble
+    config = ensemble_preset_config(args) if ensemble else config_from_args(args)
+    if ensemble:
+        print(f"The {args.preset} preset trains {len(config.recipes)} runs one after another, then combines them into an ensemble run.", file=sys.stderr if args.json else sys.stdout)
+    try:
+        run_id, summary = run_or_start("ensemble" if ensemble else "cv", config, args)
+    except WeightsNotFoundError as error:
+        alternative = get_preset(args.preset).alternative if args.preset else None
+        if alternative is None:
+            raise
+        raise CliError(f"{error} Or train without weights: --preset {alternative} ({get_preset(alternative).description})") from None
     if summary is None:
         print(run_id)
         return 0
@@ -252,6 +334,27 @@ def command_cv(args) -> int:
         _print_summary_table(summary)
         print(f"\nRun id: {run_id}")
     return 0
+
+def command_ensemble(args) -> int:
+    config = EnsembleConfig(
+        members=tuple(args.members), method=args.method, operating_point=choice_from_args(args),
+        calibration_method=args.calibration_method, run_name=args.name,
+    )
+    run_id, summary = run_or_start("ensemble", config, args)
+    if summary is None:
+        print(run_id)
+        return 0
+    if "folds" not in summary:
+        return 1
+    if args.json:
+        print(json.dumps({"run_id": run_id, **summary}, indent=2))
+        return 0
+    for member in summary.get("members", []):
+        print(f"member {member['run_id']} ({member['name']}): out-of-fold AUC {fmt(member['roc_auc'])}")
+    _print_summary_table(summary)
+    print(f"\nRun id: {run_id}")
+    return 0
+
 
 def _print_tuning_summary(summary: dict) -> None:
     trials = summary.get("trials", [])
@@ -296,7 +399,7 @@ def command_tune(args) -> int:
 
 def command_runs(args) -> int:
     from zoidberg.evaluation.external import latest_external
-    from zoidberg.runs.store import DATA_FILE, SPLIT_FILE, RunStore
+    from zoidberg.runs.store import DATA_FILE, MODEL_KINDS, SPLIT_FILE, RunStore
 
     rows = []
     for run in RunStore(args.runs_dir).list_runs():
@@ -304,7 +407,7 @@ def command_runs(args) -> int:
         summary = run.summary() or {}
         mean_std = summary.get("mean_std", {})
         config = run.config
-        external = latest_external(run) if run.kind == "cv" else None
+        external = latest_external(run) if run.kind in MODEL_KINDS else None
         external_metrics = (external or {}).get("metrics") or {}
         rows.append(
             {
@@ -312,8 +415,8 @@ def command_runs(args) -> int:
                 "kind": run.kind,
                 "name": run.name,
                 "state": status.get("state"),
-                "architecture": config.get("model", {}).get("architecture") or config.get("architecture"),
-                "folds_done": len(run.fold_metrics()) if run.kind == "cv" else None,
+                "architecture": "ensemble" if run.kind == "ensemble" else config.get("model", {}).get("architecture") or config.get("architecture"),
+                "folds_done": len(run.fold_metrics()) if run.kind in MODEL_KINDS else None,
                 "accuracy": (mean_std.get("accuracy") or {}).get("mean"),
                 "roc_auc": (mean_std.get("roc_auc") or {}).get("mean"),
                 "external": (external or {}).get("name"),
@@ -331,7 +434,7 @@ def command_runs(args) -> int:
     if not rows:
         print("No runs yet. Start one with: python -m zoidberg cv --data DIR")
         return 0
-    print(f"{'id':<32} {'kind':<5} {'arch':<14} {'state':<12} {'folds':>5} {'CV acc':>7} {'CV AUC':>7} {'ext acc':>7} {'ext AUC':>7}  name")
+    print(f"{'id':<32} {'kind':<8} {'arch':<14} {'state':<12} {'folds':>5} {'CV acc':>7} {'CV AUC':>7} {'ext acc':>7} {'ext AUC':>7}  name")
     for row in rows:
         headline = f"{fmt(row['accuracy']):>7} {fmt(row['roc_auc']):>7} {fmt(row['external_accuracy']):>7} {fmt(row['external_roc_auc']):>7}"
         if row["kind"] == "tune":
@@ -341,7 +444,7 @@ def command_runs(args) -> int:
         notes += " (synthetic data)" if row["synthetic"] else ""
         notes += f" error: {row['error']}" if row["state"] == "failed" and row["error"] else ""
         print(
-            f"{row['id']:<32} {row['kind']:<5} {str(row['architecture']):<14} {str(row['state']):<12} "
+            f"{row['id']:<32} {row['kind']:<8} {str(row['architecture']):<14} {str(row['state']):<12} "
             f"{'' if row['folds_done'] is None else row['folds_done']:>5} {headline}  {row['name']}{notes}"
         )
     return 0

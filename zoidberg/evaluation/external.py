@@ -135,15 +135,6 @@ def describe_leakage(leakage: dict) -> list[str]:
     return lines
 
 
-def models_signature(run: Run, folds) -> list[list]:
-    """[fold, size, mtime] of each fold model: an evaluation is reused only for the same models."""
-    signature = []
-    for fold in folds:
-        stat = run.model_path(fold).stat()
-        signature.append([int(fold), stat.st_size, stat.st_mtime_ns])
-    return signature
-
-
 def _curves(labels: np.ndarray, probabilities: np.ndarray, class_names) -> tuple[dict, dict]:
     """ROC and precision-recall curves (binary: of pneumonia; multiclass: one vs rest ROC)."""
     if len(class_names) != 2:
@@ -301,6 +292,7 @@ def evaluate_run(
     report: Reporter | None = None,
     dataset=None,
     ensemble=None,
+    tta: bool | None = None,
 ) -> dict:
     """Evaluates a run's fold ensemble on a labeled folder and stores the result inside the run.
 
@@ -319,6 +311,8 @@ def evaluate_run(
         report: Receives one-line progress messages.
         dataset: The loaded folder, when the caller has it (end of cross-validation).
         ensemble: The loaded fold ensemble, when the caller has it.
+        tta: Average test-time variants (default: the run's own setting); an evaluation
+            stored with the other setting is scored again.
 
     Returns:
         The evaluation (also written to evaluations/<name>/evaluation.json).
@@ -345,12 +339,14 @@ def evaluate_run(
         raise ValueError(f"{dataset.root} has no readable images to evaluate in its {split} split.")
     name = validate_evaluation_name(name) if name else evaluation_name(dataset.root, split)
     ensemble = ensemble or load_ensemble(run.id, runs_dir=run.path.parent)
-    signature = models_signature(run, ensemble.folds)
+    signature = ensemble.signature()
+    tta = ensemble.tta if tta is None else bool(tta)
     choice = (ensemble.operating_point or {}).get("choice") or {}
     prevalence = choice.get("prevalence")
     existing = run.read_json(f"{EVALUATIONS_DIR}/{name}/{EVALUATION_FILE}")
     same_data = bool(existing) and existing.get("fingerprint") == dataset.fingerprint and existing.get("split") == split
-    if same_data and existing.get("models_signature") == signature and not force:
+    same_scoring = bool(existing) and existing.get("models_signature") == signature and bool(existing.get("tta", False)) == tta
+    if same_data and same_scoring and not force:
         if existing.get("threshold") == ensemble.threshold and existing.get("scale") == ensemble.scale:
             say(f"Evaluation {name} is stored for these models and this folder: reused (--force scores again).")
             return existing
@@ -369,12 +365,16 @@ def evaluate_run(
     leakage = leakage_check(run, dataset, rows, digests)
     for line in describe_leakage(leakage):
         say(f"Warning: {line}")
-    say(f"Scoring {len(rows)} images with {len(ensemble.folds)} fold model(s)" + (" (backbone features once per image)" if ensemble.frozen else "") + " ...")
-    per_fold = ensemble.score_dataset(dataset, rows)
-    raw = per_fold.mean(axis=0)
-    calibrated = None
-    if ensemble.calibration is not None:
-        calibrated = np.mean([ensemble.calibration.apply(fold) for fold in per_fold], axis=0)
+    how = " (backbone features once per image)" if ensemble.frozen and not tta else ""
+    if tta:
+        from zoidberg.training.pipeline import TTA_VARIANTS
+
+        how = f" and test-time augmentation ({len(TTA_VARIANTS)} variants per image, {len(TTA_VARIANTS)}x the forward passes)"
+    say(f"Scoring {len(rows)} images with {ensemble.describe_models()}{how} ...")
+    scoring_start = time.perf_counter()
+    per_fold = ensemble.score_dataset(dataset, rows, tta=tta)
+    scoring_seconds = time.perf_counter() - scoring_start
+    raw, calibrated = ensemble.combine(per_fold)
     labels = dataset.labels[rows]
     class_names = list(ensemble.class_names)
     figures = summarize_scores(
@@ -383,7 +383,7 @@ def evaluate_run(
     )
     in_use = calibrated if ensemble.scale == "calibrated" and calibrated is not None else raw
     decided = (in_use[:, 1] >= ensemble.threshold).astype(int) if len(class_names) == 2 else in_use.argmax(axis=1)
-    n_splits = int(config.get("n_splits", len(ensemble.folds)))
+    n_splits = int(config.get("n_splits") or len(ensemble.folds)) if run.kind == "cv" else len(ensemble.folds)
     notes = []
     if len(ensemble.folds) < n_splits:
         notes.append(
@@ -410,6 +410,9 @@ def evaluate_run(
         "folds_used": list(ensemble.folds),
         "n_splits": n_splits,
         "models_signature": signature,
+        "models": ensemble.describe_models(),
+        "tta": tta,
+        "scoring_seconds": round(scoring_seconds, 2),
         "threshold": ensemble.threshold,
         "scale": ensemble.scale,
         "operating_point": choice,

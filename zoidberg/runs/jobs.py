@@ -10,12 +10,13 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from zoidberg.runs import progress as events
 from zoidberg.runs.kinds import get_kind
+from zoidberg.runs.worker import RESUMABLE_STATES, reopen
 from zoidberg.runs.store import (
     ACTIVE_STATES,
     EVALUATION_FILE,
     EVALUATIONS_DIR,
+    MEMBERS_FILE,
     STATUS_FILE,
     WORKER_LOG,
     Run,
@@ -27,7 +28,6 @@ from zoidberg.runs.store import (
     write_json_atomic,
 )
 
-RESUMABLE_STATES = ("interrupted", "stopped", "failed")
 # config.json facts that are not part of what the user configured.
 REPRODUCIBILITY_FACTS = ("versions", "data_fingerprint")
 
@@ -168,9 +168,16 @@ def start_or_attach(kind: str, payload: dict, *, name: str = "", runs_dir=None) 
 
 
 def stop_run(run_id: str, *, runs_dir=None) -> Run:
-    """Asks a run's worker to stop after its current batch; finished folds are kept."""
-    run = RunStore(runs_dir).get(run_id)
+    """Asks a run's worker to stop after its current batch; finished folds are kept.
+
+    An ensemble that is training a member run stops that member too (the same worker runs both).
+    """
+    store = RunStore(runs_dir)
+    run = store.get(run_id)
     run.request_stop()
+    for member_id in (run.read_json(MEMBERS_FILE) or {}).values():
+        if (store.root / member_id).is_dir() and store.get(member_id).state in ACTIVE_STATES:
+            store.get(member_id).request_stop()
     status = run.read_json(STATUS_FILE, {}) or {}
     if status.get("state") == "queued" and not pid_is_alive(status.get("pid")):
         run.set_status("stopped")
@@ -183,14 +190,7 @@ def reopen_run(run_id: str, *, runs_dir=None) -> Run:
     Raises:
         ValueError: When the run is still active or already completed.
     """
-    run = RunStore(runs_dir).get(run_id)
-    state = run.state
-    if state not in RESUMABLE_STATES:
-        raise ValueError(f"Run {run_id} is {state}; only interrupted, stopped or failed runs can be resumed.")
-    run.clear_stop()
-    run.set_status("queued", error=None, resumed_from=state)
-    run.append_event(events.RESUMED, previous_state=state)
-    return run
+    return reopen(RunStore(runs_dir).get(run_id))
 
 
 def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) -> Run:
@@ -219,7 +219,9 @@ def run_worker(run_id: str, *, runs_dir=None, report=None) -> int:
 EVALUATION_JOBS_DIR = ".jobs"
 
 
-def start_evaluation(run_id: str, data_dir: str, *, split: str = "auto", name: str, force: bool = False, runs_dir=None) -> dict:
+def start_evaluation(
+    run_id: str, data_dir: str, *, split: str = "auto", name: str, force: bool = False, tta: bool | None = None, runs_dir=None
+) -> dict:
     """Starts `python -m zoidberg evaluate` for a run in a background process and returns its job.
 
     The evaluation process is the single writer of evaluations/<name>/; the job file only
@@ -231,6 +233,7 @@ def start_evaluation(run_id: str, data_dir: str, *, split: str = "auto", name: s
         split: "auto", "test" or "all".
         name: The evaluation's name (decided before it starts, so the page can follow it).
         force: Score again even when a matching evaluation is stored.
+        tta: Average test-time variants (None: the run's own setting).
         runs_dir: The run store folder.
 
     Returns:
@@ -244,6 +247,8 @@ def start_evaluation(run_id: str, data_dir: str, *, split: str = "auto", name: s
     log_path = folder / f"{name}.log"
     command = [sys.executable, "-m", "zoidberg", "--runs-dir", str(store.root.resolve()), "evaluate", "--run", run.id,
                "--data", str(data_dir), "--split", split, "--name", name] + (["--force"] if force else [])
+    if tta is not None:
+        command += ["--tta", str(bool(tta)).lower()]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     package_root = str(Path(__file__).resolve().parents[2])
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))

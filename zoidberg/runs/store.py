@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 RUNS_DIR_ENV = "ZOIDBERG_RUNS_DIR"
-RUN_KINDS = ("cv", "tune")
+RUN_KINDS = ("cv", "tune", "ensemble")
+# The kinds whose runs are models: Predict, Compare, evaluate and the Train page list them.
+MODEL_KINDS = ("cv", "ensemble")
 ACTIVE_STATES = ("queued", "running")
 
 # The files of a run folder, named once. Everything outside this module refers to them by
@@ -39,6 +41,8 @@ OOF_FILE = "oof.npz"  # A fold's out-of-fold probabilities and their indices.
 CALIBRATION_FILE = "calibration.json"  # The calibration fitted on out-of-fold predictions, and its effect.
 OPERATING_POINT_FILE = "operating_point.json"  # The chosen threshold method, its threshold and fold-wise spread.
 HASHES_FILE = "hashes.json"  # SHA-256 of every training image, for leakage checks of later evaluations.
+ENSEMBLE_FILE = "ensemble.json"  # How an ensemble combines its members' probabilities (method, stacking weights).
+MEMBERS_FILE = "members.json"  # {recipe index: run id} of the member runs an ensemble trained.
 EVALUATIONS_DIR = "evaluations"  # evaluations/<name>/: one folder per evaluation on a labeled folder.
 EVALUATION_FILE = "evaluation.json"  # An evaluation's metrics, intervals, curves, calibration and checks.
 PREDICTIONS_FILE = "predictions.csv"  # An evaluation's per-image probabilities and decisions.
@@ -238,6 +242,11 @@ class Run:
             if suffix.isdigit() and root in path.resolve().parents:
                 numbers.append(int(suffix))
         return sorted(numbers)
+
+    def member_ids(self) -> list[str]:
+        """An ensemble run's members: the runs it joined, then those it trained (empty for other runs)."""
+        trained = self.read_json(MEMBERS_FILE) or {}
+        return list(self.config.get("members") or []) + [trained[key] for key in sorted(trained, key=int)]
 
     def evaluation_path(self, name: str, file: str = "") -> Path:
         """Returns the folder of evaluation `name` (a plain name), or a file inside it."""
@@ -443,12 +452,13 @@ class RunStore:
             raise RunNotFoundError(f"No run {run_id!r} in {self.root}. `python -m zoidberg runs` lists them.")
         return Run(path)
 
-    def list_runs(self, kind: str | None = None) -> list[Run]:
-        """Returns runs, newest first, optionally of one kind."""
+    def list_runs(self, kind: str | tuple[str, ...] | None = None) -> list[Run]:
+        """Returns runs, newest first, optionally of one kind or of several (MODEL_KINDS)."""
         if not self.root.is_dir():
             return []
+        kinds = (kind,) if isinstance(kind, str) else kind
         runs = [Run(path) for path in self.root.iterdir() if (path / META_FILE).exists() and not path.name.startswith(".")]
-        runs = [run for run in runs if kind is None or run.kind == kind]
+        runs = [run for run in runs if kinds is None or run.kind in kinds]
         return sorted(runs, key=lambda run: run.id, reverse=True)
 
     def delete(self, run_id: str) -> None:

@@ -371,18 +371,50 @@ def fit_run_calibration(run: Run, config: RunConfig, labels: np.ndarray, oof: np
 
 def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
     """Fits calibration and the operating point on the out-of-fold predictions, writes summary.json, scores the test split."""
+    labels = dataset.labels[indices]
+    oof = _load_out_of_fold(run, len(indices), dataset.num_classes)
+    seconds = [run.read_fold_json(fold)["train_seconds"] for fold in range(1, config.n_splits + 1)]
+    summary = summarize_out_of_fold(
+        run, config, labels, oof, fold_of, dataset.class_names, seconds, say,
+        parameters=(run.read_fold_json(1) or {}).get("parameters"),
+    )
+    # The test split is scored by the stored models at the stored operating point, as any
+    # later evaluation is, so summary.json must exist first.
+    summary["test"] = _evaluate_test_split(run, dataset, say)
+    return finish_summary(run, summary, say)
+
+
+def summarize_out_of_fold(run, config, labels, oof, fold_of, class_names, train_seconds, say, **extra) -> dict:
+    """Fits the calibration and the operating point on out-of-fold predictions and writes summary.json.
+
+    Cross-validation runs and ensembles of runs end the same way: whatever chose their
+    out-of-fold probabilities, the threshold and the calibration see only those.
+
+    Args:
+        run: The run (folds.csv and every fold's oof.npz are written).
+        config: Its RunConfig or EnsembleConfig (operating_point, calibration_method).
+        labels: Class indices of the out-of-fold rows.
+        oof: (N, C) out-of-fold probabilities.
+        fold_of: The fold (0-based) of each row.
+        class_names: Class names in order.
+        train_seconds: Each fold's training time.
+        say: Console reporter.
+        **extra: More summary fields.
+
+    Returns:
+        The summary (also summary.json), with "test": None.
+    """
     from zoidberg.evaluation.operating import DECISION_CURVE_THRESHOLDS, net_benefit
     from zoidberg.evaluation.out_of_fold import figures_at_threshold, set_operating_point
 
-    labels = dataset.labels[indices]
-    oof = _load_out_of_fold(run, len(indices), dataset.num_classes)
+    n_splits = int(fold_of.max()) + 1
     calibration = fit_run_calibration(run, config, labels, oof, say)
     choice = config.operating_point
     if calibration is None and choice.probabilities == "calibrated":
         choice = dataclasses.replace(choice, probabilities="raw")
     scale = choice.probabilities
     in_use = calibration.apply(oof) if scale == "calibrated" else oof
-    binary = dataset.num_classes == 2
+    binary = len(class_names) == 2
     extras = {}
     threshold = 0.5
     if binary:
@@ -400,31 +432,32 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
             f"sensitivity {point['mean_std']['sensitivity']['mean']:.3f} ± {point['mean_std']['sensitivity']['std'] or 0:.3f}, "
             f"specificity {point['mean_std']['specificity']['mean']:.3f} ± {point['mean_std']['specificity']['std'] or 0:.3f} over folds"
         )
-    seconds = [run.read_fold_json(fold)["train_seconds"] for fold in range(1, config.n_splits + 1)]
     summary = {
         "run_id": run.id,
-        "class_names": list(dataset.class_names),
+        "class_names": list(class_names),
         "threshold": threshold,
         "threshold_method": choice.method if binary else "argmax",
         "operating_point": choice.describe() if binary else "argmax",
         "probabilities": scale,
-        **figures_at_threshold(labels, in_use, fold_of, dataset.class_names, threshold, seconds),
+        **figures_at_threshold(labels, in_use, fold_of, class_names, threshold, train_seconds),
         **metrics.to_jsonable(extras),
-        "parameters": (run.read_fold_json(1) or {}).get("parameters"),
-        "n_train_per_fold": [int(np.sum(fold_of != fold)) for fold in range(config.n_splits)],
-        "n_validation_per_fold": [int(np.sum(fold_of == fold)) for fold in range(config.n_splits)],
+        "n_train_per_fold": [int(np.sum(fold_of != fold)) for fold in range(n_splits)],
+        "n_validation_per_fold": [int(np.sum(fold_of == fold)) for fold in range(n_splits)],
+        **extra,
         "test": None,
     }
-    # The test split is scored by the stored models at the stored operating point, as any
-    # later evaluation is, so summary.json must exist first.
     run.write_json(SUMMARY_FILE, summary)
-    summary["test"] = _evaluate_test_split(run, dataset, say)
+    return summary
+
+
+def finish_summary(run: Run, summary: dict, say: Reporter, what: str = "Cross-validation") -> dict:
+    """Writes the final summary.json, marks the run completed and prints the headline."""
     run.write_json(SUMMARY_FILE, summary)
     run.set_status("completed", error=None)
     run.append_event(events.RUN_FINISHED, state="completed")
     mean_std = summary["mean_std"]
     say(
-        "Cross-validation done: "
+        f"{what} done: "
         + ", ".join(
             f"{name} {mean_std[name]['mean']:.3f} ± {mean_std[name]['std']:.3f}"
             for name in ("accuracy", "roc_auc", "sensitivity", "specificity")

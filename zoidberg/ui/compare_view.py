@@ -331,3 +331,45 @@ def evaluation_comparison_ui(records: Sequence[compare.RunRecord], name: str) ->
         decision = {record.label: evaluation["decision_curve"] for record, evaluation in zip(records, evaluations) if evaluation.get("decision_curve")}
         if decision:
             st.plotly_chart(curves_figures.decision_curve_figure(decision, title=f"Decision curves on {name}"), key="compare_evaluation_dca")
+
+
+def ensemble_ui(records: Sequence[compare.RunRecord]) -> None:
+    """Draws "Combine into an ensemble": the method, the threshold rule and a name; starts the ensemble run.
+
+    The ensemble is a run of its own: its threshold and calibration are fitted on the
+    members' combined out-of-fold predictions, and Predict, evaluations and this page
+    treat it as any run.
+    """
+    from zoidberg.config import ENSEMBLE_METHOD_HELP, ENSEMBLE_METHODS, EnsembleConfig, OperatingPointChoice
+    from zoidberg.ui.widgets import show_error
+
+    with st.expander(f"Combine these {len(records)} runs into an ensemble"):
+        members = [record for record in records if record.architecture != "ensemble"]
+        if len(members) < 2:
+            st.caption("An ensemble combines cross-validation runs; choose at least two that are not ensembles.")
+            return
+        modes = {record.label_mode for record in members}
+        left, middle, right = st.columns([1.2, 1.5, 2])
+        binary = modes == {"binary"}
+        method = left.radio("Combination", ENSEMBLE_METHODS if binary else ("mean",), key="ensemble_method", help=ENSEMBLE_METHOD_HELP)
+        target = middle.number_input(
+            "Target sensitivity", 0.5, 0.999, 0.95, 0.01, format="%.3f", key="ensemble_target", disabled=not binary,
+            help="The threshold is the one that finds this share of pneumonia on the combined out-of-fold predictions.",
+        )
+        name = right.text_input("Ensemble name", value="", max_chars=80, key="ensemble_name", placeholder="optional, e.g. cnn+mobilenet")
+        st.caption("Members: " + ", ".join(record.label for record in members) + ". They must come from the same data folder.")
+        if st.button("🧩 Make the ensemble", key="ensemble_start", type="primary"):
+            try:
+                config = EnsembleConfig(
+                    members=tuple(record.run_id for record in members), method=method,
+                    operating_point=OperatingPointChoice("target-sensitivity", target=float(target)) if binary else OperatingPointChoice(),
+                    run_name=name.strip(),
+                )
+                run_id, attached = state.start_or_attach("ensemble", config)
+            except (ValueError, OSError) as error:
+                show_error(error, "No ensemble made.")
+                return
+            state.select_run(run_id)
+            st.success(f"Ensemble `{run_id}` {'is already being made' if attached else 'started'}: it takes seconds. "
+                       "It is listed here, on Predict, and on Train, where its members and evaluations are.", icon="🧩")
+            st.page_link("pages/train.py", label="Open it on the Train page", icon="🏋️")

@@ -208,7 +208,9 @@ def evaluation_detail_ui(run: Run, evaluation: dict) -> None:
     metrics = evaluation["metrics"]
     class_names = evaluation["class_names"]
     what = "Held-out test split" if evaluation["name"] == "test" else f"Evaluation {escape_markdown(evaluation['name'])}"
-    st.markdown(f"##### {what} ({evaluation['n_images']} images, ensemble of {len(evaluation['folds_used'])} fold models)")
+    models = evaluation.get("models") or f"{len(evaluation['folds_used'])} fold models"
+    tta = " with test-time augmentation" if evaluation.get("tta") else ""
+    st.markdown(f"##### {what} ({evaluation['n_images']} images, ensemble of {models}{tta})")
     for note in evaluation.get("notes") or []:
         st.warning(escape_markdown(note), icon="⚠️")
     if evaluation.get("synthetic"):
@@ -227,8 +229,12 @@ def evaluation_detail_ui(run: Run, evaluation: dict) -> None:
         else:
             column.metric(label, format_number(value), delta, delta_color="off", delta_arrow="off", border=True)
     threshold_text = f"threshold {format_number(evaluation['threshold'])} on {evaluation['scale']} probabilities" if len(class_names) == 2 else "most probable class"
-    st.caption(f"Folds {', '.join(map(str, evaluation['folds_used']))} of {evaluation['n_splits']}, {threshold_text}; "
-               f"{len(evaluation.get('skipped') or [])} file(s) skipped; scored in {evaluation.get('seconds', 0):.1f} s.")
+    scored = f"scored in {evaluation.get('seconds', 0):.1f} s"
+    if evaluation.get("tta") and evaluation.get("scoring_seconds"):
+        scored += f" ({evaluation['scoring_seconds']:.1f} s of forward passes: 4 test-time variants per image)"
+    which = evaluation.get("models") if evaluation.get("models") and "member" in evaluation["models"] else (
+        f"Folds {', '.join(map(str, evaluation['folds_used']))} of {evaluation['n_splits']}")
+    st.caption(f"{which}, {threshold_text}; {len(evaluation.get('skipped') or [])} file(s) skipped; {scored}.")
     left, right = st.columns(2)
     with left:
         if metrics.get("confusion_matrix"):
@@ -267,14 +273,20 @@ def evaluate_folder_ui(run: Run) -> None:
         except ValueError:
             default_name = ""
     name = right.text_input("Name", value=default_name, key=f"evaluate_name_{run.id}_{default_name}")
-    force = st.checkbox("Score again even if stored", key=f"evaluate_force_{run.id}")
+    force_column, tta_column = st.columns(2)
+    force = force_column.checkbox("Score again even if stored", key=f"evaluate_force_{run.id}")
+    tta = tta_column.checkbox(
+        "Test-time augmentation", value=bool(run.config.get("tta", False)), key=f"evaluate_tta_{run.id}",
+        help="Average each image over 4 variants (identity, a 90 % zoom, darker, brighter): 4x the forward passes, "
+        "so about 4x the scoring time; frozen-backbone runs then cannot use their cached features.",
+    )
     if st.button("🧪 Evaluate", key=f"evaluate_start_{run.id}", disabled=not folder.strip()):
         try:
             path = Path(folder.strip()).expanduser()
             if not path.is_dir():
                 raise ValueError(f"{path} does not exist or is not a folder.")
             find_class_folders(path)
-            jobs.start_evaluation(run.id, str(path.resolve()), split=split, name=name.strip() or default_name, force=force, runs_dir=state.runs_dir())
+            jobs.start_evaluation(run.id, str(path.resolve()), split=split, name=name.strip() or default_name, force=force, tta=tta, runs_dir=state.runs_dir())
             st.session_state.setdefault("zoidberg_evaluation_jobs", {})[run.id] = name.strip() or default_name
         except (ValueError, OSError, DatasetError) as error:
             show_error(error, "Not evaluated.")

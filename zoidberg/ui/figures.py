@@ -391,7 +391,7 @@ def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figu
             "mode": "markers",
             "customdata": folds,
             "marker": {"size": 12, "color": color_for(0), "line": {"width": 1, "color": "white"}},
-            "hovertemplate": f"fold %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>",
+            "hovertemplate": f"{decision.unit} %{{customdata}}: {what} = %{{x:.3f}}<extra></extra>",
             "showlegend": False,
         },
         {
@@ -407,7 +407,7 @@ def fold_strip_figure(decision: Decision, class_names: Sequence[str]) -> go.Figu
     layout: dict[str, Any] = {
         "height": 130,
         "margin": {"l": 10, "r": 10, "t": 25, "b": 40},
-        "xaxis": {"range": [-0.02, 1.02], "title": {"text": f"{what} per fold"}, "tickformat": ".1f"},
+        "xaxis": {"range": [-0.02, 1.02], "title": {"text": f"{what} per {decision.unit}"}, "tickformat": ".1f"},
         "yaxis": {"visible": False, "range": [-1, 1]},
     }
     if binary and decision.threshold is not None:

@@ -24,7 +24,7 @@ from zoidberg.data.imaging import (
     sniff_kind,
 )
 from zoidberg.predict import Decision, Prediction, decide
-from zoidberg.runs.store import MODEL_FILE, Run, RunNotFoundError, RunStore
+from zoidberg.runs.store import MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError, RunStore
 from zoidberg.ui import figures
 from zoidberg.ui.widgets import escape_markdown, run_label
 
@@ -243,7 +243,7 @@ def headline(decision: Decision, class_names: Sequence[str]) -> str:
     always belongs to the word before it.
     """
     folds = len(decision.per_fold)
-    fold_text = f"across {folds} fold{'s' if folds != 1 else ''}"
+    fold_text = f"across {folds} {decision.unit}{'s' if folds != 1 else ''}"
     probability = decision.probability
     if len(class_names) == 2 and decision.class_index == 0:
         probability = 1.0 - decision.probability
@@ -354,8 +354,13 @@ def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
         (run, state, fold numbers) tuples, newest first.
     """
     eligible = []
-    for run in store.list_runs(kind="cv"):
+    for run in store.list_runs(kind=MODEL_KINDS):
         state = run.state
+        if run.kind == "ensemble":
+            # An ensemble predicts once it has combined its members.
+            if state == "completed":
+                eligible.append((run, state, list(range(1, len(run.member_ids()) + 1))))
+            continue
         if state not in ELIGIBLE_STATES:
             continue
         folds = run.folds_with(MODEL_FILE)
@@ -364,8 +369,21 @@ def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
     return eligible
 
 
+
 def models_signature(run: Run) -> tuple:
-    """Identifies the exact fold model files, so a resumed run's new folds reload the ensemble."""
+    """Identifies the exact fold model files, so a resumed run's new folds reload the ensemble.
+
+    An ensemble run's signature is its members' and its own operating point's.
+    """
+    if run.kind == "ensemble":
+        store = RunStore(run.path.parent)
+        members = []
+        for member_id in run.member_ids():
+            try:
+                members.append((member_id, models_signature(store.get(member_id))))
+            except (RunNotFoundError, ValueError):
+                members.append((member_id, ()))
+        return tuple(members)
     signature = []
     for fold in run.folds_with(MODEL_FILE):
         try:
@@ -435,10 +453,11 @@ def run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str,
     labels = {}
     for run, state, folds in runs:
         n_splits = run.config.get("n_splits", len(folds))
-        labels[run.id] = run_label(run, state, extra=f"{len(folds)}/{n_splits} folds")
+        extra = f"ensemble of {len(folds)} runs" if run.kind == "ensemble" else f"{len(folds)}/{n_splits} folds"
+        labels[run.id] = run_label(run, state, extra=extra)
     by_id = {run.id: (run, state, folds) for run, state, folds in runs}
     chosen = st.selectbox(
-        "Model (a finished cross-validation run)",
+        "Model (a finished cross-validation run or ensemble)",
         list(by_id),
         format_func=lambda run_id: labels[run_id],
         key="predict_run",
@@ -450,7 +469,10 @@ def run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str,
 def describe_ensemble(ensemble: Any, state: str, folds: Sequence[int], n_splits: int) -> str:
     """One-line description of what predicts: folds, input size, classes, threshold origin."""
     fold_list = ", ".join(str(fold) for fold in folds)
-    if state == "completed" and len(folds) == n_splits:
+    if ensemble.run.kind == "ensemble":
+        names = ", ".join(member.run.name for member in ensemble.members)
+        which = f"Ensemble of {len(ensemble.members)} runs ({ensemble.combiner.method}: {names})"
+    elif state == "completed" and len(folds) == n_splits:
         which = f"Ensemble of all {len(folds)} fold models"
     else:
         which = f"Ensemble of folds {fold_list} only (the run {state} after {len(folds)} of {n_splits} folds)"
@@ -659,7 +681,8 @@ def _show_decision(decision: Decision, class_names: Sequence[str], result: Image
         mark = "✅ matches" if result.true_label == decision.label else "❌ differs"
         st.caption(f"True class (synthetic): **{result.true_label}** · {mark}")
     if len(decision.per_fold) > 1 and decision.spread > 0.15:
-        st.caption("⚠️ The fold models disagree strongly on this image: treat the prediction as uncertain.")
+        who = "members" if decision.unit == "member" else "fold models"
+        st.caption(f"⚠️ The {who} disagree strongly on this image: treat the prediction as uncertain.")
     st.plotly_chart(
         figures.fold_strip_figure(decision, class_names), key=f"predict_strip_{index}", config={"displayModeBar": False}
     )
@@ -674,7 +697,8 @@ def _show_decision(decision: Decision, class_names: Sequence[str], result: Image
 def load_ensemble_ui(store: RunStore, run: Run, folds: Sequence[int]):
     """Loads a run's fold ensemble (cached) with a spinner; on failure shows why and returns None."""
     try:
-        with st.spinner(f"Loading the {len(folds)} fold model(s) of {run.name} (once per run) ..."):
+        what = f"{len(folds)} member runs" if run.kind == "ensemble" else f"{len(folds)} fold model(s)"
+        with st.spinner(f"Loading the {what} of {run.name} (once per run) ..."):
             return load_ensemble_cached(store, run)
     except (RunNotFoundError, ValueError, OSError) as error:
         st.error(f"Cannot load the models of {run.name}: {error}")

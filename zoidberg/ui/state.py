@@ -170,11 +170,11 @@ def duplicate_report_cached(dataset: Dataset):
     return _duplicates_resource(str(dataset.root), dataset.fingerprint, dataset.image_size, dataset)
 
 
-def list_runs(kind: str) -> list[Run]:
-    """Returns the runs of one kind in the store, newest first.
+def list_runs(kind: str | tuple[str, ...]) -> list[Run]:
+    """Returns the runs of one kind (or several) in the store, newest first.
 
     Args:
-        kind: "cv" or "tune".
+        kind: "cv", "tune", "ensemble", or a tuple such as MODEL_KINDS.
 
     Returns:
         The runs (an empty list when the folder does not exist yet).
@@ -223,6 +223,9 @@ def prepare_payload(kind: str, config) -> dict:
         FileNotFoundError: Pretrained weights were asked for and no local file has them
             (WeightsNotFoundError).
     """
+    if kind == "ensemble":
+        # An ensemble reads its members' stored predictions, not images.
+        return get_kind(kind).prepare(config, runs_dir=runs_dir())
     dataset = load_dataset_cached(config.data.data_dir, **config.data.loader_options())
     return get_kind(kind).prepare(config, dataset)
 

@@ -16,8 +16,8 @@ from zoidberg.config import make_data_config, make_run_config
 from zoidberg.models.registry import PREPROCESSING_OPTIONS
 from zoidberg.runs import jobs
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
-from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MODEL_FILE, Run, RunNotFoundError
-from zoidberg.ui import evaluation_view, figures, state, widgets
+from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MEMBERS_FILE, MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError
+from zoidberg.ui import evaluation_view, figures, presets, state, widgets
 from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
 
 # Summary metrics shown as cards, in this order, when the run has them.
@@ -55,7 +55,8 @@ NON_METRIC_KEYS = ("n", "threshold", "train_seconds")
 
 
 def form_section_ui(data_dir: str) -> None:
-    """Draws the architecture choice and the form; validates and starts on submit."""
+    """Draws the presets, the architecture choice and the form; validates and starts on submit."""
+    presets.presets_ui(data_dir)
     spec = widgets.architecture_ui()
     with st.form("train_form"):
         st.markdown(f"**{spec.label} hyperparameters**")
@@ -67,7 +68,7 @@ def form_section_ui(data_dir: str) -> None:
         train_values = widgets.training_options_ui(columns=(second, third))
         with third:
             run_name = widgets.run_name_ui()
-        with st.expander("Operating point, calibration and duplicates"):
+        with st.expander("Operating point, calibration, duplicates and test-time augmentation"):
             evaluation_options = widgets.evaluation_options_ui()
         submitted = st.form_submit_button("🚀 Start cross-validation", type="primary")
     if submitted:
@@ -90,6 +91,8 @@ def start(data_dir: str, architecture: str, model_values: dict, train_values: di
             operating_point=run_options["operating_point"],
             calibration_method=run_options["calibration_method"],
             duplicates=run_options["duplicates"],
+            tta=run_options["tta"],
+            preset=presets.filled_preset(),
             run_name=run_name,
         )
         run_id, attached = state.start_or_attach("cv", config)
@@ -109,7 +112,7 @@ def start(data_dir: str, architecture: str, model_values: dict, train_values: di
 def runs_section_ui() -> None:
     """Draws the run picker and the selected run, live or finished."""
     st.subheader("Runs")
-    runs = state.list_runs("cv")
+    runs = state.list_runs(MODEL_KINDS)
     if not runs:
         st.caption(f"No cross-validation runs yet in `{state.runs_dir()}`. Start one above.")
         return
@@ -120,7 +123,8 @@ def runs_section_ui() -> None:
     elif active:
         st.caption(f"1 run active · {len(runs)} in total")
     chosen = widgets.run_picker_ui(
-        runs, states, state.selected_run_id(runs, states), help_text="Running and past cross-validation runs from the run store, newest first."
+        runs, states, state.selected_run_id(runs, states),
+        help_text="Running and past cross-validation runs and ensembles from the run store, newest first.",
     )
     if chosen:
         state.select_run(chosen)
@@ -330,6 +334,9 @@ def live_view(run: Run, status: dict) -> None:
         run: An active run.
         status: Its status.
     """
+    if run.kind == "ensemble":
+        _ensemble_live_view(run, status)
+        return
     events = state.read_events_incrementally(run)
     progress = read_progress(events)
     _run_header(run, status)
@@ -343,12 +350,64 @@ def live_view(run: Run, status: dict) -> None:
         metrics_table(fold_metrics_frame(fold_metrics))
 
 
+def _ensemble_live_view(run: Run, status: dict) -> None:
+    """Draws an ensemble at work: its members, and the one it is training, live."""
+    _run_header(run, status)
+    widgets.stop_button_ui(run)
+    members = members_frame(run)
+    if not members.empty:
+        st.dataframe(members, hide_index=True, width="stretch")
+    active = [row for row in members.to_dict("records") if row["state"] in ACTIVE_STATES]
+    if not active:
+        st.info("Combining the members' out-of-fold predictions ...", icon="🧮")
+        return
+    member = state.run_store().get(active[0]["run"])
+    st.markdown(f"**Training member {active[0]['member']}: {escape_markdown(member.name)}**")
+    progress = read_progress(state.read_events_incrementally(member))
+    _progress_block(progress, member.status(), member.stop_requested)
+    _curves(progress, key_prefix=f"live_{member.id}")
+
+
+def members_frame(run: Run) -> pd.DataFrame:
+    """One row per member of an ensemble run: number, name, state, architecture and size, out-of-fold AUC."""
+    store = state.run_store()
+    config = run.config
+    trained = run.read_json(MEMBERS_FILE) or {}
+    ids = run.member_ids()
+    rows = []
+    for number, member_id in enumerate(ids, start=1):
+        try:
+            member = store.get(member_id)
+        except (RunNotFoundError, ValueError):
+            rows.append({"member": number, "run": member_id, "name": "(deleted)", "state": "missing"})
+            continue
+        summary = member.summary() or {}
+        auc = ((summary.get("mean_std") or {}).get("roc_auc") or {}).get("mean")
+        rows.append({
+            "member": number,
+            "run": member.id,
+            "name": member.name,
+            "state": member.state,
+            "model": f"{(member.config.get('model') or {}).get('architecture', '?')} {(member.config.get('data') or {}).get('image_size', '?')} px",
+            "CV AUC": None if auc is None else round(float(auc), 3),
+        })
+    pending = len(config.get("recipes") or []) - len(trained)
+    for offset in range(max(0, pending)):
+        rows.append({"member": len(rows) + 1, "run": "", "name": "to train", "state": "waiting"})
+    return pd.DataFrame(rows)
+
+
 def _run_header(run: Run, status: dict) -> None:
     """Draws the run's name, state badge and the synthetic-data notice."""
     config = run.config
     model = config.get("model", {})
     data = config.get("data", {})
     st.subheader(f"{escape_markdown(run.name)} {state_badge(status.get('state', 'queued'))}", anchor=False)
+    if run.kind == "ensemble":
+        count = len(config.get("members") or []) + len(config.get("recipes") or [])
+        preset = f" · preset {config['preset']}" if config.get("preset") else ""
+        st.caption(f"`{run.id}` · ensemble of {count} runs ({config.get('method', 'mean')}){preset} · data: `{data.get('data_dir', '?')}`")
+        return
     facts = [
         f"`{run.id}`",
         f"{model.get('architecture', '?')}",
@@ -447,6 +506,12 @@ def finished_view(run: Run, status: dict) -> None:
     if run_state in jobs.RESUMABLE_STATES:
         widgets.resume_button_ui(run)
     fold_metrics = run.fold_metrics()
+    if run.kind == "ensemble":
+        st.markdown("**Members**")
+        st.dataframe(members_frame(run), hide_index=True, width="stretch")
+        combiner = (summary or {}).get("combiner") or {}
+        if combiner.get("method") == "stacking":
+            st.caption("Stacking weights on each member's logit of P(pneumonia): " + ", ".join(f"{weight:+.2f}" for weight in combiner["coefficients"]))
     if summary:
         evaluation_view.honest_numbers_ui(run)
         _summary_block(summary, has_test_evaluation=any(item.get("name") == "test" for item in run.evaluations()))
@@ -460,7 +525,7 @@ def finished_view(run: Run, status: dict) -> None:
     if progress.epoch_rows:
         with st.expander("Learning curves", expanded=not summary):
             _curves(progress, key_prefix=f"done_{run.id}")
-    _downloads(run, has_models=bool(fold_metrics))
+    _downloads(run, has_models=bool(run.folds_with(MODEL_FILE)))
 
 
 def _summary_block(summary: dict, has_test_evaluation: bool = False) -> None:

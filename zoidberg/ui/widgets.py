@@ -52,6 +52,17 @@ LABEL_MODE_HELP = (
 # Widget values survive page switches, so the Train form is as the user left it.
 PERSIST = "session"
 
+
+def seeded(key: str, default: Any) -> str:
+    """Puts a widget's first value into session state once and returns its key.
+
+    Widgets then take their value from session state alone, never from a default as well
+    (Streamlit warns about both), so that a preset can fill the form by writing the keys.
+    """
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return key
+
 # Integer ranges up to this many steps are drawn as sliders; wider ones as number inputs.
 MAX_SLIDER_STEPS = 60
 
@@ -144,15 +155,18 @@ def run_facts(kind: str, config: Mapping[str, Any]) -> list[str]:
     """Returns the few facts that tell runs apart in a picker.
 
     Args:
-        kind: "cv" or "tune".
+        kind: "cv", "tune" or "ensemble".
         config: The run's config.json.
 
     Returns:
         Architecture, label mode, size and k for cross-validation; architecture,
-        algorithm, trials and size for a search.
+        algorithm, trials and size for a search; the member count and method of an ensemble.
     """
     config = config if isinstance(config, Mapping) else {}
     data = config.get("data", {}) or {}
+    if kind == "ensemble":
+        count = len(config.get("members") or []) + len(config.get("recipes") or [])
+        return [f"ensemble of {count} runs", str(config.get("method", "mean")), str(data.get("label_mode", "binary"))]
     if kind == "tune":
         return [
             str(config.get("architecture", "?")),
@@ -220,8 +234,7 @@ def label_mode_ui(key: str, default: str = "binary") -> str:
     return st.radio(
         "Label mode",
         LABEL_MODES,
-        index=LABEL_MODES.index(default),
-        key=key,
+        key=seeded(key, default),
         persist_state=PERSIST,
         horizontal=True,
         help=LABEL_MODE_HELP,
@@ -254,14 +267,13 @@ def option_ui(parameter: HyperParameter, key: str) -> Any:
     if parameter.values:
         return _values_ui(parameter, label, key)
     if parameter.kind == "bool":
-        return st.checkbox(label, value=bool(parameter.default), key=key, persist_state=PERSIST, help=parameter.help)
+        return st.checkbox(label, key=seeded(key, bool(parameter.default)), persist_state=PERSIST, help=parameter.help)
     if parameter.kind == "choice":
         choices = list(parameter.choices)
         return st.selectbox(
             label,
             choices,
-            index=choices.index(parameter.default),
-            key=key,
+            key=seeded(key, parameter.default),
             persist_state=PERSIST,
             help=parameter.help,
             format_func=format_choice,
@@ -281,8 +293,7 @@ def _values_ui(parameter: HyperParameter, label: str, key: str) -> Any:
         st.select_slider(
             label,
             options=values,
-            value=parameter.default,
-            key=key,
+            key=seeded(key, parameter.default),
             persist_state=PERSIST,
             format_func=lambda value: f"{value:g}",
             help=parameter.help,
@@ -300,9 +311,8 @@ def _int_ui(parameter: HyperParameter, label: str, key: str) -> int:
                 label,
                 int(low),
                 int(high),
-                int(parameter.default),
                 step=step,
-                key=key,
+                key=seeded(key, int(parameter.default)),
                 persist_state=PERSIST,
                 help=parameter.help,
             )
@@ -312,9 +322,8 @@ def _int_ui(parameter: HyperParameter, label: str, key: str) -> int:
             label,
             min_value=None if low is None else int(low),
             max_value=None if high is None else int(high),
-            value=int(parameter.default),
             step=step,
-            key=key,
+            key=seeded(key, int(parameter.default)),
             persist_state=PERSIST,
             help=parameter.help,
         )
@@ -330,9 +339,8 @@ def _float_ui(parameter: HyperParameter, label: str, key: str) -> float:
                 label,
                 float(low),
                 float(high),
-                float(parameter.default),
                 step=float(parameter.step),
-                key=key,
+                key=seeded(key, float(parameter.default)),
                 persist_state=PERSIST,
                 help=parameter.help,
             )
@@ -342,9 +350,8 @@ def _float_ui(parameter: HyperParameter, label: str, key: str) -> float:
             label,
             min_value=None if low is None else float(low),
             max_value=None if high is None else float(high),
-            value=float(parameter.default),
             format="%g",
-            key=key,
+            key=seeded(key, float(parameter.default)),
             persist_state=PERSIST,
             help=parameter.help,
         )
@@ -412,9 +419,8 @@ def run_options_ui(prefix: str = "train") -> dict[str, Any]:
         "Image size (px)",
         min_value=16,
         max_value=512,
-        value=64,
         step=16,
-        key=f"{prefix}_image_size",
+        key=seeded(f"{prefix}_image_size", 64),
         persist_state=PERSIST,
         help="Side of the square grayscale input. Larger sees more detail but trains slower (CPU).",
     )
@@ -423,9 +429,8 @@ def run_options_ui(prefix: str = "train") -> dict[str, Any]:
         "Folds k",
         min_value=2,
         max_value=20,
-        value=5,
         step=1,
-        key=f"{prefix}_k",
+        key=seeded(f"{prefix}_k", 5),
         persist_state=PERSIST,
         help="Patient-grouped stratified folds: each patient's images stay in one fold.",
     )
@@ -433,9 +438,8 @@ def run_options_ui(prefix: str = "train") -> dict[str, Any]:
         "Seed",
         min_value=0,
         max_value=2**31 - 1,
-        value=42,
         step=1,
-        key=f"{prefix}_seed",
+        key=seeded(f"{prefix}_seed", 42),
         persist_state=PERSIST,
         help="Seed of the fold split and of each fold's training (fold i uses seed + i).",
     )
@@ -480,7 +484,7 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
     """Draws how a run will choose its threshold, calibrate, and treat duplicate images.
 
     Returns:
-        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates"}.
+        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates", "tta"}.
 
     Raises:
         ValueError: Never for the widgets' own ranges; the choice validates itself.
@@ -488,10 +492,10 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
     first, second, third = st.columns(3)
     with first:
         method = st.selectbox("Threshold method", THRESHOLD_METHODS, format_func=THRESHOLD_METHOD_LABELS.get,
-                              key=f"{prefix}_threshold_method", persist_state=PERSIST,
+                              key=seeded(f"{prefix}_threshold_method", THRESHOLD_METHODS[0]), persist_state=PERSIST,
                               help="Fitted on the out-of-fold predictions; it can be changed after training, on the run.")
-        target = st.number_input("Target sensitivity or specificity", 0.5, 0.999, 0.95, 0.01, format="%.3f",
-                                 key=f"{prefix}_threshold_target", persist_state=PERSIST)
+        target = st.number_input("Target sensitivity or specificity", 0.5, 0.999, step=0.01, format="%.3f",
+                                 key=seeded(f"{prefix}_threshold_target", 0.95), persist_state=PERSIST)
         cost_ratio = st.number_input("Cost ratio (missed pneumonia : false alarm)", 0.01, 100.0, 1.0, 0.5,
                                      key=f"{prefix}_cost_ratio", persist_state=PERSIST)
     with second:
@@ -505,6 +509,9 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
                                           help="temperature: one number that cools over-confident outputs; platt: a logistic fit (binary runs).")
         duplicates = st.selectbox("Duplicate images", DUPLICATE_POLICIES, key=f"{prefix}_duplicates", persist_state=PERSIST,
                                   help=DUPLICATE_POLICY_HELP)
+        tta = st.checkbox("Test-time augmentation", key=seeded(f"{prefix}_tta", False), persist_state=PERSIST,
+                          help="Score the out-of-fold images, and later predictions, as the mean over 4 variants "
+                          "(identity, a 90 % zoom, darker, brighter): 4x the forward passes.")
     choice = OperatingPointChoice(
         method,
         target=float(target) if method.startswith("target-") else None,
@@ -512,7 +519,7 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
         prevalence=float(prevalence) if stated else None,
         probabilities=probabilities,
     )
-    return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates}
+    return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates, "tta": bool(tta)}
 
 
 def run_name_ui(prefix: str = "train") -> str:

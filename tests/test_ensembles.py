@@ -1,0 +1,163 @@
+"""Ensembles of runs: thresholds from the members' out-of-fold predictions, stacking, prediction, evaluation, refusals."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from zoidberg.config import EnsembleConfig, OperatingPointChoice
+from zoidberg.evaluation.operating import operating_point
+from zoidberg.evaluation.out_of_fold import read_out_of_fold
+from zoidberg.runs.store import MEMBERS_FILE, OPERATING_POINT_FILE, RunStore
+from zoidberg.training.ensemble import align_members, prepare_ensemble, run_ensemble
+
+SENSITIVE = OperatingPointChoice("target-sensitivity", target=0.9)
+
+
+@pytest.fixture
+def store(trained, tmp_path):
+    """A private store holding copies of the shared trained runs."""
+    store = RunStore(tmp_path / "runs")
+    for run_id in trained.ids.values():
+        shutil.copytree(trained.store.get(run_id).path, store.root / run_id)
+    return store
+
+
+def make_ensemble(store, config: EnsembleConfig):
+    """Prepares and builds an ensemble run in this process, as its worker would."""
+    run = store.create_run("ensemble", prepare_ensemble(config, store), config.run_name)
+    run_ensemble(run)
+    assert run.state == "completed", run.status()
+    return run
+
+
+def members_mean(store, ids):
+    """The members' out-of-fold probabilities aligned by path, their mean, labels and the first member's folds."""
+    members = [store.get(run_id) for run_id in ids]
+    rows, stacked = align_members(members)
+    reference = read_out_of_fold(members[0])
+    position = {path: index for index, path in enumerate(reference.paths)}
+    order = np.array([position[row["path"]] for row in rows])
+    return stacked, stacked.mean(axis=0), reference.labels[order], reference.fold_of[order]
+
+
+def test_the_threshold_comes_from_the_members_out_of_fold_predictions(store, trained):
+    ids = (trained.ids["baseline"], trained.ids["variant"])
+    run = make_ensemble(store, EnsembleConfig(members=ids, operating_point=SENSITIVE, run_name="pair"))
+    _, combined, labels, fold_of = members_mean(store, ids)
+    expected = operating_point(labels, combined[:, 1], fold_of, SENSITIVE)
+    stored = run.read_json(OPERATING_POINT_FILE)
+    assert stored["threshold"] == pytest.approx(expected["threshold"])
+    assert run.summary()["threshold"] == pytest.approx(expected["threshold"])
+    # The ensemble's own out-of-fold predictions are the members' mean, fold by fold.
+    out_of_fold = read_out_of_fold(run)
+    assert np.allclose(out_of_fold.raw, combined) and np.array_equal(out_of_fold.fold_of, fold_of)
+    assert [member["run_id"] for member in run.summary()["members"]] == list(ids)
+
+
+def test_stacking_is_cross_fitted_on_the_folds_and_weighs_the_members(store, trained):
+    from zoidberg.training.ensemble import fit_combiner, out_of_fold_combination
+
+    ids = (trained.ids["baseline"], trained.ids["variant"])
+    run = make_ensemble(store, EnsembleConfig(members=ids, method="stacking", operating_point=SENSITIVE))
+    stacked, mean, labels, fold_of = members_mean(store, ids)
+    crossed = out_of_fold_combination("stacking", stacked, labels, fold_of)
+    # Each fold is combined by a regression that never saw it, so it differs from a fit on all rows.
+    assert not np.allclose(crossed, fit_combiner("stacking", stacked, labels).apply(stacked))
+    assert np.allclose(read_out_of_fold(run).raw, crossed)
+    assert len(run.summary()["combiner"]["coefficients"]) == 2
+    expected = operating_point(labels, crossed[:, 1], fold_of, SENSITIVE)
+    assert run.read_json(OPERATING_POINT_FILE)["threshold"] == pytest.approx(expected["threshold"])
+
+
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        (("baseline", "three_class"), "label modes"),
+        (("baseline", "stopped"), "only completed runs"),
+        (("baseline", "missing"), "is not in"),
+    ],
+)
+def test_members_that_cannot_combine_are_refused_with_a_reason(store, trained, members, message):
+    ids = tuple(trained.ids.get(name, "20260101-000000-cv-000000") for name in members)
+    with pytest.raises(ValueError, match=message):
+        prepare_ensemble(EnsembleConfig(members=ids), store)
+
+
+def test_an_ensemble_needs_two_distinct_runs():
+    with pytest.raises(ValueError, match="at least two"):
+        EnsembleConfig(members=("a",))
+    with pytest.raises(ValueError, match="once"):
+        EnsembleConfig(members=("a", "a"))
+
+
+def test_an_ensemble_predicts_explains_and_evaluates_like_any_run(store, trained, demo_dir):
+    from zoidberg.data.imaging import decode_grayscale
+    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.predict import EnsembleOfRuns, load_ensemble
+
+    ids = (trained.ids["baseline"], trained.ids["variant"])
+    run = make_ensemble(store, EnsembleConfig(members=ids, run_name="pair"))
+    ensemble = load_ensemble(run.id, runs_dir=store.root)
+    assert isinstance(ensemble, EnsembleOfRuns) and ensemble.threshold == run.summary()["threshold"]
+    image = next(demo_dir.glob("test/PNEUMONIA/*.jpeg"))
+    decision = ensemble.predict_file(image)
+    members = [load_ensemble(run_id, runs_dir=store.root) for run_id in ids]
+    # Decoded as predict_file decodes (JPEG draft at the largest member's size).
+    gray = decode_grayscale(image, draft_size=ensemble.image_size)
+    expected = np.mean([member.probabilities(gray).mean[1] for member in members])
+    assert decision["unit"] == "member" and len(decision["per_fold"]) == 2
+    assert decision["probability_raw"] == pytest.approx(expected, abs=1e-5)
+    heatmap = ensemble.gradcam(decode_grayscale(image))
+    assert heatmap.shape == (32, 32) and 0.0 <= heatmap.min() and heatmap.max() <= 1.0
+    lines = []
+    evaluation = evaluate_run(run, demo_dir, split="test", name="demo-test", report=lines.append)
+    assert evaluation["models"].startswith("2 member runs") and evaluation["n_images"] > 0
+    assert evaluation["leakage"]["clean"]
+    again = evaluate_run(run, demo_dir, split="test", name="demo-test", report=lines.append)
+    assert again["created"] == evaluation["created"]
+    # The ensemble's test split was scored once when it was made, like a run's.
+    assert any(item["name"] == "test" for item in run.evaluations())
+
+
+def test_an_ensemble_trains_its_recipes_as_runs_then_combines_them(tmp_path, demo_dir):
+    from conftest import _config
+
+    store = RunStore(tmp_path / "runs")
+    recipes = (_config(demo_dir, seed=3), _config(demo_dir, seed=4, conv_blocks=1, base_filters=4))
+    run = make_ensemble(store, EnsembleConfig(recipes=recipes, operating_point=SENSITIVE, run_name="trained pair"))
+    trained = run.read_json(MEMBERS_FILE)
+    members = [store.get(trained[key]) for key in ("0", "1")]
+    assert all(member.kind == "cv" and member.state == "completed" for member in members)
+    assert [member.config["random_state"] for member in members] == [3, 4]
+    _, combined, labels, fold_of = members_mean(store, [member.id for member in members])
+    expected = operating_point(labels, combined[:, 1], fold_of, SENSITIVE)
+    assert run.read_json(OPERATING_POINT_FILE)["threshold"] == pytest.approx(expected["threshold"])
+    # A resumed ensemble keeps its completed members instead of training them again.
+    from zoidberg.runs.worker import reopen
+
+    run.set_status("interrupted")
+    reopen(run)
+    lines = []
+    run_ensemble(run, report=lines.append)
+    assert run.read_json(MEMBERS_FILE) == trained and not any("Member 1/2" in line for line in lines)
+
+
+def test_members_of_other_sizes_each_read_the_folder_at_their_own(store, trained, demo_dir, tmp_path):
+    from conftest import _config
+    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.training.cv import config_payload, run_cross_validation
+
+    import dataclasses
+
+    from zoidberg.config import DataConfig
+
+    config = dataclasses.replace(_config(demo_dir, seed=1), data=DataConfig(str(demo_dir), "binary", 48, resize="pad", enhance="clahe"))
+    bigger = config_payload(config)
+    member = store.create_run("cv", bigger, "48 px, pad, CLAHE")
+    run_cross_validation(member)
+    run = make_ensemble(store, EnsembleConfig(members=(trained.ids["baseline"], member.id)))
+    evaluation = evaluate_run(run, demo_dir, split="test", name="sizes")
+    assert evaluation["n_images"] == len(list(demo_dir.glob("test/*/*.jpeg")))

@@ -1,0 +1,103 @@
+"""The Train page's presets: one card per recipe, started with one click or written into the form."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from zoidberg.models.presets import PRESETS, Preset, make_preset_config, missing_weights
+from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS
+from zoidberg.ui import state
+from zoidberg.ui.widgets import escape_markdown, show_error
+
+# The form's widget keys of the run options (widgets.run_options_ui, evaluation_options_ui).
+RUN_OPTION_KEYS = {"image_size": "train_image_size", "n_splits": "train_k", "random_state": "train_seed"}
+OPERATING_POINT_KEYS = {"method": "train_threshold_method", "target": "train_threshold_target"}
+# Remembers which preset last filled the form, so that its run records it.
+FILLED_KEY = "train_preset_filled"
+
+
+def form_keys(preset: Preset) -> dict[str, object]:
+    """{Train-form widget key: value} of a single-run preset (its architecture, hyperparameters, options)."""
+    architecture = preset.architecture
+    keys: dict[str, object] = {"train_architecture": architecture}
+    parameters = {parameter.name for parameter in ARCHITECTURES[architecture].hyperparameters}
+    for name, value in preset.model.items():
+        if name in parameters:
+            keys[f"hp_{architecture}_{name}"] = value
+    options = {option.name: option for option in (*TRAINING_OPTIONS, *PREPROCESSING_OPTIONS)}
+    for name, value in {**preset.train, **preset.data}.items():
+        if name in options:
+            keys[f"train_{options[name].short_name}"] = value
+        elif name in RUN_OPTION_KEYS:
+            keys[RUN_OPTION_KEYS[name]] = value
+    for name, value in preset.run.items():
+        if name in RUN_OPTION_KEYS:
+            keys[RUN_OPTION_KEYS[name]] = value
+        elif name == "tta":
+            keys["train_tta"] = value
+    for name, value in preset.operating_point.items():
+        if name in OPERATING_POINT_KEYS:
+            keys[OPERATING_POINT_KEYS[name]] = value
+    return keys
+
+
+def fill_form(preset: Preset) -> None:
+    """Writes a preset's values into the Train form's widgets (the next rerun shows them)."""
+    for key, value in form_keys(preset).items():
+        st.session_state[key] = value
+    st.session_state[FILLED_KEY] = preset.name
+
+
+def filled_preset() -> str | None:
+    """The preset that last filled the form, if any (recorded in the run's config.json)."""
+    return st.session_state.get(FILLED_KEY)
+
+
+def presets_ui(data_dir: str) -> None:
+    """Draws one card per preset: what it trains, its time here, the weights it needs, Start and Fill."""
+    st.markdown("**Presets**: start a tested recipe with one click, or fill the form with it and change any field.")
+    columns = st.columns(len(PRESETS))
+    for column, preset in zip(columns, PRESETS.values()):
+        with column, st.container(border=True):
+            _card(preset, data_dir)
+
+
+def _card(preset: Preset, data_dir: str) -> None:
+    """One preset's card."""
+    st.markdown(f"**{preset.label}** · `{preset.name}`")
+    st.caption(escape_markdown(preset.description))
+    st.caption(f"⏱ {preset.expected_time}")
+    missing = missing_weights(preset.name) if preset.needs_weights else []
+    if preset.needs_weights:
+        needs = ", ".join(f"MobileNetV2 {alpha:g}" for _, alpha in preset.weights_needed())
+        st.caption(("⚠️ Missing ImageNet weights: " if missing else "✅ ImageNet weights here: ") + needs)
+    else:
+        st.caption("No weights file needed.")
+    if st.button(f"▶ Start {preset.label.lower()}", key=f"preset_start_{preset.name}", type="primary", disabled=bool(missing)):
+        start_preset(preset, data_dir)
+    if missing:
+        st.caption(escape_markdown(missing[0]))
+        if preset.alternative:
+            st.caption(f"Without weights, start **{PRESETS[preset.alternative].label}** instead.")
+    if not preset.is_ensemble:
+        st.button("Fill the form", key=f"preset_fill_{preset.name}", on_click=fill_form, args=(preset,),
+                  help="Writes this preset into the form below; change any field, then start it there.")
+    else:
+        st.caption("Trains " + ", ".join(f"**{PRESETS[member].label}**" for member in preset.members) + ", then averages them.")
+
+
+def start_preset(preset: Preset, data_dir: str) -> None:
+    """Starts (or attaches to) a preset's run on the chosen data folder, and selects it."""
+    try:
+        config = make_preset_config(preset.name, data_dir, run_name=f"{preset.label} preset")
+        kind = "ensemble" if preset.is_ensemble else "cv"
+        run_id, attached = state.start_or_attach(kind, config)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        show_error(error, f"The {preset.label.lower()} preset did not start.")
+        return
+    state.select_run(run_id)
+    if attached:
+        st.info(f"This preset is already running on this folder: showing `{run_id}`.", icon="🔁")
+    else:
+        st.toast(f"Started the {preset.label.lower()} preset: {run_id}", icon="🚀")
+

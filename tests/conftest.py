@@ -58,6 +58,29 @@ def runs_dir(private_dirs) -> Path:
     return Path(os.environ["ZOIDBERG_RUNS_DIR"])
 
 
+def write_legacy_weights(model, path: Path) -> Path:
+    """Writes a model's weights in the legacy .h5 layout of the official Keras files."""
+    h5py = pytest.importorskip("h5py")
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+    return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights_dir(tmp_path_factory) -> Path:
+    """A folder with random MobileNetV2 0.35 and 0.5 no-top files under the official ImageNet names."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("imagenet-weights")
+    for alpha in ("0.35", "0.5"):
+        keras.utils.set_random_seed(5)
+        model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=float(alpha), include_top=False, weights=None)
+        write_legacy_weights(model, folder / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5")
+    return folder
+
+
 def needs_shared_data(*parts: str) -> Path:
     """Returns a path in ../shared/data or skips the test when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -161,3 +161,24 @@ def test_members_of_other_sizes_each_read_the_folder_at_their_own(store, trained
     run = make_ensemble(store, EnsembleConfig(members=(trained.ids["baseline"], member.id)))
     evaluation = evaluate_run(run, demo_dir, split="test", name="sizes")
     assert evaluation["n_images"] == len(list(demo_dir.glob("test/*/*.jpeg")))
+
+
+def test_the_cli_makes_an_ensemble_then_predicts_and_evaluates_with_it(store, trained, demo_dir, capsys):
+    from zoidberg.cli import main
+
+    root = ["--runs-dir", str(store.root)]
+    members = [trained.ids["baseline"], trained.ids["variant"]]
+    assert main([*root, "ensemble", *members, "--method", "stacking", "--target-sensitivity", "0.9", "--name", "cli pair"]) == 0
+    out = capsys.readouterr().out
+    assert "Stacking weights" in out and "Decision threshold" in out
+    run_id = next(line.split()[-1] for line in out.splitlines() if line.startswith("Run id:"))
+    image = str(next(demo_dir.glob("test/NORMAL/*.jpeg")))
+    assert main([*root, "predict", "--run", run_id, image, "--tta"]) == 0
+    out = capsys.readouterr().out
+    assert "across members" in out and "Test-time augmentation: 4 variants per image" in out
+    assert main([*root, "evaluate", "--run", run_id, "--data", str(demo_dir), "--name", "cli"]) == 0
+    assert "2 member runs" in capsys.readouterr().out
+    assert main([*root, "runs"]) == 0
+    assert any(run_id in line and "ensemble" in line for line in capsys.readouterr().out.splitlines())
+    assert main([*root, "ensemble", members[0]]) == 2
+    assert "at least two" in capsys.readouterr().err

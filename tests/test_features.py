@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import SHARED_WEIGHTS
+from conftest import SHARED_WEIGHTS, write_legacy_weights
 
 from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from zoidberg.data.dataset import default_cache_dir, load_dataset
@@ -20,16 +20,6 @@ from zoidberg.training.features import compute_features, feature_cache_path, loa
 
 MOBILENET_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 SIZE = 32
-
-
-def write_legacy_weights(model: keras.Model, path: Path) -> Path:
-    """Writes a model's weights in the legacy .h5 layout of the official Keras files."""
-    h5py = pytest.importorskip("h5py")
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
-    return path
 
 
 @pytest.fixture(scope="module")

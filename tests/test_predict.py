@@ -38,7 +38,7 @@ def test_the_cli_json_of_a_decision_keeps_its_keys():
     payload = decide(binary_prediction(0.9), 0.5).to_dict()
     assert set(payload) == {
         "label", "class_index", "probability", "spread", "per_fold", "class_probabilities", "threshold",
-        "scale", "probability_raw", "probability_calibrated",
+        "scale", "probability_raw", "probability_calibrated", "unit",
     }
     assert payload["label"] == "pneumonia" and payload["per_fold"] == pytest.approx([0.9])
 
@@ -52,3 +52,76 @@ def test_calibrated_decisions_use_the_calibrated_probabilities_and_report_both()
     assert on_calibrated.probability == pytest.approx(0.5) and on_calibrated.raw_probability == pytest.approx(0.7)
     # Without a calibration, "calibrated" falls back to raw and says so.
     assert decide(binary_prediction(0.9), 0.5, "calibrated").scale == "raw"
+
+
+# ---------------------------------------------------------------------------------------
+# Test-time augmentation and preprocessing, on a tiny real run.
+# ---------------------------------------------------------------------------------------
+
+
+def test_tta_averages_every_variant_and_never_flips(trained, demo_dir):
+    from zoidberg.data.imaging import decode_grayscale
+    from zoidberg.predict import load_ensemble
+    from zoidberg.training.pipeline import TTA_VARIANTS, make_probability_function, predict_probabilities, tta_variants
+
+    ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
+    gray = decode_grayscale(next(demo_dir.glob("test/PNEUMONIA/*.jpeg")), draft_size=ensemble.image_size)
+    batch = ensemble.prepare(gray)
+    variants = [np.asarray(variant) for variant in tta_variants(batch)]
+    assert len(variants) == len(TTA_VARIANTS) == 4 and np.array_equal(variants[0], batch)
+    assert all(not np.allclose(variant, batch) for variant in variants[1:])
+    # No variant mirrors the film (the heart sits on the left): a dark-to-bright ramp stays one.
+    ramp = np.tile(np.linspace(0.05, 0.95, 32, dtype=np.float32), (1, 32, 1))[..., None]
+    for variant in tta_variants(ramp):
+        variant = np.asarray(variant)
+        assert variant[0, :, :16].mean() < variant[0, :, 16:].mean()
+    model = ensemble.models[0]
+    infer = make_probability_function(model)
+    manual = np.mean([np.asarray(infer(variant))[0, 0] for variant in variants])
+    image = ensemble.model_input(gray)[None]
+    assert predict_probabilities(model, image, np.array([0]), tta=True)[0, 1] == pytest.approx(manual, abs=1e-5)
+    per_fold = ensemble.probabilities(gray, tta=True).per_fold[:, 1]
+    assert per_fold[0] == pytest.approx(manual, abs=1e-5)
+    assert not np.allclose(per_fold, ensemble.probabilities(gray, tta=False).per_fold[:, 1])
+
+
+def test_an_evaluation_records_tta_and_is_reused_only_with_the_same_setting(trained, demo_dir, tmp_path):
+    import shutil
+
+    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.runs.store import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    shutil.copytree(trained.store.get(trained.ids["baseline"]).path, store.root / trained.ids["baseline"])
+    run = store.get(trained.ids["baseline"])
+    lines = []
+    plain = evaluate_run(run, demo_dir, split="test", name="demo", report=lines.append)
+    augmented = evaluate_run(run, demo_dir, split="test", name="demo", tta=True, report=lines.append)
+    assert plain["tta"] is False and augmented["tta"] is True and not any("reused" in line for line in lines)
+    assert any("test-time augmentation (4 variants" in line for line in lines) and augmented["scoring_seconds"] > 0
+    assert plain["metrics"]["roc_auc"] != augmented["metrics"]["roc_auc"] or plain["calibration"] != augmented["calibration"]
+    evaluate_run(run, demo_dir, split="test", name="demo", tta=True, report=lines.append)
+    assert "reused" in lines[-1]
+
+
+def test_preprocessing_is_identical_in_training_and_predict(demo_dir, runs_dir):
+    import dataclasses
+
+    from conftest import _config
+    from zoidberg.config import DataConfig
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.data.imaging import decode_grayscale
+    from zoidberg.predict import load_ensemble
+    from zoidberg.runs.store import RunStore
+    from zoidberg.training.cv import prepare_run, run_cross_validation
+
+    data = DataConfig(str(demo_dir), "binary", 40, resize="pad", enhance="clahe")
+    run = RunStore(runs_dir).create_run("cv", prepare_run(dataclasses.replace(_config(demo_dir), data=data)), "pad+clahe")
+    run_cross_validation(run)
+    ensemble = load_ensemble(run.id, runs_dir=runs_dir)
+    dataset = load_dataset(demo_dir, **data.loader_options())
+    for row in (0, len(dataset) // 2, len(dataset) - 1):
+        # What predict and evaluate feed the models is what the folds trained on, pixel for pixel.
+        gray = decode_grayscale(demo_dir / dataset.paths[row], draft_size=ensemble.image_size)
+        assert np.array_equal(ensemble.model_input(gray), dataset.images[row])
+    assert run.config["data"]["resize"] == "pad" and run.config["data"]["enhance"] == "clahe"

@@ -46,3 +46,21 @@ def test_quick_benchmark_runs_and_writes_table_and_json(tmp_path):
     assert table[0] == "| measure | reference | Zoidberg | ratio | target | met? |"
     assert len(table) == 2 + len(rows)
     assert all(line.count("|") == 7 for line in table)
+
+
+@pytest.mark.timeout(600)
+def test_quality_benchmark_runs_on_generated_data(tmp_path):
+    out = tmp_path / "quality.json"
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/quality.py", "--quick", "--presets", "scratch,notes-cnn", "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=environment, timeout=580,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    payload = json.loads(out.read_text())
+    assert [item["recipe"] for item in payload["results"]] == ["scratch", "notes-cnn"]
+    for item in payload["results"]:
+        assert set(item["holdouts"]) == {"patients", "shifted"} and item["seconds"] > 0
+        assert all(figures["leakage_clean"] for figures in item["holdouts"].values())
+    header = [line for line in result.stdout.splitlines() if line.startswith("| recipe |")]
+    assert len(header) == 2 and "AUC gap to CV" in header[0]

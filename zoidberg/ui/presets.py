@@ -17,27 +17,25 @@ FILLED_KEY = "train_preset_filled"
 
 
 def form_keys(preset: Preset) -> dict[str, object]:
-    """{Train-form widget key: value} of a single-run preset (its architecture, hyperparameters, options)."""
+    """{Train-form widget key: value} of a single-run preset: every field, its own values over the defaults.
+
+    Fields the preset leaves out take their registry defaults, so that the form shows the
+    preset and not a mix of it with what was typed before.
+    """
     architecture = preset.architecture
     keys: dict[str, object] = {"train_architecture": architecture}
-    parameters = {parameter.name for parameter in ARCHITECTURES[architecture].hyperparameters}
-    for name, value in preset.model.items():
-        if name in parameters:
-            keys[f"hp_{architecture}_{name}"] = value
-    options = {option.name: option for option in (*TRAINING_OPTIONS, *PREPROCESSING_OPTIONS)}
-    for name, value in {**preset.train, **preset.data}.items():
-        if name in options:
-            keys[f"train_{options[name].short_name}"] = value
-        elif name in RUN_OPTION_KEYS:
-            keys[RUN_OPTION_KEYS[name]] = value
-    for name, value in preset.run.items():
-        if name in RUN_OPTION_KEYS:
-            keys[RUN_OPTION_KEYS[name]] = value
-        elif name == "tta":
-            keys["train_tta"] = value
-    for name, value in preset.operating_point.items():
-        if name in OPERATING_POINT_KEYS:
-            keys[OPERATING_POINT_KEYS[name]] = value
+    for parameter in ARCHITECTURES[architecture].hyperparameters:
+        keys[f"hp_{architecture}_{parameter.name}"] = preset.model.get(parameter.name, parameter.default)
+    values = {**preset.train, **preset.data, **preset.run}
+    for option in (*TRAINING_OPTIONS, *PREPROCESSING_OPTIONS):
+        keys[f"train_{option.short_name}"] = values.get(option.name, option.default)
+    for name, key in RUN_OPTION_KEYS.items():
+        if name in values:
+            keys[key] = values[name]
+    keys["train_tta"] = bool(values.get("tta", False))
+    for name, key in OPERATING_POINT_KEYS.items():
+        if name in preset.operating_point:
+            keys[key] = preset.operating_point[name]
     return keys
 
 

@@ -216,3 +216,32 @@ def test_every_training_option_of_the_registry_has_a_flag_a_field_and_a_search_d
     args = parser.parse_args(["cv", "--data", "x", "--label-smoothing", "0.1", "--augment", "--patience", "0"])
     assert (args.label_smoothing, args.augmentation, args.early_stopping_patience) == (0.1, True, 0)
     assert parser.parse_args(["cv", "--data", "x", "--augment", "false"]).augmentation is False
+
+
+def test_a_folder_is_predicted_in_batches_to_csv_with_labels_and_skipped_files(trained, demo_dir, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "clinic"
+    shutil.copytree(demo_dir / "test", folder)
+    (folder / "NORMAL" / "readme.txt").write_text("not an X-ray")
+    (folder / "PNEUMONIA" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "predictions.csv"
+    run_id = trained.ids["baseline"]
+    code, stdout, _ = run_in_process(capsys, "--runs-dir", trained.dir, "predict", "--run", run_id, folder, "--csv", out)
+    assert code == 1  # Some files could not be used; the others were predicted.
+    rows = list(csv.DictReader(out.open()))
+    images = sorted(folder.rglob("*.jpeg"))
+    assert len(rows) == len(images) + 1
+    by_file = {row["file"]: row for row in rows}
+    assert "not an image (text)" in by_file[str(folder / "NORMAL" / "readme.txt")]["error"]
+    assert by_file[str(folder / "PNEUMONIA" / "broken.jpeg")]["error"]
+    good = [row for row in rows if not row["error"]]
+    assert {row["true_label"] for row in good} == {"normal", "pneumonia"}
+    assert all(row["correct"] == str(row["true_label"] == row["prediction"]) for row in good)
+    assert "correct where the folder names the class" in stdout
+    # Batched scoring gives what one file at a time gives.
+    from zoidberg.predict import load_ensemble
+
+    ensemble = load_ensemble(run_id, runs_dir=trained.dir)
+    single = ensemble.predict_file(good[0]["file"])
+    assert float(good[0]["probability"]) == pytest.approx(single["probability"], abs=1e-5)

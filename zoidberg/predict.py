@@ -405,6 +405,25 @@ class Ensemble(Decides):
         per_fold = np.stack([as_class_probabilities(fold_output)[0] for fold_output in outputs])
         return self._prediction(per_fold)
 
+    def predictions_of(self, grays: Sequence[np.ndarray], *, tta: bool | None = None, progress=None) -> list[Prediction]:
+        """Predicts many decoded images in batches: one forward pass per batch, not per image.
+
+        A frozen-backbone run computes the backbone once per image and only the heads per fold.
+
+        Args:
+            grays: 2-D uint8 images of any sizes.
+            tta: Average over the test-time variants (default: the run's setting).
+            progress: Called as progress(done, total) after every batch.
+
+        Returns:
+            One threshold-free prediction per image, in order.
+        """
+        if not len(grays):
+            return []
+        images = np.stack([self.model_input(gray) for gray in grays])
+        per_fold = self.score_images(images, tta=tta, progress=progress)
+        return [self._prediction(per_fold[:, index]) for index in range(len(grays))]
+
     def score_images(self, images: np.ndarray, *, batch_size: int = SCORING_BATCH_SIZE, progress=None, tta: bool | None = None) -> np.ndarray:
         """Raw class probabilities of every fold model for many uint8 images at the run's size.
 
@@ -570,10 +589,25 @@ class EnsembleOfRuns(Decides):
         Returns:
             The prediction: per member (mean of its folds), combined raw and calibrated.
         """
-        per_member = np.stack([member.probabilities(gray, tta=self._member_tta(member, tta)).mean for member in self.members])
-        combined = self.combiner.apply(per_member[:, None, :])[0]
-        calibrated = None if self.calibration is None else self.calibration.apply(combined[None])[0]
-        return Prediction(self.class_names, per_member, None, unit="member", combined=combined, combined_calibrated=calibrated)
+        return self.predictions_of([gray], tta=tta)[0]
+
+    def predictions_of(self, grays: Sequence[np.ndarray], *, tta: bool | None = None, progress=None) -> list[Prediction]:
+        """Predicts many decoded images: each member in batches, then the combination (see Ensemble.predictions_of)."""
+        if not len(grays):
+            return []
+        outputs = []
+        for member in self.members:
+            images = np.stack([member.model_input(gray) for gray in grays])
+            outputs.append(member.score_images(images, tta=self._member_tta(member, tta), progress=progress).mean(axis=0))
+        per_member = np.stack(outputs)  # (members, N, classes)
+        combined, calibrated = self.combine(per_member)
+        return [
+            Prediction(
+                self.class_names, per_member[:, index], None, unit="member", combined=combined[index],
+                combined_calibrated=None if calibrated is None else calibrated[index],
+            )
+            for index in range(len(grays))
+        ]
 
     def score_dataset(self, dataset, rows: np.ndarray, *, progress=None, tta: bool | None = None) -> np.ndarray:
         """(members, len(rows), classes) raw probabilities: each member's fold mean.
@@ -714,3 +748,62 @@ def load_ensemble_of_runs(run: Run, *, runs_dir=None) -> EnsembleOfRuns:
     calibration = Calibration.from_dict(calibration_payload) if calibration_payload else None
     threshold, scale, operating = _operating_point(run, run.summary() or {}, calibration)
     return EnsembleOfRuns(run, members, Combiner.from_dict(stored), calibration, threshold, scale, operating)
+
+
+# Decoded images held at once by predict_files: bounds memory on folders of thousands of files.
+PREDICT_CHUNK = 256
+
+
+def predict_files(
+    ensemble, paths: Sequence, *, threshold: float | None = None, tta: bool | None = None, label_mode: str | None = None, progress=None
+) -> list[dict]:
+    """Predicts many image files in batches; a file that cannot be read costs only its own row.
+
+    Args:
+        ensemble: A loaded Ensemble or EnsembleOfRuns.
+        paths: Image files (see zoidberg.data.files.collect_images for folders).
+        threshold: The decision threshold (default: the run's operating point).
+        tta: Test-time augmentation (default: the run's setting).
+        label_mode: When given, the true class is read from NORMAL/PNEUMONIA folders.
+        progress: Called as progress(done, total) after every chunk of images.
+
+    Returns:
+        One row per file: file, the Decision's fields (label is the predicted class),
+        true_label and correct where the folder names the class, or error.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zoidberg.data.files import label_from_path
+    from zoidberg.data.imaging import ImageDecodeError
+
+    def decode(path):
+        try:
+            return decode_grayscale(path, name=str(path), draft_size=ensemble.image_size), None
+        except ImageDecodeError as error:
+            return None, str(error)
+        except OSError as error:
+            return None, f"cannot read: {error.strerror or error}"
+
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for start in range(0, len(paths), PREDICT_CHUNK):
+            chunk = list(paths[start : start + PREDICT_CHUNK])
+            decoded = list(pool.map(decode, chunk))
+            good = [index for index, (gray, _) in enumerate(decoded) if gray is not None]
+            predictions = dict(zip(good, ensemble.predictions_of([decoded[index][0] for index in good], tta=tta)))
+            for index, path in enumerate(chunk):
+                row: dict = {"file": str(path)}
+                true_label = label_from_path(path, label_mode) if label_mode else None
+                if true_label is not None:
+                    row["true_label"] = true_label
+                if index in predictions:
+                    decision = ensemble.decide(predictions[index], threshold)
+                    row.update(decision.to_dict())
+                    if true_label is not None:
+                        row["correct"] = decision.label == true_label
+                else:
+                    row["error"] = decoded[index][1]
+                rows.append(row)
+            if progress:
+                progress(min(start + PREDICT_CHUNK, len(paths)), len(paths))
+    return rows

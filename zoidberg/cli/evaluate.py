@@ -9,9 +9,15 @@ from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choi
 
 def add_parsers(commands) -> None:
     """Adds predict, evaluate and operating-point."""
-    predict = commands.add_parser("predict", help="Predict images with a run's fold ensemble.", description="Predict pneumonia on images (PNG, JPEG, DICOM) with the fold ensemble of a finished run, at its operating point.")
+    predict = commands.add_parser(
+        "predict", help="Predict image files or whole folders with a run's fold ensemble.",
+        description="Predict pneumonia on images (PNG, JPEG, DICOM, recognised by content) and folders of them "
+        "(recursive) with the fold ensemble of a finished run or ensemble, at its operating point, in batches. "
+        "Files inside NORMAL/PNEUMONIA folders get their label and a correct column; other files are listed as skipped.",
+    )
     predict.add_argument("--run", required=True, help="Run id.")
-    predict.add_argument("images", nargs="+", help="Image files.")
+    predict.add_argument("images", nargs="+", metavar="PATH", help="Image files and folders.")
+    predict.add_argument("--csv", default=None, metavar="FILE", help="Write one row per file to this CSV file.")
     predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's operating point].")
     predict.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes [default: the run's setting].")
     predict.add_argument("--json", action="store_true", help="Print JSON.")
@@ -49,35 +55,69 @@ def add_parsers(commands) -> None:
 
 
 def command_predict(args) -> int:
-    from zoidberg.data.imaging import ImageDecodeError
-    from zoidberg.predict import load_ensemble
-
     import time
+
+    from zoidberg.cli.progress import progress_bar
+    from zoidberg.data.files import collect_images
+    from zoidberg.predict import load_ensemble, predict_files
 
     ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
     threshold = ensemble.threshold if args.threshold is None else args.threshold
     tta = ensemble.tta if args.tta is None else args.tta
-    results = []
-    for path in args.images:
-        try:
-            start = time.perf_counter()
-            prediction = ensemble.predict_file(path, threshold=threshold, tta=tta)
-            results.append({"image": path, **prediction, "tta": tta, "milliseconds": round(1000 * (time.perf_counter() - start), 1)})
-        except (ImageDecodeError, OSError) as error:
-            results.append({"image": path, "error": str(error) if isinstance(error, ImageDecodeError) else f"cannot read: {error.strerror or error}"})
+    files, skipped = collect_images(args.images)
+    label_mode = "binary" if ensemble.is_binary else "three-class"
+    start = time.perf_counter()
+    with progress_bar("Predicting", enabled=not args.json and len(files) > 1) as progress:
+        rows = predict_files(ensemble, files, threshold=threshold, tta=tta, label_mode=label_mode, progress=progress)
+    seconds = time.perf_counter() - start
+    rows += [{"file": item.path, "error": item.reason} for item in skipped]
+    for row in rows:
+        row["tta"] = tta
+    if args.csv:
+        write_predictions_csv(args.csv, rows, list(ensemble.class_names))
+    failed = [row for row in rows if "error" in row]
     if args.json:
-        print(json.dumps(results, indent=2))
-        return 0 if all("error" not in row for row in results) else 1
-    for row in results:
-        if "error" in row:
-            print(f"{row['image']}: ERROR {row['error']}")
-        else:
-            print(f"{row['image']}: {describe_prediction(row, threshold)}")
-    timed = [row["milliseconds"] for row in results if "milliseconds" in row]
-    if tta and timed:
-        # The first image also traces the models, so the median is the cost per image.
-        print(f"Test-time augmentation: 4 variants per image, median {sorted(timed)[len(timed) // 2]:.0f} ms per image.")
-    return 0 if all("error" not in row for row in results) else 1
+        print(json.dumps(rows, indent=2))
+        return 0 if not failed else 1
+    if len(rows) <= 50 or not args.csv:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['file']}: ERROR {row['error']}")
+            else:
+                print(f"{row['file']}: {describe_prediction(row, threshold)}")
+    print(predictions_summary(rows, seconds, tta))
+    if args.csv:
+        print(f"Wrote {len(rows)} rows to {args.csv}")
+    return 0 if not failed else 1
+
+
+def predictions_summary(rows: list[dict], seconds: float, tta: bool) -> str:
+    """One line: how many files were predicted, in how long, the accuracy where labels are known, the failures."""
+    predicted = [row for row in rows if "error" not in row]
+    text = f"{len(predicted)} image(s) predicted in {seconds:.1f} s ({1000 * seconds / max(1, len(predicted)):.0f} ms per image"
+    text += ", with test-time augmentation: 4 variants per image)" if tta else ")"
+    labelled = [row for row in predicted if "correct" in row]
+    if labelled:
+        text += f"; {sum(row['correct'] for row in labelled)}/{len(labelled)} correct where the folder names the class"
+    failed = len(rows) - len(predicted)
+    return text + (f"; {failed} skipped or unreadable (see their rows)" if failed else "")
+
+
+def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -> None:
+    """Writes predict's rows as CSV: the decision, both probabilities, the spread, the operating point, label and correct."""
+    import csv
+
+    fields = ["file", "true_label", "prediction", "correct", "probability", "probability_raw", "probability_calibrated", "spread",
+              "scale", "threshold", *(f"p_{name}" for name in class_names), "tta", "error"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            flat = {key: row.get(key) for key in fields}
+            flat["prediction"] = row.get("label")
+            for name, value in (row.get("class_probabilities") or {}).items():
+                flat[f"p_{name}"] = round(value, 6)
+            writer.writerow(flat)
 
 
 def describe_prediction(row: dict, threshold: float) -> str:

@@ -111,7 +111,7 @@ PRESETS: dict[str, Preset] = {
             description="MobileNetV2 0.35 with ImageNet weights at 128 px, fine-tuned: the head warms up on cached "
             "features for half the epochs, then the top 20 backbone layers train on the images at a tenth of the "
             "learning rate.",
-            expected_time="about 5 minutes on 2 CPU cores for 5,232 images",
+            expected_time="about 2 minutes on 2 CPU cores for 5,232 images",
             data={"image_size": 128},
             model={"architecture": "mobilenetv2", "alpha": 0.35, "weights": "imagenet", "transfer_mode": "fine-tune", "fine_tune_layers": 20},
             train={"epochs": 4},
@@ -126,7 +126,7 @@ PRESETS: dict[str, Preset] = {
             "averaged into one ensemble run: a frozen and a fine-tuned ImageNet MobileNetV2 and a CNN from scratch "
             "err on different films, so their mean holds up better on new X-rays than any one of them. Its "
             "threshold and calibration are fitted on the three runs' combined out-of-fold predictions.",
-            expected_time="about 13 minutes on 2 CPU cores for 5,232 images",
+            expected_time="about 9 minutes on 2 CPU cores for 5,232 images (measured: 9 min 09 s)",
             operating_point=SENSITIVE,
             alternative="scratch",
             members=("fast", "balanced", "scratch"),

@@ -212,7 +212,8 @@ def train_members(run: Run, store: RunStore, say: Reporter) -> list[str]:
         name = recipe.run_name or f"{run.name} - member {index + 1}: {describe_recipe(recipe)}"
         member = store.get(trained[index]) if index in trained and (store.root / trained[index]).is_dir() else None
         if member is None:
-            member = store.create_run("cv", payload, name[:80])
+            # member_of lets the dashboard show the ensemble, not its newest member, as the active run.
+            member = store.create_run("cv", {**payload, "member_of": run.id}, name[:80])
             trained[index] = member.id
             run.write_json(MEMBERS_FILE, {str(key): value for key, value in trained.items()})
         elif member.state == "completed":

@@ -264,7 +264,7 @@ def selected_run_id(runs: list[Run], states: dict[str, str], kind: str = "cv") -
 
     A run that became active since this session last looked (started in another tab or
     from the command line) wins; then the session's own choice; then the newest active
-    run; then the newest run.
+    run; then the newest run. The member runs an ensemble trains never win over it.
 
     Args:
         runs: Runs of one kind, newest first.
@@ -278,14 +278,15 @@ def selected_run_id(runs: list[Run], states: dict[str, str], kind: str = "cv") -
     known_key = f"{KNOWN_RUNS_KEY}_{kind}"
     known = st.session_state.get(known_key)
     st.session_state[known_key] = set(ids)
+    members = {run.id for run in runs if run.config.get("member_of") in ids}
     if known is not None:
         for run_id in ids:
-            if run_id not in known and states.get(run_id) in ACTIVE_STATES:
+            if run_id not in known and run_id not in members and states.get(run_id) in ACTIVE_STATES:
                 return run_id
     chosen = st.session_state.get(f"{SELECTED_RUN_KEY}_{kind}")
     if chosen in ids:
         return chosen
     for run in runs:
-        if states.get(run.id) in ACTIVE_STATES:
+        if states.get(run.id) in ACTIVE_STATES and run.id not in members:
             return run.id
     return ids[0] if ids else None

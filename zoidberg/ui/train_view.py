@@ -273,6 +273,9 @@ def active_runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
         progress = read_progress(state.read_events_incrementally(run))
         latest = progress.epoch_rows[-1] if progress.epoch_rows else {}
         elapsed = time.time() - progress.started_at if progress.started_at else None
+        if run.kind == "ensemble":
+            rows.append(_ensemble_row(run, elapsed))
+            continue
         rows.append(
             {
                 "run": run.name,
@@ -288,6 +291,20 @@ def active_runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _ensemble_row(run: Run, elapsed: float | None) -> dict:
+    """An active ensemble's row: which member it trains, and the share of members done."""
+    members = members_frame(run)
+    total = len(members)
+    done = int((members["state"] == "completed").sum()) if total else 0
+    active = members[members["state"].isin(ACTIVE_STATES)] if total else members
+    phase = f"training member {int(active.iloc[0]['member'])}/{total}" if len(active) else "combining"
+    return {
+        "run": run.name, "id": run.id, "architecture": "ensemble", "state": run.state, "phase": phase,
+        "fold": "—", "epoch": "—", "progress": done / total if total else 0.0, "latest val AUC": None,
+        "elapsed": format_duration(elapsed),
+    }
 
 
 def active_runs_ui(run_ids: Sequence[str]) -> None:

@@ -103,3 +103,24 @@ def test_bad_config_fails_before_training(demo_dir, runs_dir):
         run_cross_validation(run)
     status = run.status()
     assert status["state"] == "failed" and "Choose k" in status["error"]
+
+
+def test_every_fold_logs_to_tensorboard_unless_asked_not_to(trained, demo_dir, runs_dir):
+    import dataclasses
+
+    from conftest import _config
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from zoidberg.runs.store import TENSORBOARD_DIR
+
+    run = trained.store.get(trained.ids["baseline"])
+    for fold in (1, 2):
+        folder = run.path / TENSORBOARD_DIR / f"fold_{fold}"
+        logs = {path.parent.name for path in folder.rglob("events.out.tfevents.*")}
+        assert logs == {"train", "validation"}
+        accumulator = EventAccumulator(str(folder / "validation")).Reload()
+        # Keras 3 writes scalars as TensorFlow summary tensors.
+        assert "epoch_loss" in accumulator.Tags()["tensors"]
+    quiet = RunStore(runs_dir).create_run("cv", config_payload(dataclasses.replace(_config(demo_dir), tensorboard=False)))
+    run_cross_validation(quiet)
+    assert quiet.state == "completed" and not (quiet.path / TENSORBOARD_DIR).exists()

@@ -224,6 +224,7 @@ class RunConfig:
     calibration_method: str = "temperature"
     duplicates: str = "group"
     tta: bool = False
+    tensorboard: bool = True
     preset: str | None = None
     run_name: str = ""
     source_tuning_run: str | None = None
@@ -242,6 +243,7 @@ class RunConfig:
             f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not {self.duplicates!r}.",
         )
         require(isinstance(self.tta, bool), f"tta must be true or false, not {self.tta!r}.")
+        require(isinstance(self.tensorboard, bool), f"tensorboard must be true or false, not {self.tensorboard!r}.")
         require(
             bool(RUN_NAME_PATTERN.match(self.run_name)),
             RUN_NAME_RULE,
@@ -281,7 +283,7 @@ class RunConfig:
             operating_point=OperatingPointChoice.from_dict(choice),
             **{
                 key: payload[key]
-                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "preset", "run_name", "source_tuning_run")
+                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "preset", "run_name", "source_tuning_run")
                 if key in payload
             },
         )

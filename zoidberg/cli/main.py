@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ValueError, FileNotFoundError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:
+        # A full disk or an unreadable runs folder is the machine's state, not a bug: one
+        # sentence saying what to do (a run's traceback is in its status.json).
+        from zoidberg.runs.worker import plain_error_message
+
+        print(f"error: {plain_error_message(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

@@ -78,6 +78,7 @@ def add_parsers(commands) -> None:
     cv.add_argument("--calibration", dest="calibration_method", choices=CALIBRATION_METHODS, default="temperature", help="How probabilities are recalibrated on the out-of-fold predictions: temperature scaling or Platt's logistic fit (binary) [default: temperature].")
     cv.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group", help=f"{DUPLICATE_POLICY_HELP} [default: group]. See `audit`.")
     cv.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help="Score the out-of-fold predictions (and later predictions) as the mean over test-time variants: identity, a 90 %% zoom, darker and brighter; 4x the forward passes [default: False].")
+    cv.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="Do not write TensorBoard logs (by default every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>; view them with `tensorboard --logdir runs`).")
     cv.add_argument("--preset", choices=list(PRESETS), default=None, help="Start from a named recipe; any other flag still changes it. " + " ".join(f"{preset.name}: {preset.description} ({preset.expected_time})." for preset in PRESETS.values()))
     cv.add_argument("--name", default="", help="A readable run name.")
     cv.add_argument("--from-tuning", default=None, metavar="RUN_ID", help="Use the best hyperparameters of this tuning run (other options still apply to data and k).")
@@ -252,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         calibration_method=args.calibration_method,
         duplicates=args.duplicates,
         tta=args.tta,
+        tensorboard=args.tensorboard,
         preset=args.preset,
         run_name=args.name,
         source_tuning_run=source,

@@ -126,7 +126,7 @@ PRESETS: dict[str, Preset] = {
             "averaged into one ensemble run: a frozen and a fine-tuned ImageNet MobileNetV2 and a CNN from scratch "
             "err on different films, so their mean holds up better on new X-rays than any one of them. Its "
             "threshold and calibration are fitted on the three runs' combined out-of-fold predictions.",
-            expected_time="about 9 minutes on 2 CPU cores for 5,232 images (measured: 9 min 09 s)",
+            expected_time="about 9 minutes on 2 CPU cores for 5,232 images; measured 9 min 09 s",
             operating_point=SENSITIVE,
             alternative="scratch",
             members=("fast", "balanced", "scratch"),

@@ -234,17 +234,18 @@ def _train_fold(
     saved model is still one full flat model (backbone and trained head).
     """
     from zoidberg.models.layers import count_parameters
-    from zoidberg.training.callbacks import RunStoreCallback
+    from zoidberg.training.callbacks import RunStoreCallback, make_tensorboard
     from zoidberg.training.pipeline import predict_probabilities, train_model
 
     n_folds = config.n_splits
     run.append_event(events.FOLD_STARTED, fold=fold_number, n_folds=n_folds, n_train=len(train_part), n_validation=len(validation_part))
     say(f"Fold {fold_number}/{n_folds}: training on {len(train_part)} images, validating on {len(validation_part)} ...")
     callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
+    logged = [callback, make_tensorboard(run, fold_number)] if config.tensorboard else [callback]
     start = time.perf_counter()
     random_state = config.random_state + fold_number
     if frozen is not None and config.model.transfer_mode == "fine-tune":
-        model, history = _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callback, random_state, dataset.num_classes)
+        model, history = _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, logged, random_state, dataset.num_classes)
     elif frozen is None:
         model, history = train_model(
             config.model,
@@ -255,12 +256,12 @@ def _train_fold(
             validation_part,
             num_classes=dataset.num_classes,
             image_size=config.data.image_size,
-            callbacks=[callback],
+            callbacks=logged,
             random_state=random_state,
         )
     else:
         head, history = frozen.train_head(
-            config.train, labels, train_part, validation_part, callbacks=[callback], random_state=random_state
+            config.train, labels, train_part, validation_part, callbacks=logged, random_state=random_state
         )
     train_seconds = time.perf_counter() - start
     if callback.stopped_by_request:
@@ -301,7 +302,7 @@ def _train_fold(
     )
 
 
-def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callback, random_state, num_classes):
+def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callbacks, random_state, num_classes):
     """Fine-tunes one fold: the head's warm-up on cached features, then the top layers on the images.
 
     The warm-up half of the epochs costs a head's training instead of full forward passes;
@@ -315,10 +316,10 @@ def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, v
 
     warmup = max(1, config.train.epochs // 2)
     head, history = frozen.train_head(
-        dataclasses.replace(config.train, epochs=warmup), labels, train_part, validation_part, callbacks=[callback], random_state=random_state
+        dataclasses.replace(config.train, epochs=warmup), labels, train_part, validation_part, callbacks=callbacks, random_state=random_state
     )
     model = frozen.fresh_model(head)
-    if callback.stopped_by_request:
+    if callbacks[0].stopped_by_request:
         return model, history
     train_data, validation_data, class_weight = make_fit_inputs(
         image_tensor, labels, train_part, validation_part, config.train, num_classes=num_classes, random_state=random_state
@@ -326,7 +327,7 @@ def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, v
     early_stopping = make_early_stopping(config.train.early_stopping_patience)
     more = fit_model(
         model, config.model, config.train, train_data, validation_data, num_classes=num_classes, class_weight=class_weight,
-        callbacks=[callback, *([early_stopping] if early_stopping is not None else [])], initial_epoch=warmup,
+        callbacks=[*callbacks, *([early_stopping] if early_stopping is not None else [])], initial_epoch=warmup,
     )
     return model, {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
 

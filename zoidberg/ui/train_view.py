@@ -92,6 +92,7 @@ def start(data_dir: str, architecture: str, model_values: dict, train_values: di
             calibration_method=run_options["calibration_method"],
             duplicates=run_options["duplicates"],
             tta=run_options["tta"],
+            tensorboard=run_options["tensorboard"],
             preset=presets.filled_preset(),
             run_name=run_name,
         )

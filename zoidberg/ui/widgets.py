@@ -484,7 +484,7 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
     """Draws how a run will choose its threshold, calibrate, and treat duplicate images.
 
     Returns:
-        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates", "tta"}.
+        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates", "tta", "tensorboard"}.
 
     Raises:
         ValueError: Never for the widgets' own ranges; the choice validates itself.
@@ -519,7 +519,11 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
         prevalence=float(prevalence) if stated else None,
         probabilities=probabilities,
     )
-    return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates, "tta": bool(tta)}
+        tensorboard = st.checkbox("TensorBoard logs", key=seeded(f"{prefix}_tensorboard", True), persist_state=PERSIST,
+                                  help="Every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>: "
+                                  "`tensorboard --logdir runs` shows them next to every other run.")
+    return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates, "tta": bool(tta),
+            "tensorboard": bool(tensorboard)}
 
 
 def run_name_ui(prefix: str = "train") -> str:

@@ -519,9 +519,9 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
         prevalence=float(prevalence) if stated else None,
         probabilities=probabilities,
     )
-        tensorboard = st.checkbox("TensorBoard logs", key=seeded(f"{prefix}_tensorboard", True), persist_state=PERSIST,
-                                  help="Every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>: "
-                                  "`tensorboard --logdir runs` shows them next to every other run.")
+    tensorboard = st.checkbox("TensorBoard logs", key=seeded(f"{prefix}_tensorboard", True), persist_state=PERSIST,
+                              help="Every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>: "
+                              "`tensorboard --logdir runs` shows them next to every other run.")
     return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates, "tta": bool(tta),
             "tensorboard": bool(tensorboard)}
 

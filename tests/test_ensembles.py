@@ -58,7 +58,7 @@ def test_the_threshold_comes_from_the_members_out_of_fold_predictions(store, tra
 
 
 def test_stacking_is_cross_fitted_on_the_folds_and_weighs_the_members(store, trained):
-    from zoidberg.training.ensemble import fit_combiner, out_of_fold_combination
+    from zoidberg.evaluation.combination import fit_combiner, out_of_fold_combination
 
     ids = (trained.ids["baseline"], trained.ids["variant"])
     run = make_ensemble(store, EnsembleConfig(members=ids, method="stacking", operating_point=SENSITIVE))
@@ -175,7 +175,7 @@ def test_the_cli_makes_an_ensemble_then_predicts_and_evaluates_with_it(store, tr
     image = str(next(demo_dir.glob("test/NORMAL/*.jpeg")))
     assert main([*root, "predict", "--run", run_id, image, "--tta"]) == 0
     out = capsys.readouterr().out
-    assert "across members" in out and "Test-time augmentation: 4 variants per image" in out
+    assert "across members" in out and "with test-time augmentation: 4 variants per image" in out
     assert main([*root, "evaluate", "--run", run_id, "--data", str(demo_dir), "--name", "cli"]) == 0
     assert "2 member runs" in capsys.readouterr().out
     assert main([*root, "runs"]) == 0

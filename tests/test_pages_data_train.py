@@ -231,7 +231,7 @@ def fabricate_completed_run(runs_dir: Path, class_names: tuple[str, ...], data_d
     import numpy as np
 
     from zoidberg import metrics
-    from zoidberg.training.cv import _roc_payload
+    from zoidberg.evaluation.out_of_fold import roc_payload
 
     generator = np.random.default_rng(0)
     labels = np.arange(40) % len(class_names)
@@ -253,7 +253,7 @@ def fabricate_completed_run(runs_dir: Path, class_names: tuple[str, ...], data_d
         "folds": fold_results,
         "mean_std": metrics.to_jsonable(metrics.summarize_folds(fold_results)),
         "out_of_fold": metrics.to_jsonable(metrics.evaluate_predictions(labels, probabilities, class_names, 0.5)),
-        "roc": metrics.to_jsonable(_roc_payload(labels, probabilities, class_names)),
+        "roc": metrics.to_jsonable(roc_payload(labels, probabilities, class_names)),
         "test": None,
     }
     label_mode = "binary" if len(class_names) == 2 else "three-class"

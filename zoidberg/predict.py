@@ -732,7 +732,7 @@ def load_ensemble_of_runs(run: Run, *, runs_dir=None) -> EnsembleOfRuns:
         ValueError: The ensemble has not combined its members yet, or a member run was deleted.
     """
     from zoidberg.runs.store import ENSEMBLE_FILE, RunNotFoundError
-    from zoidberg.training.ensemble import Combiner
+    from zoidberg.evaluation.combination import Combiner
 
     stored = run.read_json(ENSEMBLE_FILE)
     if not stored or run.summary() is None:

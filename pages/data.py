@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from zoidberg.data.dataset import DatasetError
 from zoidberg.ui import data_view as view
 from zoidberg.ui import state, widgets
 
@@ -16,7 +15,7 @@ def main() -> None:
     data_dir, label_mode, image_size = view.folder_section_ui()
     try:
         dataset = state.load_dataset_cached(data_dir, label_mode, image_size)
-    except DatasetError as error:
+    except ValueError as error:  # DatasetError, or a folder outside $ZOIDBERG_DATA_ROOTS.
         widgets.show_error(error)
         return
     widgets.synthetic_notice(dataset.synthetic)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -282,9 +281,11 @@ def evaluate_folder_ui(run: Run) -> None:
     )
     if st.button("🧪 Evaluate", key=f"evaluate_start_{run.id}", disabled=not folder.strip()):
         try:
-            path = Path(folder.strip()).expanduser()
+            from zoidberg.data.roots import check_allowed
+
+            path = check_allowed(folder.strip())
             if not path.is_dir():
-                raise ValueError(f"{path} does not exist or is not a folder.")
+                raise ValueError(f"{folder.strip()} does not exist or is not a folder.")
             find_class_folders(path)
             jobs.start_evaluation(run.id, str(path.resolve()), split=split, name=name.strip() or default_name, force=force, tta=tta, runs_dir=state.runs_dir())
             st.session_state.setdefault("zoidberg_evaluation_jobs", {})[run.id] = name.strip() or default_name

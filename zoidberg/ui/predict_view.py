@@ -30,7 +30,8 @@ from zoidberg.ui.widgets import escape_markdown, run_label
 
 LOGGER = logging.getLogger(__name__)
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom", "zip"]
+SOURCE_LABELS = {"demo": "synthetic demo", "upload": "upload", "folder": "server folder"}
 MAX_UPLOAD_MB = MAX_UPLOAD_BYTES // (1024 * 1024)
 
 # Runs whose fold models are final: a stopped or interrupted run keeps its finished folds.
@@ -46,6 +47,10 @@ DEMO_IMAGE_COUNT = 4
 
 RESULTS_KEY = "predict_results"
 MAX_CACHED_RESULTS = 64
+# Images decoded and predicted at once when many are uploaded or read from a folder.
+PREDICT_BATCH = 32
+# The most files a server folder or archive contributes at once: past it the page says so.
+MAX_BATCH_FILES = 2000
 
 DISCLAIMER = (
     "**Research demo, not a medical device.** These predictions come from models trained for teaching and "
@@ -64,14 +69,16 @@ class ImageInput:
     Attributes:
         name: File name as uploaded (or the demo file's relative path).
         data: The file's bytes.
-        source: "upload" or "demo".
-        true_label: The known class of a demo image (synthetic), else None.
+        source: "upload", "folder" or "demo".
+        true_label: The known class of a demo image (synthetic) or of a file in a class folder, else None.
+        reason: Why the file is not predicted (an archive entry refused), else None.
     """
 
     name: str
     data: bytes = field(repr=False)
     source: str = "upload"
     true_label: str | None = None
+    reason: str | None = None
 
     @property
     def digest(self) -> str:
@@ -80,19 +87,75 @@ class ImageInput:
 
 
 def uploads_to_inputs(uploads: Sequence[Any] | None) -> list[ImageInput]:
-    """Turns Streamlit UploadedFile objects into in-memory inputs.
+    """Turns Streamlit UploadedFile objects into in-memory inputs; a .zip becomes its files.
 
     Args:
         uploads: The file_uploader value (a list, one file or None).
 
     Returns:
-        Inputs in upload order.
+        Inputs in upload order (an archive's files in archive order, refused entries with their reason).
     """
     if uploads is None:
         return []
     if not isinstance(uploads, (list, tuple)):
         uploads = [uploads]
-    return [ImageInput(name=str(upload.name), data=bytes(upload.getvalue()), source="upload") for upload in uploads]
+    items = []
+    for upload in uploads:
+        data = bytes(upload.getvalue())
+        if sniff_kind(data[:SNIFF_BYTES], str(upload.name)) == "zip":
+            items += archive_inputs(str(upload.name), data)
+        else:
+            items.append(ImageInput(name=str(upload.name), data=data, source="upload"))
+    return items
+
+
+def archive_inputs(name: str, data: bytes) -> list[ImageInput]:
+    """The files of an uploaded .zip as inputs, labelled from NORMAL/PNEUMONIA folders inside it."""
+    from zoidberg.data.archives import read_zip
+    from zoidberg.data.files import label_from_path
+
+    try:
+        entries = read_zip(data)
+    except ValueError as error:
+        return [ImageInput(name=name, data=b"", reason=str(error))]
+    return [
+        ImageInput(name=f"{name}/{entry.name}", data=entry.data, source="upload", true_label=label_from_path(entry.name), reason=entry.reason)
+        for entry in entries
+    ]
+
+
+def folder_inputs(folder: str) -> tuple[list[ImageInput], list[str]]:
+    """Reads the image files under a server folder (recursively, by content) as inputs.
+
+    Returns:
+        (inputs, notes): files that are not images are inputs with their reason, so they
+        appear in the table; notes say what was cut when the folder is very large.
+    """
+    from zoidberg.data.files import collect_images, label_from_path
+
+    from zoidberg.data.roots import is_allowed
+
+    files, skipped = collect_images([folder])
+    notes = []
+    outside = [path for path in files if not is_allowed(path)]
+    if outside:
+        # A link inside an allowed folder must not read what lies outside it.
+        notes.append(f"{len(outside)} file(s) are links that lead outside the allowed folders: refused.")
+        files = [path for path in files if is_allowed(path)]
+    if len(files) > MAX_BATCH_FILES:
+        notes.append(f"The folder holds {len(files):,} images; the first {MAX_BATCH_FILES:,} are predicted here (the CLI takes any number).")
+        files = files[:MAX_BATCH_FILES]
+    root = Path(folder)
+    items = []
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            items.append(ImageInput(name=str(path.relative_to(root)), data=b"", source="folder", reason=f"unreadable: {error.strerror or error}"))
+            continue
+        items.append(ImageInput(name=str(path.relative_to(root)), data=data, source="folder", true_label=label_from_path(path)))
+    items += [ImageInput(name=str(Path(item.path).relative_to(root)) if item.path.startswith(str(root)) else item.path, data=b"", source="folder", reason=item.reason) for item in skipped]
+    return items, notes
 
 
 def demo_inputs(demo_dir: str | Path, label_mode: str, count: int = DEMO_IMAGE_COUNT) -> list[ImageInput]:
@@ -206,34 +269,61 @@ def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
     """Decodes one file and predicts it with the fold ensemble; never raises.
 
     Args:
-        ensemble: A zoidberg.predict.Ensemble.
+        ensemble: A zoidberg.predict.Ensemble (or EnsembleOfRuns).
         item: The file.
 
     Returns:
         The result; `error` holds a one-line reason when the file is unusable.
     """
+    result, gray = decode_input(item)
+    return result if gray is None else predict_decoded(ensemble, [(result, gray)])[0]
+
+
+def decode_input(item: ImageInput) -> tuple[ImageResult, np.ndarray | None]:
+    """Decodes one file for prediction; never raises.
+
+    Returns:
+        (the result so far, the decoded grayscale image or None when the file is unusable).
+    """
     result = ImageResult(name=item.name, source=item.source, true_label=item.true_label, size_bytes=len(item.data))
+    if item.reason:
+        result.error = item.reason
+        return result, None
     result.kind = sniff_kind(item.data[:SNIFF_BYTES], item.name)
     try:
         # decode_grayscale also refuses files above MAX_UPLOAD_BYTES, naming the limit.
         gray = decode_grayscale(item.data, name=item.name)
     except ImageDecodeError as error:
         result.error = str(error)
-        return result
+        return result, None
     except Exception as error:  # A decoder bug must cost one file, not the page.
         LOGGER.exception("Unexpected decoding failure for %s", item.name)
         result.error = f"cannot read this file as an image ({type(error).__name__})"
-        return result
-    try:
-        result.model_input = ensemble.resized(gray)
-        result.prediction = ensemble.probabilities(result.model_input)
-    except Exception as error:  # Same: one bad image never takes the others down.
-        LOGGER.exception("Prediction failed for %s", item.name)
-        result.error = f"prediction failed ({type(error).__name__}: {str(error)[:120]})"
-        return result
+        return result, None
     result.original_shape = (int(gray.shape[0]), int(gray.shape[1]))
     result.display = downscale(gray)
-    return result
+    return result, gray
+
+
+def predict_decoded(ensemble: Any, pairs: Sequence[tuple[ImageResult, np.ndarray]]) -> list[ImageResult]:
+    """Predicts decoded images in one batched call; if the batch fails, image by image, so one bad image costs only itself."""
+    inputs = [ensemble.resized(gray) for _, gray in pairs]
+    try:
+        predictions = ensemble.predictions_of(inputs)
+    except Exception:  # Same: one bad image never takes the others down.
+        LOGGER.exception("Batched prediction failed; predicting one image at a time")
+        predictions = None
+    results = []
+    for index, ((result, _), model_input) in enumerate(zip(pairs, inputs)):
+        try:
+            result.prediction = predictions[index] if predictions is not None else ensemble.probabilities(model_input)
+            result.model_input = model_input
+        except Exception as error:
+            LOGGER.exception("Prediction failed for %s", result.name)
+            result.error = f"prediction failed ({type(error).__name__}: {str(error)[:120]})"
+            result.display = None
+        results.append(result)
+    return results
 
 
 def headline(decision: Decision, class_names: Sequence[str]) -> str:
@@ -306,7 +396,7 @@ def results_table(
     rows = []
     binary = len(class_names) == 2
     for result in results:
-        row: dict[str, Any] = {"file": result.name, "source": "synthetic demo" if result.source == "demo" else "upload"}
+        row: dict[str, Any] = {"file": result.name, "source": SOURCE_LABELS.get(result.source, result.source)}
         if result.ok:
             decision = decide(result.prediction, threshold, scale)
             row.update(
@@ -329,7 +419,8 @@ def results_table(
                 row[f"P({name})"] = None
             if binary:
                 row["threshold"] = round(float(threshold), 4) if threshold is not None else None
-        row["true class (synthetic)"] = result.true_label
+        row["true class"] = result.true_label
+        row["correct"] = (row["prediction"] == result.true_label) if result.true_label and result.ok else None
         row["error"] = result.error or ""
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -430,9 +521,18 @@ def process_all(ensemble: Any, run_key: tuple, items: Sequence[ImageInput]) -> l
     keys = [(run_key, item.name, item.digest) for item in items]
     missing = [index for index, key in enumerate(keys) if key not in cache]
     progress = st.progress(0.0, text="Predicting ...") if len(missing) > 1 else None
-    for done, index in enumerate(missing, start=1):
-        cache[keys[index]] = process_image(ensemble, items[index])
+    # Decoded images are predicted in batches: one forward pass per PREDICT_BATCH images.
+    for start in range(0, len(missing), PREDICT_BATCH):
+        chunk = missing[start : start + PREDICT_BATCH]
+        decoded = [(index, *decode_input(items[index])) for index in chunk]
+        for index, result, gray in decoded:
+            if gray is None:
+                cache[keys[index]] = result
+        good = [(index, result, gray) for index, result, gray in decoded if gray is not None]
+        for (index, _, _), result in zip(good, predict_decoded(ensemble, [(result, gray) for _, result, gray in good])):
+            cache[keys[index]] = result
         if progress is not None:
+            done = min(start + PREDICT_BATCH, len(missing))
             progress.progress(done / len(missing), text=f"Predicted {done} of {len(missing)} new images")
     if progress is not None:
         progress.empty()
@@ -549,15 +649,17 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
         The files to predict: uploads first, then demo images.
     """
     uploads = st.file_uploader(
-        f"Chest X-rays: PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB each",
+        f"Chest X-rays: PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB each, or a .zip of them",
         type=UPLOAD_TYPES,
         accept_multiple_files=True,
         key="predict_uploads",
         max_upload_size=MAX_UPLOAD_MB,
         help="Files are processed in memory and never written to disk. DICOM images are windowed "
-        "(VOI LUT or window centre/width) and MONOCHROME1 is inverted.",
+        "(VOI LUT or window centre/width) and MONOCHROME1 is inverted. A .zip is read in memory: entries whose "
+        "path leaves the archive are refused, and so is an archive that would unpack to more than 2 GB.",
     )
     items = uploads_to_inputs(uploads)
+    items += server_folder_ui()
     if st.toggle(
         "Try demo images (synthetic)",
         value=False,
@@ -565,6 +667,36 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
         help="A few images from the test split of the synthetic demo dataset, with their true class.",
     ):
         items.extend(demo_items_ui(label_mode))
+    return items
+
+
+def server_folder_ui() -> list[ImageInput]:
+    """Draws "or a folder on the server" and returns its images (none while it is empty or refused)."""
+    from zoidberg.data.roots import check_allowed
+
+    folder = st.text_input(
+        "…or a folder on the server",
+        value="",
+        key="predict_folder",
+        placeholder="/data/clinic/2026-12 (read recursively; files recognised by content)",
+        help="Every image and DICOM file under it is predicted in batches; files inside NORMAL/PNEUMONIA folders "
+        "get their true class and a correct column. On a shared server only folders under $ZOIDBERG_DATA_ROOTS can be read.",
+    ).strip()
+    if not folder:
+        return []
+    try:
+        path = check_allowed(folder)
+        if not path.is_dir():
+            raise ValueError(f"{folder} does not exist or is not a folder.")
+        with st.spinner(f"Reading {path} ..."):
+            items, notes = folder_inputs(str(path))
+    except (ValueError, OSError) as error:
+        st.error(escape_markdown(str(error)))
+        return []
+    for note in notes:
+        st.warning(note)
+    if not items:
+        st.info(f"No image files under {escape_markdown(str(path))}.")
     return items
 
 
@@ -609,7 +741,7 @@ def show_batch_table(
         ),
     }
     # Columns with nothing to say (no demo images, no errors) are hidden on screen but kept in the CSV.
-    shown = table.drop(columns=_empty_columns(table, ("error", "true class (synthetic)")))
+    shown = table.drop(columns=_empty_columns(table, ("error", "true class", "correct")))
     st.dataframe(shown, hide_index=True, width="stretch", column_config=column_config)
     failed = int(sum(1 for result in results if not result.ok))
     st.download_button(
@@ -679,7 +811,8 @@ def _show_decision(decision: Decision, class_names: Sequence[str], result: Image
         st.caption(f"P({class_names[1]}) = {decision.probability:.3f}; threshold {decision.threshold:.3f}")
     if result.true_label is not None:
         mark = "✅ matches" if result.true_label == decision.label else "❌ differs"
-        st.caption(f"True class (synthetic): **{result.true_label}** · {mark}")
+        where = "synthetic" if result.source == "demo" else "from its folder"
+        st.caption(f"True class ({where}): **{result.true_label}** · {mark}")
     if len(decision.per_fold) > 1 and decision.spread > 0.15:
         who = "members" if decision.unit == "member" else "fold models"
         st.caption(f"⚠️ The {who} disagree strongly on this image: treat the prediction as uncertain.")

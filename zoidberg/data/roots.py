@@ -1,0 +1,44 @@
+"""The folders a shared dashboard may read: $ZOIDBERG_DATA_ROOTS, checked after links and `..` are resolved."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOTS_ENV = "ZOIDBERG_DATA_ROOTS"
+
+
+def allowed_roots() -> list[Path] | None:
+    """The configured roots (os.pathsep-separated), resolved, with the embedded demo data; None when unset."""
+    from zoidberg.data.demo import default_demo_dir
+
+    text = os.environ.get(ROOTS_ENV, "").strip()
+    if not text:
+        return None
+    roots = [Path(part).expanduser().resolve() for part in text.split(os.pathsep) if part.strip()]
+    # The synthetic demo set is the app's own: it stays readable wherever the roots point.
+    return roots + [default_demo_dir().expanduser().resolve()]
+
+
+def is_allowed(path: str | os.PathLike) -> bool:
+    """Whether a path, once links and `..` are resolved, lies under an allowed root (always, without roots)."""
+    roots = allowed_roots()
+    if roots is None:
+        return True
+    resolved = Path(path).expanduser().resolve()
+    return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def check_allowed(path: str | os.PathLike) -> Path:
+    """Returns the resolved path, or refuses one outside the allowed roots.
+
+    Raises:
+        ValueError: The path (or the link it is) leads outside $ZOIDBERG_DATA_ROOTS.
+    """
+    if not is_allowed(path):
+        roots = ", ".join(str(root) for root in allowed_roots() or [])
+        raise ValueError(
+            f"{path} is outside the folders this server may read ({roots}). Choose a folder under one of them; "
+            f"the server's administrator sets them in ${ROOTS_ENV}."
+        )
+    return Path(path).expanduser().resolve()

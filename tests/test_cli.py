@@ -263,3 +263,20 @@ def test_a_full_disk_is_one_sentence_without_a_traceback(demo_dir, runs_dir, cap
 
     (run,) = RunStore(runs_dir).list_runs()
     assert run.state == "failed" and "Traceback" in run.status().get("traceback", "")
+
+
+def test_weights_lists_what_is_present_and_an_offline_download_says_so(imagenet_weights_dir, monkeypatch, capsys, tmp_path):
+    import keras
+
+    monkeypatch.setenv("ZOIDBERG_WEIGHTS_DIR", str(imagenet_weights_dir))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    code, out, _ = run_in_process(capsys, "weights")
+    assert code == 0 and f"present {imagenet_weights_dir}" in out and "missing (densenet121" in out
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    code, _, err = run_in_process(capsys, "weights", "--download", "densenet121")
+    assert code == 2 and "may be offline" in err and "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in err
+    assert "Traceback" not in err

@@ -16,7 +16,17 @@ AUDIT_IMAGE_SIZE = 128
 
 
 def add_parsers(commands) -> None:
-    """Adds demo-data, folds, audit and holdout."""
+    """Adds demo-data, folds, audit, holdout and weights."""
+    weights = commands.add_parser(
+        "weights", help="List the ImageNet weight files present and where; download one when online.",
+        description="List every pretrained backbone's no-top ImageNet file: where it was found ($ZOIDBERG_WEIGHTS_DIR, "
+        "the Keras cache) or that it is missing. With --download ARCH, fetch it with Keras' downloader into the Keras cache.",
+    )
+    weights.add_argument("--download", default=None, metavar="ARCH", help="Download this backbone's file (e.g. mobilenetv2).")
+    weights.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2's width multiplier for --download [default: 1.0].")
+    weights.add_argument("--json", action="store_true", help="Print JSON.")
+    weights.set_defaults(handler=command_weights)
+
     demo = commands.add_parser("demo-data", help="Write the deterministic synthetic demo dataset.", description="Write the deterministic SYNTHETIC demo dataset (Kaggle layout, real naming scheme).")
     demo.add_argument("out", help="Output folder.")
     demo.add_argument("--seed", type=int, default=0, help="Random seed [default: 0].")
@@ -154,4 +164,22 @@ def command_holdout(args) -> int:
         f"Patient-disjoint ({holdout.method}). Train: python -m zoidberg cv --data {holdout.rest} ...; "
         f"then: python -m zoidberg evaluate --run RUN_ID --data {holdout.holdout}"
     )
+    return 0
+
+
+def command_weights(args) -> int:
+    from zoidberg.models.weights import download_imagenet_weights, weights_inventory, weights_search_dirs
+
+    if args.download:
+        path = download_imagenet_weights(args.download, args.alpha)
+        print(f"Downloaded {path}")
+        return 0
+    rows = weights_inventory()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("Searched: " + ", ".join(str(folder) for folder in weights_search_dirs()))
+    for row in rows:
+        what = row["architecture"] + (f" {row['alpha']:g}" if row["alpha"] is not None else "")
+        print(f"{what:<20} {'present ' + row['path'] if row['path'] else 'missing (' + row['file'] + ')'}")
     return 0

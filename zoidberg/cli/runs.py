@@ -78,6 +78,7 @@ def add_parsers(commands) -> None:
     cv.add_argument("--calibration", dest="calibration_method", choices=CALIBRATION_METHODS, default="temperature", help="How probabilities are recalibrated on the out-of-fold predictions: temperature scaling or Platt's logistic fit (binary) [default: temperature].")
     cv.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group", help=f"{DUPLICATE_POLICY_HELP} [default: group]. See `audit`.")
     cv.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help="Score the out-of-fold predictions (and later predictions) as the mean over test-time variants: identity, a 90 %% zoom, darker and brighter; 4x the forward passes [default: False].")
+    cv.add_argument("--download-weights", action="store_true", help="When an ImageNet weights file is missing and this machine is online, fetch it with Keras' downloader into the Keras cache first.")
     cv.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="Do not write TensorBoard logs (by default every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>; view them with `tensorboard --logdir runs`).")
     cv.add_argument("--preset", choices=list(PRESETS), default=None, help="Start from a named recipe; any other flag still changes it. " + " ".join(f"{preset.name}: {preset.description} ({preset.expected_time})." for preset in PRESETS.values()))
     cv.add_argument("--name", default="", help="A readable run name.")
@@ -318,6 +319,8 @@ def command_cv(args) -> int:
     config = ensemble_preset_config(args) if ensemble else config_from_args(args)
     if ensemble:
         print(f"The {args.preset} preset trains {len(config.recipes)} runs one after another, then combines them into an ensemble run.", file=sys.stderr if args.json else sys.stdout)
+    if args.download_weights:
+        fetch_missing_weights(config)
     try:
         run_id, summary = run_or_start("ensemble" if ensemble else "cv", config, args)
     except WeightsNotFoundError as error:
@@ -336,6 +339,21 @@ def command_cv(args) -> int:
         _print_summary_table(summary)
         print(f"\nRun id: {run_id}")
     return 0
+
+def fetch_missing_weights(config) -> None:
+    """Downloads the ImageNet files a cv config (or each run an ensemble trains) needs and lacks."""
+    from zoidberg.models.weights import WeightsNotFoundError, download_imagenet_weights, resolve_imagenet_weights
+
+    for recipe in getattr(config, "recipes", None) or (config,):
+        model = recipe.model
+        if model.weights != "imagenet":
+            continue
+        try:
+            resolve_imagenet_weights(model.architecture, model.alpha, "imagenet", recipe.data.image_size)
+        except WeightsNotFoundError:
+            print(f"Downloading the ImageNet weights of {model.architecture} (alpha {model.alpha:g}) ...", file=sys.stderr)
+            print(f"Saved {download_imagenet_weights(model.architecture, model.alpha)}", file=sys.stderr)
+
 
 def command_ensemble(args) -> int:
     config = EnsembleConfig(

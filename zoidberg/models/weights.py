@@ -116,3 +116,63 @@ def resolve_imagenet_weights(
         f"On a machine with internet it is at {backbone.weights_url}{wanted}."
     )
 
+
+
+# Seconds to wait for the weights server before saying the machine is offline.
+DOWNLOAD_TIMEOUT_S = 10
+
+
+def download_imagenet_weights(architecture: str, alpha: float = 1.0, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> str:
+    """Fetches a backbone's official no-top ImageNet file into the Keras cache with Keras' own downloader.
+
+    Only ever called when the user asked (`--download-weights`, `weights --download`, or the
+    Train page's button); nothing downloads on its own.
+
+    Args:
+        architecture: Registry key of a pretrained-capable architecture.
+        alpha: MobileNetV2 width multiplier.
+        timeout_s: Socket timeout, so that an offline machine answers in seconds.
+
+    Returns:
+        The downloaded file's path.
+
+    Raises:
+        WeightsNotFoundError: The download failed (offline, blocked, or interrupted), naming
+            the file, its URL and where to put it by hand.
+    """
+    import socket
+
+    import keras
+
+    file_name = next(name for name in imagenet_weights_file_names(architecture, alpha, 224) if "_224_" in name or "mobilenet" not in name)
+    url = BACKBONES[architecture].weights_url + file_name
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        return keras.utils.get_file(file_name, url, cache_subdir="models")
+    except Exception as error:  # urllib, socket and HTTP errors all mean the same to the user.
+        raise WeightsNotFoundError(
+            f"Could not download {file_name} from {url} ({type(error).__name__}: {str(error)[:120]}). This machine may be "
+            f"offline: put the file in {weights_search_dirs()[-1]}/ or in ${WEIGHTS_DIR_ENV} by hand."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def weights_inventory() -> list[dict]:
+    """Every pretrained backbone's no-top file: where it was found, or where it would go.
+
+    Returns:
+        One row per (architecture, alpha): architecture, alpha, file, path (None when absent).
+    """
+    rows = []
+    for architecture in BACKBONES:
+        alphas = MOBILENET_V2_ALPHAS if architecture == "mobilenetv2" else (1.0,)
+        for alpha in alphas:
+            try:
+                path = resolve_imagenet_weights(architecture, alpha, "imagenet", 224)
+            except WeightsNotFoundError:
+                path = None
+            names = imagenet_weights_file_names(architecture, alpha, 224)
+            rows.append({"architecture": architecture, "alpha": alpha if architecture == "mobilenetv2" else None, "file": names[0], "path": path})
+    return rows

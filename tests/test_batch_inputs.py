@@ -83,3 +83,30 @@ def test_the_predict_page_reads_a_server_folder_and_refuses_one_outside_the_root
     assert set(table["true class"]) <= {"normal", "pneumonia"} and "correct" in table
     app.text_input(key="predict_folder").input(str(tmp_path)).run()
     assert any("outside the folders this server may read" in item.value for item in app.error)
+
+
+def test_the_error_gallery_shows_the_most_wrong_images_with_grad_cam_on_demand(use_runs, demo_dir):
+    from apptest_helpers import open_app
+
+    from zoidberg.evaluation.errors import out_of_fold_images
+
+    run = use_runs.store.get(use_runs.ids["baseline"])
+    scored = out_of_fold_images(run)
+    wrong = scored.select("all errors")
+    assert wrong and all(image.predicted != image.label for image in wrong)
+    assert [image.loss for image in wrong] == sorted((image.loss for image in wrong), reverse=True)
+    positives = scored.select("false positives")
+    assert all(image.label == "normal" and image.predicted == "pneumonia" for image in positives)
+    assert scored.select(cell=("pneumonia", "normal")) == scored.select("false negatives")
+    from zoidberg.ui.state import SELECTED_RUN_KEY
+
+    app = open_app(page="pages/train.py")
+    app.session_state[f"{SELECTED_RUN_KEY}_cv"] = run.id
+    app.run()
+    app.selectbox(key=f"gallery_kind_{run.id}").set_value("all errors").run()
+    toggles = [toggle for toggle in app.toggle if toggle.key and toggle.key.startswith(f"gallery_cam_{run.id}")]
+    assert toggles, "the gallery shows no image"
+    images_before = len(app.get("imgs"))
+    toggles[0].set_value(True).run()
+    assert not app.exception, [item.value for item in app.exception]
+    assert len(app.get("imgs")) == images_before and not any("unavailable" in item.value for item in app.caption)

@@ -318,7 +318,7 @@ def honest_numbers_ui(run: Run) -> None:
     evaluations = current_evaluations(run)
     st.markdown("##### Cross-validation against new data")
     gap_table_ui(run, evaluations)
-    tabs = st.tabs(["Evaluations", "Operating point", "Calibration", "Decision curve", "Score distributions"])
+    tabs = st.tabs(["Evaluations", "Operating point", "Calibration", "Decision curve", "Score distributions", "Errors"])
     with tabs[0]:
         evaluations_ui(run, evaluations)
     with tabs[1]:
@@ -329,3 +329,7 @@ def honest_numbers_ui(run: Run) -> None:
         decision_curve_ui(run, evaluations)
     with tabs[4]:
         score_distributions_ui(run, evaluations)
+    with tabs[5]:
+        from zoidberg.ui.gallery import gallery_ui
+
+        gallery_ui(run, evaluations)

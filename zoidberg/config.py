@@ -11,6 +11,8 @@ from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAIN
 
 LABEL_MODES = ("binary", "three-class")
 CALIBRATION_METHODS = ("temperature", "platt")
+# What `export` writes a run's fold ensemble as (zoidberg.export).
+EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 DUPLICATE_POLICIES = ("group", "drop", "ignore")
 DUPLICATE_POLICY_HELP = (
     "What cross-validation does with exact and near-duplicate images: group puts each set of "

@@ -9,9 +9,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from zoidberg.config import EXPORT_FORMATS
 from zoidberg.runs.store import Run, now_iso, write_json_atomic
 
-EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 MODEL_CARD_FILE = "model_card.json"
 ARTIFACT_NAMES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
 # Keras' own exporter's name of each format.
@@ -22,6 +22,8 @@ INTENDED_USE = (
     "are trained and validated. Not a medical device: it has not been validated clinically and must never be used to "
     "diagnose, treat or triage a patient."
 )
+# The largest difference an export may show from the run's own probabilities.
+PARITY_TOLERANCE = 1e-4
 # The probability clipping of zoidberg.evaluation.calibration, so that exported calibration matches it.
 CALIBRATION_EPSILON = 1e-6
 
@@ -233,3 +235,36 @@ def _output_keys(names: list[str]) -> list[str]:
 def dumps_card(card: dict) -> str:
     """The model card as indented JSON."""
     return json.dumps(card, indent=2, default=str)
+
+
+def parity_images(ensemble, count: int = 6, seed: int = 0) -> np.ndarray:
+    """A few uint8 images at the run's size for parity checks: smooth random fields, reproducible."""
+    generator = np.random.default_rng(seed)
+    size = ensemble.image_size
+    coarse = generator.integers(0, 256, size=(count, 8, 8), dtype=np.uint8)
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)) for image in coarse])[..., None]
+
+
+def parity_check(ensemble, path: str | Path, fmt: str, images: np.ndarray | None = None) -> float:
+    """The largest difference between an export (reloaded with its own runtime) and the run, over every output.
+
+    Raises:
+        ValueError: An output differs by more than PARITY_TOLERANCE.
+    """
+    images = parity_images(ensemble) if images is None else images
+    exported = load_exported(path, fmt)(images)
+    predictions = ensemble.predictions_of([image[..., 0] for image in images])
+    column = 1 if ensemble.is_binary else slice(None)
+    expected = {"probability": np.array([prediction.on("raw")[column] for prediction in predictions])}
+    if ensemble.calibration is not None:
+        expected["probability_calibrated"] = np.array([prediction.on("calibrated")[column] for prediction in predictions])
+    worst = 0.0
+    for name, values in expected.items():
+        got = np.asarray(exported[name])
+        got = got[:, 0] if ensemble.is_binary else got
+        worst = max(worst, float(np.abs(got - values).max()))
+    if worst > PARITY_TOLERANCE:
+        raise ValueError(f"The {fmt} export differs from the run by {worst:.2e} (more than {PARITY_TOLERANCE:g}): it was not kept as correct.")
+    return worst

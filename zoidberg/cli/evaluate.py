@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt, parse_bool
+from zoidberg.config import EXPORT_FORMATS
 
 
 def add_parsers(commands) -> None:
-    """Adds predict, evaluate and operating-point."""
+    """Adds predict, evaluate, export and operating-point."""
     predict = commands.add_parser(
         "predict", help="Predict image files or whole folders with a run's fold ensemble.",
         description="Predict pneumonia on images (PNG, JPEG, DICOM, recognised by content) and folders of them "
@@ -40,6 +41,19 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--json", action="store_true", help="Print the evaluation as JSON.")
     add_runs_dir(evaluate)
     evaluate.set_defaults(handler=command_evaluate)
+
+    export = commands.add_parser(
+        "export", help="Export a run's fold ensemble as one model (keras, savedmodel, tflite, onnx) with a model card.",
+        description="Write a run's fold ensemble as one model: grayscale uint8 input at the run's size; scaling, every fold, "
+        "the mean over folds and the calibration inside; a model_card.json beside it (classes, preprocessing, operating "
+        "point, CV and external metrics, training data, intended use). Checked against the run's own probabilities.",
+    )
+    export.add_argument("--run", required=True, help="Run id.")
+    export.add_argument("--format", dest="formats", action="append", choices=EXPORT_FORMATS, help="A format; repeat for several [default: all four].")
+    export.add_argument("--out", default=None, help="Output folder, one sub-folder per format [default: runs/<id>/exports/, inside the run].")
+    export.add_argument("--check", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL", help="Reload each export with its own runtime and compare it with the run on a few images [default: true].")
+    add_runs_dir(export)
+    export.set_defaults(handler=command_export)
 
     point = commands.add_parser(
         "operating-point",
@@ -187,6 +201,27 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
         lines.append("  Cross-validation -> this folder: " + "; ".join(gap))
     lines += [f"  Note: {note}" for note in evaluation.get("notes") or []]
     return lines
+
+
+def command_export(args) -> int:
+    from pathlib import Path
+
+    from zoidberg.export import export_run, parity_check
+    from zoidberg.predict import load_ensemble
+    from zoidberg.runs.store import EXPORTS_DIR, RunStore
+
+    run = RunStore(args.runs_dir).get(args.run)
+    ensemble = load_ensemble(run.id, runs_dir=args.runs_dir)
+    out = Path(args.out) if args.out else run.path / EXPORTS_DIR
+    for format_name in args.formats or EXPORT_FORMATS:
+        path = export_run(run, ensemble, format_name, out / format_name)
+        line = f"{format_name:<11} {path}"
+        if args.check:
+            difference = parity_check(ensemble, path, format_name)
+            line += f" (largest difference from the run on sample images: {difference:.1e})"
+        print(line)
+    print(f"Model cards: {out}/<format>/model_card.json")
+    return 0
 
 
 def command_operating_point(args) -> int:

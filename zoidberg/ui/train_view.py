@@ -637,8 +637,44 @@ def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: b
         metrics_table(per_class_frame(test))
 
 
+def export_zip(run: Run, fmt: str) -> bytes:
+    """Exports the run's fold ensemble in one format into runs/<id>/exports/<format>/ and zips that folder."""
+    from zoidberg.export import export_run, parity_check
+    from zoidberg.runs.store import EXPORTS_DIR
+    from zoidberg.ui import predict_view
+
+    ensemble = predict_view.load_ensemble_cached(state.run_store(), run)
+    folder = run.path / EXPORTS_DIR / fmt
+    path = export_run(run, ensemble, fmt, folder)
+    parity_check(ensemble, path, fmt)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(folder.parent).as_posix())
+    return buffer.getvalue()
+
+
+def _exports(run: Run) -> None:
+    """Draws the export of the fold ensemble as one model: a format, then its zip (model and model card)."""
+    from zoidberg.config import EXPORT_FORMATS
+
+    left, right, _ = st.columns([1, 1.3, 1.7], vertical_alignment="bottom")
+    fmt = left.selectbox("Export as", EXPORT_FORMATS, key=f"export_format_{run.id}",
+                         help="One model: uint8 input at the run's size; scaling, every fold, their mean and the calibration "
+                         "inside; model_card.json beside it. Each export is reloaded with its own runtime and checked "
+                         "against the run's probabilities before it is offered.")
+    with right:
+        st.download_button(
+            f"⬇ {fmt} export (.zip)", lambda: export_zip(run, fmt), file_name=f"{run.id}-{fmt}.zip", mime="application/zip",
+            on_click="ignore", key=f"download_export_{run.id}_{fmt}", help="Built on demand (a few seconds; ONNX about 5 s).",
+        )
+
+
 def _downloads(run: Run, has_models: bool) -> None:
-    """Draws downloads of config.json and of a zip of the fold models."""
+    """Draws downloads of config.json, of a zip of the fold models and of the one-model exports."""
+    if has_models:
+        _exports(run)
     left, right, _ = st.columns([1, 1, 2])
     with left:
         st.download_button(

@@ -1,0 +1,1 @@
+"""Runs: the run store, run kinds, jobs and executors, the worker and the progress read from events."""

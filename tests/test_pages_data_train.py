@@ -182,7 +182,16 @@ def test_start_runs_a_worker_to_completion_and_shows_the_summary(demo_dir, runs_
         assert float(metrics[label]) >= 0.0
     assert "Cross-validation: mean ± std over 2 folds" in texts(fresh.markdown)
     assert "Held-out test split" in texts(fresh.markdown)
-    assert len(fresh.get("download_button")) == 2
+    labels = [button.label for button in fresh.get("download_button")]
+    assert labels == ["⬇ keras export (.zip)", "⬇ config.json", "⬇ Fold models (.zip)"]
+
+    # The report: made on demand into the run, then offered in both formats.
+    next(button for button in fresh.button if button.label == "Make report").click().run(timeout=180)
+    assert_no_exception(fresh)
+    assert not fresh.error, [error.value for error in fresh.error]
+    labels = [button.label for button in fresh.get("download_button")]
+    assert "⬇ Report (.html)" in labels and "⬇ Report (.pdf)" in labels
+    assert (run.path / "reports" / "report.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_stop_ends_the_run_stopped_and_keeps_finished_folds(demo_dir, runs_dir, stop_workers_after):

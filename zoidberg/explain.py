@@ -192,3 +192,22 @@ def overlay_heatmap(
     colors.putpalette(table.tobytes())
     base = Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8)).convert("RGB")
     return np.array(Image.blend(base, colors.convert("RGB"), float(alpha)))
+
+
+def gradcam_overlay(ensemble, gray: np.ndarray, max_side: int, alpha: float = 0.45) -> np.ndarray:
+    """The model's Grad-CAM of its decided class, blended over the X-ray shrunk to `max_side`.
+
+    Args:
+        ensemble: A loaded run (zoidberg.predict.Ensemble or EnsembleOfRuns).
+        gray: The decoded grayscale image (H, W), uint8, at any size.
+        max_side: The long side of the picture returned.
+        alpha: Weight of the heatmap colours.
+
+    Returns:
+        uint8 RGB array.
+    """
+    from zoidberg.data.imaging import downscale
+
+    model_input = ensemble.resized(gray)
+    heatmap = ensemble.gradcam(model_input, ensemble.decide(ensemble.probabilities(model_input)).class_index)
+    return overlay_heatmap(downscale(gray, max_side), heatmap, alpha=alpha)

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from zoidberg.config import EXPORT_FORMATS
+from zoidberg.reporting.content import INTENDED_USE
 from zoidberg.runs.store import Run, now_iso, write_json_atomic
 
 MODEL_CARD_FILE = "model_card.json"
@@ -17,11 +18,6 @@ ARTIFACT_NAMES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite":
 # Keras' own exporter's name of each format.
 KERAS_FORMATS = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
 OUTPUTS = ("probability", "probability_calibrated")
-INTENDED_USE = (
-    "Research and teaching: detecting pneumonia on pediatric chest X-rays, to learn and to demonstrate how such models "
-    "are trained and validated. Not a medical device: it has not been validated clinically and must never be used to "
-    "diagnose, treat or triage a patient."
-)
 # The largest difference an export may show from the run's own probabilities.
 PARITY_TOLERANCE = 1e-4
 # The probability clipping of zoidberg.evaluation.calibration, so that exported calibration matches it.

@@ -9,7 +9,7 @@ from zoidberg.config import EXPORT_FORMATS
 
 
 def add_parsers(commands) -> None:
-    """Adds predict, evaluate, export and operating-point."""
+    """Adds predict, evaluate, export, report and operating-point."""
     predict = commands.add_parser(
         "predict", help="Predict image files or whole folders with a run's fold ensemble.",
         description="Predict pneumonia on images (PNG, JPEG, DICOM, recognised by content) and folders of them "
@@ -54,6 +54,20 @@ def add_parsers(commands) -> None:
     export.add_argument("--check", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL", help="Reload each export with its own runtime and compare it with the run on a few images [default: true].")
     add_runs_dir(export)
     export.set_defaults(handler=command_export)
+
+    report = commands.add_parser(
+        "report", help="Write a run's report for a clinician (HTML or PDF), stored inside the run.",
+        description="One document: intended use and limits, the data (counts, patients, skipped files, duplicates), the "
+        "method, CV mean ± std and every external evaluation with its CI, ROC, calibration and decision curves, the "
+        "operating point with PPV and NPV at stated prevalences, confusion matrices and the most wrong X-rays with "
+        "Grad-CAM. Written to runs/<id>/reports/ (both formats) and to --out (the format of its suffix).",
+    )
+    report.add_argument("--run", required=True, help="Run id.")
+    report.add_argument("--out", default=None, metavar="FILE", help="Also write the report here: report.html or report.pdf [default: only inside the run].")
+    report.add_argument("--examples", type=int, default=6, help="How many misclassified X-rays to show [default: 6].")
+    report.add_argument("--gradcam", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL", help="Draw Grad-CAM over them (loads the run's models) [default: true].")
+    add_runs_dir(report)
+    report.set_defaults(handler=command_report)
 
     point = commands.add_parser(
         "operating-point",
@@ -221,6 +235,20 @@ def command_export(args) -> int:
             line += f" (largest difference from the run on sample images: {difference:.1e})"
         print(line)
     print(f"Model cards: {out}/<format>/model_card.json")
+    return 0
+
+
+def command_report(args) -> int:
+    from zoidberg.reporting.store import report_format, write_report
+    from zoidberg.runs.store import RunStore
+
+    if args.examples < 0:
+        raise ValueError(f"--examples must be 0 or more, not {args.examples}.")
+    if args.out is not None:
+        report_format(args.out)
+    run = RunStore(args.runs_dir).get(args.run)
+    for path in write_report(run, out=args.out, examples=args.examples, gradcam=args.gradcam):
+        print(path)
     return 0
 
 

@@ -729,3 +729,13 @@ def _first_number(value) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def downscale(gray: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrinks a grayscale image so that its long side is at most `max_side`, keeping its aspect."""
+    height, width = gray.shape
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))

@@ -42,6 +42,7 @@ CALIBRATION_FILE = "calibration.json"  # The calibration fitted on out-of-fold p
 OPERATING_POINT_FILE = "operating_point.json"  # The chosen threshold method, its threshold and fold-wise spread.
 HASHES_FILE = "hashes.json"  # SHA-256 of every training image, for leakage checks of later evaluations.
 EXPORTS_DIR = "exports"  # exports/<format>/: the fold ensemble as one model, with its model_card.json.
+REPORTS_DIR = "reports"  # reports/report.html and report.pdf: the run told for a clinician.
 TENSORBOARD_DIR = "tensorboard"  # tensorboard/fold_<k>/: each fold's epoch scalars, for `tensorboard --logdir runs/`.
 ENSEMBLE_FILE = "ensemble.json"  # How an ensemble combines its members' probabilities (method, stacking weights).
 MEMBERS_FILE = "members.json"  # {recipe index: run id} of the member runs an ensemble trained.

@@ -109,15 +109,12 @@ def _card(run: Run, image: ScoredImage, binary: bool) -> None:
 def gradcam_overlay(run: Run, path: str):
     """The ensemble's Grad-CAM of the predicted class over the image (RGB), or None when it cannot be made."""
     from zoidberg.data.imaging import ImageDecodeError, decode_grayscale
-    from zoidberg.explain import overlay_heatmap
+    from zoidberg.explain import gradcam_overlay as overlay_of
     from zoidberg.ui import predict_view, state
 
     try:
         ensemble = predict_view.load_ensemble_cached(state.run_store(), run)
-        gray = decode_grayscale(path, draft_size=ensemble.image_size)
-        model_input = ensemble.resized(gray)
-        heatmap = ensemble.gradcam(model_input, ensemble.decide(ensemble.probabilities(model_input)).class_index)
-        return overlay_heatmap(predict_view.downscale(gray, THUMBNAIL_SIDE), heatmap, alpha=0.45)
+        return overlay_of(ensemble, decode_grayscale(path, draft_size=ensemble.image_size), THUMBNAIL_SIDE)
     except (ImageDecodeError, OSError, ValueError) as error:
         st.caption(f"Grad-CAM unavailable: {escape_markdown(str(error))}")
         return None

@@ -21,6 +21,7 @@ from zoidberg.data.imaging import (
     SNIFF_BYTES,
     ImageDecodeError,
     decode_grayscale,
+    downscale,
     sniff_kind,
 )
 from zoidberg.predict import Decision, Prediction, decide
@@ -255,16 +256,6 @@ class ImageResult:
         return self.error is None and self.prediction is not None
 
 
-def downscale(gray: np.ndarray, max_side: int = MAX_DISPLAY_SIDE) -> np.ndarray:
-    """Shrinks a grayscale image so that its long side is at most `max_side`, keeping its aspect."""
-    height, width = gray.shape
-    scale = max_side / max(height, width)
-    if scale >= 1:
-        return gray
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
-
-
 def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
     """Decodes one file and predicts it with the fold ensemble; never raises.
 
@@ -301,7 +292,7 @@ def decode_input(item: ImageInput) -> tuple[ImageResult, np.ndarray | None]:
         result.error = f"cannot read this file as an image ({type(error).__name__})"
         return result, None
     result.original_shape = (int(gray.shape[0]), int(gray.shape[1]))
-    result.display = downscale(gray)
+    result.display = downscale(gray, MAX_DISPLAY_SIDE)
     return result, gray
 
 

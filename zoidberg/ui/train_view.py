@@ -671,9 +671,35 @@ def _exports(run: Run) -> None:
         )
 
 
+def _report(run: Run) -> None:
+    """Draws "Make report" (HTML and PDF into runs/<id>/reports/), then the downloads of the stored report."""
+    from zoidberg.reporting.store import REPORT_FORMATS, report_path, write_report
+    from zoidberg.ui import predict_view
+
+    left, middle, right, _ = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+    if left.button("Make report", key=f"make_report_{run.id}",
+                   help="One document for a clinician: intended use, data, method, CV and external results with CIs, "
+                   "curves, operating point, confusion matrices and the most wrong X-rays with Grad-CAM (about 10 s)."):
+        with st.spinner("Writing the report (figures and Grad-CAM)…"):
+            try:
+                ensemble = predict_view.load_ensemble_cached(state.run_store(), run)
+                write_report(run, REPORT_FORMATS, ensemble=ensemble)
+            except (ValueError, OSError, LookupError) as error:
+                st.error(f"The report could not be written: {error}")
+    for column, fmt in zip((middle, right), REPORT_FORMATS):
+        path = report_path(run, fmt)
+        if path.is_file():
+            column.download_button(
+                f"⬇ Report (.{fmt})", path.read_bytes(), file_name=f"{run.id}-report.{fmt}",
+                mime="text/html" if fmt == "html" else "application/pdf", on_click="ignore", key=f"download_report_{run.id}_{fmt}",
+                help=f"Made {time.strftime('%Y-%m-%d %H:%M', time.localtime(path.stat().st_mtime))}; self-contained, opens offline.",
+            )
+
+
 def _downloads(run: Run, has_models: bool) -> None:
-    """Draws downloads of config.json, of a zip of the fold models and of the one-model exports."""
+    """Draws the report, downloads of config.json, of a zip of the fold models and of the one-model exports."""
     if has_models:
+        _report(run)
         _exports(run)
     left, right, _ = st.columns([1, 1, 2])
     with left:

@@ -1,0 +1,74 @@
+"""The clinician's report: every section in the PDF read back, a self-contained HTML, bad input refused in one line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from zoidberg.cli.main import main
+from zoidberg.runs.store import REPORTS_DIR, RunStore
+
+
+@pytest.fixture(scope="module")
+def runs(trained, tmp_path_factory):
+    """A private copy of the tiny runs, so reports written into them stay out of the shared ones."""
+    root = tmp_path_factory.mktemp("report") / "runs"
+    shutil.copytree(trained.dir, root)
+    return RunStore(root), trained.ids
+
+
+def test_the_pdf_holds_every_section_and_reads_back(runs, tmp_path, capsys):
+    from pypdf import PdfReader
+
+    store, ids = runs
+    out = tmp_path / "report.pdf"
+    assert main(["--runs-dir", str(store.root), "report", "--run", ids["baseline"], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(store.root / ids["baseline"] / REPORTS_DIR / "report.pdf") in printed and str(out.resolve()) in printed
+    text = " ".join(page.extract_text() for page in PdfReader(out).pages)
+    text = re.sub(r"\s+", " ", text)
+    for expected in ("Intended use and limits", "Not a medical device", "The data", "patients", "Skipped files",
+                     "Duplicates found", "grouped by patient", "Results", "mean ± std", "AUC [95 % CI]", "test",
+                     "ROC curves", "Calibration (reliability diagram)", "Decision curves", "The operating point",
+                     "PPV", "NPV", "Confusion matrices", "Misclassified X-rays", "(Grad-CAM)", "SYNTHETIC"):
+        assert expected in text, f"{expected!r} missing from the PDF"
+
+
+def test_the_html_is_self_contained_with_figures_and_grad_cam(runs):
+    from zoidberg.reporting.content import build_report
+    from zoidberg.reporting.html import render_html
+
+    store, ids = runs
+    report = build_report(store.get(ids["baseline"]), examples=4)
+    html = render_html(report)
+    assert "<script" not in html
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", html), "the report must open offline"
+    sources = re.findall(r'<img alt="[^"]*" src="([^"]{0,30})', html)
+    charts = sum(len(section.charts) for section in report.sections)
+    examples = [example for section in report.sections for example in section.examples]
+    assert charts == 3 and 0 < len(examples) <= 4
+    assert len(sources) == charts + len(examples) and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert any(example.gradcam for example in examples)
+    # Table cells are escaped, never markup.
+    assert "<td>true \\ predicted</td>" in html or "<th>true \\ predicted</th>" in html
+
+
+def test_a_three_class_run_reports_without_grad_cam(runs, tmp_path):
+    from zoidberg.reporting.store import write_report
+
+    store, ids = runs
+    paths = write_report(store.get(ids["three_class"]), ("html",), gradcam=False)
+    html = paths[0].read_text(encoding="utf-8")
+    assert "Misclassified X-rays" in html and "(Grad-CAM)" not in html and "bacteria" in html
+
+
+def test_bad_requests_get_one_line(runs, tmp_path, capsys):
+    store, ids = runs
+    assert main(["--runs-dir", str(store.root), "report", "--run", ids["stopped"]]) == 2
+    assert "no results yet" in capsys.readouterr().err
+    assert main(["--runs-dir", str(store.root), "report", "--run", ids["baseline"], "--out", str(tmp_path / "report.docx")]) == 2
+    assert ".html or .pdf" in capsys.readouterr().err
+    assert main(["--runs-dir", str(store.root), "report", "--run", "no-such-run"]) == 2
+    assert "no-such-run" in capsys.readouterr().err

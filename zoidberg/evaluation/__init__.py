@@ -1,0 +1,1 @@
+"""External validation, calibration, operating points and the statistics behind them."""

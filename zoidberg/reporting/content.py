@@ -1,0 +1,390 @@
+"""What a run's report says: its sections, tables, figures and misclassified examples, read from the run store."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+
+from zoidberg.evaluation.gap import CV_COLUMN, gap_table
+from zoidberg.evaluation.operating import predictive_values
+from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, OPERATING_POINT_FILE, Run, now_iso
+
+logger = logging.getLogger(__name__)
+
+INTENDED_USE = (
+    "Research and teaching: detecting pneumonia on pediatric chest X-rays, to learn and to demonstrate how such models "
+    "are trained and validated. Not a medical device: it has not been validated clinically and must never be used to "
+    "diagnose, treat or triage a patient."
+)
+LIMITS = (
+    "Cross-validation figures come from out-of-fold predictions on the training data's own hospital and scanners; they "
+    "overestimate what new patients will see. The external evaluations below, on images the run never trained on, are "
+    "the better guide, and even they hold only for data like theirs.",
+    "The model sees one frontal film at a time, without history, age or other views, and says only normal or pneumonia "
+    "(or the run's classes): it cannot rule out other findings.",
+    "Predictive values depend on prevalence: they are given at the stated prevalence and change with it.",
+)
+# How many misclassified X-rays the report shows, and how large.
+DEFAULT_EXAMPLES = 6
+EXAMPLE_SIDE = 320
+# The figures of CV mean ± std, in this order.
+CV_METRICS = (("roc_auc", "AUC"), ("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+              ("precision", "PPV (precision)"), ("f1", "F1"), ("balanced_accuracy", "Balanced accuracy"))
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table: a header row and rows of already formatted cells."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A figure as PNG bytes, with its caption."""
+
+    title: str
+    png: bytes
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One misclassified X-ray: its picture (Grad-CAM over it when it could be made) and what the run said."""
+
+    name: str
+    png: bytes
+    caption: str
+    gradcam: bool
+
+
+@dataclass
+class Section:
+    """A heading with its paragraphs, tables, charts and examples, drawn in that order."""
+
+    heading: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """The whole document."""
+
+    title: str
+    subtitle: str
+    created: str
+    sections: list[Section]
+
+
+def percent(value) -> str:
+    """0.953 -> "95.3 %"; None -> "–"."""
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "–"
+
+
+def number(value, digits: int = 3) -> str:
+    """0.95312 -> "0.953"; None -> "–"."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+
+
+def _interval(ci: dict | None) -> str:
+    return f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci and ci.get("low") is not None and ci.get("high") is not None else ""
+
+
+def intended_use_section() -> Section:
+    """Intended use, the not-a-medical-device notice and the limits."""
+    return Section("Intended use and limits", [INTENDED_USE, *LIMITS])
+
+
+def data_section(run: Run) -> Section:
+    """Counts per class, patients, skipped files and duplicates of the data the run trained on."""
+    data = run.read_json(DATA_FILE) or {}
+    config_data = run.config.get("data") or {}
+    section = Section("The data")
+    counts = data.get("class_counts") or {}
+    section.paragraphs.append(
+        f"Folder {data.get('root') or config_data.get('data_dir', '–')} (fingerprint {data.get('fingerprint') or run.config.get('data_fingerprint', '–')})"
+        + (": the SYNTHETIC demo data set, not X-rays." if data.get("synthetic") else ".")
+    )
+    if counts:
+        total = sum(counts.values())
+        section.tables.append(Table(["Class", "Images", "Share"], [[name, str(count), percent(count / total if total else None)] for name, count in counts.items()]
+                                    + [["All", str(total), "100 %"]], f"{data.get('n_patients', '–')} patients; {data.get('n_test', 0)} images in a test split, scored once at the end."))
+    skipped = data.get("skipped") or []
+    section.paragraphs.append(f"Skipped files: {len(skipped)}." + ("" if not skipped else " First: " + "; ".join(
+        f"{os.path.basename(str(item.get('path', item))) if isinstance(item, dict) else os.path.basename(str(item))}"
+        + (f" ({item.get('reason')})" if isinstance(item, dict) and item.get("reason") else "") for item in skipped[:5]) + "."))
+    duplicates = data.get("duplicates") or {}
+    if duplicates:
+        section.paragraphs.append(
+            f"Duplicates found: {duplicates.get('exact_groups', 0)} groups of byte-identical images ({duplicates.get('exact_images', 0)} images), "
+            f"{duplicates.get('near_groups', 0)} groups of near-identical ones ({duplicates.get('near_images', 0)} images); "
+            f"{duplicates.get('crossing_patients', 0)} groups cross patients. Policy: {duplicates.get('policy', '–')} "
+            "(kept in one fold, so that no copy is scored by a model that trained on it)."
+        )
+    return section
+
+
+def method_section(run: Run) -> Section:
+    """Folds by patient, architecture, preset, preprocessing, calibration and operating point choice."""
+    config = run.config
+    summary = run.summary() or {}
+    model = config.get("model") or {}
+    train = config.get("train") or {}
+    data = config.get("data") or {}
+    section = Section("The method")
+    section.paragraphs.append(
+        f"{config.get('n_splits', '–')}-fold cross-validation grouped by patient: every X-ray of a child lies in one fold, "
+        "so each fold is scored by a model that never saw that patient. Folds are stratified by class."
+    )
+    rows = [["Run", f"{run.name} ({run.id})"], ["Kind", run.kind], ["Preset", str(config.get("preset") or "none")]]
+    if run.kind == "ensemble":
+        members = summary.get("members") or []
+        rows.append(["Combination", f"{summary.get('method', '–')} of {len(members)} runs"])
+        rows += [[f"Member {index}", f"{member.get('name')} · {member.get('architecture')} at {member.get('image_size')} px · CV AUC {number(member.get('roc_auc'))}"]
+                 for index, member in enumerate(members, start=1)]
+    else:
+        from zoidberg.models.registry import ARCHITECTURES
+
+        spec = ARCHITECTURES.get(model.get("architecture"))
+        used = spec.hyperparameter_names if spec else ()
+        hyper = ", ".join(f"{name} {model[name]}" for name in used if name in model)
+        rows.append(["Architecture", f"{spec.label if spec else model.get('architecture', '–')}" + (f" ({hyper})" if hyper else "")])
+        rows.append(["Training", ", ".join(f"{key} {value}" for key, value in sorted(train.items()) if not isinstance(value, (dict, list))) or "–"])
+    rows.append(["Images", f"{data.get('image_size', '–')} px, {data.get('label_mode', 'binary')}, resize {data.get('resize', 'stretch')}, contrast {data.get('enhance', 'none')}"])
+    rows.append(["Calibration", f"{config.get('calibration_method', '–')}, fitted on out-of-fold predictions"])
+    rows.append(["Test-time augmentation", "yes" if config.get("tta") else "no"])
+    section.tables.append(Table(["", ""], rows))
+    return section
+
+
+def results_section(run: Run, evaluations: list[dict]) -> Section:
+    """CV mean ± std per metric, every external evaluation with its AUC interval, and the gap between them."""
+    summary = run.summary() or {}
+    section = Section("Results")
+    mean_std = summary.get("mean_std") or {}
+    pooled = summary.get("out_of_fold") or {}
+    rows = [[label, f"{number(mean_std[key].get('mean'))} ± {number(mean_std[key].get('std'))}", number(pooled.get(key))]
+            for key, label in CV_METRICS if isinstance(mean_std.get(key), dict)]
+    if rows:
+        section.tables.append(Table(["Metric", "Cross-validation, mean ± std over folds", "Pooled out-of-fold"], rows,
+                                    f"At the run's operating point (threshold {number(summary.get('threshold'))})."))
+    if evaluations:
+        section.tables.append(Table(
+            ["Evaluation", "Images", "AUC [95 % CI]", "Accuracy", "Sensitivity", "Specificity", "PPV", "NPV"],
+            [[item["name"], str(item.get("n_images", "–")), number(item["metrics"].get("roc_auc")) + _interval(item.get("auc_ci")),
+              percent(item["metrics"].get("accuracy")), percent(item["metrics"].get("sensitivity")), percent(item["metrics"].get("specificity")),
+              percent((item.get("predictive_values") or {}).get("ppv")), percent((item.get("predictive_values") or {}).get("npv"))]
+             for item in evaluations],
+            "External evaluations, on folders the run never trained on; the AUC interval is a bootstrap over patients.",
+        ))
+        gap = gap_table(run, evaluations)
+        names = [item["name"] for item in evaluations]
+        section.tables.append(Table(
+            ["Metric", CV_COLUMN, *names],
+            [[row["metric"], number(row[CV_COLUMN].get("value"))] + [
+                number(row[name].get("value")) + (f" ({row[name]['change']:+.3f})" if row[name].get("change") is not None else "") for name in names]
+             for row in gap],
+            "The gap: the cross-validation estimate next to each evaluation, with the change.",
+        ))
+    else:
+        section.paragraphs.append("No external evaluation yet: `python -m zoidberg evaluate --run ID --data DIR` scores the run on a folder of new patients.")
+    return section
+
+
+def operating_point_section(run: Run, evaluations: list[dict]) -> Section:
+    """The threshold, how it was chosen, and sensitivity, specificity, PPV and NPV at the stated prevalences."""
+    point = run.read_json(OPERATING_POINT_FILE) or {}
+    summary = run.summary() or {}
+    section = Section("The operating point")
+    if not point:
+        section.paragraphs.append(f"Threshold {number(summary.get('threshold'))} ({summary.get('operating_point', 'the most probable class')}).")
+        return section
+    choice = point.get("choice") or {}
+    pooled = point.get("pooled") or {}
+    section.paragraphs.append(
+        f"Threshold {number(point.get('threshold'))} on {choice.get('probabilities', 'raw')} probabilities, chosen by "
+        f"{summary.get('operating_point') or choice.get('method')} on out-of-fold predictions (never on a test split). "
+        f"An X-ray is called pneumonia when its probability is at least the threshold."
+    )
+    rows = []
+    sensitivity, specificity = pooled.get("sensitivity"), pooled.get("specificity")
+    prevalences = [(f"training data ({percent(point.get('prevalence'))})", point.get("prevalence"))]
+    prevalences += [(f"{item['name']} ({percent((item.get('predictive_values') or {}).get('prevalence'))})", (item.get("predictive_values") or {}).get("prevalence")) for item in evaluations]
+    prevalences += [("10 %", 0.10), ("50 %", 0.50)]
+    for label, prevalence in prevalences:
+        if prevalence is None or sensitivity is None or specificity is None:
+            continue
+        ppv, npv = predictive_values(sensitivity, specificity, prevalence)
+        rows.append([label, percent(sensitivity), percent(specificity), percent(ppv), percent(npv)])
+    section.tables.append(Table(["Prevalence", "Sensitivity", "Specificity", "PPV", "NPV"], rows,
+                                "Sensitivity and specificity are the pooled out-of-fold ones; PPV and NPV follow by Bayes' rule at each prevalence."))
+    return section
+
+
+def confusion_table(matrix: list[list[int]], class_names, caption: str) -> Table:
+    """A confusion matrix as a table: rows are true classes, columns predicted ones."""
+    return Table(["true \\ predicted", *class_names], [[name, *(str(count) for count in row)] for name, row in zip(class_names, matrix)], caption)
+
+
+def confusion_section(run: Run, evaluations: list[dict]) -> Section:
+    """The out-of-fold confusion matrix and each evaluation's."""
+    summary = run.summary() or {}
+    class_names = summary.get("class_names") or []
+    section = Section("Confusion matrices")
+    matrix = (summary.get("out_of_fold") or {}).get("confusion_matrix")
+    if matrix:
+        section.tables.append(confusion_table(matrix, class_names, "Out-of-fold, at the operating point."))
+    for item in evaluations:
+        if item["metrics"].get("confusion_matrix"):
+            section.tables.append(confusion_table(item["metrics"]["confusion_matrix"], item.get("class_names") or class_names, f"{item['name']}, at the operating point."))
+    return section
+
+
+def load_calibration_bins(run: Run) -> list[dict]:
+    """The out-of-fold reliability bins on the run's probability scale."""
+    summary = run.summary() or {}
+    out_of_fold = (run.read_json(CALIBRATION_FILE) or {}).get("out_of_fold") or {}
+    return (out_of_fold.get(summary.get("probabilities", "raw")) or out_of_fold.get("raw") or {}).get("bins") or []
+
+
+def figures_section(run: Run, evaluations: list[dict]) -> Section:
+    """ROC, reliability and decision curves, out of fold and on every evaluation."""
+    from zoidberg.reporting import charts
+
+    summary = run.summary() or {}
+    section = Section("Curves")
+    scale = summary.get("probabilities", "raw")
+    makers = (
+        lambda: charts.roc_chart(summary.get("roc") or {}, evaluations),
+        lambda: charts.reliability_chart(load_calibration_bins(run), [(item["name"], ((item.get("calibration") or {}).get(item.get("scale", scale)) or {}).get("bins") or []) for item in evaluations]),
+        lambda: charts.decision_curve_chart(summary.get("decision_curve"), evaluations),
+    )
+    for make in makers:
+        try:
+            chart = make()
+        except (ValueError, KeyError, TypeError) as error:
+            logger.warning("A report figure could not be drawn: %s", error)
+            continue
+        if chart is not None:
+            section.charts.append(chart)
+    return section
+
+
+def examples_section(run: Run, evaluations: list[dict], count: int = DEFAULT_EXAMPLES, gradcam: bool = True, ensemble=None) -> Section:
+    """The most wrong X-rays (of the latest evaluation when there is one, else out of fold), with Grad-CAM."""
+    from zoidberg.evaluation.errors import evaluation_images, out_of_fold_images
+
+    section = Section("Misclassified X-rays")
+    try:
+        scored = evaluation_images(run, evaluations[-1]) if evaluations else out_of_fold_images(run)
+    except (ValueError, OSError, KeyError) as error:
+        section.paragraphs.append(f"No misclassified X-rays can be shown: {error}")
+        return section
+    binary = len(scored.class_names) == 2
+    if binary:
+        # The most wrong of each kind, in turn, so that both mistakes are seen.
+        pairs = itertools.zip_longest(scored.select("false positives"), scored.select("false negatives"))
+        chosen = [image for pair in pairs for image in pair if image is not None][:count]
+    else:
+        chosen = scored.select("all errors")[:count]
+    source = f"evaluation {evaluations[-1]['name']}" if evaluations else "out-of-fold predictions"
+    section.paragraphs.append(
+        f"The {len(chosen)} most wrong of {len(scored.select('all errors'))} misclassified images of the {source}"
+        + (" (false positives and false negatives)" if binary else "")
+        + ". Grad-CAM colours the regions that pushed the model towards its (wrong) answer; it shows where the model looked, not why."
+    )
+    if gradcam and chosen and ensemble is None:
+        ensemble = _load_ensemble(run)
+    elif not gradcam:
+        ensemble = None
+    for image in chosen:
+        picture = example_picture(image.path, ensemble)
+        if picture is None:
+            continue
+        png, made = picture
+        what = f"P(pneumonia) {image.probability:.3f}" if binary else f"P({image.predicted}) {image.probability:.3f}"
+        fold = f", fold {image.fold}" if image.fold else ""
+        section.examples.append(Example(os.path.basename(image.path), png, f"true {image.label}, called {image.predicted}; {what}{fold}; patient {image.patient}", made))
+    return section
+
+
+def _load_ensemble(run: Run):
+    """The run's models for Grad-CAM, or None (with a log line) when they cannot be loaded."""
+    try:
+        from zoidberg.predict import load_ensemble
+
+        return load_ensemble(run.id, runs_dir=run.path.parent)
+    except (ValueError, OSError, LookupError) as error:
+        logger.warning("Grad-CAM left out of the report: %s", error)
+        return None
+
+
+def example_picture(path: str, ensemble) -> tuple[bytes, bool] | None:
+    """(PNG bytes, whether Grad-CAM is drawn) of one X-ray, or None when the file cannot be read."""
+    import io
+
+    from PIL import Image
+
+    from zoidberg.data.imaging import ImageDecodeError, decode_grayscale, downscale
+
+    try:
+        gray = decode_grayscale(path, draft_size=EXAMPLE_SIDE)
+    except (ImageDecodeError, OSError):
+        return None
+    picture, made = None, False
+    if ensemble is not None:
+        from zoidberg.explain import gradcam_overlay
+
+        try:
+            picture, made = gradcam_overlay(ensemble, decode_grayscale(path, draft_size=ensemble.image_size), EXAMPLE_SIDE), True
+        except (ImageDecodeError, OSError, ValueError) as error:
+            logger.warning("No Grad-CAM for %s: %s", path, error)
+    if picture is None:
+        picture = downscale(gray, EXAMPLE_SIDE)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue(), made
+
+
+def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = True, ensemble=None) -> Report:
+    """Reads everything the report says from the run store.
+
+    Args:
+        run: A completed (or stopped) cross-validation or ensemble run.
+        examples: How many misclassified X-rays to show.
+        gradcam: Draw Grad-CAM over them (loads the run's models).
+        ensemble: The run's loaded models, when the caller has them already.
+
+    Returns:
+        The report, ready for render_html or render_pdf.
+
+    Raises:
+        ValueError: When the run has no results yet.
+    """
+    from zoidberg.evaluation.external import current_evaluations
+
+    if run.kind not in ("cv", "ensemble"):
+        raise ValueError(f"Run {run.id} is a {run.kind} run: reports are made of cross-validation and ensemble runs.")
+    summary = run.summary()
+    if not summary or not summary.get("mean_std"):
+        raise ValueError(f"Run {run.id} has no results yet ({run.status().get('state', 'unknown')}): report it once it has finished.")
+    evaluations = [item for item in current_evaluations(run) if item.get("metrics")]
+    sections = [
+        intended_use_section(), data_section(run), method_section(run), results_section(run, evaluations),
+        figures_section(run, evaluations), operating_point_section(run, evaluations), confusion_section(run, evaluations),
+    ]
+    if examples > 0:
+        sections.append(examples_section(run, evaluations, examples, gradcam, ensemble))
+    return Report(
+        title=f"Zoidberg report: {run.name}",
+        subtitle=f"Run {run.id} · {run.kind} · made {now_iso()[:19].replace('T', ' ')} UTC · NOT A MEDICAL DEVICE",
+        created=now_iso(),
+        sections=sections,
+    )

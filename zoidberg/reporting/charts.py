@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # No display: figures are drawn to memory only.
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from zoidberg.reporting.content import Chart  # noqa: E402
+from zoidberg.reporting.document import Chart  # noqa: E402
 
 SIZE_INCHES = (6.0, 4.2)
 DPI = 110

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from dataclasses import dataclass, field
 
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
 from zoidberg.evaluation.operating import predictive_values
+from zoidberg.reporting.document import Example, Report, Section, Table
 from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, OPERATING_POINT_FILE, Run, now_iso
 
 logger = logging.getLogger(__name__)
@@ -32,55 +32,6 @@ EXAMPLE_SIDE = 320
 # The figures of CV mean ± std, in this order.
 CV_METRICS = (("roc_auc", "AUC"), ("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
               ("precision", "PPV (precision)"), ("f1", "F1"), ("balanced_accuracy", "Balanced accuracy"))
-
-
-@dataclass(frozen=True)
-class Table:
-    """A table: a header row and rows of already formatted cells."""
-
-    columns: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-
-
-@dataclass(frozen=True)
-class Chart:
-    """A figure as PNG bytes, with its caption."""
-
-    title: str
-    png: bytes
-    caption: str = ""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One misclassified X-ray: its picture (Grad-CAM over it when it could be made) and what the run said."""
-
-    name: str
-    png: bytes
-    caption: str
-    gradcam: bool
-
-
-@dataclass
-class Section:
-    """A heading with its paragraphs, tables, charts and examples, drawn in that order."""
-
-    heading: str
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    charts: list[Chart] = field(default_factory=list)
-    examples: list[Example] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    """The whole document."""
-
-    title: str
-    subtitle: str
-    created: str
-    sections: list[Section]
 
 
 def percent(value) -> str:

@@ -6,7 +6,7 @@ import base64
 
 import jinja2
 
-from zoidberg.reporting.content import Report
+from zoidberg.reporting.document import Report
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en">

@@ -8,7 +8,7 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from zoidberg.reporting.content import Report, Section
+from zoidberg.reporting.document import Report, Section
 
 FONT = "DejaVu"
 PAGE_WIDTH_MM = 180  # A4 less 15 mm margins.

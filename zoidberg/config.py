@@ -227,6 +227,7 @@ class RunConfig:
     duplicates: str = "group"
     tta: bool = False
     tensorboard: bool = True
+    mlflow_uri: str | None = None
     preset: str | None = None
     run_name: str = ""
     source_tuning_run: str | None = None
@@ -246,6 +247,10 @@ class RunConfig:
         )
         require(isinstance(self.tta, bool), f"tta must be true or false, not {self.tta!r}.")
         require(isinstance(self.tensorboard, bool), f"tensorboard must be true or false, not {self.tensorboard!r}.")
+        require(
+            self.mlflow_uri is None or (isinstance(self.mlflow_uri, str) and self.mlflow_uri.strip() != ""),
+            f"mlflow_uri must be a tracking URI (file:///path, http://host:5000, databricks) or empty, not {self.mlflow_uri!r}.",
+        )
         require(
             bool(RUN_NAME_PATTERN.match(self.run_name)),
             RUN_NAME_RULE,
@@ -285,7 +290,7 @@ class RunConfig:
             operating_point=OperatingPointChoice.from_dict(choice),
             **{
                 key: payload[key]
-                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "preset", "run_name", "source_tuning_run")
+                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "mlflow_uri", "preset", "run_name", "source_tuning_run")
                 if key in payload
             },
         )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt, parse_bool
 from zoidberg.config import EXPORT_FORMATS
 
 
 def add_parsers(commands) -> None:
-    """Adds predict, evaluate, export, report and operating-point."""
+    """Adds predict, evaluate, export, report, mlflow and operating-point."""
     predict = commands.add_parser(
         "predict", help="Predict image files or whole folders with a run's fold ensemble.",
         description="Predict pneumonia on images (PNG, JPEG, DICOM, recognised by content) and folders of them "
@@ -68,6 +69,20 @@ def add_parsers(commands) -> None:
     report.add_argument("--gradcam", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL", help="Draw Grad-CAM over them (loads the run's models) [default: true].")
     add_runs_dir(report)
     report.set_defaults(handler=command_report)
+
+    tracking = commands.add_parser(
+        "mlflow", help="Log a finished run to MLflow (again): parameters, epochs, summary, evaluations, export, report.",
+        description="Log a run to an MLflow tracking store or server. Logging the same run again updates its MLflow run "
+        "(new evaluations, exports and reports are added), so run it after `evaluate` or `export`. Needs requirements-mlflow.txt.",
+    )
+    tracking.add_argument("--run", required=True, help="Run id.")
+    tracking.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
+                          help="Tracking URI: file:///folder, a folder, http://host:5000 [default: $MLFLOW_TRACKING_URI].")
+    tracking.add_argument("--experiment", default="zoidberg", help="MLflow experiment [default: zoidberg].")
+    tracking.add_argument("--export", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                          help="Write a keras export into the run first when it has none, and log it [default: true].")
+    add_runs_dir(tracking)
+    tracking.set_defaults(handler=command_mlflow)
 
     point = commands.add_parser(
         "operating-point",
@@ -249,6 +264,22 @@ def command_report(args) -> int:
     run = RunStore(args.runs_dir).get(args.run)
     for path in write_report(run, out=args.out, examples=args.examples, gradcam=args.gradcam):
         print(path)
+    return 0
+
+
+def command_mlflow(args) -> int:
+    from zoidberg.runs.store import RunStore
+    from zoidberg.tracking import check_mlflow_installed, log_run_to_mlflow
+
+    if not args.uri:
+        raise ValueError("Say where to log: --uri file:///path/mlruns (or http://host:5000), or set MLFLOW_TRACKING_URI.")
+    check_mlflow_installed()
+    run = RunStore(args.runs_dir).get(args.run)
+    if not run.summary():
+        raise ValueError(f"Run {run.id} has no results yet ({run.state}): log it once it has finished.")
+    logged = log_run_to_mlflow(run, args.uri, experiment=args.experiment, export=args.export)
+    print(f"{'Updated' if logged['updated'] else 'Logged'} MLflow run {logged['run_id']} in {logged['uri']} "
+          f"(experiment {args.experiment}, {logged['metrics']} new metrics).")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def add_parsers(commands) -> None:
     cv.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group", help=f"{DUPLICATE_POLICY_HELP} [default: group]. See `audit`.")
     cv.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help="Score the out-of-fold predictions (and later predictions) as the mean over test-time variants: identity, a 90 %% zoom, darker and brighter; 4x the forward passes [default: False].")
     cv.add_argument("--download-weights", action="store_true", help="When an ImageNet weights file is missing and this machine is online, fetch it with Keras' downloader into the Keras cache first.")
+    cv.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
+                    help="Log the finished run to MLflow: parameters, every fold's epochs, summary, evaluations and a keras "
+                    "export (file:///folder, a folder, http://host:5000) [default: $MLFLOW_TRACKING_URI; needs requirements-mlflow.txt].")
     cv.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="Do not write TensorBoard logs (by default every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>; view them with `tensorboard --logdir runs`).")
     cv.add_argument("--preset", choices=list(PRESETS), default=None, help="Start from a named recipe; any other flag still changes it. " + " ".join(f"{preset.name}: {preset.description} ({preset.expected_time})." for preset in PRESETS.values()))
     cv.add_argument("--name", default="", help="A readable run name.")
@@ -255,6 +259,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         duplicates=args.duplicates,
         tta=args.tta,
         tensorboard=args.tensorboard,
+        mlflow_uri=args.mlflow_uri,
         preset=args.preset,
         run_name=args.name,
         source_tuning_run=source,
@@ -317,6 +322,10 @@ def command_cv(args) -> int:
 
     ensemble = bool(args.preset) and get_preset(args.preset).is_ensemble
     config = ensemble_preset_config(args) if ensemble else config_from_args(args)
+    if getattr(config, "mlflow_uri", None):
+        from zoidberg.tracking import check_mlflow_installed
+
+        check_mlflow_installed()
     if ensemble:
         print(f"The {args.preset} preset trains {len(config.recipes)} runs one after another, then combines them into an ensemble run.", file=sys.stderr if args.json else sys.stdout)
     if args.download_weights:

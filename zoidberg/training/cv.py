@@ -452,8 +452,11 @@ def summarize_out_of_fold(run, config, labels, oof, fold_of, class_names, train_
 
 
 def finish_summary(run: Run, summary: dict, say: Reporter, what: str = "Cross-validation") -> dict:
-    """Writes the final summary.json, marks the run completed and prints the headline."""
+    """Writes the final summary.json, logs the run to MLflow when asked, marks it completed and prints the headline."""
     run.write_json(SUMMARY_FILE, summary)
+    if run.config.get("mlflow_uri"):
+        summary["mlflow"] = _log_to_mlflow(run, run.config["mlflow_uri"], say)
+        run.write_json(SUMMARY_FILE, summary)
     run.set_status("completed", error=None)
     run.append_event(events.RUN_FINISHED, state="completed")
     mean_std = summary["mean_std"]
@@ -466,6 +469,21 @@ def finish_summary(run: Run, summary: dict, say: Reporter, what: str = "Cross-va
         )
     )
     return summary
+
+
+def _log_to_mlflow(run: Run, uri: str, say: Reporter) -> dict:
+    """Logs the finished run to MLflow; a tracker that fails is reported, never a failed run."""
+    from zoidberg.runs.worker import plain_error_message
+    from zoidberg.tracking import log_run_to_mlflow
+
+    try:
+        logged = log_run_to_mlflow(run, uri)
+    except Exception as error:  # A tracker down or misconfigured must not lose the trained run.
+        message = plain_error_message(error)
+        say(f"MLflow logging failed ({message}); the run is complete: `python -m zoidberg mlflow --run {run.id}` logs it again.")
+        return {"uri": uri, "error": message}
+    say(f"Logged to MLflow {logged['uri']}: run {logged['run_id']} ({logged['metrics']} metrics).")
+    return logged
 
 
 def _evaluate_test_split(run: Run, dataset: Dataset, say: Reporter) -> dict | None:

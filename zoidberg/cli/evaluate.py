@@ -183,8 +183,12 @@ def command_evaluate(args) -> int:
     from zoidberg.evaluation.external import evaluate_run
     from zoidberg.runs.store import RunStore
 
+    from zoidberg.cli.progress import progress_tasks
+
     run = RunStore(args.runs_dir).get(args.run)
-    evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, tta=args.tta, report=None if args.json else print)
+    with progress_tasks(enabled=not args.json) as progress:
+        evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, tta=args.tta,
+                                  report=None if args.json else print, progress=progress)
     if args.json:
         print(json.dumps(evaluation, indent=2))
         return 0

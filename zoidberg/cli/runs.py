@@ -314,7 +314,10 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     # With --json, standard output holds the JSON alone: progress goes to standard error.
     stream = sys.stderr if args.json else sys.stdout
     print(f"Run {run.id}", file=stream)
-    summary = run_kind.run(run, lambda line: print(line, file=stream, flush=True))
+    from zoidberg.cli.progress import follow_run
+
+    with follow_run(run, enabled=not args.json):
+        summary = run_kind.run(run, lambda line: print(line, file=stream, flush=True))
     return run.id, summary
 
 def command_cv(args) -> int:

@@ -293,6 +293,7 @@ def evaluate_run(
     dataset=None,
     ensemble=None,
     tta: bool | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Evaluates a run's fold ensemble on a labeled folder and stores the result inside the run.
 
@@ -313,6 +314,8 @@ def evaluate_run(
         ensemble: The loaded fold ensemble, when the caller has it.
         tta: Average test-time variants (default: the run's own setting); an evaluation
             stored with the other setting is scored again.
+        progress: Called as progress(task, done, total) while loading ("Loading images")
+            and scoring ("Scoring").
 
     Returns:
         The evaluation (also written to evaluations/<name>/evaluation.json).
@@ -333,7 +336,8 @@ def evaluate_run(
     start = time.perf_counter()
     if dataset is None:
         say(f"Loading {data_dir} at {data.image_size} px ({data.label_mode}) ...")
-        dataset = load_dataset(data_dir, **data.loader_options(), purpose="evaluation")
+        dataset = load_dataset(data_dir, **data.loader_options(), purpose="evaluation",
+                               progress=(lambda done, total: progress("Loading images", done, total)) if progress else None)
     rows, split = evaluation_rows(dataset, split)
     if len(rows) == 0:
         raise ValueError(f"{dataset.root} has no readable images to evaluate in its {split} split.")
@@ -372,7 +376,7 @@ def evaluate_run(
         how = f" and test-time augmentation ({len(TTA_VARIANTS)} variants per image, {len(TTA_VARIANTS)}x the forward passes)"
     say(f"Scoring {len(rows)} images with {ensemble.describe_models()}{how} ...")
     scoring_start = time.perf_counter()
-    per_fold = ensemble.score_dataset(dataset, rows, tta=tta)
+    per_fold = ensemble.score_dataset(dataset, rows, tta=tta, progress=(lambda done, total: progress("Scoring", done, total)) if progress else None)
     scoring_seconds = time.perf_counter() - scoring_start
     raw, calibrated = ensemble.combine(per_fold)
     labels = dataset.labels[rows]

@@ -46,6 +46,7 @@ class Progress:
         epochs_done: Finished epochs of the current fold or trial.
         epoch_seconds: Durations of the epochs finished since the last (re)start.
         loading: (done, total) of image decoding, when loading.
+        features: (done, total) of the frozen-backbone feature pass, when there is one.
         started_at: Unix time of the last (re)start, if known.
         epoch_rows: One record per finished epoch of the latest attempt of each fold or
             trial: {unit: number, "epoch": n, **logs}.
@@ -64,6 +65,7 @@ class Progress:
     epochs_done: int = 0
     epoch_seconds: list = field(default_factory=list)
     loading: tuple[int, int] | None = None
+    features: tuple[int, int] | None = None
     started_at: float | None = None
     epoch_rows: list = field(default_factory=list)
     hyperparameters: dict = field(default_factory=dict)
@@ -72,6 +74,21 @@ class Progress:
     def in_current(self) -> bool:
         """Whether a fold or trial is being trained now (started and not finished)."""
         return self.current > 0 and self.current not in self.finished
+
+
+class ProgressFolder:
+    """Folds a run's events into its Progress as they arrive, so a follower reads each event once."""
+
+    def __init__(self):
+        self.progress = Progress()
+        self._epochs_by_unit: dict[int, list[dict]] = {}
+
+    def add(self, events: Sequence[dict]) -> Progress:
+        """Applies new events (in order) and returns the progress so far."""
+        for event in events:
+            _apply_event(self.progress, self._epochs_by_unit, event)
+        self.progress.epoch_rows = [row for number in sorted(self._epochs_by_unit) for row in self._epochs_by_unit[number]]
+        return self.progress
 
 
 def read_progress(events: Sequence[dict]) -> Progress:
@@ -83,12 +100,7 @@ def read_progress(events: Sequence[dict]) -> Progress:
     Returns:
         The progress.
     """
-    progress = Progress()
-    epochs_by_unit: dict[int, list[dict]] = {}
-    for event in events:
-        _apply_event(progress, epochs_by_unit, event)
-    progress.epoch_rows = [row for number in sorted(epochs_by_unit) for row in epochs_by_unit[number]]
-    return progress
+    return ProgressFolder().add(events)
 
 
 def _apply_event(progress: Progress, epochs_by_unit: dict[int, list[dict]], event: dict) -> None:
@@ -105,6 +117,8 @@ def _apply_event(progress: Progress, epochs_by_unit: dict[int, list[dict]], even
         progress.phase = "starting"
     elif kind == LOADING:
         progress.loading = (int(event.get("done", 0)), int(event.get("total", 0)))
+    elif kind == FEATURES:
+        progress.features = (int(event.get("done", 0)), int(event.get("total", 0)))
     elif kind in _STARTED:
         unit = _STARTED[kind]
         progress.phase, progress.unit = "training", unit

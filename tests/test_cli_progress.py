@@ -1,0 +1,57 @@
+"""CLI progress: rich bars on a terminal, throttled plain lines in a log, silence with --json; cv and evaluate use them."""
+
+from __future__ import annotations
+
+import io
+
+from zoidberg.cli.main import main
+from zoidberg.cli.progress import progress_tasks
+from zoidberg.runs.store import RunStore
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as a console is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_log_gets_one_line_per_change_at_most_every_few_seconds_and_the_last():
+    stream = io.StringIO()
+    with progress_tasks(stream=stream) as update:
+        for done in range(1, 101):
+            update("Scoring", done, 100)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "Scoring: 1/100" and lines[-1] == "Scoring: 100/100"
+    assert len(lines) <= 3
+
+
+def test_a_terminal_gets_rich_bars_with_their_counts():
+    stream = Terminal()
+    with progress_tasks(stream=stream) as update:
+        update("images", 10, 10, "Loading images")
+        update("units", 2, 3, "Folds finished")
+    drawn = stream.getvalue()
+    assert "Loading images" in drawn and "10/10" in drawn and "Folds finished" in drawn and "2/3" in drawn
+
+
+def test_json_mode_draws_nothing():
+    stream = Terminal()
+    with progress_tasks(enabled=False, stream=stream) as update:
+        update("Scoring", 1, 2)
+    assert stream.getvalue() == ""
+
+
+def test_cv_and_evaluate_show_progress_in_a_log_and_none_with_json(demo_dir, tmp_path, capsys):
+    runs_dir = str(tmp_path / "runs")
+    tiny = ["--image-size", "32", "--folds", "2", "--epochs", "2", "--conv-blocks", "1", "--base-filters", "4", "--dense-units", "8"]
+    assert main(["--runs-dir", runs_dir, "cv", "--data", str(demo_dir), *tiny]) == 0
+    err = capsys.readouterr().err
+    for expected in ("Folds finished: 0/2", "Fold 1: epochs: ", "Fold 2: epochs: 2/2", "Folds finished: 2/2"):
+        assert expected in err, f"{expected!r} missing from:\n{err}"
+    [run] = RunStore(runs_dir).list_runs()
+    assert main(["--runs-dir", runs_dir, "evaluate", "--run", run.id, "--data", str(demo_dir), "--split", "all", "--name", "everything"]) == 0
+    err = capsys.readouterr().err
+    assert "Scoring: " in err
+    assert main(["--runs-dir", runs_dir, "evaluate", "--run", run.id, "--data", str(demo_dir), "--split", "all", "--name", "again", "--json"]) == 0
+    assert "Scoring" not in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Zoidberg 2.0 dashboard entry point: page routing and the sidebar footer."""
+"""Zoidberg 2.0 dashboard entry point: the login gate (when configured), page routing and the sidebar footer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from zoidberg.runs.store import default_runs_dir
+from zoidberg.ui.auth import login_gate_ui
 
 APP_ROOT = Path(__file__).resolve().parent
 
@@ -40,6 +41,7 @@ def sidebar_footer() -> None:
 
 
 st.set_page_config(page_title="Zoidberg 2.0", page_icon="🩻", layout="wide")
+login_gate_ui()
 page = st.navigation(available_pages())
 sidebar_footer()
 page.run()

@@ -356,3 +356,26 @@ def test_data_page_lists_duplicates_that_cross_patients(demo_dir, tmp_path):
     assert list(duplicates["across patients"]) == ["yes"]
     clean = open_app(demo_dir)
     assert "No duplicate images" in texts(clean.success)
+
+
+# ---------------------------------------------------------------------------------------
+# The login gate (Streamlit's own OIDC login, when secrets configure it).
+# ---------------------------------------------------------------------------------------
+
+
+def test_with_auth_configured_only_a_logged_in_user_sees_the_pages(demo_dir):
+    app = AppTest.from_file(str(APP), default_timeout=SCRIPT_TIMEOUT_S)
+    app.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-secret",
+                           "client_id": "zoidberg", "client_secret": "x", "server_metadata_url": "https://idp.example/.well-known/openid-configuration"}
+    app.run()
+    assert_no_exception(app)
+    assert [button.label for button in app.button] == ["Log in"]
+    assert "log in to see its runs" in texts(app.markdown)
+    assert not app.get("metric") and not app.tabs
+
+    app.user["is_logged_in"] = True
+    app.user["email"] = "clinician@example.org"
+    app.run()
+    assert_no_exception(app)
+    assert "Logged in as clinician@example.org" in texts(app.sidebar.caption)
+    assert "Log out" in [button.label for button in app.sidebar.button]

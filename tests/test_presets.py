@@ -87,3 +87,23 @@ def test_a_preset_fills_the_train_form_and_starts_with_one_click(demo_dir, stop_
     (run,) = RunStore().list_runs(kind="cv")
     assert run.config["preset"] == "scratch" and run.config["model"]["architecture"] == "cnn"
     run.request_stop()
+
+
+def test_a_card_with_missing_weights_offers_a_download_that_fails_offline_in_one_message(demo_dir, tmp_path, monkeypatch):
+    from apptest_helpers import assert_no_exception, open_app
+    from zoidberg.models import weights
+
+    monkeypatch.setenv("ZOIDBERG_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    asked = []
+
+    def offline(architecture, alpha=1.0, **options):
+        asked.append((architecture, alpha))
+        raise weights.WeightsNotFoundError(f"Could not download MobileNetV2 {alpha:g}: the machine is offline.")
+
+    monkeypatch.setattr(weights, "download_imagenet_weights", offline)
+    app = open_app(demo_dir, page="pages/train.py")
+    app.button(key="preset_download_fast").click().run()
+    assert_no_exception(app)
+    assert asked == [("mobilenetv2", 0.5)]
+    assert any("the machine is offline" in error.value for error in app.error)

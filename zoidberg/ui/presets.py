@@ -75,6 +75,11 @@ def _card(preset: Preset, data_dir: str) -> None:
         start_preset(preset, data_dir)
     if missing:
         st.caption(escape_markdown(missing[0]))
+        if st.session_state.get(f"preset_download_error_{preset.name}"):
+            st.error(escape_markdown(st.session_state[f"preset_download_error_{preset.name}"]), icon="📡")
+        st.button("⬇ Download the weights", key=f"preset_download_{preset.name}", on_click=download_weights, args=(preset,),
+                  help="Fetches the missing files with Keras' own downloader (official URL and hash) into the Keras cache; "
+                  "10 s connect timeout, so an offline machine answers at once.")
         if preset.alternative:
             st.caption(f"Without weights, start **{PRESETS[preset.alternative].label}** instead.")
     if not preset.is_ensemble:
@@ -82,6 +87,26 @@ def _card(preset: Preset, data_dir: str) -> None:
                   help="Writes this preset into the form below; change any field, then start it there.")
     else:
         st.caption("Trains " + ", ".join(f"**{PRESETS[member].label}**" for member in preset.members) + ", then averages them.")
+
+
+def download_weights(preset: Preset) -> None:
+    """Downloads the ImageNet files a preset needs and lacks; a failure (offline) is one message, never a traceback."""
+    from zoidberg.models.weights import WeightsNotFoundError, download_imagenet_weights, resolve_imagenet_weights
+
+    for architecture, alpha in preset.weights_needed():
+        try:
+            resolve_imagenet_weights(architecture, alpha, "imagenet", 224)
+            continue
+        except WeightsNotFoundError:
+            pass
+        try:
+            with st.spinner(f"Downloading MobileNetV2 {alpha:g} ImageNet weights…"):
+                path = download_imagenet_weights(architecture, alpha)
+        except WeightsNotFoundError as error:
+            st.session_state[f"preset_download_error_{preset.name}"] = str(error)
+            return
+        st.toast(f"Downloaded {path}", icon="✅")
+    st.session_state.pop(f"preset_download_error_{preset.name}", None)
 
 
 def start_preset(preset: Preset, data_dir: str) -> None:

@@ -186,6 +186,46 @@ def take(args, env: dict, ids: dict[str, str]) -> None:
         dashboard.shot("data-synthetic", height=2200)
 
 
+def take_report_and_tensorboard(args, env: dict, ids: dict[str, str]) -> None:
+    """The fine-tuned run's report opened offline in Chromium, and TensorBoard on every run's folds."""
+    from playwright.sync_api import sync_playwright
+
+    report = args.work / "report.html"
+    zoidberg("report", "--run", ids["fine-tune"], "--out", str(report), env=env)
+    port = free_port()
+    board = subprocess.Popen(["tensorboard", "--logdir", str(args.work / "runs"), "--port", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 3200})
+            page.route("http*://**", lambda route: route.abort())  # The report must open offline.
+            page.goto(report.as_uri())
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUT_DIR / "report.png"))
+            say("wrote docs/screenshots/report.png")
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            for _ in range(60):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            page.goto(f"http://127.0.0.1:{port}/#timeseries")
+            try:
+                page.get_by_text("epoch_auc").first.wait_for(timeout=60_000)
+            except Exception:  # Playwright's TimeoutError: runs made before TensorBoard logging have none.
+                say("TensorBoard shows no scalars (runs made before TensorBoard logging): tensorboard.png kept as it was")
+            else:
+                page.wait_for_timeout(3000)
+                page.screenshot(path=str(OUT_DIR / "tensorboard.png"))
+                say("wrote docs/screenshots/tensorboard.png")
+            browser.close()
+    finally:
+        board.terminate()
+        board.wait(20)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "chest_xray_224")
@@ -207,6 +247,7 @@ def main(argv=None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     ids = prepare(args, env)
     take(args, env, ids)
+    take_report_and_tensorboard(args, env, ids)
     return 0
 
 

@@ -379,3 +379,12 @@ def test_with_auth_configured_only_a_logged_in_user_sees_the_pages(demo_dir):
     assert_no_exception(app)
     assert "Logged in as clinician@example.org" in texts(app.sidebar.caption)
     assert "Log out" in [button.label for button in app.sidebar.button]
+
+
+def test_messages_show_literally_and_their_web_addresses_stay_links():
+    from zoidberg.ui.widgets import escape_markdown
+
+    message = "Put mobilenet_v2_0.5.h5 in $ZOIDBERG_WEIGHTS_DIR or *here*. It is at https://example.org/a_b/c_0.5.h5."
+    escaped = escape_markdown(message)
+    assert "mobilenet\\_v2\\_0.5.h5" in escaped and "\\$ZOIDBERG" in escaped and "\\*here\\*" in escaped
+    assert "https://example.org/a_b/c_0.5.h5." in escaped  # Whole, with the sentence's full stop after it.

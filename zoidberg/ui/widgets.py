@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -100,11 +101,16 @@ def chosen_data_folder_ui() -> str:
 MARKDOWN_SPECIAL = "\\`*_[]<>#~|$"
 
 
+URL_PATTERN = re.compile(r"(https?://[^\s<>()]+[^\s<>().,;:!?])")
+
+
 def escape_markdown(text: str) -> str:
     """Makes engine messages display literally in Streamlit Markdown.
 
     Paths such as `<root>/train/NORMAL/*.jpeg` would otherwise turn into italics, and
-    `$` into LaTeX; line breaks are kept.
+    `$` into LaTeX; line breaks are kept. Web addresses are left whole (Streamlit links
+    them, and a backslash inside one would break the link); a full stop or comma that ends
+    the sentence after one is not part of it.
 
     Args:
         text: Plain text.
@@ -112,7 +118,11 @@ def escape_markdown(text: str) -> str:
     Returns:
         Markdown that renders as the same text.
     """
-    escaped = "".join(f"\\{character}" if character in MARKDOWN_SPECIAL else character for character in str(text))
+    parts = URL_PATTERN.split(str(text))
+    escaped = "".join(
+        part if index % 2 else "".join(f"\\{character}" if character in MARKDOWN_SPECIAL else character for character in part)
+        for index, part in enumerate(parts)
+    )
     return escaped.replace("\n", "  \n")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import keras
@@ -178,7 +179,10 @@ def export_run(run: Run, ensemble, fmt: str, out_dir: str | Path) -> Path:
     if fmt == "keras":
         model.save(artifact)
     else:
-        model.export(str(artifact), format=KERAS_FORMATS[fmt], verbose=False)
+        with warnings.catch_warnings():
+            # tf2onnx probes np.object, which NumPy 2 warns about; the export is unaffected.
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object.*")
+            model.export(str(artifact), format=KERAS_FORMATS[fmt], verbose=False)
     write_json_atomic(out / MODEL_CARD_FILE, model_card(run, ensemble, fmt, artifact.name))
     return artifact
 

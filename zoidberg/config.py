@@ -213,6 +213,16 @@ TrainConfig.__module__ = __name__
 TrainConfig.__doc__ = _TrainConfigChecks.__doc__
 
 
+# Where folds train: auto (in the worker's process for tiny runs, else local), local (each fold in a
+# fresh child process, `parallel` at a time), inprocess (one after another in the worker's process).
+ENGINES = ("auto", "local", "inprocess")
+ENGINE_HELP = (
+    "auto: in the worker's own process for tiny runs (a TensorFlow import per fold would cost more than the fold), "
+    "else local; local: each fold in a fresh child process, which returns TensorFlow's memory after every fold; "
+    "inprocess: every fold in the worker's process, one after another."
+)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one cross-validation run needs, saved as config.json."""
@@ -228,6 +238,8 @@ class RunConfig:
     tta: bool = False
     tensorboard: bool = True
     mlflow_uri: str | None = None
+    engine: str = "auto"
+    parallel: int | str = 1
     preset: str | None = None
     run_name: str = ""
     source_tuning_run: str | None = None
@@ -247,6 +259,15 @@ class RunConfig:
         )
         require(isinstance(self.tta, bool), f"tta must be true or false, not {self.tta!r}.")
         require(isinstance(self.tensorboard, bool), f"tensorboard must be true or false, not {self.tensorboard!r}.")
+        require(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}.")
+        require(
+            self.parallel == "auto" or (isinstance(self.parallel, int) and not isinstance(self.parallel, bool) and 1 <= self.parallel <= 64),
+            f"parallel (folds at once) must be auto or from 1 to 64, not {self.parallel!r}.",
+        )
+        require(
+            self.parallel in (1, "auto") or self.engine != "inprocess",
+            "Folds train one after another in the worker's process (engine inprocess): use engine local for parallel folds.",
+        )
         require(
             self.mlflow_uri is None or (isinstance(self.mlflow_uri, str) and self.mlflow_uri.strip() != ""),
             f"mlflow_uri must be a tracking URI (file:///path, http://host:5000, databricks) or empty, not {self.mlflow_uri!r}.",
@@ -290,7 +311,7 @@ class RunConfig:
             operating_point=OperatingPointChoice.from_dict(choice),
             **{
                 key: payload[key]
-                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "mlflow_uri", "preset", "run_name", "source_tuning_run")
+                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "mlflow_uri", "engine", "parallel", "preset", "run_name", "source_tuning_run")
                 if key in payload
             },
         )

@@ -30,6 +30,8 @@ from zoidberg.config import (
     DUPLICATE_POLICY_HELP,
     ENSEMBLE_METHOD_HELP,
     ENSEMBLE_METHODS,
+    ENGINE_HELP,
+    ENGINES,
     EnsembleConfig,
     ModelConfig,
     RunConfig,
@@ -80,6 +82,9 @@ def add_parsers(commands) -> None:
     cv.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group", help=f"{DUPLICATE_POLICY_HELP} [default: group]. See `audit`.")
     cv.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help="Score the out-of-fold predictions (and later predictions) as the mean over test-time variants: identity, a 90 %% zoom, darker and brighter; 4x the forward passes [default: False].")
     cv.add_argument("--download-weights", action="store_true", help="When an ImageNet weights file is missing and this machine is online, fetch it with Keras' downloader into the Keras cache first.")
+    cv.add_argument("--engine", choices=ENGINES, default="auto", help=f"Where folds train. {ENGINE_HELP} [default: auto].")
+    cv.add_argument("--parallel", type=parse_parallel, default=1, metavar="N|auto",
+                    help="Folds training at once with --engine local: a number, or auto (by cores and memory) [default: 1].")
     cv.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
                     help="Log the finished run to MLflow: parameters, every fold's epochs, summary, evaluations and a keras "
                     "export (file:///folder, a folder, http://host:5000) [default: $MLFLOW_TRACKING_URI; needs requirements-mlflow.txt].")
@@ -204,6 +209,19 @@ def tune_config_from_args(args: argparse.Namespace):
         run_name=args.name,
     )
 
+def parse_parallel(text: str) -> int | str:
+    """--parallel's value: "auto" or a whole number of at least 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of folds or auto, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, not {value}")
+    return value
+
+
 def _member_destinations() -> list[str]:
     """The cv destinations that configure one run's model, training and images (not the data folder, k or seed)."""
     from zoidberg.models.registry import PREPROCESSING_OPTIONS
@@ -260,6 +278,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         tta=args.tta,
         tensorboard=args.tensorboard,
         mlflow_uri=args.mlflow_uri,
+        engine=args.engine,
+        parallel=args.parallel,
         preset=args.preset,
         run_name=args.name,
         source_tuning_run=source,

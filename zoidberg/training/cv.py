@@ -132,20 +132,57 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     for line in describe_dataset(dataset) + describe_duplicates(duplicates, config.duplicates, dropped):
         say(line)
 
+    from zoidberg.training.executors import FoldTask, choose_engine, choose_parallel, run_folds_in_children
+
+    tasks = []
+    for fold, train_part, validation_part in iter_fold_indices(fold_of):
+        if run.read_fold_json(fold + 1):
+            say(f"Fold {fold + 1}/{config.n_splits}: already done, kept.")
+            continue
+        tasks.append(FoldTask(fold + 1, train_part, validation_part, indices))
+    engine = choose_engine(config.engine, len(indices), config.data.image_size)
+    if engine == "inprocess":
+        _train_folds_here(run, config, dataset, indices, labels, tasks, say)
+    elif tasks:
+        # The backbone pass runs once, here, into the disk cache that every fold child reads.
+        if _frozen_backbone(run, config, dataset, indices, say) is not None:
+            from zoidberg.training.pipeline import release_memory
+
+            release_memory()
+        children = choose_parallel(config.parallel, len(tasks), config.data.image_size)
+        say(f"Training {len(tasks)} fold(s) in child processes, {children} at a time.")
+        run_folds_in_children(run, tasks, train_fold_task, parallel=children)
+    return _finish_completed(run, config, dataset, indices, fold_of, say)
+
+
+def _train_folds_here(run, config, dataset, indices, labels, tasks, say) -> None:
+    """Trains the folds one after another in this process (engine inprocess)."""
     from zoidberg.training.pipeline import release_memory, rows_as_tensor
 
     image_tensor = rows_as_tensor(dataset.images, indices)
     frozen = _frozen_backbone(run, config, dataset, indices, say)
-    for fold, train_part, validation_part in iter_fold_indices(fold_of):
-        fold_number = fold + 1
-        if run.read_fold_json(fold_number):
-            say(f"Fold {fold_number}/{config.n_splits}: already done, kept.")
-            continue
+    for task in tasks:
         if run.stop_requested:
             raise RunStopped()
-        _train_fold(run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, frozen)
+        _train_fold(run, config, dataset, image_tensor, labels, task.train_part, task.validation_part, task.fold_number, say, frozen)
         release_memory()
-    return _finish_completed(run, config, dataset, indices, fold_of, say)
+
+
+def train_fold_task(run: Run, task) -> None:
+    """Trains one fold in a fold child (engine local): the dataset and any backbone features come from the disk caches."""
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.training.pipeline import rows_as_tensor
+
+    config = RunConfig.from_dict(run.config)
+    dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    labels = dataset.labels[task.indices]
+    image_tensor = rows_as_tensor(dataset.images, task.indices)
+    frozen = _frozen_backbone(run, config, dataset, task.indices, say, announce=False)
+    _train_fold(run, config, dataset, image_tensor, labels, task.train_part, task.validation_part, task.fold_number, say, frozen)
 
 
 def describe_duplicates(report, policy: str, dropped: list[str]) -> list[str]:
@@ -187,7 +224,7 @@ def _record_data_facts(run: Run, dataset: Dataset, indices: np.ndarray, fold_of:
     )
 
 
-def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.ndarray, say: Reporter):
+def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.ndarray, say: Reporter, announce: bool = True):
     """Returns a FrozenBackbone with the pooled images' cached features in frozen and fine-tune modes, else None.
 
     Frozen-backbone folds train only the head on these features, so the backbone runs
@@ -204,7 +241,7 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
         load_or_compute_features,
     )
 
-    if config.train.augmentation and config.model.transfer_mode == "frozen":
+    if announce and config.train.augmentation and config.model.transfer_mode == "frozen":
         run.append_event(events.WARNING, message=AUGMENTATION_IGNORED)
         say(AUGMENTATION_IGNORED)
 
@@ -219,9 +256,10 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     start = time.perf_counter()
     features = load_or_compute_features(dataset, config.model, config.data.image_size, progress=progress)
     seconds = time.perf_counter() - start
-    run.append_event(events.FEATURES_READY, n_images=len(features), dimension=int(features.shape[1]), seconds=seconds)
-    then = "training heads only" if config.model.transfer_mode == "frozen" else "heads warm up on them, then the top layers fine-tune on the images"
-    say(f"Backbone features: {features.shape[1]} per image ready in {seconds:.1f} s; {then}.")
+    if announce:
+        run.append_event(events.FEATURES_READY, n_images=len(features), dimension=int(features.shape[1]), seconds=seconds)
+        then = "training heads only" if config.model.transfer_mode == "frozen" else "heads warm up on them, then the top layers fine-tune on the images"
+        say(f"Backbone features: {features.shape[1]} per image ready in {seconds:.1f} s; {then}.")
     return FrozenBackbone(config.model, config.data.image_size, dataset.num_classes, features[indices])
 
 

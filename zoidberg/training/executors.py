@@ -1,0 +1,169 @@
+"""Where a run's folds train: in the worker's own process, or each in a fresh child process, one or several at a time."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoidberg.runs.store import Run
+
+# engine "auto" trains in the worker's process when a run is this small (images × side²),
+# where a TensorFlow import per fold would cost more than the fold; children otherwise.
+IN_PROCESS_PIXEL_BUDGET = 30_000_000
+# Memory one fold child may need beyond the shared image cache, per image pixel (a float32
+# batch pipeline, the model and TensorFlow itself), to size --parallel auto.
+CHILD_BASE_BYTES = 1200 * 1024**2
+CHILD_BYTES_PER_PIXEL = 4
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """One fold to train: its number, its rows (positions in `indices`) and the run's pooled dataset rows."""
+
+    fold_number: int
+    train_part: np.ndarray
+    validation_part: np.ndarray
+    indices: np.ndarray
+
+
+def choose_engine(engine: str, n_images: int, image_size: int) -> str:
+    """The engine a run uses: "inprocess" or "local" (a child per fold); "auto" picks by the run's size."""
+    if engine != "auto":
+        return engine
+    return "inprocess" if n_images * image_size * image_size <= IN_PROCESS_PIXEL_BUDGET else "local"
+
+
+def available_memory_bytes() -> int:
+    """Memory the machine can still give (psutil's available), for sizing parallel folds."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def choose_parallel(parallel: int | str, n_folds: int, image_size: int, cores: int | None = None, memory_bytes: int | None = None) -> int:
+    """How many folds train at once: the number asked, or for "auto" what cores and memory allow.
+
+    Args:
+        parallel: A count of at least 1, or "auto".
+        n_folds: Folds still to train (never more children than that).
+        image_size: The run's image side, for the memory estimate.
+        cores: CPU cores (default: os.cpu_count()).
+        memory_bytes: Available memory (default: psutil's).
+
+    Returns:
+        The number of children, from 1 to n_folds.
+    """
+    if parallel != "auto":
+        return max(1, min(int(parallel), max(1, n_folds)))
+    cores = cores or os.cpu_count() or 1
+    memory_bytes = available_memory_bytes() if memory_bytes is None else memory_bytes
+    per_child = CHILD_BASE_BYTES + CHILD_BYTES_PER_PIXEL * image_size * image_size * 256
+    # Two cores a child at least: one TensorFlow fold on one core is slower than sequential folds.
+    by_cores = max(1, cores // 2)
+    by_memory = max(1, memory_bytes // per_child)
+    return max(1, min(by_cores, by_memory, n_folds))
+
+
+def threads_per_child(children: int, cores: int | None = None) -> int:
+    """TensorFlow's intra-op threads for each of `children` processes, so that together they fill the cores once."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, children))
+
+
+class RelayRun(Run):
+    """A fold child's view of the run: it reads the folder, but its events go to the driver, the one writer of events.jsonl."""
+
+    def __init__(self, path, events: "multiprocessing.Queue"):
+        super().__init__(path)
+        self._events = events
+
+    def append_event(self, event_type: str, **data) -> dict:
+        import time
+
+        event = {"type": event_type, "time": time.time(), **data}
+        self._events.put(event)
+        return event
+
+
+_CHILD: dict = {}
+
+
+def _start_child(events, intra_op_threads: int) -> None:
+    """Initializes a fold child: its event queue, and TensorFlow's thread pools before any operation runs."""
+    _CHILD["events"] = events
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, intra_op_threads))
+
+
+def _run_in_child(train_one: Callable, run_path: str, task: FoldTask) -> int:
+    """The body of one fold child: `train_one(relay_run, task)`, with events relayed to the driver."""
+    train_one(RelayRun(run_path, _CHILD["events"]), task)
+    return task.fold_number
+
+
+def _drain(run: Run, events, stop: threading.Event) -> None:
+    """Appends the children's events to the run, in the order they arrive, until told to stop and the queue is empty."""
+    while True:
+        try:
+            event = events.get(timeout=0.2)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        except (EOFError, OSError):
+            return
+        event_type = event.pop("type")
+        event.pop("time", None)
+        run.append_event(event_type, **event)
+
+
+def run_folds_in_children(run: Run, tasks: Sequence[FoldTask], train_one: Callable, *, parallel: int = 1, cores: int | None = None) -> None:
+    """Trains each fold in a fresh child process (spawned, one fold each), `parallel` at a time.
+
+    Every child imports TensorFlow anew and exits after its fold, so the memory TensorFlow
+    keeps per trained model goes back to the system. Children write their fold's files
+    (model, metrics, out-of-fold probabilities); their events come back through a queue,
+    and this process alone appends them to events.jsonl.
+
+    Args:
+        run: The run (its folder holds config.json, folds.csv and the caches' keys).
+        tasks: The folds to train.
+        train_one: A picklable module-level function `train_one(run, task)`.
+        parallel: Children at once.
+        cores: CPU cores to share among them (default: os.cpu_count()).
+
+    Raises:
+        Exception: The first fold's failure (a stop request arrives as RunStopped), after
+            the other children were cancelled or finished.
+    """
+    if not tasks:
+        return
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    stop = threading.Event()
+    drainer = threading.Thread(target=_drain, args=(run, events, stop), name="fold-events", daemon=True)
+    drainer.start()
+    children = max(1, min(parallel, len(tasks)))
+    try:
+        with ProcessPoolExecutor(max_workers=children, mp_context=context, max_tasks_per_child=1,
+                                 initializer=_start_child, initargs=(events, threads_per_child(children, cores))) as pool:
+            futures = [pool.submit(_run_in_child, train_one, str(run.path), task) for task in tasks]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            for future in futures:
+                if future.done() and not future.cancelled() and future.exception() is not None:
+                    raise future.exception()
+            wait(futures)
+    finally:
+        stop.set()
+        drainer.join(timeout=10)

@@ -114,6 +114,18 @@ def test_a_training_option_set_on_the_form_reaches_the_run_config(demo_dir, runs
     assert run.config["train"]["label_smoothing"] == 0.1
 
 
+def test_the_engine_chosen_on_the_form_is_recorded_in_the_run(demo_dir, runs_dir, stop_workers_after):
+    app = open_app(demo_dir, "pages/train.py")
+    fill_train_form(app, image_size=32, k=2, epochs=1)
+    app.selectbox(key="train_engine").set_value("local")
+    app.selectbox(key="train_parallel").set_value("2")
+    start_button(app).click().run()
+    assert_no_exception(app)
+    (run,) = RunStore(runs_dir).list_runs(kind="cv")
+    assert (run.config["engine"], run.config["parallel"]) == ("local", 2)
+    run.request_stop()
+
+
 def test_train_refuses_k_larger_than_the_smallest_class(demo_dir, runs_dir):
     app = open_app(demo_dir, "pages/train.py")
     fill_train_form(app, image_size=32, k=20, epochs=1)

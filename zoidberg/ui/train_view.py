@@ -93,6 +93,8 @@ def start(data_dir: str, architecture: str, model_values: dict, train_values: di
             duplicates=run_options["duplicates"],
             tta=run_options["tta"],
             tensorboard=run_options["tensorboard"],
+            engine=run_options["engine"],
+            parallel=run_options["parallel"],
             preset=presets.filled_preset(),
             run_name=run_name,
         )

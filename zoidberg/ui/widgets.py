@@ -15,6 +15,8 @@ from zoidberg.config import (
     CALIBRATION_METHODS,
     DUPLICATE_POLICIES,
     DUPLICATE_POLICY_HELP,
+    ENGINE_HELP,
+    ENGINES,
     LABEL_MODES,
     PROBABILITY_SCALES,
     THRESHOLD_METHOD_LABELS,
@@ -494,7 +496,8 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
     """Draws how a run will choose its threshold, calibrate, and treat duplicate images.
 
     Returns:
-        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates", "tta", "tensorboard"}.
+        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates", "tta", "tensorboard",
+        "engine", "parallel"}.
 
     Raises:
         ValueError: Never for the widgets' own ranges; the choice validates itself.
@@ -533,7 +536,30 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
                               help="Every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>: "
                               "`tensorboard --logdir runs` shows them next to every other run.")
     return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates, "tta": bool(tta),
-            "tensorboard": bool(tensorboard)}
+            "tensorboard": bool(tensorboard), **engine_ui(prefix)}
+
+
+ENGINE_LABELS = {
+    "auto": "auto (in the worker for tiny runs, else a process per fold)",
+    "local": "local: a fresh process per fold",
+    "inprocess": "in-process: folds one after another in the worker",
+}
+
+
+def engine_ui(prefix: str = "train") -> dict[str, Any]:
+    """Draws where the folds train and how many at once.
+
+    Returns:
+        {"engine": one of ENGINES, "parallel": a count or "auto"}.
+    """
+    left, right, _ = st.columns([1.6, 1, 1.4])
+    engine = left.selectbox("Engine", ENGINES, format_func=ENGINE_LABELS.get, key=seeded(f"{prefix}_engine", "auto"),
+                            persist_state=PERSIST, help=ENGINE_HELP)
+    together = right.selectbox("Folds at once", ["1", "2", "3", "4", "5", "auto"], key=seeded(f"{prefix}_parallel", "1"),
+                               persist_state=PERSIST, disabled=engine == "inprocess",
+                               help="With a process per fold: how many folds train at the same time; auto sizes it by "
+                               "cores and memory (each fold then gets its share of the cores).")
+    return {"engine": engine, "parallel": 1 if engine == "inprocess" else (together if together == "auto" else int(together))}
 
 
 def run_name_ui(prefix: str = "train") -> str:

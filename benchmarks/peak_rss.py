@@ -4,6 +4,10 @@ Linux carries a process's peak RSS (ru_maxrss) across fork and exec, so a child 
 straight from a large process (the benchmark, with TensorFlow and data loaded) reports at
 least the parent's size. This launcher is a small Python process: its child inherits only
 its few MB, and wait4() gives that child's own peak. It imports nothing heavy on purpose.
+
+A command that trains folds in child processes has several processes alive at once, and
+wait4() reports only the largest of them; so a thread also samples the summed RSS of the
+whole process tree (psutil) every 0.1 s, and its maximum is written as peak_tree_rss_mb.
 """
 
 import json
@@ -11,6 +15,30 @@ import os
 import resource
 import subprocess
 import sys
+import threading
+
+SAMPLE_S = 0.1
+
+
+def sample_tree(pid: int, peak: list, stop: threading.Event) -> None:
+    """Keeps the largest summed RSS of the process `pid` and its descendants in peak[0] (MB)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        return
+    while not stop.wait(SAMPLE_S):
+        total = 0
+        try:
+            for process in [root, *root.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    continue
+        except psutil.Error:
+            return
+        peak[0] = max(peak[0], total / 1024.0**2)
 
 
 def main() -> int:
@@ -19,12 +47,18 @@ def main() -> int:
         print("usage: peak_rss.py OUT.json -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     process = subprocess.Popen(command)
+    peak, stop = [0.0], threading.Event()
+    sampler = threading.Thread(target=sample_tree, args=(process.pid, peak, stop), daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
+    stop.set()
+    sampler.join(timeout=2)
     process.returncode = returncode = os.waitstatus_to_exitcode(status)
     with open(out, "w", encoding="utf-8") as handle:
         json.dump(
             {
                 "peak_rss_mb": usage.ru_maxrss / 1024.0,  # ru_maxrss is in KiB on Linux.
+                "peak_tree_rss_mb": peak[0],
                 "cpu_s": usage.ru_utime + usage.ru_stime,
                 "returncode": returncode,
                 "launcher_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

@@ -55,13 +55,19 @@ def run_cv_pair(ctx: Context, tag: str, folds: int, epochs: int, size: int) -> d
     return results
 
 
+def _tree_peak(result: dict) -> float | None:
+    """The process tree's sampled peak, or the one process's ru_maxrss when the sampler saw nothing."""
+    return result.get("peak_tree_rss_mb") or result["peak_rss_mb"]
+
+
 def section_memory(ctx: Context) -> list[Row]:
     """Peak RSS of a whole CV (1 epoch) at 224 px, each side in its own process."""
     size, folds = ctx.memory_image_size, ctx.memory_folds
     results = run_cv_pair(ctx, "memory", folds, 1, size)
     note = (
-        f"{folds}-fold CV, 1 epoch, CNN at {size} px on {ctx.data224.name}; ru_maxrss of each process "
-        "(wait4() in benchmarks/peak_rss.py). "
+        f"{folds}-fold CV, 1 epoch, CNN at {size} px on {ctx.data224.name}; the peak of the summed RSS of each side's "
+        "process tree, sampled every 0.1 s (Zoidberg trains each fold in a child process), next to the largest single "
+        f"process's ru_maxrss (Zoidberg {results['zoidberg']['peak_rss_mb']:,.0f} MB, reference {results['reference']['peak_rss_mb']:,.0f} MB). "
         f"Wall time: reference {results['reference']['wall_s']:,.0f} s, Zoidberg {results['zoidberg']['wall_s']:,.0f} s (cold cache)."
     )
     if folds != 5:
@@ -69,7 +75,7 @@ def section_memory(ctx: Context) -> list[Row]:
     return [
         Row(
             "memory", f"Peak RSS, {folds}-fold CV x 1 epoch at {size} px", "MB",
-            results["reference"]["peak_rss_mb"], results["zoidberg"]["peak_rss_mb"], min_ratio=2.0,
-            target_text="Zoidberg ≤ ½ (≥ 2×)", note=note, samples={**results, "load": load_average()},
+            _tree_peak(results["reference"]), _tree_peak(results["zoidberg"]), min_ratio=2.5,
+            target_text="Zoidberg ≤ 1/2.5 (≥ 2.5×)", note=note, samples={**results, "load": load_average()},
         )
     ]

@@ -467,6 +467,9 @@ def command_runs(args) -> int:
                 "kind": run.kind,
                 "name": run.name,
                 "state": status.get("state"),
+                "queue_position": status.get("position") if status.get("state") == "queued" and status.get("waiting") else None,
+                "engine": config.get("engine", "inprocess") if run.kind == "cv" else None,
+                "host": status.get("host"),
                 "architecture": "ensemble" if run.kind == "ensemble" else config.get("model", {}).get("architecture") or config.get("architecture"),
                 "folds_done": len(run.fold_metrics()) if run.kind in MODEL_KINDS else None,
                 "accuracy": (mean_std.get("accuracy") or {}).get("mean"),
@@ -495,8 +498,10 @@ def command_runs(args) -> int:
         notes = f" (external: {row['external']})" if row["external"] else ""
         notes += " (synthetic data)" if row["synthetic"] else ""
         notes += f" error: {row['error']}" if row["state"] == "failed" and row["error"] else ""
+        notes += f" [engine {row['engine']} on {row['host']}]" if row["engine"] and row["host"] else ""
+        state = f"queued #{row['queue_position']}" if row["queue_position"] else str(row["state"])
         print(
-            f"{row['id']:<32} {row['kind']:<8} {str(row['architecture']):<14} {str(row['state']):<12} "
+            f"{row['id']:<32} {row['kind']:<8} {str(row['architecture']):<14} {state:<12} "
             f"{'' if row['folds_done'] is None else row['folds_done']:>5} {headline}  {row['name']}{notes}"
         )
     return 0

@@ -205,8 +205,13 @@ def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) 
 
 
 def run_worker(run_id: str, *, runs_dir=None, report=None) -> int:
-    """Runs a run in this process (the worker's body). Returns an exit code."""
-    run = RunStore(runs_dir).get(run_id)
+    """Runs a run in this process (the worker's body), after its turn in the queue. Returns an exit code."""
+    from zoidberg.runs.queue import wait_for_slot
+
+    store = RunStore(runs_dir)
+    run = store.get(run_id)
+    if run.state == "queued" and not wait_for_slot(run, store):
+        return 0
     try:
         get_kind(run.kind).run(run, report)
     except Exception:

@@ -128,7 +128,7 @@ def mark_running(run: Run, **facts) -> None:
         **facts: What the run plans (n_folds and epochs, or n_trials ...), for the event.
     """
     started = run.status().get("started") or now_iso()
-    run.set_status("running", pid=os.getpid(), host=platform.node(), started=started, error=None)
+    run.set_status("running", pid=os.getpid(), host=platform.node(), started=started, error=None, waiting=False, position=None)
     run.append_event(events.RUN_STARTED, **facts)
 
 

@@ -699,6 +699,11 @@ def phase_notice_ui(progress, status: dict, stop_requested: bool, *, kept: str) 
     """
     if stop_requested:
         st.info(f"Stop requested: the worker stops after its current batch and keeps {kept}.", icon="⏹")
+    if status.get("state") == "queued" and status.get("waiting") and status.get("position"):
+        st.info(f"Queued: number {status['position']} in line. The machine is training as many runs as it can "
+                "(`ZOIDBERG_MAX_RUNS`, by default one per two cores); this one starts when a run ends. Stop cancels it.",
+                icon="⏳")
+        return True
     if status.get("state") == "queued" or progress.phase == "starting":
         st.info("Starting the worker process (loading TensorFlow takes a few seconds) ...", icon="⏳")
         return True

@@ -21,7 +21,7 @@ TaskCallback = Callable[..., None]
 
 @contextlib.contextmanager
 def progress_tasks(*, enabled: bool = True, stream=None) -> Iterator[TaskCallback]:
-    """Yields `update(key, done, total, description=None)`, which draws one bar per key on standard error.
+    """Yields `update(key, done, total, description=None, detail="")`, which draws one bar per key on standard error.
 
     Args:
         enabled: False (with --json) draws nothing.
@@ -33,7 +33,7 @@ def progress_tasks(*, enabled: bool = True, stream=None) -> Iterator[TaskCallbac
     """
     stream = stream or sys.stderr
     if not enabled:
-        yield lambda key, done, total, description=None: None
+        yield lambda key, done, total, description=None, detail="": None
         return
     if stream.isatty():
         from rich.console import Console
@@ -44,23 +44,26 @@ def progress_tasks(*, enabled: bool = True, stream=None) -> Iterator[TaskCallbac
         with Bars(*columns, console=Console(file=stream), transient=False) as bars:
             tasks: dict[str, int] = {}
 
-            def update(key: str, done: int, total: int | None, description: str | None = None) -> None:
+            def update(key: str, done: int, total: int | None, description: str | None = None, detail: str = "") -> None:
+                text = f"{description or key}{detail}"
                 if key not in tasks:
-                    tasks[key] = bars.add_task(description or key, total=total)
-                bars.update(tasks[key], completed=done, total=total, description=description or key)
+                    tasks[key] = bars.add_task(text, total=total)
+                bars.update(tasks[key], completed=done, total=total, description=text)
 
             yield update
         return
     last: dict[str, tuple[str, str, float]] = {}
 
-    def plain(key: str, done: int, total: int | None, description: str | None = None) -> None:
+    def plain(key: str, done: int, total: int | None, description: str | None = None, detail: str = "") -> None:
         # A line when a task starts, finishes or changes what it counts (the next fold), and
-        # otherwise at most every PLAIN_INTERVAL_S, so that a log stays readable.
+        # otherwise at most every PLAIN_INTERVAL_S, so that a log stays readable; the detail
+        # (time left) changes all the time and is shown, never a reason for a line.
         now = time.monotonic()
         label = description or key
-        line = f"{label}: {done}/{total if total is not None else '?'}"
+        count = f"{done}/{total if total is not None else '?'}"
+        line = f"{label}{detail}: {count}"
         previous_line, previous_label, previous_time = last.get(key, (None, None, 0.0))
-        if line == previous_line:
+        if previous_line is not None and previous_line.endswith(f": {count}") and label == previous_label:
             return
         finished = total is not None and done >= total
         if label != previous_label or finished or now - previous_time >= PLAIN_INTERVAL_S:
@@ -87,7 +90,7 @@ def draw_run_progress(progress: Progress, update: TaskCallback) -> None:
     if progress.total and progress.phase in ("training", "evaluating", "done"):
         eta = eta_seconds(progress) if progress.phase == "training" else None
         left = f" (at most {format_duration(eta)} left)" if eta is not None else ""
-        update("units", len(progress.finished), progress.total, f"{unit}s finished{left}")
+        update("units", len(progress.finished), progress.total, f"{unit}s finished", detail=left)
     if progress.current and not progress.in_current and progress.epochs_done:
         # The unit ended (early stopping may end it before its planned epochs): its bar is full.
         update("epochs", progress.epochs_done, progress.epochs_done, f"{unit} {progress.current}: epochs")

@@ -240,6 +240,7 @@ class RunConfig:
     mlflow_uri: str | None = None
     engine: str = "auto"
     parallel: int | str = 1
+    precision: str = "float32"
     preset: str | None = None
     run_name: str = ""
     source_tuning_run: str | None = None
@@ -259,6 +260,7 @@ class RunConfig:
         )
         require(isinstance(self.tta, bool), f"tta must be true or false, not {self.tta!r}.")
         require(isinstance(self.tensorboard, bool), f"tensorboard must be true or false, not {self.tensorboard!r}.")
+        require(self.precision in ("float32", "mixed"), f"precision must be float32 or mixed, not {self.precision!r}.")
         require(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}.")
         require(
             self.parallel == "auto" or (isinstance(self.parallel, int) and not isinstance(self.parallel, bool) and 1 <= self.parallel <= 64),
@@ -311,7 +313,7 @@ class RunConfig:
             operating_point=OperatingPointChoice.from_dict(choice),
             **{
                 key: payload[key]
-                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "mlflow_uri", "engine", "parallel", "preset", "run_name", "source_tuning_run")
+                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "mlflow_uri", "engine", "parallel", "precision", "preset", "run_name", "source_tuning_run")
                 if key in payload
             },
         )

@@ -85,6 +85,8 @@ def add_parsers(commands) -> None:
     cv.add_argument("--engine", choices=ENGINES, default="auto", help=f"Where folds train. {ENGINE_HELP} [default: auto].")
     cv.add_argument("--parallel", type=parse_parallel, default=1, metavar="N|auto",
                     help="Folds training at once with --engine local: a number, or auto (by cores and memory) [default: 1].")
+    cv.add_argument("--precision", choices=("float32", "mixed"), default="float32",
+                    help="mixed: mixed_float16 on a GPU (the output layer stays float32); float32 on a CPU, where it would be slower [default: float32].")
     cv.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
                     help="Log the finished run to MLflow: parameters, every fold's epochs, summary, evaluations and a keras "
                     "export (file:///folder, a folder, http://host:5000) [default: $MLFLOW_TRACKING_URI; needs requirements-mlflow.txt].")
@@ -280,6 +282,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         mlflow_uri=args.mlflow_uri,
         engine=args.engine,
         parallel=args.parallel,
+        precision=args.precision,
         preset=args.preset,
         run_name=args.name,
         source_tuning_run=source,

@@ -189,9 +189,10 @@ def _add_head(features, model_config: ModelConfig, num_classes: int):
         x = layers.Dropout(model_config.dropout_rate, name=f"{HEAD_PREFIX}dropout")(x)
     if _uses_hidden_dense(model_config):
         x = layers.Dense(model_config.dense_units, activation="relu", name=f"{HEAD_PREFIX}dense")(x)
+    # The output stays float32 under mixed precision, so probabilities and the loss keep their range.
     if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(x)
-    return layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
+        return layers.Dense(1, activation="sigmoid", dtype="float32", name=OUTPUT_NAME)(x)
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
 
 
 def _build_features(model_config: ModelConfig, image_size: int):

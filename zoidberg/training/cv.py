@@ -282,25 +282,30 @@ def _train_fold(
     logged = [callback, make_tensorboard(run, fold_number)] if config.tensorboard else [callback]
     start = time.perf_counter()
     random_state = config.random_state + fold_number
-    if frozen is not None and config.model.transfer_mode == "fine-tune":
-        model, history = _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, logged, random_state, dataset.num_classes)
-    elif frozen is None:
-        model, history = train_model(
-            config.model,
-            config.train,
-            image_tensor,
-            labels,
-            train_part,
-            validation_part,
-            num_classes=dataset.num_classes,
-            image_size=config.data.image_size,
-            callbacks=logged,
-            random_state=random_state,
-        )
-    else:
-        head, history = frozen.train_head(
-            config.train, labels, train_part, validation_part, callbacks=logged, random_state=random_state
-        )
+    from zoidberg.training.devices import precision_policy
+
+    with precision_policy(config.precision) as mixed:
+        if config.precision == "mixed" and not mixed and fold_number == 1:
+            say("Mixed precision asked for, but no GPU is visible: training in float32 (float16 is slower on a CPU).")
+        if frozen is not None and config.model.transfer_mode == "fine-tune":
+            model, history = _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, logged, random_state, dataset.num_classes)
+        elif frozen is None:
+            model, history = train_model(
+                config.model,
+                config.train,
+                image_tensor,
+                labels,
+                train_part,
+                validation_part,
+                num_classes=dataset.num_classes,
+                image_size=config.data.image_size,
+                callbacks=logged,
+                random_state=random_state,
+            )
+        else:
+            head, history = frozen.train_head(
+                config.train, labels, train_part, validation_part, callbacks=logged, random_state=random_state
+            )
     train_seconds = time.perf_counter() - start
     if callback.stopped_by_request:
         raise RunStopped()

@@ -95,13 +95,23 @@ class RelayRun(Run):
 _CHILD: dict = {}
 
 
-def _start_child(events, intra_op_threads: int) -> None:
-    """Initializes a fold child: its event queue, and TensorFlow's thread pools before any operation runs."""
+def _start_child(events, intra_op_threads: int, counter, visible_gpus: str | None) -> None:
+    """Initializes a fold child: its event queue, its GPU (one of the driver's, in turn), TensorFlow's thread pools."""
+    from zoidberg.training.devices import enable_memory_growth, gpu_for_child
+
     _CHILD["events"] = events
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    gpu = gpu_for_child(index, visible_gpus)
+    if gpu is not None:
+        # Before TensorFlow is imported: it reads the variable once.
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, intra_op_threads))
+    enable_memory_growth()
 
 
 def _run_in_child(train_one: Callable, run_path: str, task: FoldTask) -> int:
@@ -154,8 +164,11 @@ def run_folds_in_children(run: Run, tasks: Sequence[FoldTask], train_one: Callab
     drainer.start()
     children = max(1, min(parallel, len(tasks)))
     try:
+        from zoidberg.training.devices import visible_gpus_of_driver
+
+        initargs = (events, threads_per_child(children, cores), context.Value("i", 0), visible_gpus_of_driver())
         with ProcessPoolExecutor(max_workers=children, mp_context=context, max_tasks_per_child=1,
-                                 initializer=_start_child, initargs=(events, threads_per_child(children, cores))) as pool:
+                                 initializer=_start_child, initargs=initargs) as pool:
             futures = [pool.submit(_run_in_child, train_one, str(run.path), task) for task in tasks]
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for future in pending:

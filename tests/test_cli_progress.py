@@ -55,3 +55,19 @@ def test_cv_and_evaluate_show_progress_in_a_log_and_none_with_json(demo_dir, tmp
     assert "Scoring: " in err
     assert main(["--runs-dir", runs_dir, "evaluate", "--run", run.id, "--data", str(demo_dir), "--split", "all", "--name", "again", "--json"]) == 0
     assert "Scoring" not in capsys.readouterr().err
+
+
+def test_a_run_that_fails_in_the_foreground_prints_one_line_and_keeps_the_traceback_in_the_run(demo_dir, tmp_path, capsys, monkeypatch):
+    from zoidberg.training import cv
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the fold exploded")
+
+    monkeypatch.setattr(cv, "_train_fold", broken)
+    runs_dir = str(tmp_path / "runs")
+    tiny = ["--image-size", "32", "--folds", "2", "--epochs", "1", "--conv-blocks", "1", "--base-filters", "4", "--dense-units", "8"]
+    assert main(["--runs-dir", runs_dir, "cv", "--data", str(demo_dir), *tiny]) == 1
+    err = capsys.readouterr().err
+    assert "failed: RuntimeError: the fold exploded" in err and "Traceback" not in err
+    [run] = RunStore(runs_dir).list_runs()
+    assert run.state == "failed" and "Traceback" in run.status()["traceback"]

@@ -339,8 +339,16 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     print(f"Run {run.id}", file=stream)
     from zoidberg.cli.progress import follow_run
 
-    with follow_run(run, enabled=not args.json):
-        summary = run_kind.run(run, lambda line: print(line, file=stream, flush=True))
+    try:
+        with follow_run(run, enabled=not args.json):
+            summary = run_kind.run(run, lambda line: print(line, file=stream, flush=True))
+    except Exception as error:  # The worker body recorded it (status.json has the traceback): one line here.
+        if run.state != "failed":
+            raise
+        from zoidberg.runs.worker import plain_error_message
+
+        print(f"error: run {run.id} failed: {plain_error_message(error)} (the traceback is in {run.path / 'status.json'})", file=sys.stderr)
+        return run.id, {}
     return run.id, summary
 
 def command_cv(args) -> int:

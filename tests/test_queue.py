@@ -26,7 +26,7 @@ def _wait_in_thread(run, store):
     return thread, result
 
 
-def _until(predicate, timeout=10.0):
+def _until(predicate, timeout=60.0):
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -45,12 +45,12 @@ def test_a_run_waits_while_the_machine_is_full_then_starts_first_come_first_serv
     assert first.state == second.state == "queued"
 
     busy.set_status("completed")
-    waiting_first.join(timeout=10)
+    waiting_first.join(timeout=60)
     assert first_result == {"started": True} and waiting_second.is_alive()
     first.set_status("running", pid=os.getpid(), host=os.uname().nodename, waiting=False)
     first.heartbeat()
     first.set_status("completed")
-    waiting_second.join(timeout=10)
+    waiting_second.join(timeout=60)
     assert second_result == {"started": True}
 
 
@@ -61,7 +61,7 @@ def test_a_queued_run_can_be_cancelled_and_ends_stopped_without_training(tmp_pat
     thread, result = _wait_in_thread(queued, store)
     _until(lambda: queued.status().get("position") == 1)
     queued.request_stop()
-    thread.join(timeout=10)
+    thread.join(timeout=60)
     assert result == {"started": False}
     assert queued.state == "stopped" and queued.events("run_finished")[-1]["state"] == "stopped"
 

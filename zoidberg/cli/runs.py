@@ -343,8 +343,8 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
         with follow_run(run, enabled=not args.json):
             summary = run_kind.run(run, lambda line: print(line, file=stream, flush=True))
     except Exception as error:  # The worker body recorded it (status.json has the traceback): one line here.
-        if run.state != "failed":
-            raise
+        if run.state != "failed" or isinstance(error, OSError):
+            raise  # main() says what a full disk or an unreadable folder needs.
         from zoidberg.runs.worker import plain_error_message
 
         print(f"error: run {run.id} failed: {plain_error_message(error)} (the traceback is in {run.path / 'status.json'})", file=sys.stderr)

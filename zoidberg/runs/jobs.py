@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -72,7 +73,8 @@ class LocalProcessExecutor(Executor):
             close_fds=True,
         )
         log.close()
-        run.set_status("queued", pid=process.pid, host=os.uname().nodename)
+        # queued_at is the run's place in the queue (zoidberg.runs.queue): first come, first served.
+        run.set_status("queued", pid=process.pid, host=os.uname().nodename, queued_at=time.time(), waiting=False)
         # Reap the child when it exits so it never lingers as a zombie.
         threading.Thread(target=process.wait, name=f"reap-{run.id}", daemon=True).start()
 

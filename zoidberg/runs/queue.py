@@ -23,16 +23,22 @@ def run_capacity() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
+def _place(run: Run) -> tuple[float, str]:
+    """Where a queued run stands in line: when it was queued, then its id (run ids share a second)."""
+    return float(run.status().get("queued_at") or float("inf")), run.id
+
+
 def runs_ahead(run: Run, store: RunStore) -> tuple[int, int]:
     """(runs training now, queued runs that came before this one) in the run's store."""
     running = queued_before = 0
+    place = _place(run)
     for other in store.list_runs():
         if other.id == run.id:
             continue
         state = other.state
         if state == "running":
             running += 1
-        elif state == "queued" and other.status().get("waiting") and other.id < run.id:
+        elif state == "queued" and other.status().get("waiting") and _place(other) < place:
             queued_before += 1
     return running, queued_before
 
@@ -54,7 +60,8 @@ def wait_for_slot(run: Run, store: RunStore, *, capacity: int | None = None, pol
     # Waiting is recorded before the first look, so that two workers started together see
     # each other; the one created first goes first. It stays set until the worker marks the
     # run running, so a later run never slips in between.
-    run.set_status("queued", waiting=True, pid=os.getpid(), host=os.uname().nodename)
+    queued_at = run.status().get("queued_at") or time.time()
+    run.set_status("queued", waiting=True, queued_at=queued_at, pid=os.getpid(), host=os.uname().nodename)
     shown = None
     while True:
         if run.stop_requested:

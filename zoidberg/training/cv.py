@@ -173,6 +173,10 @@ def train_fold_task(run: Run, task) -> None:
     from zoidberg.data.dataset import load_dataset
     from zoidberg.training.pipeline import rows_as_tensor
 
+    # The pool hands a child its next fold before the last one ends; after a stop request
+    # that fold must not start.
+    if run.stop_requested:
+        raise RunStopped()
     config = RunConfig.from_dict(run.config)
     dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
 

@@ -68,11 +68,12 @@ def form_section_ui(data_dir: str) -> None:
         train_values = widgets.training_options_ui(columns=(second, third))
         with third:
             run_name = widgets.run_name_ui()
+        engine_options = widgets.engine_ui()
         with st.expander("Operating point, calibration, duplicates and test-time augmentation"):
             evaluation_options = widgets.evaluation_options_ui()
         submitted = st.form_submit_button("🚀 Start cross-validation", type="primary")
     if submitted:
-        start(data_dir, spec.name, model_values, train_values, {**run_options, **evaluation_options}, run_name)
+        start(data_dir, spec.name, model_values, train_values, {**run_options, **engine_options, **evaluation_options}, run_name)
 
 
 def start(data_dir: str, architecture: str, model_values: dict, train_values: dict, run_options: dict, run_name: str) -> None:

@@ -496,8 +496,7 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
     """Draws how a run will choose its threshold, calibrate, and treat duplicate images.
 
     Returns:
-        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates", "tta", "tensorboard",
-        "engine", "parallel"}.
+        {"operating_point": OperatingPointChoice, "calibration_method", "duplicates", "tta", "tensorboard"}.
 
     Raises:
         ValueError: Never for the widgets' own ranges; the choice validates itself.
@@ -536,7 +535,7 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
                               help="Every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>: "
                               "`tensorboard --logdir runs` shows them next to every other run.")
     return {"operating_point": choice, "calibration_method": calibration_method, "duplicates": duplicates, "tta": bool(tta),
-            "tensorboard": bool(tensorboard), **engine_ui(prefix)}
+            "tensorboard": bool(tensorboard)}
 
 
 ENGINE_LABELS = {

@@ -6,8 +6,10 @@ least the parent's size. This launcher is a small Python process: its child inhe
 its few MB, and wait4() gives that child's own peak. It imports nothing heavy on purpose.
 
 A command that trains folds in child processes has several processes alive at once, and
-wait4() reports only the largest of them; so a thread also samples the summed RSS of the
-whole process tree (psutil) every 0.1 s, and its maximum is written as peak_tree_rss_mb.
+wait4() reports only the largest of them; so a thread also samples the whole process tree
+(psutil) every 0.1 s: the summed RSS (peak_tree_rss_mb, which counts pages that several
+processes map, such as the memory-mapped image cache, once per process) and the summed PSS
+(peak_tree_pss_mb, which shares such pages out among them: the memory the machine spent).
 """
 
 import json
@@ -21,7 +23,7 @@ SAMPLE_S = 0.1
 
 
 def sample_tree(pid: int, peak: list, stop: threading.Event) -> None:
-    """Keeps the largest summed RSS of the process `pid` and its descendants in peak[0] (MB)."""
+    """Keeps the largest summed RSS (peak[0]) and PSS (peak[1]) of the process `pid` and its descendants, in MB."""
     import psutil
 
     try:
@@ -29,16 +31,19 @@ def sample_tree(pid: int, peak: list, stop: threading.Event) -> None:
     except psutil.Error:
         return
     while not stop.wait(SAMPLE_S):
-        total = 0
+        rss = pss = 0
         try:
             for process in [root, *root.children(recursive=True)]:
                 try:
-                    total += process.memory_info().rss
+                    memory = process.memory_full_info()
                 except psutil.Error:
                     continue
+                rss += memory.rss
+                pss += getattr(memory, "pss", memory.rss)
         except psutil.Error:
             return
-        peak[0] = max(peak[0], total / 1024.0**2)
+        peak[0] = max(peak[0], rss / 1024.0**2)
+        peak[1] = max(peak[1], pss / 1024.0**2)
 
 
 def main() -> int:
@@ -47,7 +52,7 @@ def main() -> int:
         print("usage: peak_rss.py OUT.json -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     process = subprocess.Popen(command)
-    peak, stop = [0.0], threading.Event()
+    peak, stop = [0.0, 0.0], threading.Event()
     sampler = threading.Thread(target=sample_tree, args=(process.pid, peak, stop), daemon=True)
     sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
@@ -59,6 +64,7 @@ def main() -> int:
             {
                 "peak_rss_mb": usage.ru_maxrss / 1024.0,  # ru_maxrss is in KiB on Linux.
                 "peak_tree_rss_mb": peak[0],
+                "peak_tree_pss_mb": peak[1],
                 "cpu_s": usage.ru_utime + usage.ru_stime,
                 "returncode": returncode,
                 "launcher_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

@@ -67,7 +67,9 @@ def section_memory(ctx: Context) -> list[Row]:
     note = (
         f"{folds}-fold CV, 1 epoch, CNN at {size} px on {ctx.data224.name}; the peak of the summed RSS of each side's "
         "process tree, sampled every 0.1 s (Zoidberg trains each fold in a child process), next to the largest single "
-        f"process's ru_maxrss (Zoidberg {results['zoidberg']['peak_rss_mb']:,.0f} MB, reference {results['reference']['peak_rss_mb']:,.0f} MB). "
+        f"process's ru_maxrss (Zoidberg {results['zoidberg']['peak_rss_mb']:,.0f} MB, reference {results['reference']['peak_rss_mb']:,.0f} MB) "
+        f"and the tree's summed PSS, which counts shared pages such as the memory-mapped image cache once (Zoidberg "
+        f"{results['zoidberg'].get('peak_tree_pss_mb') or 0:,.0f} MB, reference {results['reference'].get('peak_tree_pss_mb') or 0:,.0f} MB). "
         f"Wall time: reference {results['reference']['wall_s']:,.0f} s, Zoidberg {results['zoidberg']['wall_s']:,.0f} s (cold cache)."
     )
     if folds != 5:

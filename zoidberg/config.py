@@ -313,11 +313,14 @@ class RunConfig:
             operating_point=OperatingPointChoice.from_dict(choice),
             **{
                 key: payload[key]
-                for key in ("n_splits", "random_state", "calibration_method", "duplicates", "tta", "tensorboard", "mlflow_uri", "engine", "parallel", "precision", "preset", "run_name", "source_tuning_run")
+                for key in _PLAIN_RUN_FIELDS
                 if key in payload
             },
         )
 
+
+# RunConfig's fields stored as plain values (every one but the nested configs), read back as they are.
+_PLAIN_RUN_FIELDS = tuple(field.name for field in dataclasses.fields(RunConfig) if field.name not in ("data", "model", "train", "operating_point"))
 
 ENSEMBLE_METHODS = ("mean", "stacking")
 ENSEMBLE_METHOD_HELP = (

@@ -30,8 +30,9 @@ ARTIFACT_FILES = (CONFIG_FILE, SUMMARY_FILE, DATA_FILE, OPERATING_POINT_FILE, CA
 ARTIFACT_FOLDERS = (EVALUATIONS_DIR, EXPORTS_DIR, REPORTS_DIR)
 # MLflow refuses longer parameter values; a longer one (a list of paths) is cut with a mark.
 MAX_PARAM_LENGTH = 500
-# How many metrics one log_batch call carries (MLflow takes 1,000 entities a call, params and tags included).
-BATCH_SIZE = 800
+# How many metrics, and how many parameters, one log_batch call carries.
+BATCH_SIZE = 1000
+PARAMS_PER_CALL = 100
 
 
 def check_mlflow_installed() -> None:
@@ -148,15 +149,13 @@ def log_run_to_mlflow(run: Run, uri: str, *, experiment: str = EXPERIMENT_NAME, 
         metrics = run_metrics(run)
     timestamp = int(1000 * os.path.getmtime(run.path / SUMMARY_FILE)) if (run.path / SUMMARY_FILE).exists() else 0
     tags = [RunTag("zoidberg.state", run.state), RunTag("zoidberg.path", str(run.path))]
-    for start in range(0, max(len(params), len(metrics), 1), BATCH_SIZE):
-        client.log_batch(
-            mlflow_run_id,
-            metrics=[Metric(name, value, timestamp, step) for name, value, step in metrics[start : start + BATCH_SIZE]],
-            params=params[start : start + 100] if start == 0 else [],
-            tags=tags if start == 0 else [],
-        )
-    for chunk in range(100, len(params), 100):
-        client.log_batch(mlflow_run_id, params=params[chunk : chunk + 100])
+    # MLflow takes at most 100 parameters and 1,000 entities per call: parameters and tags go
+    # in calls of their own, then the metrics.
+    client.log_batch(mlflow_run_id, tags=tags)
+    for start in range(0, len(params), PARAMS_PER_CALL):
+        client.log_batch(mlflow_run_id, params=params[start : start + PARAMS_PER_CALL])
+    for start in range(0, len(metrics), BATCH_SIZE):
+        client.log_batch(mlflow_run_id, metrics=[Metric(name, value, timestamp, step) for name, value, step in metrics[start : start + BATCH_SIZE]])
     if export and run.summary():
         ensure_keras_export(run)
     for name in ARTIFACT_FILES:

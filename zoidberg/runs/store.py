@@ -173,6 +173,11 @@ def pid_is_alive(pid: int | None) -> bool:
         return True
 
 
+def make_event(event_type: str, **data: Any) -> dict:
+    """One event as events.jsonl holds it: its type, the time, and its fields."""
+    return {"type": event_type, "time": time.time(), **data}
+
+
 class Run:
     """One run's folder: config, status, events, per-fold outputs.
 
@@ -345,7 +350,7 @@ class Run:
         appending is atomic on POSIX, so concurrent readers see whole lines only;
         `read_events` skips a trailing partial line anyway.
         """
-        event = {"type": event_type, "time": time.time(), **data}
+        event = make_event(event_type, **data)
         line = json.dumps(event, default=_json_default, allow_nan=True) + "\n"
         with open(self.path / EVENTS_FILE, "a", encoding="utf-8") as handle:
             handle.write(line)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoidberg.runs.store import Run
+from zoidberg.runs.store import Run, make_event
 
 # engine "auto" trains in the worker's process when a run is this small (images × side²),
 # where a TensorFlow import per fold would cost more than the fold; children otherwise.
@@ -85,9 +85,7 @@ class RelayRun(Run):
         self._events = events
 
     def append_event(self, event_type: str, **data) -> dict:
-        import time
-
-        event = {"type": event_type, "time": time.time(), **data}
+        event = make_event(event_type, **data)
         self._events.put(event)
         return event
 

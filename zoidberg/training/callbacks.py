@@ -98,3 +98,85 @@ def make_tensorboard(run: Run, fold: int) -> keras.callbacks.TensorBoard:
         log_dir=str(run.path / TENSORBOARD_DIR / f"fold_{fold}"), histogram_freq=0, write_graph=False,
         write_images=False, update_freq="epoch", profile_batch=0,
     )
+
+
+class ValidationPass(keras.callbacks.Callback):
+    """Validates after every epoch in one inference pass, and keeps that pass's probabilities.
+
+    Keras' own validation (fit's validation_data) computes the loss and the metrics but
+    throws the predictions away, so the out-of-fold probabilities used to cost a second
+    pass over the fold after training. This callback replaces it: it predicts the
+    validation batches once per epoch, writes the same `val_*` logs Keras would (loss,
+    regularization included, and every compiled metric), and keeps each epoch's
+    probabilities. At the end of training the kept ones are those of the epoch whose
+    weights the model ends with: the best epoch when early stopping restores it, else the
+    last. It must come before the callbacks that read `val_*` logs (early stopping, the
+    run-store callback): fit_model puts it first.
+
+    Args:
+        validation_data: Batches of (images, labels), as make_batches returns them
+            (fit_model sets them when the pass is handed to it without).
+        early_stopping: The run's EarlyStopping callback (restore_best_weights), or None.
+    """
+
+    def __init__(self, validation_data=None, early_stopping: keras.callbacks.EarlyStopping | None = None):
+        super().__init__()
+        self.validation_data = validation_data
+        self.early_stopping = early_stopping
+        self.outputs_by_epoch: dict[int, "np.ndarray"] = {}
+        self.kept_epoch: int | None = None
+        self._labels = None
+        self._infer = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        model = self.model
+
+        # A fresh tf.function per fit (fine-tuning recompiles the model between two fits); a
+        # traced call costs milliseconds where model.predict costs tens of them per batch.
+        @tf.function(reduce_retracing=True)
+        def infer(batch):
+            return model(batch, training=False)
+
+        self._infer = infer
+
+    def on_epoch_end(self, epoch, logs=None):
+        import numpy as np
+
+        outputs, labels = [], []
+        if self.validation_data is None:
+            return
+        for batch, batch_labels in self.validation_data:
+            outputs.append(self._infer(batch).numpy())
+            labels.append(batch_labels.numpy())
+        if not outputs:
+            return
+        y_pred = np.concatenate(outputs)
+        y_true = np.concatenate(labels)
+        self.outputs_by_epoch[epoch] = y_pred
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in self.evaluate_outputs(y_true, y_pred).items()})
+
+    def evaluate_outputs(self, y_true, y_pred) -> dict[str, float]:
+        """The model's compiled loss and metrics on one epoch's validation outputs, as Keras' evaluate reports them."""
+        model = self.model
+        model.reset_metrics()
+        loss = model.compute_loss(x=None, y=y_true, y_pred=y_pred, training=False)
+        results = {name: float(value) for name, value in model.compute_metrics(None, y_true, y_pred).items()}
+        # compute_metrics reports the loss tracker too, which only evaluate's test steps feed.
+        results["loss"] = float(loss)
+        model.reset_metrics()
+        return results
+
+    def on_train_end(self, logs=None):
+        if not self.outputs_by_epoch:
+            return
+        stopping = self.early_stopping
+        restored = stopping is not None and stopping.restore_best_weights and stopping.best_weights is not None
+        self.kept_epoch = stopping.best_epoch if restored and stopping.best_epoch in self.outputs_by_epoch else max(self.outputs_by_epoch)
+
+    @property
+    def kept_outputs(self):
+        """The raw model outputs over the validation batches at the kept epoch, or None before any epoch ended."""
+        return None if self.kept_epoch is None else self.outputs_by_epoch[self.kept_epoch]

@@ -288,11 +288,17 @@ def _train_fold(
     random_state = config.random_state + fold_number
     from zoidberg.training.devices import precision_policy
 
+    from zoidberg.training.callbacks import ValidationPass
+    from zoidberg.training.pipeline import as_class_probabilities
+
+    validation_pass = ValidationPass()
     with precision_policy(config.precision) as mixed:
         if config.precision == "mixed" and not mixed and fold_number == 1:
             say("Mixed precision asked for, but no GPU is visible: training in float32 (float16 is slower on a CPU).")
         if frozen is not None and config.model.transfer_mode == "fine-tune":
-            model, history = _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, logged, random_state, dataset.num_classes)
+            model, history = _fine_tune_from_features(
+                frozen, config, image_tensor, labels, train_part, validation_part, logged, random_state, dataset.num_classes, validation_pass
+            )
         elif frozen is None:
             model, history = train_model(
                 config.model,
@@ -305,6 +311,7 @@ def _train_fold(
                 image_size=config.data.image_size,
                 callbacks=logged,
                 random_state=random_state,
+                validation_pass=validation_pass,
             )
         else:
             head, history = frozen.train_head(
@@ -317,8 +324,11 @@ def _train_fold(
         model = frozen.full_model(head)
         # Test-time augmentation needs the backbone on every variant, so it scores with the full model.
         probabilities = predict_probabilities(model, image_tensor, validation_part, tta=True) if config.tta else frozen.probabilities(head, validation_part)
-    else:
+    elif config.tta or validation_pass.kept_outputs is None:
         probabilities = predict_probabilities(model, image_tensor, validation_part, tta=config.tta)
+    else:
+        # The last validation pass of the kept weights already predicted the fold: no second pass.
+        probabilities = as_class_probabilities(validation_pass.kept_outputs)
     fold_metrics = metrics.evaluate_predictions(labels[validation_part], probabilities, dataset.class_names, 0.5)
     fold_dir = run.fold_dir(fold_number)
     write_atomically(fold_dir / MODEL_FILE, model.save)
@@ -349,7 +359,7 @@ def _train_fold(
     )
 
 
-def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callbacks, random_state, num_classes):
+def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callbacks, random_state, num_classes, validation_pass=None):
     """Fine-tunes one fold: the head's warm-up on cached features, then the top layers on the images.
 
     The warm-up half of the epochs costs a head's training instead of full forward passes;
@@ -375,6 +385,7 @@ def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, v
     more = fit_model(
         model, config.model, config.train, train_data, validation_data, num_classes=num_classes, class_weight=class_weight,
         callbacks=[*callbacks, *([early_stopping] if early_stopping is not None else [])], initial_epoch=warmup,
+        validation_pass=validation_pass,
     )
     return model, {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
 

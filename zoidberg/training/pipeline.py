@@ -239,6 +239,7 @@ def train_model(
     callbacks: list[keras.callbacks.Callback] | tuple = (),
     random_state: int = 0,
     verbose: int = 0,
+    validation_pass=None,
 ) -> tuple[keras.Model, dict]:
     """Builds, compiles and trains a fresh model on `train_indices`.
 
@@ -258,6 +259,8 @@ def train_model(
         callbacks: Extra Keras callbacks (e.g. the run-store callback).
         random_state: Seed for weights, shuffling and augmentation.
         verbose: Keras fit verbosity.
+        validation_pass: A ValidationPass to validate with, whose kept outputs the
+            caller then reads (the out-of-fold probabilities at no second pass).
 
     Returns:
         The trained model and a history dict {metric: [per-epoch values]}.
@@ -281,6 +284,7 @@ def train_model(
         class_weight=class_weight,
         callbacks=[*callbacks, *([early_stopping] if early_stopping is not None else [])],
         verbose=verbose,
+        validation_pass=validation_pass,
     )
     return model, history
 
@@ -297,6 +301,7 @@ def fit_model(
     callbacks: list[keras.callbacks.Callback] | tuple = (),
     initial_epoch: int = 0,
     verbose: int = 0,
+    validation_pass=None,
 ) -> dict:
     """Fits a compiled model for train_config.epochs, in two phases in fine-tune mode.
 
@@ -316,13 +321,23 @@ def fit_model(
         callbacks: Keras callbacks, early stopping included when wanted.
         initial_epoch: First epoch to run (Hyperband continues trials).
         verbose: Keras fit verbosity.
+        validation_pass: The ValidationPass to validate with (one is made when None);
+            its kept outputs are the validation probabilities of the final weights.
 
     Returns:
         The history {metric: [per-epoch values]}.
     """
+    from zoidberg.training.callbacks import ValidationPass
+
+    # One inference pass per epoch validates and keeps the probabilities (Keras' own
+    # validation_data would throw them away); it goes first so that early stopping and the
+    # run-store callback read its val_* logs.
+    validation_pass = validation_pass if validation_pass is not None else ValidationPass()
+    validation_pass.validation_data = validation_data
+    validation_pass.early_stopping = next((callback for callback in callbacks if isinstance(callback, keras.callbacks.EarlyStopping)), None)
     # The tf.data pipeline already shuffles; shuffle=False keeps Keras from warning about it.
-    fit_kwargs = dict(validation_data=validation_data, class_weight=class_weight, verbose=verbose, shuffle=False)
-    callbacks = list(callbacks)
+    fit_kwargs = dict(class_weight=class_weight, verbose=verbose, shuffle=False)
+    callbacks = [validation_pass, *callbacks]
     epochs = train_config.epochs
     history: dict = {}
     if model_config.transfer_mode == "fine-tune":

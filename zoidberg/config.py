@@ -215,12 +215,15 @@ TrainConfig.__doc__ = _TrainConfigChecks.__doc__
 
 # Where folds train: auto (in the worker's process for tiny runs, else local), local (each fold in a
 # fresh child process, `parallel` at a time), inprocess (one after another in the worker's process).
-ENGINES = ("auto", "local", "inprocess")
+ENGINES = ("auto", "local", "inprocess", "ray")
 ENGINE_HELP = (
     "auto: in the worker's own process for tiny runs (a TensorFlow import per fold would cost more than the fold), "
     "else local; local: each fold in a fresh child process, which returns TensorFlow's memory after every fold; "
-    "inprocess: every fold in the worker's process, one after another."
+    "inprocess: every fold in the worker's process, one after another; ray: each fold a Ray task, on a private "
+    "local Ray or on the cluster at --ray-address (needs requirements-ray.txt)."
 )
+RAY_ADDRESS_RULE = "ray_address must be auto, HOST:PORT or ray://HOST:PORT (or empty for a private local Ray)"
+RAY_ADDRESS_PATTERN = re.compile(r"^(auto|local|ray://[\w.\-]+(:\d+)?|[\w.\-]+:\d+)$")
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,7 @@ class RunConfig:
     engine: str = "auto"
     parallel: int | str = 1
     precision: str = "float32"
+    ray_address: str | None = None
     preset: str | None = None
     run_name: str = ""
     source_tuning_run: str | None = None
@@ -269,6 +273,14 @@ class RunConfig:
         require(
             self.parallel in (1, "auto") or self.engine != "inprocess",
             "Folds train one after another in the worker's process (engine inprocess): use engine local for parallel folds.",
+        )
+        require(
+            self.ray_address is None or (isinstance(self.ray_address, str) and bool(RAY_ADDRESS_PATTERN.match(self.ray_address))),
+            f"{RAY_ADDRESS_RULE}, not {self.ray_address!r}.",
+        )
+        require(
+            self.ray_address is None or self.engine == "ray",
+            f"A Ray address ({self.ray_address}) needs engine ray: choose it, or leave the address empty.",
         )
         require(
             self.mlflow_uri is None or (isinstance(self.mlflow_uri, str) and self.mlflow_uri.strip() != ""),

@@ -84,7 +84,11 @@ def add_parsers(commands) -> None:
     cv.add_argument("--download-weights", action="store_true", help="When an ImageNet weights file is missing and this machine is online, fetch it with Keras' downloader into the Keras cache first.")
     cv.add_argument("--engine", choices=ENGINES, default="auto", help=f"Where folds train. {ENGINE_HELP} [default: auto].")
     cv.add_argument("--parallel", type=parse_parallel, default=1, metavar="N|auto",
-                    help="Folds training at once with --engine local: a number, or auto (by cores and memory) [default: 1].")
+                    help="Folds training at once with --engine local or ray: a number, or auto (local: by cores and memory; "
+                    "ray: every fold at once, sharing the cluster's CPUs) [default: 1].")
+    cv.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                    help="With --engine ray: the cluster to join (auto: the one `ray start --head` runs on this machine); "
+                    "without it a private local Ray starts for the run. Implies --engine ray.")
     cv.add_argument("--precision", choices=("float32", "mixed"), default="float32",
                     help="mixed: mixed_float16 on a GPU (the output layer stays float32); float32 on a CPU, where it would be slower [default: float32].")
     cv.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
@@ -211,6 +215,15 @@ def tune_config_from_args(args: argparse.Namespace):
         run_name=args.name,
     )
 
+def describe_engine(config: dict) -> str:
+    """Where a run's folds train, as `runs` prints it: the engine, and a Ray run's cluster."""
+    engine = config.get("engine", "inprocess")
+    if engine != "ray":
+        return engine
+    address = config.get("ray_address")
+    return f"ray at {address}" if address and address != "local" else "ray (private local)"
+
+
 def parse_parallel(text: str) -> int | str:
     """--parallel's value: "auto" or a whole number of at least 1."""
     if text == "auto":
@@ -280,8 +293,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         tta=args.tta,
         tensorboard=args.tensorboard,
         mlflow_uri=args.mlflow_uri,
-        engine=args.engine,
+        engine="ray" if args.ray_address and args.engine == "auto" else args.engine,
         parallel=args.parallel,
+        ray_address=args.ray_address or None,
         precision=args.precision,
         preset=args.preset,
         run_name=args.name,
@@ -479,8 +493,8 @@ def command_runs(args) -> int:
                 "name": run.name,
                 "state": status.get("state"),
                 "queue_position": status.get("position") if status.get("state") == "queued" and status.get("waiting") else None,
-                "engine": config.get("engine", "inprocess") if run.kind == "cv" else None,
-                "host": status.get("host"),
+                "engine": describe_engine(config) if run.kind == "cv" else None,
+                "host": ", ".join(status.get("task_hosts") or []) or status.get("host"),
                 "architecture": "ensemble" if run.kind == "ensemble" else config.get("model", {}).get("architecture") or config.get("architecture"),
                 "folds_done": len(run.fold_metrics()) if run.kind in MODEL_KINDS else None,
                 "accuracy": (mean_std.get("accuracy") or {}).get("mean"),

@@ -212,7 +212,9 @@ def run_worker(run_id: str, *, runs_dir=None, report=None) -> int:
 
     store = RunStore(runs_dir)
     run = store.get(run_id)
-    if run.state == "queued" and not wait_for_slot(run, store):
+    # A run on a Ray cluster is scheduled by the cluster; every other run trains on this machine.
+    on_cluster = run.config.get("engine") == "ray" and run.config.get("ray_address") not in (None, "local")
+    if run.state == "queued" and not on_cluster and not wait_for_slot(run, store):
         return 0
     try:
         get_kind(run.kind).run(run, report)

@@ -60,6 +60,10 @@ def prepare_run(config: RunConfig, dataset: Dataset | None = None) -> dict:
     from zoidberg.models.build import check_model_config
 
     check_model_config(config.model, config.data.image_size, check_weights=True)
+    if config.engine == "ray":
+        from zoidberg.training.ray_engine import import_ray
+
+        import_ray()
     if dataset is None:
         dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
     check_run_config(config, dataset)
@@ -143,6 +147,8 @@ def _run_folds(run: Run, say: Reporter) -> dict:
     engine = choose_engine(config.engine, len(indices), config.data.image_size)
     if engine == "inprocess":
         _train_folds_here(run, config, dataset, indices, labels, tasks, say)
+    elif engine == "ray" and tasks:
+        _train_folds_on_ray(run, config, dataset, indices, labels, tasks, say)
     elif tasks:
         # The backbone pass runs once, here, into the disk cache that every fold child reads.
         if _frozen_backbone(run, config, dataset, indices, say) is not None:
@@ -166,6 +172,29 @@ def _train_folds_here(run, config, dataset, indices, labels, tasks, say) -> None
             raise RunStopped()
         _train_fold(run, config, dataset, image_tensor, labels, task.train_part, task.validation_part, task.fold_number, say, frozen)
         release_memory()
+
+
+def _train_folds_on_ray(run, config, dataset, indices, labels, tasks, say) -> None:
+    """Trains the folds as Ray tasks (engine ray): the pooled rows and any backbone features go to Ray's object store once."""
+    from zoidberg.data.arraycache import aligned_take
+    from zoidberg.training.ray_engine import FoldInputs, run_folds_on_ray
+
+    frozen = _frozen_backbone(run, config, dataset, indices, say)
+    inputs = FoldInputs(
+        images=aligned_take(dataset.images, indices), labels=labels, class_names=tuple(dataset.class_names),
+        features=None if frozen is None else frozen.features,
+    )
+    del frozen
+    run_folds_on_ray(run, tasks, inputs, address=config.ray_address, parallel=config.parallel, image_size=config.data.image_size, say=say)
+
+
+def _frozen_head_inputs(config: RunConfig, features, num_classes: int):
+    """The FrozenBackbone of a fold task that received the pooled rows' cached features, else None."""
+    if features is None or config.model.transfer_mode not in ("frozen", "fine-tune"):
+        return None
+    from zoidberg.training.features import FrozenBackbone
+
+    return FrozenBackbone(config.model, config.data.image_size, num_classes, features)
 
 
 def train_fold_task(run: Run, task) -> None:

@@ -189,3 +189,31 @@ def test_joining_a_cluster_that_is_not_there_gives_a_plain_message(monkeypatch):
         ray_engine.connect("auto")
     message = str(caught.value)
     assert "ray start --head" in message and "RAY_AUTH_TOKEN" in message and "Could not find any running Ray instance" in message
+
+
+@pytest.mark.parametrize("algorithm", ["random", "hyperband"])
+def test_tuning_trials_run_as_ray_tasks_with_the_oracle_in_the_driver(ray_cluster, demo_dir, runs_dir, algorithm):
+    from test_tuning import tiny_tune_config
+
+    from zoidberg.tuning.config import tune_payload
+    from zoidberg.tuning.search import run_search
+
+    from zoidberg.data.dataset import load_dataset
+
+    config = tiny_tune_config(demo_dir, algorithm=algorithm, max_trials=4, epochs_per_trial=2, engine="ray", parallel=2)
+    dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
+    run = RunStore(runs_dir).create_run("tune", tune_payload(config, dataset))
+    summary = run_search(run)
+    assert run.state == "completed", run.status()
+    assert summary["n_completed"] >= 2 and summary["best_objective"] is not None
+    rows = run.read_json("trials.json")
+    assert all(row["status"] == "completed" and row["objective"] is not None for row in rows)
+    types = [event["type"] for event in run.events()]
+    assert types.count("trial_started") == types.count("trial_finished") == len(rows)
+    # Every trial's epochs came back from its task, live, through the driver.
+    assert types.count("epoch") >= len(rows)
+    assert run.status()["task_hosts"]
+    if algorithm == "hyperband":
+        # A continued Hyperband trial starts from the weights of the one it continues, which
+        # came back from that trial's task into keras-tuner's own checkpoint files.
+        assert list((run.path / "tuner").rglob("checkpoint.weights.h5"))

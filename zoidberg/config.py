@@ -226,6 +226,31 @@ RAY_ADDRESS_RULE = "ray_address must be auto, HOST:PORT or ray://HOST:PORT (or e
 RAY_ADDRESS_PATTERN = re.compile(r"^(auto|local|ray://[\w.\-]+(:\d+)?|[\w.\-]+:\d+)$")
 
 
+def check_engine_choice(engine: str, parallel: int | str, ray_address: str | None, engines: tuple, *, unit: str) -> None:
+    """Checks where a run's folds (or trials) train, how many at once, and a Ray cluster's address.
+
+    Raises:
+        ValueError: With what to change.
+    """
+    require(engine in engines, f"engine must be one of {', '.join(engines)}, not {engine!r}.")
+    require(
+        parallel == "auto" or (isinstance(parallel, int) and not isinstance(parallel, bool) and 1 <= parallel <= 64),
+        f"parallel ({unit} at once) must be auto or from 1 to 64, not {parallel!r}.",
+    )
+    require(
+        parallel in (1, "auto") or engine != "inprocess",
+        f"With engine inprocess the {unit} train one after another in the worker's process: choose another engine to train several at once.",
+    )
+    require(
+        ray_address is None or (isinstance(ray_address, str) and bool(RAY_ADDRESS_PATTERN.match(ray_address))),
+        f"{RAY_ADDRESS_RULE}, not {ray_address!r}.",
+    )
+    require(
+        ray_address is None or engine == "ray",
+        f"A Ray address ({ray_address}) needs engine ray: choose it, or leave the address empty.",
+    )
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one cross-validation run needs, saved as config.json."""
@@ -265,23 +290,7 @@ class RunConfig:
         require(isinstance(self.tta, bool), f"tta must be true or false, not {self.tta!r}.")
         require(isinstance(self.tensorboard, bool), f"tensorboard must be true or false, not {self.tensorboard!r}.")
         require(self.precision in ("float32", "mixed"), f"precision must be float32 or mixed, not {self.precision!r}.")
-        require(self.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}.")
-        require(
-            self.parallel == "auto" or (isinstance(self.parallel, int) and not isinstance(self.parallel, bool) and 1 <= self.parallel <= 64),
-            f"parallel (folds at once) must be auto or from 1 to 64, not {self.parallel!r}.",
-        )
-        require(
-            self.parallel in (1, "auto") or self.engine != "inprocess",
-            "Folds train one after another in the worker's process (engine inprocess): use engine local for parallel folds.",
-        )
-        require(
-            self.ray_address is None or (isinstance(self.ray_address, str) and bool(RAY_ADDRESS_PATTERN.match(self.ray_address))),
-            f"{RAY_ADDRESS_RULE}, not {self.ray_address!r}.",
-        )
-        require(
-            self.ray_address is None or self.engine == "ray",
-            f"A Ray address ({self.ray_address}) needs engine ray: choose it, or leave the address empty.",
-        )
+        check_engine_choice(self.engine, self.parallel, self.ray_address, ENGINES, unit="folds")
         require(
             self.mlflow_uri is None or (isinstance(self.mlflow_uri, str) and self.mlflow_uri.strip() != ""),
             f"mlflow_uri must be a tracking URI (file:///path, http://host:5000, databricks) or empty, not {self.mlflow_uri!r}.",

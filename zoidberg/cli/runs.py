@@ -82,13 +82,8 @@ def add_parsers(commands) -> None:
     cv.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="group", help=f"{DUPLICATE_POLICY_HELP} [default: group]. See `audit`.")
     cv.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL", help="Score the out-of-fold predictions (and later predictions) as the mean over test-time variants: identity, a 90 %% zoom, darker and brighter; 4x the forward passes [default: False].")
     cv.add_argument("--download-weights", action="store_true", help="When an ImageNet weights file is missing and this machine is online, fetch it with Keras' downloader into the Keras cache first.")
-    cv.add_argument("--engine", choices=ENGINES, default="auto", help=f"Where folds train. {ENGINE_HELP} [default: auto].")
-    cv.add_argument("--parallel", type=parse_parallel, default=1, metavar="N|auto",
-                    help="Folds training at once with --engine local or ray: a number, or auto (local: by cores and memory; "
-                    "ray: every fold at once, sharing the cluster's CPUs) [default: 1].")
-    cv.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
-                    help="With --engine ray: the cluster to join (auto: the one `ray start --head` runs on this machine); "
-                    "without it a private local Ray starts for the run. Implies --engine ray.")
+    add_engine_options(cv, ENGINES, "auto", ENGINE_HELP, unit="folds",
+                       auto_help="local: by cores and memory; ray: every fold at once, sharing the cluster's CPUs")
     cv.add_argument("--precision", choices=("float32", "mixed"), default="float32",
                     help="mixed: mixed_float16 on a GPU (the output layer stays float32); float32 on a CPU, where it would be slower [default: float32].")
     cv.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
@@ -147,7 +142,7 @@ def add_parsers(commands) -> None:
 def add_tune_parser(commands) -> None:
     """Adds the `tune` subcommand."""
     from zoidberg.models.registry import ARCHITECTURES, training_option
-    from zoidberg.tuning.config import ALGORITHMS, FIXED_TRAINING_OPTIONS, OBJECTIVES, TuneConfig
+    from zoidberg.tuning.config import ALGORITHMS, FIXED_TRAINING_OPTIONS, OBJECTIVES, TUNE_ENGINE_HELP, TUNE_ENGINES, TuneConfig
 
     defaults = argparse.Namespace(**{field.name: field.default for field in dataclasses.fields(TuneConfig) if field.name != "data"})
     tune = commands.add_parser(
@@ -174,6 +169,8 @@ def add_tune_parser(commands) -> None:
     for name in FIXED_TRAINING_OPTIONS:
         option = training_option(name)
         add_option(tune, option, help_text=f"{option.help} The same for every trial.")
+    add_engine_options(tune, TUNE_ENGINES, "inprocess", TUNE_ENGINE_HELP, unit="trials",
+                       auto_help="with ray: as many as the cluster has CPUs")
     tune.add_argument("--name", default="", help="A readable run name.")
     tune.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")
     tune.add_argument("--json", action="store_true", help="Print the summary as JSON.")
@@ -213,7 +210,24 @@ def tune_config_from_args(args: argparse.Namespace):
         validation_fraction=args.validation_fraction,
         **{name: getattr(args, name) for name in FIXED_TRAINING_OPTIONS},
         run_name=args.name,
+        **engine_from_args(args, default="inprocess"),
     )
+
+
+def add_engine_options(parser, engines: tuple, default: str, engine_help: str, *, unit: str, auto_help: str) -> None:
+    """Adds --engine, --parallel and --ray-address: where a run's folds or trials train, and how many at once."""
+    parser.add_argument("--engine", choices=engines, default=default, help=f"Where {unit} train. {engine_help} [default: {default}].")
+    parser.add_argument("--parallel", type=parse_parallel, default=1, metavar="N|auto",
+                        help=f"{unit.capitalize()} training at once (not with engine inprocess): a number, or auto ({auto_help}) [default: 1].")
+    parser.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|ray://HOST:PORT",
+                        help="With --engine ray: the cluster to join (auto: the one `ray start --head` runs on this machine); "
+                        "without it a private local Ray starts for the run. Implies --engine ray.")
+
+
+def engine_from_args(args: argparse.Namespace, default: str = "auto") -> dict:
+    """The engine, parallel and ray_address config fields of the flags (an address alone means engine ray)."""
+    engine = "ray" if args.ray_address and args.engine == default else args.engine
+    return {"engine": engine, "parallel": args.parallel, "ray_address": args.ray_address or None}
 
 def describe_engine(config: dict) -> str:
     """Where a run's folds train, as `runs` prints it: the engine, and a Ray run's cluster."""
@@ -293,9 +307,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         tta=args.tta,
         tensorboard=args.tensorboard,
         mlflow_uri=args.mlflow_uri,
-        engine="ray" if args.ray_address and args.engine == "auto" else args.engine,
-        parallel=args.parallel,
-        ray_address=args.ray_address or None,
+        **engine_from_args(args),
         precision=args.precision,
         preset=args.preset,
         run_name=args.name,

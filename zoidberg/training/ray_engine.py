@@ -20,6 +20,9 @@ RAY_MISSING = "The Ray engine needs Ray, which is not installed: pip install -r 
 FOLD_RETRIES = 1
 # How often the driver relays events and looks for a stop request.
 POLL_S = 0.5
+# The channel's own marker of a task's start (where, which attempt): the driver reads it and
+# never writes it to events.jsonl.
+TASK_STARTED = "task_started"
 # How often a task asks the driver whether a stop was requested (every batch would be a round trip each).
 STOP_POLL_S = 0.5
 TOKEN_HINT = (
@@ -146,9 +149,10 @@ class RunChannel:
         self._stop = False
         self._attempts: dict[int, int] = {}
 
-    def begin(self, unit: int) -> int:
-        """Records that a task for `unit` (fold or trial number) started; returns its attempt, from 1."""
+    def begin(self, unit: int, host: str, pid: int) -> int:
+        """Records that a task for `unit` (fold or trial number) started on `host`; returns its attempt, from 1."""
         self._attempts[unit] = self._attempts.get(unit, 0) + 1
+        self._events.append({"type": TASK_STARTED, "unit": unit, "host": host, "pid": pid, "attempt": self._attempts[unit]})
         return self._attempts[unit]
 
     def started(self) -> list[int]:
@@ -218,7 +222,7 @@ def make_node_run(config_payload: dict, channel, unit: int) -> NodeRun:
 
     import ray
 
-    attempt = ray.get(channel.begin.remote(unit))
+    attempt = ray.get(channel.begin.remote(unit, platform.node(), os.getpid()))
     scratch = Path(tempfile.mkdtemp(prefix=f"zoidberg-unit{unit}-"))
     (scratch / CONFIG_FILE).write_text(json.dumps(config_payload), encoding="utf-8")
     return NodeRun(scratch, channel, unit, attempt)
@@ -357,6 +361,36 @@ def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, *, address: 
             ray.shutdown()
 
 
+def relay_events(run: Run, channel, hosts: set[str], say: Callable[[str], None], unit_name: str | None = None) -> None:
+    """Appends the tasks' queued events to the run; notes where tasks run and says when Ray retried one.
+
+    Args:
+        run: The run (this process is its one writer).
+        channel: The RunChannel actor.
+        hosts: The hosts seen so far, updated here (status.json's task_hosts).
+        say: Console reporter.
+        unit_name: "Fold" or "Trial" for the retry message (default: from the run's kind).
+    """
+    import ray
+
+    name = unit_name or ("Trial" if run.kind == "tune" else "Fold")
+    for event in ray.get(channel.take.remote()):
+        event_type = event.pop("type")
+        event.pop("time", None)
+        if event_type != TASK_STARTED:
+            run.append_event(event_type, **event)
+            continue
+        if event["host"] not in hosts:
+            # Where the tasks ran, for `runs` and the run page (a resumed run adds to it).
+            hosts.update(run.status().get("task_hosts") or [])
+            hosts.add(event["host"])
+            run.set_status(run.state, task_hosts=sorted(hosts))
+        if event["attempt"] > 1:
+            message = f"{name} {event['unit']}: its Ray worker was lost; Ray runs it again (attempt {event['attempt']})."
+            run.append_event(events.WARNING, message=message)
+            say(message)
+
+
 def make_remote(ray, function: Callable, resources: TaskResources):
     """Wraps a task body for Ray: one call per worker process (TensorFlow's memory goes back after each), one retry."""
     # max_calls=1 gives every fold a fresh process, as the local engine does.
@@ -373,21 +407,10 @@ def _drive(run: Run, pending: dict, channel, *, unit: Callable, done_file: str, 
 
     stopping = False
     failure: BaseException | None = None
-    hosts = set(run.status().get("task_hosts") or [])
+    hosts: set[str] = set()
 
     def relay() -> None:
-        for event in ray.get(channel.take.remote()):
-            event_type = event.pop("type")
-            event.pop("time", None)
-            if event.get("host") and event["host"] not in hosts:
-                # Where the tasks ran, for `runs` and the run page (a resumed run adds to it).
-                hosts.add(event["host"])
-                run.set_status(run.state, task_hosts=sorted(hosts))
-            if event.get("attempt", 1) > 1 and event_type in (events.FOLD_STARTED, events.TRIAL_STARTED):
-                message = f"{'Fold' if event_type == events.FOLD_STARTED else 'Trial'} {event.get('fold') or event.get('trial')}: its Ray worker was lost; Ray runs it again (attempt {event['attempt']})."
-                run.append_event(events.WARNING, message=message)
-                say(message)
-            run.append_event(event_type, **event)
+        relay_events(run, channel, hosts, say)
 
     def cancel_unstarted() -> None:
         begun = set(ray.get(channel.started.remote()))

@@ -11,12 +11,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from zoidberg.config import RUN_NAME_PATTERN, RUN_NAME_RULE, DataConfig, ModelConfig, TrainConfig, require
+from zoidberg.config import RUN_NAME_PATTERN, RUN_NAME_RULE, DataConfig, ModelConfig, TrainConfig, check_engine_choice, require
 from zoidberg.models.registry import ARCHITECTURES, training_option
 from zoidberg.tuning.space import Dimension, grid_size, resolve_search_space
 from zoidberg.tuning.split import tuning_split
 
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
+# Where trials train: one after another in the worker's process, or as Ray tasks (several at once).
+TUNE_ENGINES = ("inprocess", "ray")
+TUNE_ENGINE_HELP = (
+    "inprocess: trials one after another in the worker's process; ray: each trial a Ray task, `parallel` at once, "
+    "on a private local Ray or the cluster at --ray-address, with keras-tuner's oracle in the worker (needs requirements-ray.txt)."
+)
 ALGORITHM_LABELS = {
     "random": "Random search",
     "bayesian": "Bayesian optimization (Gaussian process)",
@@ -55,6 +61,9 @@ class TuneConfig:
         optimizer: Optimizer of every trial.
         class_weighting: "balanced" or "none".
         run_name: A readable run name.
+        engine: Where trials train (TUNE_ENGINES).
+        parallel: Trials at once with engine ray (a count or "auto").
+        ray_address: The Ray cluster to join, or None for a private local Ray.
     """
 
     data: DataConfig
@@ -69,6 +78,9 @@ class TuneConfig:
     optimizer: str = training_option("optimizer").default
     class_weighting: str = training_option("class_weighting").default
     run_name: str = ""
+    engine: str = "inprocess"
+    parallel: int | str = 1
+    ray_address: str | None = None
 
     def __post_init__(self):
         require(
@@ -98,6 +110,7 @@ class TuneConfig:
         for name in FIXED_TRAINING_OPTIONS:
             training_option(name).check(getattr(self, name))
         require(bool(RUN_NAME_PATTERN.match(self.run_name)), RUN_NAME_RULE)
+        check_engine_choice(self.engine, self.parallel, self.ray_address, TUNE_ENGINES, unit="trials")
         spec = ARCHITECTURES.get(self.architecture)
         require(
             spec is not None,
@@ -243,6 +256,10 @@ def prepare_tuning(config: TuneConfig, dataset=None) -> dict:
     """
     from zoidberg.data.dataset import load_dataset
 
+    if config.engine == "ray":
+        from zoidberg.training.ray_engine import import_ray
+
+        import_ray()
     if dataset is None:
         dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
     check_tune_config(config, dataset)

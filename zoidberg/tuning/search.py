@@ -176,7 +176,8 @@ class _RunStoreTunerMixin:
         self.zoidberg_run = run
         self.zoidberg_config = config
         self.zoidberg_say = say
-        self.zoidberg_trial_start = time.perf_counter()
+        # When each ongoing trial began (the Ray engine runs several at once).
+        self.zoidberg_trial_starts: dict[str, float] = {}
 
     def _populate_initial_space(self):
         # The space has no conditional hyperparameters, so declaring it is enough; the
@@ -200,7 +201,7 @@ class _RunStoreTunerMixin:
         super().on_trial_begin(trial)
         number = trial_number(trial.trial_id)
         self.hypermodel.trial_number = number
-        self.zoidberg_trial_start = time.perf_counter()
+        self.zoidberg_trial_starts[trial.trial_id] = time.perf_counter()
         values = clean_values(trial.hyperparameters.values, self.hypermodel.dimensions)
         epochs = trial.hyperparameters.values.get("tuner/epochs", self.zoidberg_config.epochs_per_trial)
         self.zoidberg_run.append_event(
@@ -214,7 +215,7 @@ class _RunStoreTunerMixin:
         self.zoidberg_say(f"Trial {number}/{self.zoidberg_config.max_trials}: {format_values(values)}")
 
     def on_trial_end(self, trial):
-        seconds = time.perf_counter() - self.zoidberg_trial_start
+        seconds = time.perf_counter() - self.zoidberg_trial_starts.pop(trial.trial_id, time.perf_counter())
         _record_trial_seconds(self.zoidberg_run, trial.trial_id, seconds)
         try:
             super().on_trial_end(trial)
@@ -427,7 +428,12 @@ def _search(run: Run, say: Reporter) -> dict:
         + (f"; {done} trial(s) kept from before." if done else ".")
     )
     try:
-        tuner.search(epochs=config.epochs_per_trial, verbose=0)
+        if config.engine == "ray":
+            from zoidberg.tuning.ray_trials import search_on_ray
+
+            search_on_ray(tuner, run, config, hypermodel, say)
+        else:
+            tuner.search(epochs=config.epochs_per_trial, verbose=0)
     except RuntimeError as error:
         readable = _readable_error(error)
         if readable is error:

@@ -88,7 +88,7 @@ def test_parallel_auto_is_bounded_by_cores_memory_and_folds():
 def test_bad_engine_options_say_what_to_change(demo_dir, capsys):
     from zoidberg.cli.main import main
 
-    with pytest.raises(ValueError, match="engine local"):
+    with pytest.raises(ValueError, match="choose another engine to train several at once"):
         _tiny(demo_dir, engine="inprocess", parallel=2)
     with pytest.raises(ValueError, match="auto or from 1 to 64"):
         _tiny(demo_dir, engine="local", parallel=0)

@@ -185,7 +185,49 @@ def _train_folds_on_ray(run, config, dataset, indices, labels, tasks, say) -> No
         features=None if frozen is None else frozen.features,
     )
     del frozen
-    run_folds_on_ray(run, tasks, inputs, address=config.ray_address, parallel=config.parallel, image_size=config.data.image_size, say=say)
+    run_folds_on_ray(
+        run, tasks, inputs, train_fold_on_ray_node, address=config.ray_address, parallel=config.parallel,
+        image_size=config.data.image_size, say=say,
+    )
+
+
+def train_fold_on_ray_node(config_payload: dict, task, inputs, channel, num_cpus: float) -> dict[str, bytes]:
+    """The body of one fold task: trains the fold in a scratch run and returns its files (model, oof, metrics, logs).
+
+    Args:
+        config_payload: The run's config.json.
+        task: The FoldTask (its positions index `inputs`' rows).
+        inputs: The pooled rows' images and labels (from Ray's object store).
+        channel: The driver's RunChannel actor.
+        num_cpus: The CPUs the task declared, for TensorFlow's thread pools.
+
+    Returns:
+        {path relative to the run folder: bytes}.
+    """
+    import shutil
+
+    from zoidberg.runs.store import TENSORBOARD_DIR
+    from zoidberg.training.ray_engine import collect_files, make_node_run, set_thread_pools
+
+    run = make_node_run(config_payload, channel, task.fold_number)
+    try:
+        # A stop request may have come while the task waited for its worker.
+        if run.stop_requested:
+            raise RunStopped()
+        set_thread_pools(num_cpus)
+        from zoidberg.training.pipeline import as_image_tensor
+
+        config = RunConfig.from_dict(config_payload)
+        frozen = _frozen_head_inputs(config, inputs.features, inputs.num_classes)
+        _train_fold(
+            run, config, inputs, as_image_tensor(np.ascontiguousarray(inputs.images)), inputs.labels, task.train_part,
+            task.validation_part, task.fold_number, lambda message: print(message, flush=True), frozen,
+        )
+        fold_dir = run.fold_dir(task.fold_number).relative_to(run.path).as_posix()
+        return collect_files(run.path, [fold_dir, f"{TENSORBOARD_DIR}/fold_{task.fold_number}"])
+    finally:
+        run.flush()
+        shutil.rmtree(run.path, ignore_errors=True)
 
 
 def _frozen_head_inputs(config: RunConfig, features, num_classes: int):
@@ -315,15 +357,17 @@ def _train_fold(
     logged = [callback, make_tensorboard(run, fold_number)] if config.tensorboard else [callback]
     start = time.perf_counter()
     random_state = config.random_state + fold_number
-    from zoidberg.training.devices import precision_policy
+    from zoidberg.training.devices import distribution_scope, precision_policy
 
     from zoidberg.training.callbacks import ValidationPass
     from zoidberg.training.pipeline import as_class_probabilities
 
     validation_pass = ValidationPass()
-    with precision_policy(config.precision) as mixed:
+    with precision_policy(config.precision) as mixed, distribution_scope() as strategy:
         if config.precision == "mixed" and not mixed and fold_number == 1:
             say("Mixed precision asked for, but no GPU is visible: training in float32 (float16 is slower on a CPU).")
+        if strategy is not None and fold_number == 1:
+            say(f"Each fold trains data-parallel over {strategy.num_replicas_in_sync} GPUs (MirroredStrategy).")
         if frozen is not None and config.model.transfer_mode == "fine-tune":
             model, history = _fine_tune_from_features(
                 frozen, config, image_tensor, labels, train_part, validation_part, logged, random_state, dataset.num_classes, validation_pass

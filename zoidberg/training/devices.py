@@ -60,3 +60,30 @@ def precision_policy(precision: str, *, force: bool = False) -> Iterator[bool]:
 def visible_gpus_of_driver() -> str | None:
     """The driver's CUDA_VISIBLE_DEVICES, which the fold children split among themselves."""
     return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@contextlib.contextmanager
+def distribution_scope(devices: list[str] | None = None) -> Iterator[object | None]:
+    """Trains one fold data-parallel over every GPU it sees (tf.distribute.MirroredStrategy) when it sees more than one.
+
+    Models built and compiled inside the scope have mirrored variables, and Keras' fit splits
+    each batch over the replicas. With one GPU or none this is a plain block.
+
+    Args:
+        devices: The devices to mirror over (default: the visible GPUs); the tests pass
+            ["/cpu:0"] to check that the path builds and trains on a CPU.
+
+    Yields:
+        The strategy, or None when there is nothing to distribute over.
+    """
+    import tensorflow as tf
+
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [gpu.name for gpu in gpus] if len(gpus) > 1 else []
+    if not devices:
+        yield None
+        return
+    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    with strategy.scope():
+        yield strategy

@@ -279,48 +279,8 @@ class FoldInputs:
         return len(self.class_names)
 
 
-def train_fold_on_node(config_payload: dict, task, inputs: FoldInputs, channel, num_cpus: float) -> dict[str, bytes]:
-    """The body of one fold task: trains the fold in a scratch run and returns its files (model, oof, metrics, logs).
-
-    Args:
-        config_payload: The run's config.json.
-        task: The FoldTask (its positions index `inputs`' rows).
-        inputs: The pooled rows' images and labels (from Ray's object store).
-        channel: The driver's RunChannel actor.
-        num_cpus: The CPUs the task declared, for TensorFlow's thread pools.
-
-    Returns:
-        {path relative to the run folder: bytes}.
-    """
-    import shutil
-
-    from zoidberg.config import RunConfig
-    from zoidberg.runs.store import TENSORBOARD_DIR
-    from zoidberg.runs.worker import RunStopped
-
-    run = make_node_run(config_payload, channel, task.fold_number)
-    try:
-        # A stop request may have come while the task waited for its worker.
-        if run.stop_requested:
-            raise RunStopped()
-        set_thread_pools(num_cpus)
-        from zoidberg.training.cv import _frozen_head_inputs, _train_fold
-        from zoidberg.training.pipeline import as_image_tensor
-
-        config = RunConfig.from_dict(config_payload)
-        frozen = _frozen_head_inputs(config, inputs.features, inputs.num_classes)
-        _train_fold(
-            run, config, inputs, as_image_tensor(np.ascontiguousarray(inputs.images)), inputs.labels, task.train_part,
-            task.validation_part, task.fold_number, lambda message: print(message, flush=True), frozen,
-        )
-        fold_dir = run.fold_dir(task.fold_number).relative_to(run.path).as_posix()
-        return collect_files(run.path, [fold_dir, f"{TENSORBOARD_DIR}/fold_{task.fold_number}"])
-    finally:
-        run.flush()
-        shutil.rmtree(run.path, ignore_errors=True)
-
-
-def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, *, address: str | None, parallel: int | str, image_size: int, say: Callable[[str], None]) -> None:
+def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, train_one: Callable, *, address: str | None, parallel: int | str,
+                     image_size: int, say: Callable[[str], None]) -> None:
     """Trains each fold as a Ray task and writes what comes back into the run, live.
 
     The driver (this process, the run's worker) stays the one writer of events.jsonl and
@@ -333,6 +293,8 @@ def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, *, address: 
         run: The run (config.json and folds.csv written).
         tasks: The FoldTasks still to train.
         inputs: The pooled rows' images, labels, class names and any backbone features.
+        train_one: The task body, `train_one(config_payload, task, inputs, channel, num_cpus)`,
+            returning the fold's files as {relative path: bytes}.
         address: The cluster's address, or None for a private local Ray.
         parallel: Folds at once (a count or "auto").
         image_size: The image side, for the memory each task declares.
@@ -342,8 +304,6 @@ def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, *, address: 
         RunStopped: A stop was requested (finished folds are written and kept).
         Exception: The first fold's failure, after the other tasks were cancelled.
     """
-    from zoidberg.runs.worker import RunStopped
-
     if not tasks:
         return
     ray = import_ray()
@@ -353,7 +313,7 @@ def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, *, address: 
         say(f"Training {len(tasks)} fold(s) as Ray tasks on {describe_address(address)}, each with {resources.describe()}.")
         channel = ray.remote(RunChannel).options(num_cpus=0).remote()
         inputs_ref = ray.put(inputs)
-        remote = make_remote(ray, train_fold_on_node, resources)
+        remote = make_remote(ray, train_one, resources)
         pending = {remote.remote(run.config, task, inputs_ref, channel, resources.num_cpus): task for task in tasks}
         _drive(run, pending, channel, unit=lambda task: task.fold_number, done_file=FOLD_METRICS_FILE, say=say)
     finally:

@@ -54,7 +54,7 @@ def train_trial_on_node(config_payload: dict, hyperparameters, number: int, inpu
     Returns:
         {"history": {metric: [per epoch]}, "weights": bytes or None}.
     """
-    from zoidberg.tuning.search import SearchStopped, ZoidbergHyperModel
+    from zoidberg.tuning.hypermodel import SearchStopped, ZoidbergHyperModel
 
     run = make_node_run(config_payload, channel, number)
     scratch = Path(tempfile.mkdtemp(prefix=f"zoidberg-trial{number}-"))
@@ -107,7 +107,7 @@ def search_on_ray(tuner, run, config: TuneConfig, hypermodel, say: Reporter) -> 
     from keras_tuner.src.engine import tuner_utils
     from ray.exceptions import TaskCancelledError
 
-    from zoidberg.tuning.search import SearchStopped
+    from zoidberg.tuning.hypermodel import SearchStopped
 
     ray = import_ray()
     started_here = connect(config.ray_address)

@@ -96,6 +96,7 @@ def start(data_dir: str, architecture: str, model_values: dict, train_values: di
             tensorboard=run_options["tensorboard"],
             engine=run_options["engine"],
             parallel=run_options["parallel"],
+            ray_address=run_options["ray_address"],
             preset=presets.filled_preset(),
             run_name=run_name,
         )

@@ -120,7 +120,7 @@ def search_options_ui(prefix: str = "tune") -> dict[str, Any]:
 
     Returns:
         Dict with image_size, label_mode, algorithm, objective, max_trials,
-        epochs_per_trial, seed, validation_fraction and run_name.
+        epochs_per_trial, seed, validation_fraction, run_name, engine, parallel and ray_address.
     """
     first, second, third = st.columns(3)
     with first:
@@ -162,7 +162,9 @@ def search_options_ui(prefix: str = "tune") -> dict[str, Any]:
         run_name = st.text_input(
             "Run name", value="", key=f"{prefix}_run_name", persist_state=PERSIST, max_chars=80, placeholder="optional",
         )
+    engine = widgets.engine_ui(prefix, tuning.TUNE_ENGINES, "inprocess", tuning.TUNE_ENGINE_HELP, unit="trials")
     return {
+        **engine,
         "image_size": int(image_size),
         "label_mode": label_mode,
         "algorithm": algorithm,
@@ -291,6 +293,9 @@ def build_tune_config(data_dir: str, architecture: str, space: dict, options: di
         seed=options["seed"],
         validation_fraction=options["validation_fraction"],
         run_name=options["run_name"],
+        engine=options["engine"],
+        parallel=options["parallel"],
+        ray_address=options["ray_address"],
     )
 
 

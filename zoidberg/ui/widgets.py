@@ -541,24 +541,38 @@ def evaluation_options_ui(prefix: str = "train") -> dict[str, Any]:
 ENGINE_LABELS = {
     "auto": "auto (in the worker for tiny runs, else a process per fold)",
     "local": "local: a fresh process per fold",
-    "inprocess": "in-process: folds one after another in the worker",
+    "inprocess": "in-process: one after another in the worker",
+    "ray": "Ray: a task each, on a private Ray or a cluster",
 }
 
 
-def engine_ui(prefix: str = "train") -> dict[str, Any]:
-    """Draws where the folds train and how many at once.
+def engine_ui(prefix: str = "train", engines: Sequence[str] = ENGINES, default: str = "auto", engine_help: str = ENGINE_HELP,
+              unit: str = "folds") -> dict[str, Any]:
+    """Draws where the folds (or trials) train, how many at once, and a Ray cluster's address.
+
+    An address with engine auto (or the Tune page's default) means Ray, as on the command line.
 
     Returns:
-        {"engine": one of ENGINES, "parallel": a count or "auto"}.
+        {"engine": one of `engines`, "parallel": a count or "auto", "ray_address": text or None}.
     """
-    left, right, _ = st.columns([1.6, 1, 1.4])
-    engine = left.selectbox("Engine", ENGINES, format_func=ENGINE_LABELS.get, key=seeded(f"{prefix}_engine", "auto"),
-                            persist_state=PERSIST, help=ENGINE_HELP)
-    together = right.selectbox("Folds at once", ["1", "2", "3", "4", "5", "auto"], key=seeded(f"{prefix}_parallel", "1"),
-                               persist_state=PERSIST, disabled=engine == "inprocess",
-                               help="With a process per fold: how many folds train at the same time; auto sizes it by "
-                               "cores and memory (each fold then gets its share of the cores).")
-    return {"engine": engine, "parallel": 1 if engine == "inprocess" else (together if together == "auto" else int(together))}
+    left, middle, right = st.columns([1.6, 1, 1.4])
+    engine = left.selectbox("Engine", list(engines), format_func=ENGINE_LABELS.get, key=seeded(f"{prefix}_engine", default),
+                            persist_state=PERSIST, help=engine_help)
+    together = middle.selectbox(f"{unit.capitalize()} at once", ["1", "2", "3", "4", "5", "auto"], key=seeded(f"{prefix}_parallel", "1"),
+                                persist_state=PERSIST,
+                                help=f"How many {unit} train at the same time (not in-process); auto sizes it by cores and memory, "
+                                "or on Ray by the cluster's CPUs. Each then gets its share of the cores.")
+    address = right.text_input("Ray address", key=seeded(f"{prefix}_ray_address", ""), persist_state=PERSIST,
+                               placeholder="empty: a private local Ray",
+                               help="With engine Ray: auto (the cluster `ray start --head` runs on this machine), HOST:PORT or "
+                               "ray://HOST:10001. Empty starts a private local Ray for the run.").strip()
+    if address and engine == default:
+        engine = "ray"
+    return {
+        "engine": engine,
+        "parallel": 1 if engine == "inprocess" else (together if together == "auto" else int(together)),
+        "ray_address": address or None,
+    }
 
 
 def run_name_ui(prefix: str = "train") -> str:

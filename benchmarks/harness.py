@@ -21,7 +21,9 @@ import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-SECTIONS = ("data", "train", "predict", "memory", "startup", "e2e")
+SECTIONS = ("data", "train", "predict", "memory", "startup", "e2e", "parallel", "ray")
+# Sections that train whole cross-validations: --quick leaves them out unless asked.
+LONG_SECTIONS = ("e2e", "parallel", "ray")
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS_DIR = BENCH_DIR / "results"
 DOC_PATH = REPO_ROOT / "BENCHMARKS.md"

@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from harness import (  # noqa: E402
     DOC_PATH,
     RESULTS_DIR,
+    LONG_SECTIONS,
     SECTIONS,
     SHARED_DATA,
     Context,
@@ -54,7 +55,7 @@ from harness import (  # noqa: E402
     update_doc,
     write_json,
 )
-from sections import data, e2e, memory, predict, startup, train  # noqa: E402
+from sections import data, e2e, memory, predict, scaling, startup, train  # noqa: E402
 
 SECTION_FUNCTIONS = {
     "data": data.section_data,
@@ -63,6 +64,8 @@ SECTION_FUNCTIONS = {
     "memory": memory.section_memory,
     "startup": startup.section_startup,
     "e2e": e2e.section_e2e,
+    "parallel": scaling.section_parallel,
+    "ray": scaling.section_ray,
 }
 
 
@@ -70,7 +73,7 @@ SECTION_FUNCTIONS = {
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny generated data and few repeats: checks that everything runs (numbers mean nothing).")
-    parser.add_argument("--sections", default=None, help=f"Comma-separated sections to run [default: all: {','.join(SECTIONS)}; quick: all but e2e].")
+    parser.add_argument("--sections", default=None, help=f"Comma-separated sections to run [default: all: {','.join(SECTIONS)}; quick: all but {','.join(LONG_SECTIONS)}].")
     parser.add_argument("--skip", default="", help="Comma-separated sections to leave out.")
     parser.add_argument("--repeats", type=int, default=None, help="Repeats of the data, training and start-up measures [default: 3; quick: 1].")
     parser.add_argument("--latency-repeats", type=int, default=None, help="Calls per prediction latency [default: 60; quick: 4].")
@@ -85,7 +88,7 @@ def parse_args(argv):
     parser.add_argument("--no-doc", action="store_true", help="Never rewrite BENCHMARKS.md.")
     parser.add_argument("--keep-scratch", action="store_true", help="Keep the scratch folder (logs, runs, caches).")
     args = parser.parse_args(argv)
-    default_sections = [name for name in SECTIONS if not (args.quick and name == "e2e")]
+    default_sections = [name for name in SECTIONS if not (args.quick and name in LONG_SECTIONS)]
     sections = [name.strip() for name in args.sections.split(",") if name.strip()] if args.sections else default_sections
     skipped = {name.strip() for name in args.skip.split(",") if name.strip()}
     unknown = [name for name in [*sections, *skipped] if name not in SECTIONS]

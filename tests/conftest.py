@@ -38,6 +38,8 @@ def private_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(base / "runs"))
     monkeypatch.setenv("ZOIDBERG_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("ZOIDBERG_DEMO_DIR", str(DEMO_CACHE))
+    # No warm worker (a process importing TensorFlow) behind every page test; test_warm.py turns it on.
+    monkeypatch.setenv("ZOIDBERG_WARM_WORKER", "0")
     yield base
 
 

@@ -134,7 +134,8 @@ def add_parsers(commands) -> None:
         sub.set_defaults(handler=handler)
 
     worker = commands.add_parser("worker", help="(internal) Run a prepared run in this process.", description="Internal: body of a background job.")
-    worker.add_argument("run_id", help="Run id.")
+    worker.add_argument("run_id", nargs="?", default=None, help="Run id.")
+    worker.add_argument("--warm", action="store_true", help="(internal) Import TensorFlow, then wait for the dashboard to hand over a run.")
     add_runs_dir(worker)
     worker.set_defaults(handler=command_worker)
 
@@ -562,5 +563,13 @@ def command_stop(args) -> int:
 
 def command_worker(args) -> int:
     from zoidberg.runs.jobs import run_worker
+
+    if args.warm:
+        from zoidberg.runs.store import RunStore
+        from zoidberg.runs.warm import serve_warm
+
+        return serve_warm(RunStore(args.runs_dir), run_worker, report=lambda line: print(line, flush=True))
+    if not args.run_id:
+        raise CliError("worker needs a run id (or --warm).")
 
     return run_worker(args.run_id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))

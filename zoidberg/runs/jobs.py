@@ -58,6 +58,13 @@ class LocalProcessExecutor(Executor):
     """
 
     def submit(self, run: Run, store: RunStore) -> None:
+        from zoidberg.runs.warm import claim_warm_worker
+
+        warm_pid = claim_warm_worker(store, run.id)
+        if warm_pid is not None:
+            # A warm worker (TensorFlow already imported) takes the run: no process start, no import.
+            run.set_status("queued", pid=warm_pid, host=os.uname().nodename, queued_at=time.time(), waiting=False, warm=True)
+            return
         log = open(run.path / WORKER_LOG, "ab")
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         # The package root must be importable by the child whatever its working directory.

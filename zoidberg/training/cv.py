@@ -145,6 +145,14 @@ def _run_folds(run: Run, say: Reporter) -> dict:
             continue
         tasks.append(FoldTask(fold + 1, train_part, validation_part, indices))
     engine = choose_engine(config.engine, len(indices), config.data.image_size)
+    from zoidberg.runs.warm import is_warm_process
+
+    if engine == "local" and tasks and is_warm_process():
+        # A warm worker has TensorFlow loaded already: its first fold trains here, at once,
+        # and the others each in a fresh process as usual.
+        say(f"Fold {tasks[0].fold_number} trains in the warm worker (TensorFlow already loaded); the others each in a fresh process.")
+        _train_folds_here(run, config, dataset, indices, labels, tasks[:1], say)
+        tasks = tasks[1:]
     if engine == "inprocess":
         _train_folds_here(run, config, dataset, indices, labels, tasks, say)
     elif engine == "ray" and tasks:

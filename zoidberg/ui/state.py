@@ -41,6 +41,19 @@ def run_store() -> RunStore:
     return RunStore(runs_dir())
 
 
+def keep_warm_worker() -> None:
+    """Makes sure a warm worker waits for the next Start (at most one; see zoidberg.runs.warm).
+
+    A runs folder that cannot be written only costs the head start, never the page.
+    """
+    from zoidberg.runs.warm import ensure_warm_worker
+
+    try:
+        ensure_warm_worker(run_store())
+    except OSError:
+        pass
+
+
 @st.cache_resource(show_spinner=False)
 def _ensure_demo_dataset(demo_dir: str) -> str:
     """Generates the demo dataset once per process and folder."""

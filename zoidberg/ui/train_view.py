@@ -56,6 +56,8 @@ NON_METRIC_KEYS = ("n", "threshold", "train_seconds")
 
 def form_section_ui(data_dir: str) -> None:
     """Draws the presets, the architecture choice and the form; validates and starts on submit."""
+    # Started when the form is shown, so that Start finds TensorFlow already imported.
+    state.keep_warm_worker()
     presets.presets_ui(data_dir)
     spec = widgets.architecture_ui()
     with st.form("train_form"):

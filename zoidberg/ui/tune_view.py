@@ -313,6 +313,8 @@ def space_summary_ui(config: tuning.TuneConfig) -> None:
 
 def configure_section_ui(data_dir: str) -> None:
     """Draws the architecture, options and search space; validates and starts a search."""
+    # Started when the form is shown, so that Start finds TensorFlow already imported.
+    state.keep_warm_worker()
     spec = widgets.architecture_ui(key="tune_architecture")
     options = search_options_ui()
     st.markdown(f"**Search space for {spec.label}** — tick a hyperparameter to search it, untick it to fix it.")

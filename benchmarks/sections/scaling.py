@@ -76,7 +76,7 @@ def section_ray(ctx: Context) -> list[Row]:
             "ray", f"Ray engine overhead: {folds}-fold x {epochs} epoch at {size} px, private local Ray vs local", "s",
             local["wall_s"], on_ray["wall_s"], max_zoidberg=local["wall_s"] + 15.0,
             target_text=f"overhead ≤ 15 s (Ray ≤ {local['wall_s'] + 15.0:,.0f} s)",
-            zoidberg_detail=f" (overhead {overhead:+.1f} s)",
+            zoidberg_detail=f"overhead {overhead:+.1f} s",
             note=(
                 f"Both `python -m zoidberg cv`, --parallel 1, warm cache, one after the other; the 'reference' column is "
                 f"the local engine. Ray's side includes starting and stopping a private local Ray and shipping the "

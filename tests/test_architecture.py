@@ -125,6 +125,18 @@ def test_configuration_registry_tuning_space_and_cli_import_without_tensorflow()
     assert result.stdout.strip() == "[]"
 
 
+def test_a_plain_install_never_imports_ray():
+    # The training and tuning modules, the Ray engine's own module and the CLI all load
+    # without Ray: only choosing engine ray imports it.
+    code = (
+        "import sys, zoidberg.cli, zoidberg.training.cv, zoidberg.training.ray_engine, zoidberg.tuning.search, "
+        "zoidberg.tuning.ray_trials, zoidberg.runs.jobs, zoidberg.runs.warm; zoidberg.cli.build_parser(); "
+        "print('ray' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_import_zoidberg_pulls_in_no_streamlit():
     code = (
         "import sys, zoidberg, zoidberg.cli, zoidberg.training.cv, zoidberg.data.dataset, zoidberg.runs.jobs, "

@@ -88,3 +88,43 @@ def test_data_starts_on_a_page_and_images_reach_tensorflow_without_a_copy(tmp_pa
     unaligned = np.frombuffer(bytes(5 * 16 * 16 + 1), dtype=np.uint8, offset=1).reshape(5, 16, 16)
     np.testing.assert_array_equal(as_image_tensor(unaligned).numpy(), unaligned)  # Copied, never shared.
     assert path.read_bytes()[-1] == array[-1, -1, -1], "writes go to private pages, never to the file"
+
+
+def test_a_file_streamed_in_blocks_is_the_file_written_at_once(tmp_path, small_chunks, monkeypatch):
+    array = np.random.randint(0, 256, size=(11, 30, 30), dtype=np.uint8)
+    whole, streamed = tmp_path / "whole.bin", tmp_path / "streamed.bin"
+    assert arraycache.write_array_file(whole, {"key": "abc"}, array)
+    writer = arraycache.StreamedArrayFile(streamed, array.shape, np.uint8)
+    # Blocks that do not line up with the 1,000-byte chunks.
+    for start in (0, 3, 4, 9):
+        stop = {0: 3, 3: 4, 4: 9, 9: 11}[start]
+        writer.write_rows(array[start:stop])
+    assert writer.finish({"key": "abc"})
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert not list(tmp_path.glob(".*.tmp"))
+    # Validated from the file (pread) instead of the mapping once the array counts as large.
+    monkeypatch.setenv(arraycache.STREAM_BYTES_ENV, "1")
+    header, loaded = arraycache.read_array_file(streamed, np.uint8, accept_all)
+    np.testing.assert_array_equal(loaded, array)
+    damaged = bytearray(streamed.read_bytes())
+    damaged[-5] ^= 1
+    streamed.write_bytes(bytes(damaged))
+    assert arraycache.read_array_file(streamed, np.uint8, accept_all) is None
+
+
+def test_a_short_stream_is_not_written(tmp_path):
+    writer = arraycache.StreamedArrayFile(tmp_path / "short.bin", (4, 8, 8), np.uint8)
+    writer.write_rows(np.zeros((3, 8, 8), np.uint8))
+    assert not writer.finish({})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pages_of_a_mapped_array_are_given_back_and_an_array_in_memory_is_left_alone(tmp_path):
+    array = np.random.randint(0, 256, size=(64, 64, 64), dtype=np.uint8)
+    path = tmp_path / "cache.bin"
+    arraycache.write_array_file(path, {}, array)
+    _, mapped = arraycache.read_array_file(path, np.uint8, accept_all)
+    assert arraycache.release_pages(mapped)
+    # Read again after the release: the pages come back from the file unchanged.
+    np.testing.assert_array_equal(mapped, array)
+    assert not arraycache.release_pages(array)

@@ -124,3 +124,18 @@ def test_every_fold_logs_to_tensorboard_unless_asked_not_to(trained, demo_dir, r
     quiet = RunStore(runs_dir).create_run("cv", config_payload(dataclasses.replace(_config(demo_dir), tensorboard=False)))
     run_cross_validation(quiet)
     assert quiet.state == "completed" and not (quiet.path / TENSORBOARD_DIR).exists()
+
+
+def test_a_large_data_set_trains_with_its_mapped_pages_given_back(demo_dir, runs_dir, monkeypatch):
+    from zoidberg.training import callbacks
+
+    # Every set counts as large here: the data set is streamed into its cache and read through the mapping.
+    monkeypatch.setenv("ZOIDBERG_STREAM_BYTES", "1")
+    monkeypatch.setenv("ZOIDBERG_CACHE_DIR", str(runs_dir.parent / "stream-cache"))
+    releases = []
+    original = callbacks.PageRelease._release
+    monkeypatch.setattr(callbacks.PageRelease, "_release", lambda self: (releases.append(1), original(self)))
+    run = RunStore(runs_dir).create_run("cv", config_payload(tiny_config(demo_dir, engine="inprocess")))
+    summary = run_cross_validation(run)
+    assert run.state == "completed" and len(summary["folds"]) == 2
+    assert len(releases) >= 2  # At least after each fold's epoch.

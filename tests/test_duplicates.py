@@ -138,3 +138,19 @@ def test_perceptual_hash_separates_distinct_films_from_copies(demo_dir):
     pairs = {(i, j) for i, j, _ in near_pairs(hashes)}
     assert {(k, k + 20) for k in range(20)} <= pairs
     assert not any(j < 20 for _, j in pairs)
+
+
+def test_multi_index_search_finds_exactly_the_pairs_of_the_full_comparison():
+    from zoidberg.data.duplicates import _indexed_near_pairs, near_pairs
+
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 256, (2000, 32), dtype=np.uint8)
+    # Plant pairs from 0 to 24 bits apart, around the 16-bit limit.
+    for flips in range(25):
+        i, j = 2 * flips, 2 * flips + 1
+        bits = np.unpackbits(hashes[i])
+        bits[rng.choice(256, flips, replace=False)] ^= 1
+        hashes[j] = np.packbits(bits)
+    full = sorted(near_pairs(hashes, 16))
+    assert len(full) == 17 and all(bits <= 16 for _, _, bits in full)
+    assert sorted(_indexed_near_pairs(hashes, 16)) == full

@@ -230,15 +230,6 @@ def engine_from_args(args: argparse.Namespace, default: str = "auto") -> dict:
     engine = "ray" if args.ray_address and args.engine == default else args.engine
     return {"engine": engine, "parallel": args.parallel, "ray_address": args.ray_address or None}
 
-def describe_engine(config: dict) -> str:
-    """Where a run's folds train, as `runs` prints it: the engine, and a Ray run's cluster."""
-    engine = config.get("engine", "inprocess")
-    if engine != "ray":
-        return engine
-    address = config.get("ray_address")
-    return f"ray at {address}" if address and address != "local" else "ray (private local)"
-
-
 def parse_parallel(text: str) -> int | str:
     """--parallel's value: "auto" or a whole number of at least 1."""
     if text == "auto":
@@ -489,6 +480,7 @@ def command_tune(args) -> int:
 
 def command_runs(args) -> int:
     from zoidberg.evaluation.external import latest_external
+    from zoidberg.runs.jobs import describe_engine
     from zoidberg.runs.store import DATA_FILE, MODEL_KINDS, SPLIT_FILE, RunStore
 
     rows = []
@@ -506,7 +498,7 @@ def command_runs(args) -> int:
                 "name": run.name,
                 "state": status.get("state"),
                 "queue_position": status.get("position") if status.get("state") == "queued" and status.get("waiting") else None,
-                "engine": describe_engine(config) if run.kind == "cv" else None,
+                "engine": describe_engine(config) if run.kind in ("cv", "tune") else None,
                 "host": ", ".join(status.get("task_hosts") or []) or status.get("host"),
                 "architecture": "ensemble" if run.kind == "ensemble" else config.get("model", {}).get("architecture") or config.get("architecture"),
                 "folds_done": len(run.fold_metrics()) if run.kind in MODEL_KINDS else None,

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from zoidberg.data.arraycache import aligned_empty, aligned_take, read_array_file, write_array_file
+from zoidberg.data.arraycache import StreamedArrayFile, aligned_empty, aligned_take, read_array_file, stream_bytes, write_array_file
 from zoidberg.data.demo import is_synthetic_dataset
 from zoidberg.data.imaging import ImageDecodeError, load_image
 
@@ -341,6 +341,14 @@ def load_dataset(
     cache_path = Path(cache_dir or default_cache_dir()) / f"images-{fingerprint}-{image_size}px{preprocessing}-v{CACHE_FORMAT_VERSION}"
     decoded = _read_cache(cache_path, records) if use_cache else None
     from_cache = decoded is not None
+    if decoded is None and use_cache and len(records) * image_size * image_size >= stream_bytes():
+        # Larger than this, the images are decoded block by block into the cache file and
+        # then read back through its mapping: the data set never has to fit in memory.
+        try:
+            _decode_records_to_cache(cache_path, root, records, image_size, progress, max_workers, resize, enhance)
+            decoded = _read_cache(cache_path, records)
+        except OSError:
+            decoded = None  # The cache folder cannot be written: decoded in memory below.
     if decoded is None:
         decoded = _decode_records(root, records, image_size, progress, max_workers, resize, enhance)
         if use_cache:
@@ -384,6 +392,32 @@ def _decode_records(
             if progress and (done % 64 == 0 or done == len(records)):
                 progress(done, len(records))
     return images, ok_mask, reasons
+
+
+# Images decoded at once into one block of the streamed cache file.
+STREAM_BLOCK_IMAGES = 2048
+
+
+def _decode_records_to_cache(
+    path: Path, root: Path, records: Sequence[FileRecord], image_size: int, progress, max_workers, resize: str, enhance: str
+) -> None:
+    """Decodes the records block by block straight into the cache file (StreamedArrayFile), for data sets larger than memory."""
+    writer = StreamedArrayFile(path, (len(records), image_size, image_size), np.uint8)
+    ok_mask = np.zeros(len(records), dtype=bool)
+    reasons = [""] * len(records)
+    try:
+        for start in range(0, len(records), STREAM_BLOCK_IMAGES):
+            block = records[start : start + STREAM_BLOCK_IMAGES]
+            images, ok, why = _decode_records(root, block, image_size, None, max_workers, resize, enhance)
+            writer.write_rows(images)
+            ok_mask[start : start + len(block)] = ok
+            reasons[start : start + len(block)] = why
+            if progress:
+                progress(start + len(block), len(records))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish({"version": CACHE_FORMAT_VERSION, "paths": [record.path for record in records], "ok": ok_mask.astype(int).tolist(), "reasons": reasons})
 
 
 def _write_cache(path: Path, records: Sequence[FileRecord], images, ok_mask, reasons) -> None:

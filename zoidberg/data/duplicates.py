@@ -22,6 +22,11 @@ PHASH_SIZE = 16
 NEAR_DUPLICATE_BITS = 16
 # Rows of hashes compared against all others at once: bounds memory on large data sets.
 _CHUNK = 1024
+# Images hashed between two releases of a memory-mapped data set's pages.
+HASH_BLOCK = 4096
+# From this many images on, near duplicates are found by multi-index hashing instead of
+# comparing every pair (20,000 images are 200 million pairs).
+INDEXED_FROM = 20_000
 
 
 @dataclass(frozen=True)
@@ -125,16 +130,33 @@ def file_digests(root: str | os.PathLike, paths: Sequence[str]) -> list[str]:
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
-    """Returns the 256-bit DCT perceptual hash of each grayscale image, packed as (N, 32) uint8."""
+    """Returns the 256-bit DCT perceptual hash of each grayscale image, packed as (N, 32) uint8.
+
+    The images are read in blocks, and a memory-mapped data set's pages are given back after
+    each (release_pages), so that hashing a set larger than memory does not hold it.
+    """
     import imagehash
     from PIL import Image
 
-    bits = np.array([imagehash.phash(Image.fromarray(image), hash_size=PHASH_SIZE).hash.ravel() for image in images], dtype=bool)
-    return np.packbits(bits, axis=1) if len(bits) else np.zeros((0, PHASH_SIZE * PHASH_SIZE // 8), np.uint8)
+    from zoidberg.data.arraycache import release_pages
+
+    packed = []
+    for start in range(0, len(images), HASH_BLOCK):
+        block = images[start : start + HASH_BLOCK]
+        bits = np.array([imagehash.phash(Image.fromarray(image), hash_size=PHASH_SIZE).hash.ravel() for image in block], dtype=bool)
+        packed.append(np.packbits(bits, axis=1))
+        release_pages(images)
+    return np.concatenate(packed) if packed else np.zeros((0, PHASH_SIZE * PHASH_SIZE // 8), np.uint8)
 
 
 def near_pairs(hashes: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS) -> list[tuple[int, int, int]]:
-    """Returns (i, j, bits) for every pair i < j of packed hashes at most max_bits apart."""
+    """Returns (i, j, bits) for every pair i < j of packed hashes at most max_bits apart.
+
+    Up to INDEXED_FROM hashes every pair is compared; above, a multi-index search finds the
+    same pairs without comparing all N² (see _indexed_near_pairs).
+    """
+    if len(hashes) >= INDEXED_FROM:
+        return _indexed_near_pairs(hashes, max_bits)
     pairs = []
     for start in range(0, len(hashes), _CHUNK):
         block = hashes[start : start + _CHUNK]
@@ -145,6 +167,37 @@ def near_pairs(hashes: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS) -> list[
             if i < column:
                 pairs.append((i, int(column), int(distances[row, column])))
     return pairs
+
+
+def _indexed_near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
+    """near_pairs by multi-index hashing: exact, and about linear in N for images that are not all alike.
+
+    Two hashes at most `max_bits` apart, cut into `max_bits + 1` bands, agree on at least one
+    whole band (pigeonhole). So only pairs that share a band's value are compared.
+    """
+    bits = np.unpackbits(hashes, axis=1)
+    candidates = []
+    for band in np.array_split(np.arange(bits.shape[1]), max_bits + 1):
+        keys = np.packbits(bits[:, band], axis=1)
+        codes = np.zeros(len(keys), dtype=np.int64)
+        for column in range(keys.shape[1]):
+            codes = (codes << 8) | keys[:, column].astype(np.int64)
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for start, end in zip(starts, ends):
+            if end - start > 1:
+                members = np.sort(order[start:end])
+                first, second = np.triu_indices(len(members), k=1)
+                candidates.append(members[first] * len(hashes) + members[second])
+    if not candidates:
+        return []
+    pairs = np.unique(np.concatenate(candidates))
+    left, right = pairs // len(hashes), pairs % len(hashes)
+    distances = np.bitwise_count(hashes[left] ^ hashes[right]).sum(axis=1)
+    close = distances <= max_bits
+    return [(int(i), int(j), int(d)) for i, j, d in zip(left[close], right[close], distances[close])]
 
 
 def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:

@@ -89,6 +89,15 @@ class LocalProcessExecutor(Executor):
 _DEFAULT_EXECUTOR: Executor = LocalProcessExecutor()
 
 
+def describe_engine(config: dict) -> str:
+    """Where a run's folds or trials train, in words: its engine, and a Ray run's cluster."""
+    engine = config.get("engine", "inprocess")
+    if engine != "ray":
+        return engine
+    address = config.get("ray_address")
+    return f"ray at {address}" if address and address != "local" else "ray (private local)"
+
+
 def get_executor() -> Executor:
     """Returns the executor used by start_run and resume_run."""
     return _DEFAULT_EXECUTOR

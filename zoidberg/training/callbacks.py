@@ -123,7 +123,7 @@ class ValidationPass(keras.callbacks.Callback):
         super().__init__()
         self.validation_data = validation_data
         self.early_stopping = early_stopping
-        self.outputs_by_epoch: dict[int, "np.ndarray"] = {}
+        self.outputs_by_epoch: dict[int, object] = {}
         self.kept_epoch: int | None = None
         self._labels = None
         self._infer = None
@@ -180,3 +180,32 @@ class ValidationPass(keras.callbacks.Callback):
     def kept_outputs(self):
         """The raw model outputs over the validation batches at the kept epoch, or None before any epoch ended."""
         return None if self.kept_epoch is None else self.outputs_by_epoch[self.kept_epoch]
+
+
+class PageRelease(keras.callbacks.Callback):
+    """Gives a memory-mapped data set's pages back every few batches and after each epoch (see arraycache.release_pages).
+
+    Training reads batches through the cache file's mapping; without this every image read
+    in an epoch would stay resident, so a data set larger than memory could not train.
+
+    Args:
+        array: The memory-mapped images the batches are gathered from.
+        every_batches: Batches between two releases.
+    """
+
+    def __init__(self, array, every_batches: int = 50):
+        super().__init__()
+        self.array = array
+        self.every_batches = every_batches
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every_batches == 0:
+            self._release()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._release()
+
+    def _release(self) -> None:
+        from zoidberg.data.arraycache import release_pages
+
+        release_pages(self.array)

@@ -363,6 +363,13 @@ def _train_fold(
     say(f"Fold {fold_number}/{n_folds}: training on {len(train_part)} images, validating on {len(validation_part)} ...")
     callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
     logged = [callback, make_tensorboard(run, fold_number)] if config.tensorboard else [callback]
+    from zoidberg.data.arraycache import stream_bytes
+
+    if getattr(dataset, "images", None) is not None and dataset.images.nbytes >= stream_bytes():
+        from zoidberg.training.callbacks import PageRelease
+
+        # A data set this large is read through its cache file's mapping and must not stay resident.
+        logged.append(PageRelease(dataset.images))
     start = time.perf_counter()
     random_state = config.random_state + fold_number
     from zoidberg.training.devices import distribution_scope, precision_policy

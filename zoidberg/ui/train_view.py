@@ -439,6 +439,7 @@ def _run_header(run: Run, status: dict) -> None:
         f"{data.get('label_mode', '?')}",
         f"k = {config.get('n_splits', '?')}",
         f"{config.get('train', {}).get('epochs', '?')} epochs",
+        f"engine {jobs.describe_engine(config)}" + (f" on {', '.join(status['task_hosts'])}" if status.get("task_hosts") else ""),
     ]
     st.caption(" · ".join(facts) + f" · data: `{data.get('data_dir', '?')}`")
     data_facts = run.read_json(DATA_FILE) or {}

@@ -110,3 +110,4 @@ def test_the_error_gallery_shows_the_most_wrong_images_with_grad_cam_on_demand(u
     toggles[0].set_value(True).run()
     assert not app.exception, [item.value for item in app.exception]
     assert len(app.get("imgs")) == images_before and not any("unavailable" in item.value for item in app.caption)
+

@@ -173,10 +173,11 @@ def _indexed_near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, in
     """near_pairs by multi-index hashing: exact, and about linear in N for images that are not all alike.
 
     Two hashes at most `max_bits` apart, cut into `max_bits + 1` bands, agree on at least one
-    whole band (pigeonhole). So only pairs that share a band's value are compared.
+    whole band (pigeonhole). So only hashes that share a band's value are compared, bucket
+    by bucket and in blocks, so that memory stays bounded however large a bucket is.
     """
     bits = np.unpackbits(hashes, axis=1)
-    candidates = []
+    found: dict[tuple[int, int], int] = {}
     for band in np.array_split(np.arange(bits.shape[1]), max_bits + 1):
         keys = np.packbits(bits[:, band], axis=1)
         codes = np.zeros(len(keys), dtype=np.int64)
@@ -186,18 +187,24 @@ def _indexed_near_pairs(hashes: np.ndarray, max_bits: int) -> list[tuple[int, in
         sorted_codes = codes[order]
         starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
         ends = np.r_[starts[1:], len(order)]
-        for start, end in zip(starts, ends):
-            if end - start > 1:
-                members = np.sort(order[start:end])
-                first, second = np.triu_indices(len(members), k=1)
-                candidates.append(members[first] * len(hashes) + members[second])
-    if not candidates:
-        return []
-    pairs = np.unique(np.concatenate(candidates))
-    left, right = pairs // len(hashes), pairs % len(hashes)
-    distances = np.bitwise_count(hashes[left] ^ hashes[right]).sum(axis=1)
-    close = distances <= max_bits
-    return [(int(i), int(j), int(d)) for i, j, d in zip(left[close], right[close], distances[close])]
+        for begin, end in zip(starts, ends):
+            if end - begin > 1:
+                members = np.sort(order[begin:end])
+                for i, j, distance in _close_pairs_within(hashes, members, max_bits):
+                    found[(i, j)] = distance
+    return [(i, j, distance) for (i, j), distance in sorted(found.items())]
+
+
+def _close_pairs_within(hashes: np.ndarray, members: np.ndarray, max_bits: int):
+    """Yields (i, j, bits) for the pairs i < j of `members` (sorted) at most max_bits apart, a block of rows at a time."""
+    block = max(1, (64 * 1024 * 1024) // (len(members) * hashes.shape[1]))
+    member_hashes = hashes[members]
+    for start in range(0, len(members), block):
+        rows = member_hashes[start : start + block]
+        distances = np.bitwise_count(rows[:, None, :] ^ member_hashes[None, :, :]).sum(axis=2)
+        for row, column in zip(*np.nonzero(distances <= max_bits)):
+            if start + row < column:
+                yield int(members[start + row]), int(members[column]), int(distances[row, column])
 
 
 def _components(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:

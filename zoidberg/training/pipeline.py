@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoidberg.config import ModelConfig, TrainConfig
-from zoidberg.data.arraycache import TENSOR_ALIGNMENT, aligned_take
+from zoidberg.data.arraycache import TENSOR_ALIGNMENT, aligned_take, stream_bytes
 from zoidberg.models.build import build_model, compile_model
 from zoidberg.models.layers import unfreeze_top_layers
 
@@ -90,9 +90,14 @@ def as_image_tensor(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     Returns:
         A tensor with the same contents.
     """
-    if isinstance(images, tf.Tensor):
+    if isinstance(images, (tf.Tensor, RowsOf)):
         return images
     array = np.asarray(images)
+    if array.nbytes >= stream_bytes():
+        # A data set this large (usually read through its cache file's mapping) stays a NumPy
+        # array: tf.data would copy a captured tensor whole, so make_batches gathers each
+        # batch from the array instead.
+        return array
     shareable = (
         array.size > 0
         and array.flags.c_contiguous
@@ -121,7 +126,37 @@ def rows_as_tensor(images: np.ndarray, indices: np.ndarray) -> tf.Tensor:
     indices = np.asarray(indices)
     if np.array_equal(indices, np.arange(len(images))):
         return as_image_tensor(images)
+    if images.nbytes >= stream_bytes():
+        # Gathering the rows would copy a data set larger than memory: they are read per batch.
+        return RowsOf(images, indices)
     return as_image_tensor(aligned_take(images, indices))
+
+
+class RowsOf:
+    """Some rows of a large image array, read only when a batch asks for them (no copy of the whole).
+
+    Args:
+        images: The (N, S, S) array, usually memory-mapped.
+        indices: The rows, in the order positions refer to them.
+    """
+
+    def __init__(self, images: np.ndarray, indices: np.ndarray):
+        self.images = images
+        self.indices = np.asarray(indices)
+        self.shape = (len(self.indices), *images.shape[1:])
+        self.dtype = images.dtype
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The images at these positions."""
+        return self.images[self.indices[positions]]
+
+
+def _take_rows(source, positions: np.ndarray) -> np.ndarray:
+    """Rows of a NumPy array or a RowsOf, for one batch."""
+    return source.take(positions) if isinstance(source, RowsOf) else source[positions]
 
 
 def make_batches(
@@ -161,7 +196,14 @@ def make_batches(
     dataset = dataset.batch(batch_size)
 
     def gather(batch_indices):
-        batch = tf.cast(tf.gather(image_tensor, batch_indices), tf.float32) * (1.0 / 255.0)
+        if isinstance(image_tensor, tf.Tensor):
+            rows = tf.gather(image_tensor, batch_indices)
+        else:
+            # A large array is read batch by batch (see as_image_tensor).
+            side = image_tensor.shape[1]
+            rows = tf.numpy_function(lambda positions: _take_rows(image_tensor, positions), [batch_indices], tf.uint8, stateful=False)
+            rows = tf.reshape(rows, [-1, side, side])
+        batch = tf.cast(rows, tf.float32) * (1.0 / 255.0)
         return batch[..., tf.newaxis], tf.gather(label_tensor, batch_indices)
 
     dataset = dataset.map(gather, num_parallel_calls=AUTOTUNE)

@@ -181,23 +181,35 @@ class RunChannel:
 
 
 class NodeRun(Run):
-    """A task's view of the run on a cluster node: a scratch copy of its config, events and stops through the channel."""
+    """A task's view of the run on a cluster node: a scratch copy of its config, events and stops through the channel.
 
-    def __init__(self, path, channel, unit: int, attempt: int):
+    A task never blocks on the channel: Ray hands a blocked task's CPUs to the next task,
+    which would then train beside it and overrun `--parallel`. Stop requests are asked for
+    in the background and read once answered.
+    """
+
+    def __init__(self, path, channel, unit: int):
         super().__init__(path)
         self._channel = channel
         self._unit = unit
-        self._attempt = attempt
         self._stop = False
         self._asked = 0.0
+        self._answer = None
 
     @property
     def stop_requested(self) -> bool:
-        if not self._stop and time.monotonic() - self._asked >= STOP_POLL_S:
-            import ray
+        if self._stop:
+            return True
+        import ray
 
+        if self._answer is not None:
+            ready, _ = ray.wait([self._answer], timeout=0)
+            if ready:
+                self._stop = bool(ray.get(ready[0]))
+                self._answer = None
+        if self._answer is None and time.monotonic() - self._asked >= STOP_POLL_S:
             self._asked = time.monotonic()
-            self._stop = bool(ray.get(self._channel.stop_requested.remote()))
+            self._answer = self._channel.stop_requested.remote()
         return self._stop
 
     def flush(self) -> None:
@@ -208,8 +220,8 @@ class NodeRun(Run):
 
     def append_event(self, event_type: str, **data) -> dict:
         if event_type in (events.FOLD_STARTED, events.TRIAL_STARTED):
-            # Where the unit runs, as `runs` and the dashboard show it; a retry says so.
-            data.update(host=platform.node(), pid=os.getpid(), attempt=self._attempt)
+            # Where the unit runs, as `runs` and the dashboard show it (the driver adds the attempt).
+            data.update(host=platform.node(), pid=os.getpid())
         event = make_event(event_type, **data)
         # Calls from one task to one actor run in order, so events keep theirs.
         self._channel.post.remote(event)
@@ -217,15 +229,13 @@ class NodeRun(Run):
 
 
 def make_node_run(config_payload: dict, channel, unit: int) -> NodeRun:
-    """Makes a scratch run folder on this node with the run's config.json, and registers the task's attempt."""
+    """Makes a scratch run folder on this node with the run's config.json, and tells the driver the task began."""
     import json
 
-    import ray
-
-    attempt = ray.get(channel.begin.remote(unit, platform.node(), os.getpid()))
+    channel.begin.remote(unit, platform.node(), os.getpid())
     scratch = Path(tempfile.mkdtemp(prefix=f"zoidberg-unit{unit}-"))
     (scratch / CONFIG_FILE).write_text(json.dumps(config_payload), encoding="utf-8")
-    return NodeRun(scratch, channel, unit, attempt)
+    return NodeRun(scratch, channel, unit)
 
 
 def collect_files(folder: Path, under: Sequence[str]) -> dict[str, bytes]:
@@ -321,7 +331,8 @@ def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, train_one: C
             ray.shutdown()
 
 
-def relay_events(run: Run, channel, hosts: set[str], say: Callable[[str], None], unit_name: str | None = None) -> None:
+def relay_events(run: Run, channel, hosts: set[str], say: Callable[[str], None], unit_name: str | None = None,
+                 attempts: dict | None = None) -> None:
     """Appends the tasks' queued events to the run; notes where tasks run and says when Ray retried one.
 
     Args:
@@ -330,16 +341,22 @@ def relay_events(run: Run, channel, hosts: set[str], say: Callable[[str], None],
         hosts: The hosts seen so far, updated here (status.json's task_hosts).
         say: Console reporter.
         unit_name: "Fold" or "Trial" for the retry message (default: from the run's kind).
+        attempts: Each unit's latest attempt, kept by the caller across calls.
     """
     import ray
 
+    attempts = {} if attempts is None else attempts
     name = unit_name or ("Trial" if run.kind == "tune" else "Fold")
     for event in ray.get(channel.take.remote()):
         event_type = event.pop("type")
         event.pop("time", None)
+        if event_type in (events.FOLD_STARTED, events.TRIAL_STARTED):
+            unit = event.get("fold") or event.get("trial")
+            event["attempt"] = attempts.get(unit, 1)
         if event_type != TASK_STARTED:
             run.append_event(event_type, **event)
             continue
+        attempts[event["unit"]] = event["attempt"]
         if event["host"] not in hosts:
             # Where the tasks ran, for `runs` and the run page (a resumed run adds to it).
             hosts.update(run.status().get("task_hosts") or [])
@@ -368,9 +385,10 @@ def _drive(run: Run, pending: dict, channel, *, unit: Callable, done_file: str, 
     stopping = False
     failure: BaseException | None = None
     hosts: set[str] = set()
+    attempts: dict[int, int] = {}
 
     def relay() -> None:
-        relay_events(run, channel, hosts, say)
+        relay_events(run, channel, hosts, say, attempts=attempts)
 
     def cancel_unstarted() -> None:
         begun = set(ray.get(channel.started.remote()))

@@ -126,6 +126,7 @@ def search_on_ray(tuner, run, config: TuneConfig, hypermodel, say: Reporter) -> 
         remote = make_remote(ray, train_trial_on_node, resources)
         hyperband = config.algorithm == "hyperband"
         hosts: set[str] = set()
+        attempts: dict[int, int] = {}
         tuner.on_search_begin()
         ongoing: dict = {}
         free = list(range(slots))
@@ -157,7 +158,7 @@ def search_on_ray(tuner, run, config: TuneConfig, hypermodel, say: Reporter) -> 
                 time.sleep(POLL_S)
                 continue
             ready, _ = ray.wait(list(ongoing), num_returns=1, timeout=POLL_S)
-            relay_events(run, channel, hosts, say)
+            relay_events(run, channel, hosts, say, attempts=attempts)
             if not stopping and run.stop_requested:
                 stopping = True
                 channel.request_stop.remote()
@@ -185,7 +186,7 @@ def search_on_ray(tuner, run, config: TuneConfig, hypermodel, say: Reporter) -> 
                     if result.get("weights"):
                         _write_checkpoint(tuner, trial.trial_id, result["weights"])
                 tuner.on_trial_end(trial)
-        relay_events(run, channel, hosts, say)
+        relay_events(run, channel, hosts, say, attempts=attempts)
         if stopping:
             raise SearchStopped()
         tuner.on_search_end()

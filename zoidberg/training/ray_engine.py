@@ -87,7 +87,7 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
         else:
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **options)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError or its own errors here.
-        text = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        text = (str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__).rstrip(".")
         if not joins_cluster(address):
             raise ValueError(f"Could not start a local Ray: {text}") from None
         raise ValueError(

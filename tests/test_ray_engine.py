@@ -14,27 +14,18 @@ import time
 import numpy as np
 import pytest
 
-from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from zoidberg.config import DataConfig, RunConfig, TrainConfig
 from zoidberg.runs.store import RunStore
 from zoidberg.runs.worker import reopen
 from zoidberg.training.cv import config_payload, run_cross_validation
 
 from conftest import REPO_ROOT
-
-TINY_MODEL = ModelConfig(architecture="cnn", conv_blocks=2, base_filters=8, dense_units=16, dropout_rate=0.0)
-
+from test_cv import tiny_config as cv_tiny_config
 
 def tiny_config(demo_dir, **changes) -> RunConfig:
-    values = dict(
-        data=DataConfig(str(demo_dir), "binary", 32),
-        model=TINY_MODEL,
-        train=TrainConfig(epochs=2, batch_size=16, early_stopping_patience=0),
-        n_splits=3,
-        random_state=3,
-        tensorboard=False,
-    )
-    values.update(changes)
-    return RunConfig(**values)
+    """test_cv's tiny run, with three folds, two epochs and no TensorBoard logs unless changed."""
+    values = dict(n_splits=3, train=TrainConfig(epochs=2, batch_size=16, early_stopping_patience=0), tensorboard=False)
+    return cv_tiny_config(demo_dir, **{**values, **changes})
 
 
 @pytest.fixture(scope="module")

@@ -41,33 +41,20 @@ def section_startup(ctx: Context) -> list[Row]:
         n_splits=5 if not ctx.quick else 2,
     )
     payload = config_payload(config, versions=package_versions())
-    previous_cache = os.environ.get("ZOIDBERG_CACHE_DIR")
-    os.environ["ZOIDBERG_CACHE_DIR"] = str(ctx.cache_dir)  # The worker inherits the environment.
     phases = {"run_started": [], "fold_started": [], "progress": [], "worker_cpu_s": []}
+    warm_phases = {"run_started": [], "fold_started": [], "progress": [], "worker_cpu_s": []}
     reference_times = []
-    try:
+    # The worker inherits the environment, and with it the cache the run should hit.
+    with environment_variable("ZOIDBERG_CACHE_DIR", str(ctx.cache_dir)):
         for repeat in range(ctx.repeats):
             run_steps(
                 [lambda: phases_of_worker(payload, runs_dir, phases), lambda: reference_times.append(reference_first_batch(ctx, size))],
                 concurrent=ctx.quick, reverse=repeat % 2 == 1,
             )
             say(f"startup: repeat {repeat + 1}: Zoidberg {phases['progress'][-1]:.2f} s, reference {reference_times[-1]:.2f} s")
-    finally:
-        if previous_cache is None:
-            os.environ.pop("ZOIDBERG_CACHE_DIR", None)
-        else:
-            os.environ["ZOIDBERG_CACHE_DIR"] = previous_cache
-    warm_phases = {"run_started": [], "fold_started": [], "progress": [], "worker_cpu_s": []}
-    os.environ["ZOIDBERG_CACHE_DIR"] = str(ctx.cache_dir)
-    try:
         for repeat in range(ctx.repeats):
             phases_of_worker(payload, runs_dir, warm_phases, warm=True)
             say(f"startup: repeat {repeat + 1}: Zoidberg with a warm worker {warm_phases['progress'][-1]:.2f} s")
-    finally:
-        if previous_cache is None:
-            os.environ.pop("ZOIDBERG_CACHE_DIR", None)
-        else:
-            os.environ["ZOIDBERG_CACHE_DIR"] = previous_cache
     imports = import_profile() if not ctx.quick else {}
     zoidberg_s = median(phases["progress"])
     to_started = median(phases["run_started"])
@@ -105,6 +92,20 @@ def section_startup(ctx: Context) -> list[Row]:
     ]
 
 
+@contextlib.contextmanager
+def environment_variable(name: str, value: str):
+    """Sets an environment variable for the block (child processes inherit it), then puts the old value back."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def phases_of_worker(payload: dict, runs_dir: Path, phases: dict, warm: bool = False) -> None:
     """Starts one run, waits for its first progress event, records phase times, stops it.
 
@@ -115,13 +116,12 @@ def phases_of_worker(payload: dict, runs_dir: Path, phases: dict, warm: bool = F
     from zoidberg.runs.jobs import start_run, stop_run
     from zoidberg.runs.store import RunStore
 
-    previous = os.environ.get("ZOIDBERG_WARM_WORKER")
     if warm:
         from zoidberg.runs.warm import ensure_warm_worker, live_warm_workers
 
-        os.environ["ZOIDBERG_WARM_WORKER"] = "1"
         store = RunStore(runs_dir)
-        ensure_warm_worker(store)
+        with environment_variable("ZOIDBERG_WARM_WORKER", "1"):
+            ensure_warm_worker(store)
         deadline = time.time() + 120
         while not any(facts["ready"] for facts in live_warm_workers(store)) and time.time() < deadline:
             time.sleep(0.05)
@@ -148,10 +148,6 @@ def phases_of_worker(payload: dict, runs_dir: Path, phases: dict, warm: bool = F
     for name in ("run_started", "fold_started", "progress"):
         phases[name].append(seen.get(name, float("nan")) - start)
     phases["worker_cpu_s"].append(cpu)
-    if previous is None:
-        os.environ.pop("ZOIDBERG_WARM_WORKER", None)
-    else:
-        os.environ["ZOIDBERG_WARM_WORKER"] = previous
     pid = run.status().get("pid")
     stop_run(run_id, runs_dir=runs_dir)
     with contextlib.suppress(psutil.NoSuchProcess):

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from zoidberg.runs.kinds import get_kind
+from zoidberg.runs.processes import start_detached_worker
 from zoidberg.runs.worker import RESUMABLE_STATES, reopen
 from zoidberg.runs.store import (
     ACTIVE_STATES,
@@ -65,25 +66,9 @@ class LocalProcessExecutor(Executor):
             # A warm worker (TensorFlow already imported) takes the run: no process start, no import.
             run.set_status("queued", pid=warm_pid, host=os.uname().nodename, queued_at=time.time(), waiting=False, warm=True)
             return
-        log = open(run.path / WORKER_LOG, "ab")
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        # The package root must be importable by the child whatever its working directory.
-        package_root = str(Path(__file__).resolve().parents[2])
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "zoidberg", "--runs-dir", str(store.root.resolve()), "worker", run.id],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=environment,
-            start_new_session=True,
-            close_fds=True,
-        )
-        log.close()
+        pid = start_detached_worker(store.root, [run.id], run.path / WORKER_LOG)
         # queued_at is the run's place in the queue (zoidberg.runs.queue): first come, first served.
-        run.set_status("queued", pid=process.pid, host=os.uname().nodename, queued_at=time.time(), waiting=False)
-        # Reap the child when it exits so it never lingers as a zombie.
-        threading.Thread(target=process.wait, name=f"reap-{run.id}", daemon=True).start()
+        run.set_status("queued", pid=pid, host=os.uname().nodename, queued_at=time.time(), waiting=False)
 
 
 _DEFAULT_EXECUTOR: Executor = LocalProcessExecutor()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from zoidberg.runs.processes import start_detached_worker
 from zoidberg.runs.store import WORKER_LOG, RunStore, pid_is_alive
 
 # runs/.warm/<pid>.json says a warm worker lives (and whether it is ready); <pid>.claim
@@ -78,18 +77,9 @@ def ensure_warm_worker(store: RunStore) -> bool:
     if not warm_enabled() or live_warm_workers(store):
         return False
     _folder(store).mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    package_root = str(Path(__file__).resolve().parents[2])
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
-    with open(_folder(store) / "warm.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "zoidberg", "--runs-dir", str(store.root.resolve()), "worker", "--warm"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment, start_new_session=True, close_fds=True,
-        )
+    pid = start_detached_worker(store.root, ["--warm"], _folder(store) / "warm.log")
     # Written here too, so that a second page opened at once sees it starting.
-    _write_facts(store, process.pid, ready=False)
-    # Reaped when it exits, so that it never lingers as a zombie of the dashboard.
-    threading.Thread(target=process.wait, name=f"reap-warm-{process.pid}", daemon=True).start()
+    _write_facts(store, pid, ready=False)
     return True
 
 

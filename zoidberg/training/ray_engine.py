@@ -104,6 +104,7 @@ class TaskResources:
     num_cpus: float
     num_gpus: float
     memory: int
+    at_once: int = 1
 
     def options(self) -> dict:
         """The keyword arguments of `remote_function.options`."""
@@ -125,8 +126,8 @@ def choose_task_resources(parallel: int | str, n_tasks: int, image_size: int, cl
         cluster: ray.cluster_resources().
 
     Returns:
-        The resources every task declares. The memory is capped to what the cluster has,
-        so that a task is never unschedulable.
+        The resources every task declares, and how many tasks that lets run at once. The
+        memory is capped to what the cluster has, so that a task is never unschedulable.
     """
     from zoidberg.training.executors import CHILD_BASE_BYTES, CHILD_BYTES_PER_PIXEL
 
@@ -138,7 +139,7 @@ def choose_task_resources(parallel: int | str, n_tasks: int, image_size: int, cl
     num_gpus = 0.0 if gpus == 0 else (1.0 if gpus >= at_once else round(gpus / at_once, 2))
     wanted = CHILD_BASE_BYTES + CHILD_BYTES_PER_PIXEL * image_size * image_size * 256
     memory = int(min(wanted, cluster.get("memory", wanted) / at_once))
-    return TaskResources(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory)
+    return TaskResources(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory, at_once=at_once)
 
 
 class RunChannel:
@@ -202,12 +203,14 @@ class NodeRun(Run):
             return True
         import ray
 
+        if time.monotonic() - self._asked < STOP_POLL_S:
+            return False  # Asked a moment ago: the callback calls this every batch.
         if self._answer is not None:
             ready, _ = ray.wait([self._answer], timeout=0)
             if ready:
                 self._stop = bool(ray.get(ready[0]))
                 self._answer = None
-        if self._answer is None and time.monotonic() - self._asked >= STOP_POLL_S:
+        if self._answer is None:
             self._asked = time.monotonic()
             self._answer = self._channel.stop_requested.remote()
         return self._stop
@@ -331,8 +334,7 @@ def run_folds_on_ray(run: Run, tasks: Sequence, inputs: FoldInputs, train_one: C
             ray.shutdown()
 
 
-def relay_events(run: Run, channel, hosts: set[str], say: Callable[[str], None], unit_name: str | None = None,
-                 attempts: dict | None = None) -> None:
+def relay_events(run: Run, channel, hosts: set[str], say: Callable[[str], None], attempts: dict | None = None) -> None:
     """Appends the tasks' queued events to the run; notes where tasks run and says when Ray retried one.
 
     Args:
@@ -340,13 +342,12 @@ def relay_events(run: Run, channel, hosts: set[str], say: Callable[[str], None],
         channel: The RunChannel actor.
         hosts: The hosts seen so far, updated here (status.json's task_hosts).
         say: Console reporter.
-        unit_name: "Fold" or "Trial" for the retry message (default: from the run's kind).
         attempts: Each unit's latest attempt, kept by the caller across calls.
     """
     import ray
 
     attempts = {} if attempts is None else attempts
-    name = unit_name or ("Trial" if run.kind == "tune" else "Fold")
+    name = "Trial" if run.kind == "tune" else "Fold"
     for event in ray.get(channel.take.remote()):
         event_type = event.pop("type")
         event.pop("time", None)

@@ -114,7 +114,7 @@ def search_on_ray(tuner, run, config: TuneConfig, hypermodel, say: Reporter) -> 
     statuses = keras_tuner.engine.trial.TrialStatus
     try:
         resources = choose_task_resources(config.parallel, config.max_trials, config.data.image_size, ray.cluster_resources())
-        slots = max(1, min(config.max_trials, int(ray.cluster_resources().get("CPU", 1)) if config.parallel == "auto" else int(config.parallel)))
+        slots = resources.at_once
         say(f"Trials run as Ray tasks on {describe_address(config.ray_address)}, {slots} at once, each with {resources.describe()}.")
         channel = ray.remote(RunChannel).options(num_cpus=0).remote()
         inputs_ref = ray.put(

@@ -175,3 +175,22 @@ def test_rank_auc_equals_sklearn_with_ties():
     labels = rng.integers(0, 2, 300)
     scores = np.round(rng.random(300) + labels * 0.3, 1)  # Rounded: many ties.
     assert rank_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+
+
+@pytest.mark.parametrize("method", ["youden", "target-sensitivity", "target-specificity", "cost"])
+def test_a_model_that_learned_nothing_gets_a_threshold_in_0_1_and_a_summary(method):
+    # Bare-clone regression: a random frozen backbone ranks the films backwards, Youden's
+    # best point is sklearn's "call nobody" point, and its threshold was 1 + 1e-9.
+    from zoidberg import metrics
+    from zoidberg.config import OperatingPointChoice
+    from zoidberg.evaluation.operating import choose_threshold, operating_point
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    backwards = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1])
+    choice = OperatingPointChoice(method, target=0.99) if method.startswith("target") else OperatingPointChoice(method)
+    threshold = choose_threshold(labels, backwards, choice)
+    assert 0.0 <= threshold <= 1.0
+    point = operating_point(labels, backwards, np.array([0, 1, 0, 1, 0, 1]), choice)
+    assert 0.0 <= point["threshold"] <= 1.0
+    summary = metrics.binary_metrics(labels, backwards, threshold)
+    assert summary["threshold"] == pytest.approx(threshold)

@@ -14,8 +14,9 @@ import pytest
 
 from zoidberg.data import imaging
 from zoidberg.data.imaging import ImageDecodeError, decode_grayscale, load_image, resize_square, sniff_kind
+from conftest import SHARED_DATA
 
-FULLRES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chest_xray_fullres"
+FULLRES_DIR = SHARED_DATA / "chest_xray_fullres"
 
 
 def _source(case, how: str, tmp_path: Path):

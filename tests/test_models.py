@@ -32,8 +32,9 @@ from zoidberg.models.layers import (
 )
 from zoidberg.models.registry import ARCHITECTURES, cnn_min_image_size
 from zoidberg.models.weights import WeightsNotFoundError, resolve_imagenet_weights
+from conftest import SHARED_WEIGHTS
 
-SHARED_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "weights"
+
 MOBILENET_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 EXPECTED_LAST_CONV = {
     "cnn": "block2_conv",

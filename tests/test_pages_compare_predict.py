@@ -19,13 +19,14 @@ from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 from zoidberg.predict import decide
 from zoidberg.runs.store import RunStore
 from zoidberg.ui import predict_view as pv
+from conftest import SHARED_DATA
 
 try:
     import imagegen
 except ImportError:  # The odd-file corpus is optional; its tests are then skipped.
     imagegen = None
 
-FULLRES_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chest_xray_fullres"
+FULLRES_DIR = SHARED_DATA / "chest_xray_fullres"
 
 BAD_CASES = dict(imagegen.BAD_CASES) if imagegen else {}
 ODD_VALID_CASES = dict(imagegen.ODD_VALID_CASES) if imagegen else {}

@@ -44,9 +44,14 @@ def adjust_to_prevalence(positive: np.ndarray, training_prevalence: float, preva
 
 
 def _candidates(labels: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points (fpr, tpr, threshold) with the infinite first threshold made finite."""
+    """ROC points (fpr, tpr, threshold), every threshold a probability in [0, 1].
+
+    sklearn's first point ("call nobody") has an infinite threshold. It becomes 1.0, the
+    highest threshold a probability can meet: a model that learned nothing, whose best
+    point is that one, then still gets a valid threshold instead of crashing the summary.
+    """
     fpr, tpr, thresholds = roc_curve(labels, positive)
-    thresholds = np.minimum(thresholds, 1.0 + 1e-9)
+    thresholds = np.clip(thresholds, 0.0, 1.0)
     return fpr, tpr, thresholds
 
 

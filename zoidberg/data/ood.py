@@ -1,0 +1,258 @@
+"""The out-of-distribution gate: how far an image is from a run's training films, and whether to refuse it."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+# The gate looks at a small thumbnail: enough for the layout of a frontal chest film (lungs,
+# mediastinum, diaphragm, shoulders), too coarse for the findings the model reads.
+THUMBNAIL_SIDE = 32
+# Principal components of the thumbnails kept by the probabilistic PCA; the rest is the residual.
+MAX_COMPONENTS = 64
+# The thresholds sit at this percentile of the out-of-fold training films' scores.
+THRESHOLD_PERCENTILE = 99.5
+# At most this many training films fit one PCA: bounds the time and memory of large sets.
+MAX_FIT_IMAGES = 20_000
+# Fewer training films than this leave no gate: the percentile would mean nothing.
+MIN_FIT_IMAGES = 20
+# A thumbnail whose gray levels vary less than this (of 255) is blank: nothing to diagnose.
+MIN_CONTRAST = 4.0
+# ood_score of a blank image, which has no meaningful distance.
+BLANK_SCORE = 100.0
+GATE_FORMAT_VERSION = 1
+
+REFUSAL = "This does not look like a frontal chest X-ray like those the model learned from"
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """The gate's answer for one image.
+
+    Attributes:
+        in_distribution: False when the image is refused.
+        ood_score: How far it is from the training films, in units of the threshold:
+            1.0 is the threshold, above it the image is refused.
+        reason: Why it was refused, or None.
+    """
+
+    in_distribution: bool
+    ood_score: float
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        """The fields every prediction row carries."""
+        return {"in_distribution": self.in_distribution, "ood_score": round(self.ood_score, 4), "ood_reason": self.reason}
+
+
+def thumbnails(images: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
+    """Standardized thumbnails of uint8 images, and each image's contrast.
+
+    Each image is shrunk to THUMBNAIL_SIDE² (stretched, as the data set's 224-px copy was
+    made), then standardized to mean 0 and variance 1, so that exposure and windowing do not
+    count as distance; the layout does.
+
+    Args:
+        images: 2-D uint8 images of any sizes, or an (N, S, S) array.
+
+    Returns:
+        (N, THUMBNAIL_SIDE²) float32 thumbnails and (N,) gray-level standard deviations.
+    """
+    rows = np.empty((len(images), THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.float32)
+    contrast = np.empty(len(images), dtype=np.float32)
+    for index, image in enumerate(images):
+        small = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
+            (THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR
+        )
+        values = np.asarray(small, dtype=np.float32).ravel()
+        contrast[index] = values.std()
+        rows[index] = (values - values.mean()) / max(float(contrast[index]), 1e-3)
+    return rows, contrast
+
+
+def _orientation_variants(rows: np.ndarray) -> list[np.ndarray]:
+    """The same thumbnails inverted, upside down and turned a quarter either way."""
+    squares = rows.reshape(-1, THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    flat = lambda stack: np.ascontiguousarray(stack).reshape(len(rows), -1)  # noqa: E731
+    return [-rows, flat(np.rot90(squares, 2, axes=(1, 2))), flat(np.rot90(squares, 1, axes=(1, 2))), flat(np.rot90(squares, 3, axes=(1, 2)))]
+
+
+@dataclass(frozen=True)
+class PcaDensity:
+    """A probabilistic PCA of training thumbnails (Tipping & Bishop): a Mahalanobis distance in closed form."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    variances: np.ndarray
+    noise_variance: float
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, seed: int = 0) -> PcaDensity:
+        """Fits on (N, D) thumbnails with sklearn's PCA (at most MAX_COMPONENTS, fewer than N)."""
+        from sklearn.decomposition import PCA
+
+        if len(rows) > MAX_FIT_IMAGES:
+            rows = rows[np.random.default_rng(seed).choice(len(rows), MAX_FIT_IMAGES, replace=False)]
+        components = int(min(MAX_COMPONENTS, len(rows) - 1, rows.shape[1] - 1))
+        pca = PCA(n_components=components, svd_solver="randomized" if len(rows) > 2000 else "full", random_state=seed).fit(rows)
+        floor = 1e-6 * float(np.mean(np.var(rows, axis=0))) + 1e-9
+        return cls(
+            mean=pca.mean_.astype(np.float32),
+            components=pca.components_.astype(np.float32),
+            variances=np.maximum(pca.explained_variance_, floor).astype(np.float32),
+            noise_variance=max(float(pca.noise_variance_), floor),
+        )
+
+    def distance(self, rows: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance under the PPCA covariance, per thumbnail."""
+        centred = rows - self.mean
+        projected = centred @ self.components.T
+        residual = np.maximum(np.sum(centred * centred, axis=1) - np.sum(projected * projected, axis=1), 0.0)
+        return np.sum(projected * projected / self.variances, axis=1) + residual / self.noise_variance
+
+
+@dataclass(frozen=True)
+class OodGate:
+    """The gate of one run: a density of its training films' thumbnails and two thresholds.
+
+    Two checks, both set at THRESHOLD_PERCENTILE of the out-of-fold training films:
+    - distance: the PPCA Mahalanobis distance of the thumbnail (photographs, documents,
+      CT and MR slices, other body parts);
+    - orientation: how much closer the image would be to the training films inverted,
+      upside down or turned, than as it is (inverted and rotated films, which keep the
+      statistics of an X-ray).
+    A blank image (contrast below MIN_CONTRAST) is refused outright.
+
+    Attributes:
+        density: The PPCA fitted on every training film.
+        distance_threshold / distance_median: The out-of-fold distance at the percentile and at the median.
+        orientation_threshold / orientation_median: The same for the orientation margin.
+        n_fitted: Training films the gate saw.
+        percentile: The percentile of the thresholds.
+    """
+
+    density: PcaDensity
+    distance_threshold: float
+    distance_median: float
+    orientation_threshold: float
+    orientation_median: float
+    n_fitted: int
+    percentile: float = THRESHOLD_PERCENTILE
+
+    def verdicts(self, images) -> list[GateVerdict]:
+        """The gate's verdict on each uint8 image (as the model sees it, or any size)."""
+        if not len(images):
+            return []
+        rows, contrast = thumbnails(images)
+        distance, orientation = _raw_scores(self.density, rows)
+        distance_units = _in_threshold_units(distance, self.distance_median, self.distance_threshold)
+        orientation_units = _in_threshold_units(orientation, self.orientation_median, self.orientation_threshold)
+        results = []
+        for index in range(len(rows)):
+            if contrast[index] < MIN_CONTRAST:
+                results.append(GateVerdict(False, BLANK_SCORE, f"{REFUSAL}: the image is blank (almost no contrast)."))
+                continue
+            score = float(max(distance_units[index], orientation_units[index]))
+            if distance_units[index] > 1.0:
+                reason = f"{REFUSAL}: it is far from the training films (score {score:.2f}, refused above 1)."
+            elif orientation_units[index] > 1.0:
+                reason = f"{REFUSAL}: it looks inverted, upside down or turned (score {score:.2f}, refused above 1)."
+            else:
+                reason = None
+            results.append(GateVerdict(reason is None, score, reason))
+        return results
+
+    def describe(self) -> str:
+        """One line for the CLI and the run view."""
+        return (
+            f"out-of-distribution gate fitted on {self.n_fitted} training films; thresholds at the "
+            f"{self.percentile:g}th percentile of their out-of-fold scores"
+        )
+
+    def to_bytes(self) -> bytes:
+        """The gate as an .npz file's bytes."""
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            version=np.int64(GATE_FORMAT_VERSION),
+            mean=self.density.mean,
+            components=self.density.components,
+            variances=self.density.variances,
+            noise_variance=np.float64(self.density.noise_variance),
+            thresholds=np.array([self.distance_threshold, self.distance_median, self.orientation_threshold, self.orientation_median]),
+            n_fitted=np.int64(self.n_fitted),
+            percentile=np.float64(self.percentile),
+            thumbnail_side=np.int64(THUMBNAIL_SIDE),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OodGate:
+        """Reads a gate written by to_bytes.
+
+        Raises:
+            ValueError: The bytes are not a gate of this version.
+        """
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+                if int(stored["version"]) != GATE_FORMAT_VERSION or int(stored["thumbnail_side"]) != THUMBNAIL_SIDE:
+                    raise ValueError("it was written by another version of Zoidberg")
+                thresholds = [float(value) for value in stored["thresholds"]]
+                density = PcaDensity(stored["mean"], stored["components"], stored["variances"], float(stored["noise_variance"]))
+                return cls(density, thresholds[0], thresholds[1], thresholds[2], thresholds[3], int(stored["n_fitted"]), float(stored["percentile"]))
+        except ValueError:
+            raise
+        except Exception as error:  # A damaged zip or a missing array: np.load raises many types.
+            raise ValueError(f"it is damaged ({type(error).__name__}: {error})") from None
+
+
+def _raw_scores(density: PcaDensity, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, orientation margin) of thumbnails under a density."""
+    distance = density.distance(rows)
+    turned = np.min([density.distance(variant) for variant in _orientation_variants(rows)], axis=0)
+    return distance, distance - turned
+
+
+def _in_threshold_units(values: np.ndarray, median: float, threshold: float) -> np.ndarray:
+    """Maps the out-of-fold median to 0 and the threshold to 1."""
+    return (values - median) / max(threshold - median, 1e-9)
+
+
+def fit_gate(images, fold_of: np.ndarray, *, percentile: float = THRESHOLD_PERCENTILE, seed: int = 0) -> OodGate | None:
+    """Fits the gate on a run's training films, with thresholds from their out-of-fold scores.
+
+    Each fold's films are scored by a density fitted on the other folds, as the run's models
+    were validated, so the thresholds see films the density did not: at the percentile,
+    about (100 − percentile) % of new films like the training ones are refused.
+
+    Args:
+        images: The training films, (N, S, S) uint8, as the models saw them.
+        fold_of: The fold (0-based) of each film; patients never straddle two.
+        percentile: The percentile of the out-of-fold scores that sets each threshold.
+        seed: Seeds the subsample of large sets.
+
+    Returns:
+        The gate, or None when there are fewer than MIN_FIT_IMAGES films or one fold only.
+    """
+    fold_of = np.asarray(fold_of)
+    if len(images) < MIN_FIT_IMAGES or len(np.unique(fold_of)) < 2:
+        return None
+    rows, _ = thumbnails(images)
+    distance = np.empty(len(rows))
+    orientation = np.empty(len(rows))
+    for fold in np.unique(fold_of):
+        held_out = fold_of == fold
+        density = PcaDensity.fit(rows[~held_out], seed=seed)
+        distance[held_out], orientation[held_out] = _raw_scores(density, rows[held_out])
+    return OodGate(
+        density=PcaDensity.fit(rows, seed=seed),
+        distance_threshold=float(np.percentile(distance, percentile)),
+        distance_median=float(np.median(distance)),
+        orientation_threshold=float(np.percentile(orientation, percentile)),
+        orientation_median=float(np.median(orientation)),
+        n_fitted=int(len(rows)),
+        percentile=float(percentile),
+    )

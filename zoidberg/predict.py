@@ -293,6 +293,13 @@ class FrozenForward:
         self(np.zeros((1, self.image_size, self.image_size, 1), dtype=np.float32))
 
 
+def gate_fields(verdict) -> dict:
+    """A prediction row's gate fields; None where the run has no gate (its predictions are unchecked)."""
+    if verdict is None:
+        return {"in_distribution": None, "ood_score": None, "ood_reason": None}
+    return verdict.to_dict()
+
+
 class Decides:
     """Decisions and file prediction for anything with probabilities(), a threshold, a scale and an image size."""
 
@@ -306,9 +313,33 @@ class Decides:
         Returns:
             Decision.to_dict(): label, probability (of pneumonia for binary runs, of the
             predicted class otherwise), spread (std across folds or members), per_fold,
-            class_probabilities, threshold, the scale and both raw and calibrated probabilities.
+            class_probabilities, threshold, the scale and both raw and calibrated probabilities;
+            then the gate's in_distribution, ood_score and ood_reason.
         """
-        return self.decide(self.probabilities(gray, tta=tta), threshold).to_dict()
+        return {**self.decide(self.probabilities(gray, tta=tta), threshold).to_dict(), **gate_fields(self.gate_verdicts([gray])[0])}
+
+    def gate_input(self, gray: np.ndarray) -> np.ndarray:
+        """The image the gate scores: the one the models (or the first member) see."""
+        return self.model_input(gray)
+
+    @property
+    def gate(self):
+        """The run's out-of-distribution gate (fitted on first use for older runs), or None with gate_note saying why."""
+        if not hasattr(self, "_gate_loaded"):
+            from zoidberg.evaluation.gate import GateUnavailable, load_run_gate
+
+            self._gate_loaded, self.gate_note = None, ""
+            try:
+                self._gate_loaded = load_run_gate(self.run)
+            except GateUnavailable as error:
+                self.gate_note = str(error)
+        return self._gate_loaded
+
+    def gate_verdicts(self, grays: Sequence[np.ndarray]) -> list:
+        """The gate's verdict on each decoded image, or None for each when the run has no gate."""
+        if self.gate is None:
+            return [None] * len(grays)
+        return self.gate.verdicts([self.gate_input(gray) for gray in grays])
 
     def predict_file(self, source, *, name: str = "", threshold: float | None = None, tta: bool | None = None) -> dict:
         """Decodes a file or bytes (PNG, JPEG, DICOM) and predicts it (see predict_gray; tta: the run's setting by default)."""
@@ -576,6 +607,10 @@ class EnsembleOfRuns(Decides):
         """The image every member starts from: the decoded image itself, each member resizes it."""
         return gray
 
+    def gate_input(self, gray: np.ndarray) -> np.ndarray:
+        """The image the gate scores: as the first member, whose training films fit the gate, sees it."""
+        return self.members[0].model_input(gray)
+
     def _member_tta(self, member: Ensemble, tta: bool | None) -> bool:
         return member.tta if not tta else True
 
@@ -768,7 +803,8 @@ def predict_files(
         progress: Called as progress(done, total) after every chunk of images.
 
     Returns:
-        One row per file: file, the Decision's fields (label is the predicted class),
+        One row per file: file, the Decision's fields (label is the predicted class), the gate's
+        in_distribution, ood_score and ood_reason,
         true_label and correct where the folder names the class, or error.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -790,7 +826,9 @@ def predict_files(
             chunk = list(paths[start : start + PREDICT_CHUNK])
             decoded = list(pool.map(decode, chunk))
             good = [index for index, (gray, _) in enumerate(decoded) if gray is not None]
-            predictions = dict(zip(good, ensemble.predictions_of([decoded[index][0] for index in good], tta=tta)))
+            grays = [decoded[index][0] for index in good]
+            predictions = dict(zip(good, ensemble.predictions_of(grays, tta=tta)))
+            verdicts = dict(zip(good, ensemble.gate_verdicts(grays)))
             for index, path in enumerate(chunk):
                 row: dict = {"file": str(path)}
                 true_label = label_from_path(path, label_mode) if label_mode else None
@@ -799,6 +837,7 @@ def predict_files(
                 if index in predictions:
                     decision = ensemble.decide(predictions[index], threshold)
                     row.update(decision.to_dict())
+                    row.update(gate_fields(verdicts[index]))
                     if true_label is not None:
                         row["correct"] = decision.label == true_label
                 else:

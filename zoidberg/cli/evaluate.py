@@ -126,8 +126,12 @@ def command_predict(args) -> int:
         for row in rows:
             if "error" in row:
                 print(f"{row['file']}: ERROR {row['error']}")
+            elif row.get("in_distribution") is False:
+                print(f"{row['file']}: REFUSED, no diagnosis. {row['ood_reason']}")
             else:
                 print(f"{row['file']}: {describe_prediction(row, threshold)}")
+    if ensemble.gate is None:
+        print(f"Unchecked: {ensemble.gate_note}")
     print(predictions_summary(rows, seconds, tta))
     if args.csv:
         print(f"Wrote {len(rows)} rows to {args.csv}")
@@ -142,6 +146,9 @@ def predictions_summary(rows: list[dict], seconds: float, tta: bool) -> str:
     labelled = [row for row in predicted if "correct" in row]
     if labelled:
         text += f"; {sum(row['correct'] for row in labelled)}/{len(labelled)} correct where the folder names the class"
+    refused = sum(row.get("in_distribution") is False for row in predicted)
+    if refused:
+        text += f"; {refused} refused as unlike the training films (in_distribution false)"
     failed = len(rows) - len(predicted)
     return text + (f"; {failed} skipped or unreadable (see their rows)" if failed else "")
 
@@ -151,7 +158,7 @@ def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -
     import csv
 
     fields = ["file", "true_label", "prediction", "correct", "probability", "probability_raw", "probability_calibrated", "spread",
-              "scale", "threshold", *(f"p_{name}" for name in class_names), "tta", "error"]
+              "scale", "threshold", *(f"p_{name}" for name in class_names), "in_distribution", "ood_score", "ood_reason", "tta", "error"]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -218,6 +225,13 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
     values = evaluation.get("predictive_values")
     if values:
         lines.append(f"  PPV {fmt(values['ppv'])}, NPV {fmt(values['npv'])} at prevalence {values['prevalence']:.1%} ({values['source']})")
+    gate = evaluation.get("out_of_distribution")
+    if gate and gate.get("checked"):
+        flagged = gate["flagged"]
+        text = f"  Out-of-distribution gate: {gate['n_flagged']} of {evaluation['n_images']} images refused"
+        lines.append(text + (": " + ", ".join(item["path"] for item in flagged[:10]) + (" ..." if len(flagged) > 10 else "") if flagged else ""))
+    elif gate:
+        lines.append(f"  Unchecked by the out-of-distribution gate: {gate['note']}")
     calibration = evaluation.get("calibration") or {}
     raw, calibrated = calibration.get("raw") or {}, calibration.get("calibrated")
     text = f"  Calibration: ECE {fmt(raw.get('ece'))}, Brier {fmt(raw.get('brier'))} raw"

@@ -48,7 +48,7 @@ class GateVerdict:
         return {"in_distribution": self.in_distribution, "ood_score": round(self.ood_score, 4), "ood_reason": self.reason}
 
 
-def thumbnails(images: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
+def thumbnails(images: np.ndarray | list, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Standardized thumbnails of uint8 images, and each image's contrast.
 
     Each image is shrunk to THUMBNAIL_SIDE² (stretched, as the data set's 224-px copy was
@@ -56,14 +56,17 @@ def thumbnails(images: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
     count as distance; the layout does.
 
     Args:
-        images: 2-D uint8 images of any sizes, or an (N, S, S) array.
+        images: 2-D uint8 images of any sizes, or an (N, S, S) array (memory-mapped is fine).
+        indices: Only these rows of `images`, read one at a time (no copy of the whole).
 
     Returns:
         (N, THUMBNAIL_SIDE²) float32 thumbnails and (N,) gray-level standard deviations.
     """
-    rows = np.empty((len(images), THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.float32)
-    contrast = np.empty(len(images), dtype=np.float32)
-    for index, image in enumerate(images):
+    indices = range(len(images)) if indices is None else np.asarray(indices)
+    rows = np.empty((len(indices), THUMBNAIL_SIDE * THUMBNAIL_SIDE), dtype=np.float32)
+    contrast = np.empty(len(indices), dtype=np.float32)
+    for index, row in enumerate(indices):
+        image = images[row]
         small = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
             (THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR
         )
@@ -221,7 +224,9 @@ def _in_threshold_units(values: np.ndarray, median: float, threshold: float) -> 
     return (values - median) / max(threshold - median, 1e-9)
 
 
-def fit_gate(images, fold_of: np.ndarray, *, percentile: float = THRESHOLD_PERCENTILE, seed: int = 0) -> OodGate | None:
+def fit_gate(
+    images, fold_of: np.ndarray, *, indices: np.ndarray | None = None, percentile: float = THRESHOLD_PERCENTILE, seed: int = 0
+) -> OodGate | None:
     """Fits the gate on a run's training films, with thresholds from their out-of-fold scores.
 
     Each fold's films are scored by a density fitted on the other folds, as the run's models
@@ -229,8 +234,9 @@ def fit_gate(images, fold_of: np.ndarray, *, percentile: float = THRESHOLD_PERCE
     about (100 − percentile) % of new films like the training ones are refused.
 
     Args:
-        images: The training films, (N, S, S) uint8, as the models saw them.
-        fold_of: The fold (0-based) of each film; patients never straddle two.
+        images: The films, (N, S, S) uint8, as the models saw them.
+        fold_of: The fold (0-based) of each training film; patients never straddle two.
+        indices: The training films' rows of `images` (default: all), in fold_of's order.
         percentile: The percentile of the out-of-fold scores that sets each threshold.
         seed: Seeds the subsample of large sets.
 
@@ -238,9 +244,9 @@ def fit_gate(images, fold_of: np.ndarray, *, percentile: float = THRESHOLD_PERCE
         The gate, or None when there are fewer than MIN_FIT_IMAGES films or one fold only.
     """
     fold_of = np.asarray(fold_of)
-    if len(images) < MIN_FIT_IMAGES or len(np.unique(fold_of)) < 2:
+    if len(fold_of) < MIN_FIT_IMAGES or len(np.unique(fold_of)) < 2:
         return None
-    rows, _ = thumbnails(images)
+    rows, _ = thumbnails(images, indices)
     distance = np.empty(len(rows))
     orientation = np.empty(len(rows))
     for fold in np.unique(fold_of):

@@ -224,12 +224,42 @@ def summarize_scores(
     return result
 
 
-def _write_predictions(path: Path, dataset, rows, labels, raw, calibrated, decided, per_fold, class_names) -> None:
-    """predictions.csv: one row per image with raw and calibrated probabilities and the decision."""
+def gate_check(ensemble, dataset, rows) -> dict:
+    """What the run's out-of-distribution gate says of an evaluation's images.
+
+    The metrics still count every image, so that evaluations stay comparable; the flagged
+    ones are counted and listed beside them.
+
+    Returns:
+        {"checked", "note", "n_flagged", "flagged": [{"path", "ood_score", "reason"}],
+        "scores": per image (in_distribution, ood_score) or None when unchecked}.
+    """
+    gate = ensemble.gate
+    if gate is None:
+        return {"checked": False, "note": ensemble.gate_note, "n_flagged": 0, "flagged": [], "scores": None}
+    verdicts = gate.verdicts([dataset.images[row] for row in rows])
+    flagged = [
+        {"path": dataset.paths[row], "ood_score": round(verdict.ood_score, 4), "reason": verdict.reason}
+        for row, verdict in zip(rows, verdicts)
+        if not verdict.in_distribution
+    ]
+    return {
+        "checked": True,
+        "note": gate.describe(),
+        "n_flagged": len(flagged),
+        "flagged": flagged,
+        "scores": [(verdict.in_distribution, round(verdict.ood_score, 4)) for verdict in verdicts],
+    }
+
+
+def _write_predictions(path: Path, dataset, rows, labels, raw, calibrated, decided, per_fold, class_names, gate_scores=None) -> None:
+    """predictions.csv: one row per image with raw and calibrated probabilities, the decision and the gate's verdict."""
     columns = ["path", "patient", "label", "prediction", "correct", "spread"]
     columns += [f"p_raw_{name}" for name in class_names]
     if calibrated is not None:
         columns += [f"p_calibrated_{name}" for name in class_names]
+    if gate_scores is not None:
+        columns += ["in_distribution", "ood_score"]
     column = 1 if len(class_names) == 2 else None
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -248,6 +278,8 @@ def _write_predictions(path: Path, dataset, rows, labels, raw, calibrated, decid
             values += [f"{value:.6f}" for value in raw[position]]
             if calibrated is not None:
                 values += [f"{value:.6f}" for value in calibrated[position]]
+            if gate_scores is not None:
+                values += [int(gate_scores[position][0]), f"{gate_scores[position][1]:.4f}"]
             writer.writerow(values)
 
 
@@ -379,6 +411,13 @@ def evaluate_run(
     per_fold = ensemble.score_dataset(dataset, rows, tta=tta, progress=(lambda done, total: progress("Scoring", done, total)) if progress else None)
     scoring_seconds = time.perf_counter() - scoring_start
     raw, calibrated = ensemble.combine(per_fold)
+    gate = gate_check(ensemble, dataset, rows)
+    gate_scores = gate.pop("scores")
+    if gate["n_flagged"]:
+        say(f"Warning: {gate['n_flagged']} of {len(rows)} images look unlike the training films (the gate refuses them in predict): "
+            + ", ".join(item["path"] for item in gate["flagged"][:5]) + (" ..." if gate["n_flagged"] > 5 else ""))
+    elif not gate["checked"]:
+        say(f"Unchecked: {gate['note']}")
     labels = dataset.labels[rows]
     class_names = list(ensemble.class_names)
     figures = summarize_scores(
@@ -422,11 +461,12 @@ def evaluate_run(
         "operating_point": choice,
         **figures,
         "leakage": leakage,
+        "out_of_distribution": gate,
         "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
         "notes": notes,
         "seconds": round(time.perf_counter() - start, 2),
     }
-    _store(run, name, evaluation, lambda path: _write_predictions(path, dataset, rows, labels, raw, calibrated, decided, per_fold, class_names))
+    _store(run, name, evaluation, lambda path: _write_predictions(path, dataset, rows, labels, raw, calibrated, decided, per_fold, class_names, gate_scores))
     headline = evaluation["metrics"]
     auc = headline.get("roc_auc")
     say(

@@ -525,6 +525,9 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
         run, config, labels, oof, fold_of, dataset.class_names, seconds, say,
         parameters=(run.read_fold_json(1) or {}).get("parameters"),
     )
+    from zoidberg.evaluation.gate import fit_run_gate
+
+    fit_run_gate(run, dataset.images, indices, fold_of, say)
     # The test split is scored by the stored models at the stored operating point, as any
     # later evaluation is, so summary.json must exist first.
     summary["test"] = _evaluate_test_split(run, dataset, say)

@@ -19,6 +19,8 @@ THRESHOLD_PERCENTILE = 99.5
 MAX_FIT_IMAGES = 20_000
 # Fewer training films than this leave no gate: the percentile would mean nothing.
 MIN_FIT_IMAGES = 20
+# Below this many training films the gate is strict: its thresholds come from few scores.
+FEW_FILMS = 500
 # A thumbnail whose gray levels vary less than this (of 255) is blank: nothing to diagnose.
 MIN_CONTRAST = 4.0
 # ood_score of a blank image, which has no meaningful distance.
@@ -119,7 +121,7 @@ class PcaDensity:
 
 @dataclass(frozen=True)
 class OodGate:
-    """The gate of one run: a density of its training films' thumbnails and two thresholds.
+    """The gate of one run: densities of its training films' thumbnails and two thresholds.
 
     Two checks, both set at THRESHOLD_PERCENTILE of the out-of-fold training films:
     - distance: the PPCA Mahalanobis distance of the thumbnail (photographs, documents,
@@ -129,15 +131,18 @@ class OodGate:
       statistics of an X-ray).
     A blank image (contrast below MIN_CONTRAST) is refused outright.
 
+    A new image is scored by each fold's density and the scores are averaged: each density
+    scores it as it scored its held-out films, so the thresholds mean the same for both.
+
     Attributes:
-        density: The PPCA fitted on every training film.
+        densities: One PPCA per fold, fitted on the films of the other folds.
         distance_threshold / distance_median: The out-of-fold distance at the percentile and at the median.
         orientation_threshold / orientation_median: The same for the orientation margin.
         n_fitted: Training films the gate saw.
         percentile: The percentile of the thresholds.
     """
 
-    density: PcaDensity
+    densities: tuple[PcaDensity, ...]
     distance_threshold: float
     distance_median: float
     orientation_threshold: float
@@ -150,7 +155,9 @@ class OodGate:
         if not len(images):
             return []
         rows, contrast = thumbnails(images)
-        distance, orientation = _raw_scores(self.density, rows)
+        scores = [_raw_scores(density, rows) for density in self.densities]
+        distance = np.mean([score[0] for score in scores], axis=0)
+        orientation = np.mean([score[1] for score in scores], axis=0)
         distance_units = _in_threshold_units(distance, self.distance_median, self.distance_threshold)
         orientation_units = _in_threshold_units(orientation, self.orientation_median, self.orientation_threshold)
         results = []
@@ -170,10 +177,13 @@ class OodGate:
 
     def describe(self) -> str:
         """One line for the CLI and the run view."""
-        return (
+        text = (
             f"out-of-distribution gate fitted on {self.n_fitted} training films; thresholds at the "
             f"{self.percentile:g}th percentile of their out-of-fold scores"
         )
+        if self.n_fitted < FEW_FILMS:
+            text += " (few films: expect it to refuse some real X-rays too)"
+        return text
 
     def to_bytes(self) -> bytes:
         """The gate as an .npz file's bytes."""
@@ -181,16 +191,21 @@ class OodGate:
         np.savez_compressed(
             buffer,
             version=np.int64(GATE_FORMAT_VERSION),
-            mean=self.density.mean,
-            components=self.density.components,
-            variances=self.density.variances,
-            noise_variance=np.float64(self.density.noise_variance),
+            mean=np.stack([density.mean for density in self.densities]),
+            # Densities of folds of different sizes may keep different numbers of components.
+            components=np.stack([_padded(density.components, self._most_components()) for density in self.densities]),
+            variances=np.stack([_padded(density.variances, self._most_components(), fill=1.0) for density in self.densities]),
+            kept=np.array([len(density.variances) for density in self.densities]),
+            noise_variance=np.array([density.noise_variance for density in self.densities]),
             thresholds=np.array([self.distance_threshold, self.distance_median, self.orientation_threshold, self.orientation_median]),
             n_fitted=np.int64(self.n_fitted),
             percentile=np.float64(self.percentile),
             thumbnail_side=np.int64(THUMBNAIL_SIDE),
         )
         return buffer.getvalue()
+
+    def _most_components(self) -> int:
+        return max(len(density.variances) for density in self.densities)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OodGate:
@@ -204,12 +219,23 @@ class OodGate:
                 if int(stored["version"]) != GATE_FORMAT_VERSION or int(stored["thumbnail_side"]) != THUMBNAIL_SIDE:
                     raise ValueError("it was written by another version of Zoidberg")
                 thresholds = [float(value) for value in stored["thresholds"]]
-                density = PcaDensity(stored["mean"], stored["components"], stored["variances"], float(stored["noise_variance"]))
-                return cls(density, thresholds[0], thresholds[1], thresholds[2], thresholds[3], int(stored["n_fitted"]), float(stored["percentile"]))
+                densities = tuple(
+                    PcaDensity(mean, components[:kept], variances[:kept], float(noise))
+                    for mean, components, variances, kept, noise in zip(
+                        stored["mean"], stored["components"], stored["variances"], stored["kept"], stored["noise_variance"]
+                    )
+                )
+                return cls(densities, thresholds[0], thresholds[1], thresholds[2], thresholds[3], int(stored["n_fitted"]), float(stored["percentile"]))
         except ValueError:
             raise
         except Exception as error:  # A damaged zip or a missing array: np.load raises many types.
             raise ValueError(f"it is damaged ({type(error).__name__}: {error})") from None
+
+
+def _padded(values: np.ndarray, rows: int, fill: float = 0.0) -> np.ndarray:
+    """Pads the first axis of an array to `rows` with `fill`."""
+    pad = [(0, rows - len(values))] + [(0, 0)] * (values.ndim - 1)
+    return np.pad(values, pad, constant_values=fill)
 
 
 def _raw_scores(density: PcaDensity, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,12 +275,13 @@ def fit_gate(
     rows, _ = thumbnails(images, indices)
     distance = np.empty(len(rows))
     orientation = np.empty(len(rows))
+    densities = []
     for fold in np.unique(fold_of):
         held_out = fold_of == fold
-        density = PcaDensity.fit(rows[~held_out], seed=seed)
-        distance[held_out], orientation[held_out] = _raw_scores(density, rows[held_out])
+        densities.append(PcaDensity.fit(rows[~held_out], seed=seed))
+        distance[held_out], orientation[held_out] = _raw_scores(densities[-1], rows[held_out])
     return OodGate(
-        density=PcaDensity.fit(rows, seed=seed),
+        densities=tuple(densities),
         distance_threshold=float(np.percentile(distance, percentile)),
         distance_median=float(np.median(distance)),
         orientation_threshold=float(np.percentile(orientation, percentile)),

@@ -24,6 +24,7 @@ from zoidberg.data.imaging import (
     downscale,
     sniff_kind,
 )
+from zoidberg.data.ood import REFUSAL
 from zoidberg.predict import Decision, Prediction, decide
 from zoidberg.runs.store import MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError, RunStore
 from zoidberg.ui import figures
@@ -232,6 +233,7 @@ class ImageResult:
         display: Grayscale uint8 image for display (long side at most MAX_DISPLAY_SIDE).
         model_input: The S×S uint8 image the networks saw.
         prediction: The fold models' threshold-free probabilities.
+        verdict: The out-of-distribution gate's verdict (None when the run has no gate).
         heatmaps: Grad-CAM maps already computed, by class index.
         encoded: JPEG bytes of the display image ("image",) and of overlays
             ("overlay", class index, opacity), so reruns re-encode nothing.
@@ -247,6 +249,7 @@ class ImageResult:
     display: np.ndarray | None = field(default=None, repr=False)
     model_input: np.ndarray | None = field(default=None, repr=False)
     prediction: Prediction | None = None
+    verdict: Any = None
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     encoded: dict[tuple, bytes] = field(default_factory=dict, repr=False)
 
@@ -254,6 +257,11 @@ class ImageResult:
     def ok(self) -> bool:
         """Whether the image was predicted."""
         return self.error is None and self.prediction is not None
+
+    @property
+    def refused(self) -> bool:
+        """Whether the gate refused the image: no diagnosis is shown for it."""
+        return self.verdict is not None and not self.verdict.in_distribution
 
 
 def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
@@ -304,11 +312,17 @@ def predict_decoded(ensemble: Any, pairs: Sequence[tuple[ImageResult, np.ndarray
     except Exception:  # Same: one bad image never takes the others down.
         LOGGER.exception("Batched prediction failed; predicting one image at a time")
         predictions = None
+    try:
+        verdicts = ensemble.gate_verdicts(inputs)
+    except Exception:  # The gate's failure leaves the images unchecked, and says so on each card.
+        LOGGER.exception("The out-of-distribution gate failed")
+        verdicts = [None] * len(inputs)
     results = []
     for index, ((result, _), model_input) in enumerate(zip(pairs, inputs)):
         try:
             result.prediction = predictions[index] if predictions is not None else ensemble.probabilities(model_input)
             result.model_input = model_input
+            result.verdict = verdicts[index]
         except Exception as error:
             LOGGER.exception("Prediction failed for %s", result.name)
             result.error = f"prediction failed ({type(error).__name__}: {str(error)[:120]})"
@@ -404,6 +418,11 @@ def results_table(
                 row[f"P({name})"] = round(decision.class_probabilities.get(name, float("nan")), 4)
             if binary:
                 row["threshold"] = round(decision.threshold, 4)
+            if result.refused:
+                row["prediction"] = "refused"
+            if result.verdict is not None:
+                row["in_distribution"] = result.verdict.in_distribution
+                row["ood_score"] = round(result.verdict.ood_score, 3)
         else:
             row.update(prediction=None, probability=None, spread=None, folds=None, scale=None)
             for name in class_names:
@@ -768,6 +787,9 @@ def show_card(
             st.error(f"{escape_markdown(result.name)}: {escape_markdown(result.error)}", icon="🚫")
             return
         decision = decide(result.prediction, threshold, ensemble.scale)
+        if result.refused:
+            _show_refusal(result, decision, class_names)
+            return
         show_gradcam, alpha = gradcam
         columns = st.columns([1, 1, 1.3]) if show_gradcam else st.columns([1, 1.3])
         with columns[0]:
@@ -779,6 +801,22 @@ def show_card(
                 _show_gradcam(ensemble, result, decision, alpha)
         with columns[-1]:
             _show_decision(decision, class_names, result, index)
+
+
+def _show_refusal(result: ImageResult, decision: Decision, class_names: Sequence[str]) -> None:
+    """The card of an image the gate refused: the image and why, and no diagnosis."""
+    columns = st.columns([1, 1.3])
+    with columns[0]:
+        st.image(display_jpeg(result), caption=f"{result.kind.upper()}", width="stretch")
+    with columns[1]:
+        st.markdown("### :orange[No diagnosis]")
+        st.error(f"{REFUSAL}. The model's answer would mean nothing here.", icon=":material/block:")
+        st.caption(
+            f"{escape_markdown(result.verdict.reason or '')} Upload a frontal chest X-ray (PA or AP), upright and not inverted."
+        )
+        with st.expander("For model developers: what the model would have said"):
+            probability = decision.class_probabilities.get(class_names[-1], decision.probability)
+            st.caption(f"{decision.label} (P({class_names[-1]}) = {probability:.3f}); out-of-distribution score {result.verdict.ood_score:.2f}, refused above 1.")
 
 
 def _show_gradcam(ensemble: Any, result: ImageResult, decision: Decision, alpha: float) -> None:
@@ -846,6 +884,15 @@ def results_ui(ensemble: Any, run: Run, store: RunStore, items: Sequence[ImageIn
             f"{len(failed)} of {len(results)} file(s) could not be used; "
             "their reasons are in the table and cards below."
         )
+    refused = [result for result in results if result.ok and result.refused]
+    if refused:
+        st.warning(
+            f"{len(refused)} of {len(results)} image(s) do not look like the frontal chest X-rays this model learned from: "
+            "they get no diagnosis.",
+            icon=":material/block:",
+        )
+    if ensemble.gate is None:
+        st.caption(f"Unchecked: {escape_markdown(ensemble.gate_note)}")
     show_batch_table(results, list(ensemble.class_names), threshold, run.id, ensemble.scale)
     for index, result in enumerate(results[:CARD_LIMIT]):
         show_card(ensemble, result, threshold, gradcam, index)

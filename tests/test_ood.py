@@ -1,0 +1,195 @@
+"""The out-of-distribution gate: it refuses what is not a chest film, keeps the films, and every surface that predicts shows it."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apptest_helpers import assert_no_exception, open_app, texts
+from zoidberg.data.ood import BLANK_SCORE, OodGate, fit_gate, thumbnails
+
+
+def _photographs() -> dict[str, np.ndarray]:
+    """Non-X-ray images that scikit-image ships (no download): photographs and documents."""
+    import skimage.data
+
+    gray = lambda image: np.asarray(Image.fromarray(image).convert("L")) if image.ndim == 3 else image  # noqa: E731
+    return {name: gray(getattr(skimage.data, name)()) for name in ("astronaut", "camera", "coffee", "page", "text", "coins")}
+
+
+@pytest.fixture(scope="module")
+def demo_films(tmp_path_factory):
+    """Synthetic chest films at 64 px: a training set with patient-grouped folds, and films of other patients."""
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.data.demo import make_demo_dataset
+    from zoidberg.data.folds import make_folds
+
+    folder = make_demo_dataset(tmp_path_factory.mktemp("gate") / "demo", patients_per_class=30, images_per_patient=(1, 3), image_size=64)
+    dataset = load_dataset(folder, image_size=64, cache_dir=tmp_path_factory.mktemp("gate-cache"))
+    rows = dataset.training_indices()
+    fold_of = make_folds(dataset.labels[rows], dataset.patients[rows], n_splits=3, random_state=0)
+    return dataset.images[rows], fold_of, dataset.images[dataset.test_indices()]
+
+
+def test_the_gate_refuses_photographs_documents_turned_inverted_and_blank_images_and_keeps_new_films(demo_films):
+    images, fold_of, new_films = demo_films
+    gate = fit_gate(images, fold_of)
+    assert gate is not None and gate.n_fitted == len(images)
+    kept = gate.verdicts(new_films)
+    # The thresholds sit at the 99.5th percentile of out-of-fold training films: new films of
+    # other patients pass (a few may not, but never most).
+    assert np.mean([verdict.in_distribution for verdict in kept]) >= 0.9
+    assert all(verdict.reason is None and verdict.ood_score <= 1.0 for verdict in kept if verdict.in_distribution)
+    others = {**_photographs()}
+    film = new_films[0]
+    others.update(turned=np.rot90(film).copy(), upside_down=np.rot90(film, 2).copy(), inverted=255 - film)
+    others.update(black=np.zeros((64, 64), np.uint8), noise=np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))
+    verdicts = dict(zip(others, gate.verdicts(list(others.values()))))
+    refused = {name for name, verdict in verdicts.items() if not verdict.in_distribution}
+    assert refused == set(others), f"not refused: {set(others) - refused}"
+    assert verdicts["black"].ood_score == BLANK_SCORE and "blank" in verdicts["black"].reason
+    assert "inverted, upside down or turned" in verdicts["upside_down"].reason or "far from" in verdicts["upside_down"].reason
+    assert all(verdict.ood_score > 1.0 and "does not look like a frontal chest X-ray" in verdict.reason for verdict in verdicts.values())
+
+
+def test_the_gate_reads_back_what_it_wrote_and_names_a_damaged_file(demo_films):
+    images, fold_of, new_films = demo_films
+    gate = fit_gate(images, fold_of)
+    again = OodGate.from_bytes(gate.to_bytes())
+    assert [verdict.ood_score for verdict in again.verdicts(new_films[:5])] == pytest.approx([verdict.ood_score for verdict in gate.verdicts(new_films[:5])])
+    with pytest.raises(ValueError, match="damaged"):
+        OodGate.from_bytes(gate.to_bytes()[:100])
+    # Too few films or one fold: no gate, rather than a threshold that means nothing.
+    assert fit_gate(images[:10], fold_of[:10]) is None
+    assert fit_gate(images, np.zeros(len(images), int)) is None
+
+
+def test_thumbnails_ignore_exposure_and_read_memory_mapped_rows_one_by_one(tmp_path, demo_films):
+    images = demo_films[0][:6]
+    brighter = np.clip(images.astype(int) * 0.6 + 60, 0, 255).astype(np.uint8)
+    np.testing.assert_allclose(thumbnails(images)[0], thumbnails(brighter)[0], atol=0.08)
+    mapped_path = tmp_path / "images.npy"
+    np.save(mapped_path, demo_films[0])
+    mapped = np.load(mapped_path, mmap_mode="r")
+    np.testing.assert_array_equal(thumbnails(mapped, np.array([4, 1]))[0], thumbnails(demo_films[0][[4, 1]])[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Every surface that predicts: the run store, the CLI, evaluate and the Predict page.
+# ---------------------------------------------------------------------------------------
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def gated_run(trained, tmp_path, monkeypatch):
+    """A copy of the session's baseline run in a private store, so that tests may damage it."""
+    from zoidberg.runs.store import RunStore
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(trained.dir / trained.ids["baseline"], runs_dir / trained.ids["baseline"])
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(runs_dir))
+    return RunStore(runs_dir).get(trained.ids["baseline"])
+
+
+def test_a_cross_validation_stores_its_gate_and_predict_refuses_a_photograph(gated_run, demo_dir, tmp_path, capsys):
+    from zoidberg.cli.main import main
+    from zoidberg.runs.store import OOD_GATE_FILE
+
+    assert (gated_run.path / OOD_GATE_FILE).is_file(), "the run fitted its gate when it ended"
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(_png(_photographs()["astronaut"]))
+    film = sorted(demo_dir.glob("train/NORMAL/*.jpeg"))[0]
+    assert main(["predict", "--run", gated_run.id, "--json", str(photo), str(film)]) == 0
+    rows = {row["file"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows[str(photo)]["in_distribution"] is False and rows[str(photo)]["ood_score"] > 1.0
+    assert "does not look like a frontal chest X-ray" in rows[str(photo)]["ood_reason"]
+    assert rows[str(film)]["in_distribution"] is True and rows[str(film)]["ood_reason"] is None
+    csv_path = tmp_path / "out.csv"
+    assert main(["predict", "--run", gated_run.id, "--csv", str(csv_path), str(photo), str(film)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{photo}: REFUSED, no diagnosis." in printed and "1 refused as unlike the training films" in printed
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        table = {row["file"]: row for row in csv.DictReader(handle)}
+    assert table[str(photo)]["in_distribution"] == "False" and float(table[str(photo)]["ood_score"]) > 1.0
+
+
+def test_a_run_from_before_the_gate_gets_it_on_first_use_or_says_it_is_unchecked(gated_run, demo_dir, tmp_path, capsys):
+    from zoidberg.cli.main import main
+    from zoidberg.runs.store import CONFIG_FILE, OOD_GATE_FILE
+
+    (gated_run.path / OOD_GATE_FILE).unlink()
+    film = sorted(demo_dir.glob("train/NORMAL/*.jpeg"))[0]
+    assert main(["predict", "--run", gated_run.id, "--json", str(film)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["in_distribution"] is True
+    assert (gated_run.path / OOD_GATE_FILE).is_file(), "fitted from the training folder and stored"
+    # Without its training folder, an older run predicts unchecked and says so.
+    (gated_run.path / OOD_GATE_FILE).unlink()
+    config = json.loads((gated_run.path / CONFIG_FILE).read_text())
+    config["data"]["data_dir"] = str(tmp_path / "gone")
+    (gated_run.path / CONFIG_FILE).write_text(json.dumps(config))
+    copy = tmp_path / "film.jpeg"
+    shutil.copy(film, copy)
+    assert main(["predict", "--run", gated_run.id, str(copy)]) == 0
+    printed = capsys.readouterr().out
+    assert "Unchecked:" in printed and "cannot be loaded to fit one" in printed
+    assert main(["predict", "--run", gated_run.id, "--json", str(copy)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["in_distribution"] is None
+
+
+def test_evaluate_counts_and_lists_the_refused_films(gated_run, demo_dir, tmp_path, capsys):
+    from zoidberg.cli.main import main
+    from zoidberg.runs.store import PREDICTIONS_FILE
+
+    folder = tmp_path / "site"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (folder / label).mkdir(parents=True)
+        for path in sorted(demo_dir.glob(f"test/{label}/*.jpeg"))[:4]:
+            shutil.copy(path, folder / label / path.name)
+    upside_down = folder / "NORMAL" / "IM-9001-0001.jpeg"
+    first = np.asarray(Image.open(sorted(demo_dir.glob("test/NORMAL/*.jpeg"))[0]).convert("L"))
+    Image.fromarray(np.rot90(first, 2).copy()).save(upside_down)
+    assert main(["evaluate", "--run", gated_run.id, "--data", str(folder), "--name", "site"]) == 0
+    printed = capsys.readouterr().out
+    evaluation = json.loads((gated_run.evaluation_path("site") / "evaluation.json").read_text())
+    gate = evaluation["out_of_distribution"]
+    # A gate fitted on some thirty 32-px films is strict and may refuse a real one too; the
+    # upside-down film is always among the refused, and every surface counts the same.
+    flagged = [item["path"] for item in gate["flagged"]]
+    assert gate["checked"] and "NORMAL/IM-9001-0001.jpeg" in flagged and gate["n_flagged"] == len(flagged) < 9
+    assert f"Out-of-distribution gate: {len(flagged)} of 9 images refused: " in printed and "NORMAL/IM-9001-0001.jpeg" in printed
+    assert "expect it to refuse some real X-rays too" in gate["note"]
+    import pandas as pd
+
+    table = pd.read_csv(gated_run.evaluation_path("site") / PREDICTIONS_FILE).set_index("path")
+    assert table.loc["NORMAL/IM-9001-0001.jpeg", "in_distribution"] == 0
+    assert sorted(table.index[table["in_distribution"] == 0]) == sorted(flagged)
+
+
+def test_the_predict_page_shows_a_refusal_card_instead_of_a_diagnosis(use_runs, demo_dir):
+    app = open_app(page="pages/predict.py")
+    app.selectbox(key="predict_run").set_value(use_runs.ids["baseline"]).run()
+    # A training film: the strict gate of this tiny run accepts it for sure.
+    film = sorted(demo_dir.glob("train/PNEUMONIA/*.jpeg"))[0]
+    app.file_uploader(key="predict_uploads").set_value(
+        [("astronaut.png", _png(_photographs()["astronaut"]), "image/png"), (film.name, film.read_bytes(), "image/jpeg")]
+    )
+    app.run()
+    assert_no_exception(app)
+    assert "No diagnosis" in texts(app.markdown)
+    assert "does not look like a frontal chest X-ray like those the model learned from" in texts(app.error)
+    assert "1 of 2 image(s) do not look like the frontal chest X-rays" in texts(app.warning)
+    rows = {row["file"]: row for row in app.dataframe[0].value.to_dict("records")}
+    assert rows["astronaut.png"]["prediction"] == "refused" and rows["astronaut.png"]["in_distribution"] is False
+    assert rows[film.name]["prediction"] in ("normal", "pneumonia") and rows[film.name]["in_distribution"] is True

@@ -18,6 +18,7 @@ from zoidberg.runs.store import (
     ACTIVE_STATES,
     EVALUATION_FILE,
     EVALUATIONS_DIR,
+    FINAL_STATES,
     MEMBERS_FILE,
     STATUS_FILE,
     WORKER_LOG,
@@ -102,6 +103,10 @@ def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, executo
         The new run id, at once.
     """
     get_kind(kind)
+    # A bad ZOIDBERG_MAX_RUNS would fail only inside the worker, leaving a run queued forever.
+    from zoidberg.runs.queue import run_capacity
+
+    run_capacity()
     store = RunStore(runs_dir)
     run = store.create_run(kind, config, name)
     (executor or get_executor()).submit(run, store)
@@ -177,6 +182,9 @@ def stop_run(run_id: str, *, runs_dir=None) -> Run:
     """
     store = RunStore(runs_dir)
     run = store.get(run_id)
+    if run.state in FINAL_STATES:
+        # A stop file left in a finished run would stop its next resume at once.
+        return run
     run.request_stop()
     for member_id in (run.read_json(MEMBERS_FILE) or {}).values():
         if (store.root / member_id).is_dir() and store.get(member_id).state in ACTIVE_STATES:
@@ -202,6 +210,9 @@ def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) 
     Raises:
         ValueError: When the run is still active or already completed.
     """
+    from zoidberg.runs.queue import run_capacity
+
+    run_capacity()
     run = reopen_run(run_id, runs_dir=runs_dir)
     (executor or get_executor()).submit(run, RunStore(runs_dir))
     return run

@@ -440,12 +440,17 @@ class RunStore:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{kind}-{secrets.token_hex(3)}"
         staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.root))
-        run = Run(staging)
-        run.write_json(CONFIG_FILE, config)
-        run.write_json(META_FILE, {"id": run_id, "kind": kind, "name": name or "", "created": now_iso()})
-        run.set_status("queued")
-        # The folder appears complete or not at all, so listings never see half a run.
-        os.replace(staging, self.root / run_id)
+        try:
+            run = Run(staging)
+            run.write_json(CONFIG_FILE, config)
+            run.write_json(META_FILE, {"id": run_id, "kind": kind, "name": name or "", "created": now_iso()})
+            run.set_status("queued")
+            # The folder appears complete or not at all, so listings never see half a run.
+            os.replace(staging, self.root / run_id)
+        except BaseException:
+            # A full disk must not leave an empty .RUNID.* folder behind.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return Run(self.root / run_id)
 
     def get(self, run_id: str) -> Run:

@@ -550,7 +550,7 @@ def command_stop(args) -> int:
     from zoidberg.runs.jobs import stop_run
 
     run = stop_run(args.run_id, runs_dir=args.runs_dir)
-    if not run.stop_requested():
+    if not run.stop_requested:
         print(f"Run {args.run_id} has already {'finished' if run.state == 'completed' else 'ended'} ({run.state}): there is nothing to stop.")
         return 0
     print(f"Stop requested for {args.run_id}; it ends after the current batch.")

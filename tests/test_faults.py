@@ -1,0 +1,42 @@
+"""Faults found by probing: each ends with a clear message, nothing lost and nothing half-written."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoidberg.runs.store import RunStore
+
+
+def test_stop_on_a_finished_run_says_so_and_leaves_no_stop_file(runs_dir, capsys):
+    from zoidberg.cli.main import main
+
+    run = RunStore(runs_dir).create_run("cv", {"data": {}}, name="done")
+    run.set_status("completed")
+    assert main(["stop", run.id, "--runs-dir", str(runs_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "has already finished (completed): there is nothing to stop" in printed and "Stop requested" not in printed
+    assert not run.stop_requested, "a stop file would stop the run's next resume at once"
+
+
+def test_a_bad_max_runs_is_refused_before_any_run_is_created(runs_dir, monkeypatch):
+    from zoidberg.runs.jobs import start_run
+
+    monkeypatch.setenv("ZOIDBERG_MAX_RUNS", "abc")
+    with pytest.raises(ValueError, match="ZOIDBERG_MAX_RUNS must be a whole number of runs, not 'abc'"):
+        start_run("cv", {"data": {}}, runs_dir=runs_dir)
+    assert not list(RunStore(runs_dir).list_runs())
+
+
+def test_a_run_that_cannot_be_written_leaves_no_staging_folder(runs_dir, monkeypatch):
+    from zoidberg.runs import store as store_module
+
+    store = RunStore(runs_dir)
+    store.ensure_writable()
+
+    def full_disk(path, payload):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_json_atomic", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        store.create_run("cv", {"data": {}})
+    assert [path.name for path in runs_dir.iterdir()] == [], "an empty .RUNID.* folder was left behind"

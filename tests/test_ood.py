@@ -193,3 +193,26 @@ def test_the_predict_page_shows_a_refusal_card_instead_of_a_diagnosis(use_runs, 
     rows = {row["file"]: row for row in app.dataframe[0].value.to_dict("records")}
     assert rows["astronaut.png"]["prediction"] == "refused" and rows["astronaut.png"]["in_distribution"] is False
     assert rows[film.name]["prediction"] in ("normal", "pneumonia") and rows[film.name]["in_distribution"] is True
+
+
+def test_a_file_name_that_is_not_utf8_is_predicted_and_written_whole(gated_run, demo_dir, tmp_path, capsys):
+    import csv
+    import os
+
+    from zoidberg.cli.main import main
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    films = sorted(demo_dir.glob("train/NORMAL/*.jpeg"))[:3]
+    for film in films:
+        shutil.copy(film, folder / film.name)
+    odd = os.path.join(os.fsencode(folder), b"IM-9009-\xff\xfe.jpeg")
+    shutil.copy(films[0], odd)
+    csv_path = tmp_path / "out.csv"
+    assert main(["predict", "--run", gated_run.id, "--csv", str(csv_path), str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert "IM-9009-\\udcff\\udcfe.jpeg" in printed and "Wrote 4 rows" in printed
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and any(row["file"].endswith("IM-9009-\\udcff\\udcfe.jpeg") for row in rows)
+    assert all(row["prediction"] in ("normal", "pneumonia") for row in rows)

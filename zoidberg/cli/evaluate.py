@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt, parse_bool
 from zoidberg.config import EXPORT_FORMATS
@@ -157,17 +158,25 @@ def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -
     """Writes predict's rows as CSV: the decision, both probabilities, the spread, the operating point, label and correct."""
     import csv
 
+    from zoidberg.runs.store import write_atomically
+
     fields = ["file", "true_label", "prediction", "correct", "probability", "probability_raw", "probability_calibrated", "spread",
               "scale", "threshold", *(f"p_{name}" for name in class_names), "in_distribution", "ood_score", "ood_reason", "tta", "error"]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            flat = {key: row.get(key) for key in fields}
-            flat["prediction"] = row.get("label")
-            for name, value in (row.get("class_probabilities") or {}).items():
-                flat[f"p_{name}"] = round(value, 6)
-            writer.writerow(flat)
+
+    def write(staged):
+        # A file name that is not valid UTF-8 is written with its odd bytes escaped (\udcff).
+        with open(staged, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                flat = {key: row.get(key) for key in fields}
+                flat["prediction"] = row.get("label")
+                for name, value in (row.get("class_probabilities") or {}).items():
+                    flat[f"p_{name}"] = round(value, 6)
+                writer.writerow(flat)
+
+    # Staged, then renamed: a failure leaves the previous file (or none), never half of one.
+    write_atomically(Path(path), write)
 
 
 def describe_prediction(row: dict, threshold: float) -> str:

@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the exit code. User errors print one line, never a traceback."""
+    # A file name that is not valid UTF-8 (its bytes kept as surrogates) is printed escaped,
+    # never as a UnicodeEncodeError halfway through a listing.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "runs_dir", None) is None:

@@ -40,3 +40,22 @@ def test_a_run_that_cannot_be_written_leaves_no_staging_folder(runs_dir, monkeyp
     with pytest.raises(OSError, match="No space left"):
         store.create_run("cv", {"data": {}})
     assert [path.name for path in runs_dir.iterdir()] == [], "an empty .RUNID.* folder was left behind"
+
+
+def _killed_fold(run, task):
+    """A fold whose child dies as under the out-of-memory killer."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_fold_child_names_the_fold_and_suggests_resume(runs_dir):
+    import numpy as np
+
+    from zoidberg.training.executors import FoldChildDied, FoldTask, run_folds_in_children
+
+    run = RunStore(runs_dir).create_run("cv", {"data": {}})
+    task = FoldTask(fold_number=2, train_part=np.arange(3), validation_part=np.arange(3, 5), indices=np.arange(5))
+    with pytest.raises(FoldChildDied, match=rf"fold 2 ended abruptly .*python -m zoidberg resume {run.id}"):
+        run_folds_in_children(run, [task], _killed_fold, parallel=1, cores=1)

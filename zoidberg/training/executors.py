@@ -8,6 +8,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,10 @@ IN_PROCESS_PIXEL_BUDGET = 30_000_000
 # batch pipeline, the model and TensorFlow itself), to size --parallel auto.
 CHILD_BASE_BYTES = 1200 * 1024**2
 CHILD_BYTES_PER_PIXEL = 4
+
+
+class FoldChildDied(RuntimeError):
+    """Raised when a fold's child process ends without a result (a kill or the out-of-memory killer)."""
 
 
 @dataclass(frozen=True)
@@ -171,9 +176,15 @@ def run_folds_in_children(run: Run, tasks: Sequence[FoldTask], train_one: Callab
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for future in pending:
                 future.cancel()
-            for future in futures:
+            for task, future in zip(tasks, futures):
                 if future.done() and not future.cancelled() and future.exception() is not None:
-                    raise future.exception()
+                    error = future.exception()
+                    if isinstance(error, BrokenProcessPool):
+                        raise FoldChildDied(
+                            f"The process training fold {task.fold_number} ended abruptly (killed, or out of memory). "
+                            f"Finished folds are kept: `python -m zoidberg resume {run.id}` trains the rest."
+                        ) from None
+                    raise error
             wait(futures)
     finally:
         stop.set()

@@ -59,3 +59,18 @@ def test_a_killed_fold_child_names_the_fold_and_suggests_resume(runs_dir):
     task = FoldTask(fold_number=2, train_part=np.arange(3), validation_part=np.arange(3, 5), indices=np.arange(5))
     with pytest.raises(FoldChildDied, match=rf"fold 2 ended abruptly .*python -m zoidberg resume {run.id}"):
         run_folds_in_children(run, [task], _killed_fold, parallel=1, cores=1)
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_damaged_status_file_is_named_and_never_turns_a_finished_run_into_a_queued_one(runs_dir, finished):
+    from zoidberg.runs.store import STATUS_FILE, SUMMARY_FILE
+
+    run = RunStore(runs_dir).create_run("cv", {"data": {}})
+    if finished:
+        run.write_json(SUMMARY_FILE, {"folds": []})
+    (run.path / STATUS_FILE).write_text('{"state": "compl')
+    status = run.status()
+    if finished:
+        assert run.state == "completed" and "status.json is damaged" in status["warning"]
+    else:
+        assert run.state == "interrupted" and "status.json is damaged" in status["error"] and f"resume {run.id}" in status["error"]

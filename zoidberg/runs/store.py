@@ -285,7 +285,9 @@ class Run:
         A run recorded as running whose worker process is gone, or whose heartbeat is
         older than HEARTBEAT_TIMEOUT_S, is reported as `interrupted`.
         """
-        status = self.read_json(STATUS_FILE, default={}) or {"state": "queued"}
+        status = self.read_json(STATUS_FILE, default=None)
+        if not isinstance(status, dict):
+            status = self._status_when_damaged() if (self.path / STATUS_FILE).exists() else {"state": "queued"}
         if status.get("state") in ACTIVE_STATES and self._worker_is_dead(status):
             status = {
                 **status,
@@ -295,6 +297,17 @@ class Run:
                 "Resume the run to continue from its first unfinished fold.",
             }
         return status
+
+    def _status_when_damaged(self) -> dict:
+        """The state a damaged status.json stands for: completed when summary.json is whole, else interrupted."""
+        where = self.path / STATUS_FILE
+        if isinstance(self.read_json(SUMMARY_FILE), dict):
+            return {"state": "completed", "warning": f"{where} is damaged; the run's summary.json says it completed."}
+        return {
+            "state": "interrupted",
+            "error": f"{where} is damaged, and the run has no summary: resume it to train its unfinished folds "
+            f"(python -m zoidberg resume {self.id}), or delete it.",
+        }
 
     @property
     def state(self) -> str:

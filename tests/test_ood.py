@@ -216,3 +216,15 @@ def test_a_file_name_that_is_not_utf8_is_predicted_and_written_whole(gated_run, 
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and any(row["file"].endswith("IM-9009-\\udcff\\udcfe.jpeg") for row in rows)
     assert all(row["prediction"] in ("normal", "pneumonia") for row in rows)
+
+
+def test_a_large_set_fits_the_gate_on_a_seeded_sample(demo_films, monkeypatch):
+    from zoidberg.data import ood
+
+    images, fold_of, new_films = demo_films
+    monkeypatch.setattr(ood, "MAX_FIT_IMAGES", 40)
+    gate = ood.fit_gate(images, fold_of)
+    assert gate.n_fitted == 40 < len(images)
+    assert [verdict.ood_score for verdict in gate.verdicts(new_films[:3])] == [
+        verdict.ood_score for verdict in ood.fit_gate(images, fold_of).verdicts(new_films[:3])
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -322,18 +323,25 @@ class Decides:
         """The image the gate scores: the one the models (or the first member) see."""
         return self.model_input(gray)
 
+    @cached_property
+    def _gate_state(self) -> tuple:
+        """(the gate or None, why there is none), read once per loaded ensemble."""
+        from zoidberg.evaluation.gate import GateUnavailable, load_run_gate
+
+        try:
+            return load_run_gate(self.run), ""
+        except GateUnavailable as error:
+            return None, str(error)
+
     @property
     def gate(self):
-        """The run's out-of-distribution gate (fitted on first use for older runs), or None with gate_note saying why."""
-        if not hasattr(self, "_gate_loaded"):
-            from zoidberg.evaluation.gate import GateUnavailable, load_run_gate
+        """The run's out-of-distribution gate (fitted on first use for older runs), or None (see gate_note)."""
+        return self._gate_state[0]
 
-            self._gate_loaded, self.gate_note = None, ""
-            try:
-                self._gate_loaded = load_run_gate(self.run)
-            except GateUnavailable as error:
-                self.gate_note = str(error)
-        return self._gate_loaded
+    @property
+    def gate_note(self) -> str:
+        """Why the run has no gate, or ""."""
+        return self._gate_state[1]
 
     def gate_verdicts(self, grays: Sequence[np.ndarray]) -> list:
         """The gate's verdict on each decoded image, or None for each when the run has no gate."""
@@ -826,7 +834,8 @@ def predict_files(
             chunk = list(paths[start : start + PREDICT_CHUNK])
             decoded = list(pool.map(decode, chunk))
             good = [index for index, (gray, _) in enumerate(decoded) if gray is not None]
-            grays = [decoded[index][0] for index in good]
+            # Resized once for the models and the gate (a resize to the same size is free).
+            grays = [ensemble.resized(decoded[index][0]) for index in good]
             predictions = dict(zip(good, ensemble.predictions_of(grays, tta=tta)))
             verdicts = dict(zip(good, ensemble.gate_verdicts(grays)))
             for index, path in enumerate(chunk):

@@ -549,10 +549,13 @@ def command_resume(args) -> int:
 def command_stop(args) -> int:
     from zoidberg.runs.jobs import stop_run
 
-    run = stop_run(args.run_id, runs_dir=args.runs_dir)
-    if not run.stop_requested:
-        print(f"Run {args.run_id} has already {'finished' if run.state == 'completed' else 'ended'} ({run.state}): there is nothing to stop.")
+    from zoidberg.runs.store import FINAL_STATES, RunStore
+
+    state = RunStore(args.runs_dir).get(args.run_id).state
+    if state in FINAL_STATES:
+        print(f"Run {args.run_id} has already {'finished' if state == 'completed' else 'ended'} ({state}): there is nothing to stop.")
         return 0
+    stop_run(args.run_id, runs_dir=args.runs_dir)
     print(f"Stop requested for {args.run_id}; it ends after the current batch.")
     return 0
 

@@ -15,7 +15,7 @@ THUMBNAIL_SIDE = 32
 MAX_COMPONENTS = 64
 # The thresholds sit at this percentile of the out-of-fold training films' scores.
 THRESHOLD_PERCENTILE = 99.5
-# At most this many training films fit one PCA: bounds the time and memory of large sets.
+# At most this many training films fit the gate (a seeded sample of larger sets).
 MAX_FIT_IMAGES = 20_000
 # Fewer training films than this leave no gate: the percentile would mean nothing.
 MIN_FIT_IMAGES = 20
@@ -99,8 +99,6 @@ class PcaDensity:
         """Fits on (N, D) thumbnails with sklearn's PCA (at most MAX_COMPONENTS, fewer than N)."""
         from sklearn.decomposition import PCA
 
-        if len(rows) > MAX_FIT_IMAGES:
-            rows = rows[np.random.default_rng(seed).choice(len(rows), MAX_FIT_IMAGES, replace=False)]
         components = int(min(MAX_COMPONENTS, len(rows) - 1, rows.shape[1] - 1))
         pca = PCA(n_components=components, svd_solver="randomized" if len(rows) > 2000 else "full", random_state=seed).fit(rows)
         floor = 1e-6 * float(np.mean(np.var(rows, axis=0))) + 1e-9
@@ -264,14 +262,20 @@ def fit_gate(
         fold_of: The fold (0-based) of each training film; patients never straddle two.
         indices: The training films' rows of `images` (default: all), in fold_of's order.
         percentile: The percentile of the out-of-fold scores that sets each threshold.
-        seed: Seeds the subsample of large sets.
+        seed: Seeds the sample of sets larger than MAX_FIT_IMAGES.
 
     Returns:
-        The gate, or None when there are fewer than MIN_FIT_IMAGES films or one fold only.
+        The gate (n_fitted counts the films it saw), or None when there are fewer than
+        MIN_FIT_IMAGES films or one fold only.
     """
     fold_of = np.asarray(fold_of)
     if len(fold_of) < MIN_FIT_IMAGES or len(np.unique(fold_of)) < 2:
         return None
+    indices = np.arange(len(fold_of)) if indices is None else np.asarray(indices)
+    if len(fold_of) > MAX_FIT_IMAGES:
+        # A seeded sample bounds time and memory (thumbnails of 100,000 films would take 400 MB).
+        sample = np.sort(np.random.default_rng(seed).choice(len(fold_of), MAX_FIT_IMAGES, replace=False))
+        indices, fold_of = indices[sample], fold_of[sample]
     rows, _ = thumbnails(images, indices)
     distance = np.empty(len(rows))
     orientation = np.empty(len(rows))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from zoidberg.data.ood import OodGate, fit_gate
-from zoidberg.runs.store import FOLDS_FILE, OOD_GATE_FILE, Run, write_atomically
+from zoidberg.runs.store import FOLDS_FILE, OOD_GATE_FILE, Run, RunStore, write_atomically
 
 
 class GateUnavailable(ValueError):
@@ -43,8 +43,6 @@ def fit_run_gate(
 def gate_run_of(run: Run, runs_dir=None) -> Run:
     """The run whose training films define the gate: an ensemble's first member, else the run itself."""
     if run.kind == "ensemble" and run.member_ids():
-        from zoidberg.runs.store import RunStore
-
         return RunStore(runs_dir if runs_dir is not None else run.path.parent).get(run.member_ids()[0])
     return run
 

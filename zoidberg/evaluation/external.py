@@ -17,6 +17,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 from zoidberg import metrics
 from zoidberg.data.duplicates import file_digests
 from zoidberg.evaluation.calibration import calibration_summary
+from zoidberg.evaluation.gate import gate_check
 from zoidberg.evaluation.operating import DECISION_CURVE_THRESHOLDS, net_benefit, predictive_values
 from zoidberg.evaluation.statistics import bootstrap_interval
 from zoidberg.runs.store import (
@@ -222,34 +223,6 @@ def summarize_scores(
             "npv": npv,
         }
     return result
-
-
-def gate_check(ensemble, dataset, rows) -> dict:
-    """What the run's out-of-distribution gate says of an evaluation's images.
-
-    The metrics still count every image, so that evaluations stay comparable; the flagged
-    ones are counted and listed beside them.
-
-    Returns:
-        {"checked", "note", "n_flagged", "flagged": [{"path", "ood_score", "reason"}],
-        "scores": per image (in_distribution, ood_score) or None when unchecked}.
-    """
-    gate = ensemble.gate
-    if gate is None:
-        return {"checked": False, "note": ensemble.gate_note, "n_flagged": 0, "flagged": [], "scores": None}
-    verdicts = gate.verdicts([dataset.images[row] for row in rows])
-    flagged = [
-        {"path": dataset.paths[row], "ood_score": round(verdict.ood_score, 4), "reason": verdict.reason}
-        for row, verdict in zip(rows, verdicts)
-        if not verdict.in_distribution
-    ]
-    return {
-        "checked": True,
-        "note": gate.describe(),
-        "n_flagged": len(flagged),
-        "flagged": flagged,
-        "scores": [(verdict.in_distribution, round(verdict.ood_score, 4)) for verdict in verdicts],
-    }
 
 
 def _write_predictions(path: Path, dataset, rows, labels, raw, calibrated, decided, per_fold, class_names, gate_scores=None) -> None:

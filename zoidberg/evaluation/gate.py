@@ -105,3 +105,31 @@ def _fit_from_training_folder(run: Run) -> OodGate:
     if gate is None:
         raise GateUnavailable(f"Run {run.id} has too few training films for an out-of-distribution gate.")
     return gate
+
+
+def gate_check(ensemble, dataset, rows) -> dict:
+    """What the run's out-of-distribution gate says of an evaluation's images.
+
+    The metrics still count every image, so that evaluations stay comparable; the flagged
+    ones are counted and listed beside them.
+
+    Returns:
+        {"checked", "note", "n_flagged", "flagged": [{"path", "ood_score", "reason"}],
+        "scores": per image (in_distribution, ood_score) or None when unchecked}.
+    """
+    gate = ensemble.gate
+    if gate is None:
+        return {"checked": False, "note": ensemble.gate_note, "n_flagged": 0, "flagged": [], "scores": None}
+    verdicts = gate.verdicts([dataset.images[row] for row in rows])
+    flagged = [
+        {"path": dataset.paths[row], "ood_score": round(verdict.ood_score, 4), "reason": verdict.reason}
+        for row, verdict in zip(rows, verdicts)
+        if not verdict.in_distribution
+    ]
+    return {
+        "checked": True,
+        "note": gate.describe(),
+        "n_flagged": len(flagged),
+        "flagged": flagged,
+        "scores": [(verdict.in_distribution, round(verdict.ood_score, 4)) for verdict in verdicts],
+    }

@@ -811,9 +811,9 @@ def _show_refusal(result: ImageResult, decision: Decision, class_names: Sequence
     with columns[1]:
         st.markdown("### :orange[No diagnosis]")
         st.error(f"{REFUSAL}. The model's answer would mean nothing here.", icon=":material/block:")
-        st.caption(
-            f"{escape_markdown(result.verdict.reason or '')} Upload a frontal chest X-ray (PA or AP), upright and not inverted."
-        )
+        # The reason repeats the refusal sentence above it; the card shows only why.
+        why = (result.verdict.reason or "").removeprefix(f"{REFUSAL}: ")
+        st.caption(f"{escape_markdown(why[:1].upper() + why[1:])} Upload a frontal chest X-ray (PA or AP), upright and not inverted.")
         with st.expander("For model developers: what the model would have said"):
             probability = decision.class_probabilities.get(class_names[-1], decision.probability)
             st.caption(f"{decision.label} (P({class_names[-1]}) = {probability:.3f}); out-of-distribution score {result.verdict.ood_score:.2f}, refused above 1.")

@@ -10,7 +10,8 @@ and demo folders. The test then, in one browser session:
    while the run store still holds exactly one cross-validation run;
 4. waits for the summary of the finished run;
 5. opens Compare (one finished run: it asks for a second);
-6. on Predict, uploads a demo X-ray and sees a probability and the Grad-CAM overlay;
+6. on Predict, uploads a demo X-ray and sees a probability and the Grad-CAM overlay, and a film
+   the model never learned from (a real X-ray, or a colour image) refused with no diagnosis;
 7. on Tune, starts a 1-trial search at 32 px and sees the trial's result appear.
 
 A screenshot of every page is written to $ZOIDBERG_ARTIFACTS_DIR or artifacts/screenshots/.
@@ -319,14 +320,29 @@ def run_state(runs_dir: Path, run_id: str) -> str:
 # ----------------------------------------------------------------------------- the test
 
 
-@pytest.mark.timeout(1500)
-def upload_image(demo_dir: Path) -> Path:
-    """A real full-resolution X-ray of median file size from ../shared when it is there (as a user would upload), else a demo image."""
+def upload_images(demo_dir: Path, folder: Path) -> tuple[Path, Path]:
+    """A demo X-ray the demo-trained model knows, and a film it must refuse.
+
+    The film to refuse is a real full-resolution X-ray of median file size from ../shared when it
+    is there (a model trained on the synthetic demo has never seen a real film), else a colour
+    gradient that is no X-ray at all.
+    """
+    known = sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
     real = sorted((SHARED_DATA / "chest_xray_fullres").rglob("*.jpeg"), key=lambda path: path.stat().st_size)
-    return real[len(real) // 2] if real else sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+    if real:
+        return known, real[len(real) // 2]
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, 256, dtype=np.uint8)
+    pixels = np.stack([np.tile(ramp, (256, 1)), np.tile(ramp[:, None], (1, 256)), np.full((256, 256), 200, np.uint8)], axis=-1)
+    foreign = folder / "colour-gradient.png"
+    Image.fromarray(pixels, "RGB").save(foreign)
+    return known, foreign
 
 
-def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
+@pytest.mark.timeout(1500)
+def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir, tmp_path):
     """Data → Train (live, reload, reattach, finish) → Compare → Predict (Grad-CAM) → Tune, in Chromium."""
     from playwright.sync_api import expect
 
@@ -429,21 +445,24 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir):
             settle(page)
             snap(page, "4-compare")
 
-        with timer.step("Predict page: upload, probability, Grad-CAM"):
+        with timer.step("Predict page: upload, probability, Grad-CAM, refusal"):
             go_to(page, "Predict")
             expect(page.get_by_role("heading", name="Predict")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             expect(page.get_by_text(f"Ensemble of all {FOLDS} fold models")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            image = upload_image(demo_dir)
-            page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(image))
-            expect(page.get_by_text("Results (1 image)")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            known, foreign = upload_images(demo_dir, tmp_path)
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(known), str(foreign)])
+            expect(page.get_by_text("Results (2 images)")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             headline = page.get_by_text(re.compile(rf"^(Normal|Pneumonia) \d\.\d\d ± \d\.\d\d across {FOLDS} folds$"))
-            expect(headline).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            expect(page.get_by_text(re.compile(r"P\(pneumonia\) = \d\.\d{3}; threshold \d\.\d{3}"))).to_be_visible()
+            expect(headline).to_have_count(1, timeout=PAGE_TIMEOUT_MS)
+            expect(page.get_by_text(re.compile(r"P\(pneumonia\) = \d\.\d{3}; threshold \d\.\d{3}"))).to_have_count(1)
             expect(page.get_by_role("switch", name="Grad-CAM heatmap")).to_be_checked()
             overlay = page.locator('[data-testid="stImage"]').filter(has_text="Grad-CAM: evidence for").locator("img")
-            expect(overlay).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            expect(overlay).to_have_count(1, timeout=PAGE_TIMEOUT_MS)
             page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=overlay.element_handle())
-            print(f"[browser] prediction for {image.name}: {headline.inner_text()}", flush=True)
+            # The film the model never learned from gets the refusal card, with no diagnosis and no Grad-CAM.
+            expect(page.get_by_role("heading", name="No diagnosis")).to_have_count(1, timeout=PAGE_TIMEOUT_MS)
+            expect(page.get_by_text("1 of 2 image(s) do not look like the frontal chest X-rays")).to_be_visible()
+            print(f"[browser] prediction for {known.name}: {headline.inner_text()}; {foreign.name} refused", flush=True)
             settle(page)
             snap(page, "5-predict")
 

@@ -74,3 +74,111 @@ def test_a_damaged_status_file_is_named_and_never_turns_a_finished_run_into_a_qu
         assert run.state == "completed" and "status.json is damaged" in status["warning"]
     else:
         assert run.state == "interrupted" and "status.json is damaged" in status["error"] and f"resume {run.id}" in status["error"]
+
+
+@pytest.fixture
+def private_baseline(trained, tmp_path):
+    """A private copy of the tiny baseline run, to damage at will."""
+    import shutil
+
+    store = RunStore(tmp_path / "runs")
+    source = trained.store.get(trained.ids["baseline"])
+    shutil.copytree(source.path, store.root / source.id)
+    return store.get(source.id)
+
+
+def _full_disk_after(size: int):
+    """A stand-in for keras.Model.save that writes `size` bytes, then fails as a full disk does."""
+    import errno
+
+    def save(model, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"\0" * size)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    return save
+
+
+def test_a_full_disk_during_export_keeps_the_previous_export_whole(private_baseline, monkeypatch, capsys):
+    import keras
+
+    from zoidberg.cli.main import main
+    from zoidberg.export import ARTIFACT_NAMES, export_problem
+    from zoidberg.runs.store import EXPORTS_DIR
+
+    run = private_baseline
+    folder = run.path / EXPORTS_DIR / "keras"
+    assert main(["--runs-dir", str(run.path.parent), "export", "--run", run.id, "--format", "keras"]) == 0
+    capsys.readouterr()
+    before = (folder / ARTIFACT_NAMES["keras"]).read_bytes()
+    assert export_problem(folder, "keras") is None
+    monkeypatch.setattr(keras.Model, "save", _full_disk_after(100))
+    assert main(["--runs-dir", str(run.path.parent), "export", "--run", run.id, "--format", "keras"]) == 1
+    err = capsys.readouterr().err
+    assert "The disk is full" in err and "run the command again" in err and "resume" not in err
+    assert (folder / ARTIFACT_NAMES["keras"]).read_bytes() == before, "the whole export was replaced by a cut one"
+    assert sorted(path.name for path in folder.parent.iterdir()) == ["keras"], "a staging folder was left behind"
+
+
+def test_a_damaged_export_is_not_reused_but_written_again(private_baseline):
+    import keras
+
+    from zoidberg.export import ARTIFACT_NAMES, export_problem, export_run
+    from zoidberg.predict import load_ensemble
+    from zoidberg.runs.store import EXPORTS_DIR
+    from zoidberg.tracking import ensure_keras_export
+
+    run = private_baseline
+    folder = run.path / EXPORTS_DIR / "keras"
+    assert export_problem(folder, "keras").endswith("is missing")
+    export_run(run, load_ensemble(run.id, runs_dir=run.path.parent), "keras", folder)
+    artifact = folder / ARTIFACT_NAMES["keras"]
+    whole = artifact.read_bytes()
+    artifact.write_bytes(whole[: len(whole) // 3])
+    assert "differs from the checksum" in export_problem(folder, "keras")
+    # An export in another format is no reason to skip the keras one (it used to be).
+    (run.path / EXPORTS_DIR / "onnx").mkdir()
+    (run.path / EXPORTS_DIR / "onnx" / "model.onnx").write_bytes(b"x")
+    ensure_keras_export(run)
+    assert export_problem(folder, "keras") is None
+    keras.models.load_model(artifact, safe_mode=True, compile=False)
+
+
+def test_a_full_disk_during_report_out_names_the_target_and_leaves_no_empty_file(private_baseline, tmp_path, monkeypatch, capsys):
+    import errno
+    import shutil
+
+    from zoidberg.cli.main import main
+
+    run = private_baseline
+    target = tmp_path / "elsewhere" / "report.html"
+    target.parent.mkdir()
+    target.write_text("the report from last week")
+    real_copyfile = shutil.copyfile
+
+    def copy_to_full_disk(source, destination, *args, **kwargs):
+        if str(destination).startswith(str(target.parent)):
+            open(destination, "wb").close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copyfile(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copy_to_full_disk)
+    code = main(["--runs-dir", str(run.path.parent), "report", "--run", run.id, "--out", str(target), "--examples", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "The disk is full" in err and str(target) in err and "run the command again" in err
+    assert "resume" not in err
+    assert target.read_text() == "the report from last week"
+    assert [path.name for path in target.parent.iterdir()] == ["report.html"], "a 0-byte or temporary file was left"
+
+
+def test_a_report_says_when_it_leaves_grad_cam_out(private_baseline, tmp_path, capsys):
+    from zoidberg.cli.main import main
+
+    run = private_baseline
+    for model in run.path.glob("fold_*/model.keras"):
+        model.unlink()
+    out = tmp_path / "report.html"
+    assert main(["--runs-dir", str(run.path.parent), "report", "--run", run.id, "--out", str(out), "--examples", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: Grad-CAM is left out of this report: the run's models could not be loaded" in err
+    assert "Grad-CAM is left out of this report" in out.read_text(encoding="utf-8")

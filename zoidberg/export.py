@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -151,40 +154,107 @@ def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
     }
 
 
-def export_run(run: Run, ensemble, fmt: str, out_dir: str | Path) -> Path:
+def export_run(run: Run, ensemble, fmt: str, out_dir: str | Path, *, check: bool = False) -> Path:
     """Writes one format of a run's fold ensemble and its model card into a folder.
+
+    The export is written into a staging folder beside out_dir and renamed into place only
+    once it is whole (and, with check, matches the run), so a full disk or a failed check
+    leaves the previous export, or none, never a truncated one.
 
     Args:
         run: The run.
         ensemble: Its loaded fold ensemble.
         fmt: One of EXPORT_FORMATS.
-        out_dir: The folder (created).
+        out_dir: The folder (created; a previous export in it is replaced).
+        check: Reload the staged export with its own runtime and compare it with the run
+            (parity_check) before it replaces anything; the card records the difference.
 
     Returns:
         The artifact's path.
 
     Raises:
-        ValueError: An unknown format, or an ensemble of runs.
+        ValueError: An unknown format, an ensemble of runs, or a failed check.
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}.")
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     model = build_export_model(ensemble)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        artifact = staging / ARTIFACT_NAMES[fmt]
+        # Keras' ONNX exporter needs a model that has been called once.
+        model(np.zeros((1, ensemble.image_size, ensemble.image_size, 1), dtype=np.uint8))
+        if fmt == "keras":
+            model.save(artifact)
+        else:
+            with warnings.catch_warnings():
+                # tf2onnx probes np.object, which NumPy 2 warns about; the export is unaffected.
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object.*")
+                model.export(str(artifact), format=KERAS_FORMATS[fmt], verbose=False)
+        card = model_card(run, ensemble, fmt, artifact.name)
+        card["artifact_sha256"] = artifact_digest(artifact)
+        if check:
+            card["parity_max_difference"] = parity_check(ensemble, artifact, fmt)
+        write_json_atomic(staging / MODEL_CARD_FILE, card)
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out / ARTIFACT_NAMES[fmt]
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Renames a whole staged export to out, the previous one (if any) moved aside first and then removed."""
+    previous = None
+    if out.exists():
+        previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(out, previous)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if previous is not None:
+            os.replace(previous, out)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def artifact_digest(path: Path) -> str:
+    """The SHA-256 of an artifact: of its bytes, or for a folder (SavedModel) of every file's path and bytes in order."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(item for item in path.rglob("*") if item.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def export_problem(out_dir: str | Path, fmt: str) -> str | None:
+    """Why the export in a folder cannot be reused (missing, damaged, changed since written), or None when it is whole.
+
+    Args:
+        out_dir: The format's folder (runs/<id>/exports/<format>).
+        fmt: One of EXPORT_FORMATS.
+    """
+    out = Path(out_dir)
     artifact = out / ARTIFACT_NAMES[fmt]
-    if artifact.is_dir():
-        shutil.rmtree(artifact)
-    # Keras' ONNX exporter needs a model that has been called once.
-    model(np.zeros((1, ensemble.image_size, ensemble.image_size, 1), dtype=np.uint8))
-    if fmt == "keras":
-        model.save(artifact)
-    else:
-        with warnings.catch_warnings():
-            # tf2onnx probes np.object, which NumPy 2 warns about; the export is unaffected.
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*np.object.*")
-            model.export(str(artifact), format=KERAS_FORMATS[fmt], verbose=False)
-    write_json_atomic(out / MODEL_CARD_FILE, model_card(run, ensemble, fmt, artifact.name))
-    return artifact
+    if not artifact.exists():
+        return f"{artifact} is missing"
+    try:
+        card = json.loads((out / MODEL_CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"its model card {out / MODEL_CARD_FILE} is missing or damaged"
+    expected = card.get("artifact_sha256") if isinstance(card, dict) else None
+    if not expected:
+        return f"its model card {out / MODEL_CARD_FILE} records no checksum (an export made before checksums)"
+    if artifact_digest(artifact) != expected:
+        return f"{artifact} differs from the checksum its model card recorded (damaged or cut short)"
+    return None
 
 
 def load_exported(path: str | Path, fmt: str):

@@ -97,13 +97,18 @@ def run_metrics(run: Run) -> list[tuple[str, float, int]]:
 
 
 def ensure_keras_export(run: Run) -> None:
-    """Writes the keras export into the run when it has no export yet, so the tracker holds a model."""
-    if any((run.path / EXPORTS_DIR).glob("*/*")):
+    """Writes the keras export into the run unless a whole one is there, so the tracker holds a model that loads.
+
+    An export that fails its check (cut short by a full disk, changed since) is written again.
+    """
+    from zoidberg.export import export_problem, export_run
+
+    folder = run.path / EXPORTS_DIR / "keras"
+    if export_problem(folder, "keras") is None:
         return
-    from zoidberg.export import export_run
     from zoidberg.predict import load_ensemble
 
-    export_run(run, load_ensemble(run.id, runs_dir=run.path.parent), "keras", run.path / EXPORTS_DIR / "keras")
+    export_run(run, load_ensemble(run.id, runs_dir=run.path.parent), "keras", folder)
 
 
 def _find_or_create_run(client, experiment_id: str, run: Run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt, parse_bool
@@ -262,18 +263,18 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
 def command_export(args) -> int:
     from pathlib import Path
 
-    from zoidberg.export import export_run, parity_check
+    from zoidberg.export import MODEL_CARD_FILE, export_run
     from zoidberg.predict import load_ensemble
-    from zoidberg.runs.store import EXPORTS_DIR, RunStore
+    from zoidberg.runs.store import EXPORTS_DIR, RunStore, read_json
 
     run = RunStore(args.runs_dir).get(args.run)
     ensemble = load_ensemble(run.id, runs_dir=args.runs_dir)
     out = Path(args.out) if args.out else run.path / EXPORTS_DIR
     for format_name in args.formats or EXPORT_FORMATS:
-        path = export_run(run, ensemble, format_name, out / format_name)
+        path = export_run(run, ensemble, format_name, out / format_name, check=args.check)
         line = f"{format_name:<11} {path}"
         if args.check:
-            difference = parity_check(ensemble, path, format_name)
+            difference = read_json(out / format_name / MODEL_CARD_FILE)["parity_max_difference"]
             line += f" (largest difference from the run on sample images: {difference:.1e})"
         print(line)
     print(f"Model cards: {out}/<format>/model_card.json")
@@ -289,7 +290,10 @@ def command_report(args) -> int:
     if args.out is not None:
         report_format(args.out)
     run = RunStore(args.runs_dir).get(args.run)
-    for path in write_report(run, out=args.out, examples=args.examples, gradcam=args.gradcam):
+    def warn(text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr)
+
+    for path in write_report(run, out=args.out, examples=args.examples, gradcam=args.gradcam, on_warning=warn):
         print(path)
     return 0
 

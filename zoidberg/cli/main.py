@@ -8,6 +8,9 @@ import sys
 from zoidberg.cli import data, evaluate, runs
 from zoidberg.cli.options import EXIT_USAGE, CliError
 
+# The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
+TRAINING_COMMANDS = ("cv", "tune", "ensemble", "resume", "holdout")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser with every subcommand."""
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         # sentence saying what to do (a run's traceback is in its status.json).
         from zoidberg.runs.worker import plain_error_message
 
-        print(f"error: {plain_error_message(error)}", file=sys.stderr)
+        trains = getattr(args, "command", None) in TRAINING_COMMANDS
+        print(f"error: {plain_error_message(error, 'resume the run' if trains else 'run the command again')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

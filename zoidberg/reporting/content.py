@@ -252,7 +252,10 @@ def examples_section(run: Run, evaluations: list[dict], count: int = DEFAULT_EXA
         + ". Grad-CAM colours the regions that pushed the model towards its (wrong) answer; it shows where the model looked, not why."
     )
     if gradcam and chosen and ensemble is None:
-        ensemble = _load_ensemble(run)
+        ensemble, problem = _load_ensemble(run)
+        if problem:
+            section.warning = f"Grad-CAM is left out of this report: the run's models could not be loaded ({problem})."
+            section.paragraphs.append(section.warning)
     elif not gradcam:
         ensemble = None
     for image in chosen:
@@ -267,14 +270,14 @@ def examples_section(run: Run, evaluations: list[dict], count: int = DEFAULT_EXA
 
 
 def _load_ensemble(run: Run):
-    """The run's models for Grad-CAM, or None (with a log line) when they cannot be loaded."""
+    """(the run's models for Grad-CAM, None), or (None, why) when they cannot be loaded."""
     try:
         from zoidberg.predict import load_ensemble
 
-        return load_ensemble(run.id, runs_dir=run.path.parent)
+        return load_ensemble(run.id, runs_dir=run.path.parent), None
     except (ValueError, OSError, LookupError) as error:
         logger.warning("Grad-CAM left out of the report: %s", error)
-        return None
+        return None, str(error)
 
 
 def example_picture(path: str, ensemble) -> tuple[bytes, bool] | None:
@@ -338,4 +341,5 @@ def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = 
         subtitle=f"Run {run.id} · {run.kind} · made {now_iso()[:19].replace('T', ' ')} UTC · NOT A MEDICAL DEVICE",
         created=now_iso(),
         sections=sections,
+        warnings=[section.warning for section in sections if section.warning],
     )

@@ -42,6 +42,8 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     charts: list[Chart] = field(default_factory=list)
     examples: list[Example] = field(default_factory=list)
+    # What this section had to leave out, in one sentence (also among its paragraphs).
+    warning: str | None = None
 
 
 @dataclass
@@ -52,3 +54,5 @@ class Report:
     subtitle: str
     created: str
     sections: list[Section]
+    # What the report had to leave out (Grad-CAM when the models cannot be loaded), said to its maker too.
+    warnings: list[str] = field(default_factory=list)

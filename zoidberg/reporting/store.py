@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from zoidberg.runs.store import REPORTS_DIR, Run, write_atomically
@@ -31,7 +32,7 @@ def report_path(run: Run, fmt: str) -> Path:
 
 
 def write_report(run: Run, formats=REPORT_FORMATS, *, out: str | Path | None = None, examples: int | None = None, gradcam: bool = True,
-                 ensemble=None) -> list[Path]:
+                 ensemble=None, on_warning: Callable[[str], None] | None = None) -> list[Path]:
     """Builds the run's report once and writes it in each format inside the run (and to `out` when given).
 
     Args:
@@ -41,6 +42,8 @@ def write_report(run: Run, formats=REPORT_FORMATS, *, out: str | Path | None = N
         examples: How many misclassified X-rays to show [default: content.DEFAULT_EXAMPLES].
         gradcam: Draw Grad-CAM over them.
         ensemble: The run's loaded models, when the caller has them already.
+        on_warning: Told each thing the report had to leave out (Grad-CAM when the models
+            cannot be loaded), which the report also says.
 
     Returns:
         The files written, the run's own first.
@@ -50,6 +53,8 @@ def write_report(run: Run, formats=REPORT_FORMATS, *, out: str | Path | None = N
     if out is not None:
         formats = (report_format(out),)
     report = build_report(run, examples=DEFAULT_EXAMPLES if examples is None else examples, gradcam=gradcam, ensemble=ensemble)
+    for warning in report.warnings if on_warning else ():
+        on_warning(warning)
     written = []
     for fmt in formats:
         if fmt == "html":
@@ -67,6 +72,10 @@ def write_report(run: Run, formats=REPORT_FORMATS, *, out: str | Path | None = N
         if out is not None:
             target = Path(out).expanduser()
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            try:
+                # Staged, so that a full disk leaves what was at `out` before, never a 0-byte file.
+                write_atomically(target, lambda temporary: shutil.copyfile(path, temporary))
+            except OSError as error:
+                raise OSError(error.errno, error.strerror or str(error), str(target)) from error
             written.append(target.resolve())
     return written

@@ -27,11 +27,13 @@ def quiet(message: str) -> None:
     """A reporter that says nothing (the default when no console listens)."""
 
 
-def plain_error_message(error: BaseException) -> str:
+def plain_error_message(error: BaseException, retry: str = "resume the run") -> str:
     """Turns an exception into one plain sentence for users.
 
     Args:
         error: What the worker caught.
+        retry: What to do once the disk has room again ("resume the run" for training,
+            "run the command again" for export, report and the rest).
 
     Returns:
         The message: the error's own text for the expected kinds (ValueError,
@@ -44,7 +46,7 @@ def plain_error_message(error: BaseException) -> str:
     if error.__class__.__name__ == "ResourceExhaustedError":
         return "Out of memory while training: lower the batch size or the image size."
     if isinstance(error, OSError) and error.errno == 28:
-        return f"The disk is full ({error.filename or 'the runs folder'}): free some space, then resume the run."
+        return f"The disk is full ({error.filename or 'the runs folder'}): free some space, then {retry}."
     if isinstance(error, PermissionError):
         return f"Permission denied: {error.filename or text}. Choose a folder you can write to (--runs-dir, $ZOIDBERG_RUNS_DIR) or fix its permissions."
     if isinstance(error, OSError) and error.filename:

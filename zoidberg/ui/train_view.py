@@ -646,14 +646,13 @@ def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: b
 
 def export_zip(run: Run, fmt: str) -> bytes:
     """Exports the run's fold ensemble in one format into runs/<id>/exports/<format>/ and zips that folder."""
-    from zoidberg.export import export_run, parity_check
+    from zoidberg.export import export_run
     from zoidberg.runs.store import EXPORTS_DIR
     from zoidberg.ui import predict_view
 
     ensemble = predict_view.load_ensemble_cached(state.run_store(), run)
     folder = run.path / EXPORTS_DIR / fmt
-    path = export_run(run, ensemble, fmt, folder)
-    parity_check(ensemble, path, fmt)
+    export_run(run, ensemble, fmt, folder, check=True)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(folder.rglob("*")):

@@ -182,3 +182,26 @@ def test_a_report_says_when_it_leaves_grad_cam_out(private_baseline, tmp_path, c
     err = capsys.readouterr().err
     assert "warning: Grad-CAM is left out of this report: the run's models could not be loaded" in err
     assert "Grad-CAM is left out of this report" in out.read_text(encoding="utf-8")
+
+
+def test_folds_out_writes_every_row_when_a_file_name_is_not_utf8(demo_dir, tmp_path, capsys):
+    import csv
+    import os
+    import shutil
+
+    from zoidberg.cli.main import main
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    film = sorted((data / "train" / "NORMAL").glob("*.jpeg"))[0]
+    shutil.copy(film, os.path.join(os.fsencode(data / "train" / "NORMAL"), b"IM-9009-\xff\xfe.jpeg"))
+    out = tmp_path / "folds.csv"
+    out.write_text("the folds of last week\n")
+    assert main(["folds", "--data", str(data), "--folds", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert f"Wrote {len(rows)} rows" in printed
+    assert any(row["path"].endswith("IM-9009-\\udcff\\udcfe.jpeg") for row in rows)
+    assert len(rows) == len(list(data.glob("train/*/*"))) + len(list(data.glob("val/*/*"))), "rows were cut"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "folds.csv"], "a temporary file was left"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -84,6 +85,7 @@ def command_folds(args) -> int:
     from zoidberg.data.duplicates import apply_duplicate_policy, load_or_find_duplicates
     from zoidberg.data.folds import fold_table, make_folds, shared_patients
     from zoidberg.data.summary import describe_dataset
+    from zoidberg.runs.store import write_atomically
 
     dataset = load_dataset(args.data, label_mode=args.label_mode, image_size=AUDIT_IMAGE_SIZE if args.duplicates != "ignore" else 32)
     for line in describe_dataset(dataset):
@@ -94,12 +96,21 @@ def command_folds(args) -> int:
         indices, groups, _ = apply_duplicate_policy(load_or_find_duplicates(dataset), dataset.patients, indices, args.duplicates)
     fold_of = make_folds(dataset.labels[indices], groups[indices], args.folds, args.seed)
     rows = fold_table([dataset.paths[i] for i in indices], dataset.patients[indices], dataset.labels[indices], fold_of, dataset.class_names)
-    handle = sys.stdout if args.out == "-" else open(args.out, "w", newline="", encoding="utf-8")
-    writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
-    writer.writeheader()
-    writer.writerows(rows)
-    if handle is not sys.stdout:
-        handle.close()
+    fields = ["path", "patient", "label", "fold"]
+    if args.out == "-":
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        def write(staged):
+            # A file name that is not valid UTF-8 is written with its odd bytes escaped (\udcff).
+            with open(staged, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        # Staged, then renamed: a failure leaves the previous file (or none), never half of one.
+        write_atomically(Path(args.out).expanduser(), write)
         shared = shared_patients(dataset.patients[indices], fold_of)
         print(f"Wrote {len(rows)} rows, {args.folds} folds, {len(np.unique(dataset.patients[indices]))} patients; patients in two folds: {len(shared)}.")
     return 0

@@ -205,3 +205,83 @@ def test_folds_out_writes_every_row_when_a_file_name_is_not_utf8(demo_dir, tmp_p
     assert any(row["path"].endswith("IM-9009-\\udcff\\udcfe.jpeg") for row in rows)
     assert len(rows) == len(list(data.glob("train/*/*"))) + len(list(data.glob("val/*/*"))), "rows were cut"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "folds.csv"], "a temporary file was left"
+
+
+def lying_zip(entries: dict[str, tuple[int, int]]) -> bytes:
+    """A zip of deflated zero-filled entries, each {name: (true size, size its headers declare)}."""
+    import struct
+    import zlib
+
+    local_part, central_part = b"", b""
+    block = bytes(1 << 20)
+    for name, (true_size, declared_size) in entries.items():
+        compressor, crc, parts = zlib.compressobj(9, zlib.DEFLATED, -15), 0, []
+        for start in range(0, true_size, len(block)):
+            piece = block[: min(len(block), true_size - start)]
+            crc = zlib.crc32(piece, crc)
+            parts.append(compressor.compress(piece))
+        body = b"".join(parts) + compressor.flush()
+        encoded = name.encode()
+        offset = len(local_part)
+        local_part += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(body), declared_size, len(encoded), 0) + encoded + body
+        central_part += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(body), declared_size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central_part), len(local_part), 0)
+    return local_part + central_part + end
+
+
+def test_a_zip_whose_header_understates_an_entry_is_refused_without_inflating_it(demo_dir):
+    import io
+    import tracemalloc
+    import zipfile
+
+    from zoidberg.data.archives import read_zip
+
+    # 256 MiB of zeros whose headers say 1 MB, beside an honest X-ray.
+    bomb = lying_zip({"bomb.png": (256 << 20, 1 << 20)})
+    film = next(demo_dir.glob("test/NORMAL/*.jpeg")).read_bytes()
+    buffer = io.BytesIO(bomb)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("NORMAL/film.jpeg", film)
+    tracemalloc.start()
+    entries = {entry.name: entry for entry in read_zip(buffer.getvalue())}
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "possible zip bomb" in entries["bomb.png"].reason and entries["bomb.png"].data == b""
+    assert entries["NORMAL/film.jpeg"].data == film and entries["NORMAL/film.jpeg"].reason is None
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB held while reading a 1 MB entry"
+
+
+def test_a_zip_of_many_large_entries_is_refused_by_its_total_before_inflating():
+    from zoidberg.data.archives import MAX_ARCHIVE_BYTES, read_zip
+
+    # Eleven honest entries of 50 MiB: each within the per-file limit, 550 MiB in all.
+    size = 50 << 20
+    archive = lying_zip({f"zero{index}.png": (size, size) for index in range(11)})
+    assert 11 * size > MAX_ARCHIVE_BYTES and len(archive) < 1 << 20
+    with pytest.raises(ValueError, match="refused as a possible zip bomb"):
+        read_zip(archive)
+
+
+def test_an_uploaded_zip_is_unpacked_once_not_on_every_rerun(demo_dir, monkeypatch):
+    import io
+    import zipfile
+    from types import SimpleNamespace
+
+    import streamlit as st
+
+    from zoidberg.ui import predict_view
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("NORMAL/film.jpeg", next(demo_dir.glob("test/NORMAL/*.jpeg")).read_bytes())
+    upload = SimpleNamespace(name="batch.zip", file_id="upload-1", getvalue=buffer.getvalue)
+    calls = []
+    real = predict_view.archive_inputs
+    monkeypatch.setattr(predict_view, "archive_inputs", lambda name, data: calls.append(name) or real(name, data))
+    monkeypatch.setattr(st, "session_state", {})
+    first = predict_view.uploads_to_inputs([upload])
+    again = predict_view.uploads_to_inputs([upload])
+    assert [item.name for item in first] == [item.name for item in again] == ["batch.zip/NORMAL/film.jpeg"]
+    assert calls == ["batch.zip"], "the archive was inflated again on a rerun"
+    predict_view.uploads_to_inputs([])
+    assert st.session_state[predict_view.UNPACKED_ARCHIVES_KEY] == {}, "a removed upload's files were kept"

@@ -9,10 +9,14 @@ from dataclasses import dataclass
 
 from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 
-# The most an archive may hold once uncompressed, and how many entries: a zip bomb is
-# refused by what its central directory declares, before anything is inflated.
-MAX_ARCHIVE_BYTES = 2 * 1024**3
+# The most an archive may hold once uncompressed, and how many entries. A zip bomb is
+# refused by what its central directory declares before anything is inflated, and an entry
+# whose header understates its size is cut off while it streams, so that memory stays
+# bounded by these caps whatever the headers say (512 MB is 50 full-resolution PNGs of 10 MB).
+MAX_ARCHIVE_BYTES = 512 * 1024**2
 MAX_ARCHIVE_ENTRIES = 20_000
+# How much of an entry is inflated at a time.
+CHUNK_BYTES = 1024**2
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,28 @@ def read_zip(data: bytes, *, max_total_bytes: int = MAX_ARCHIVE_BYTES, max_entri
             elif info.file_size > MAX_UPLOAD_BYTES:
                 entries.append(ArchiveEntry(name, reason=f"refused: {info.file_size / 1024**2:.0f} MB, above the {MAX_UPLOAD_BYTES // 1024**2} MB limit per file"))
             else:
-                try:
-                    entries.append(ArchiveEntry(name, archive.read(info)))
-                except (zipfile.BadZipFile, RuntimeError, OSError, NotImplementedError) as error:
-                    entries.append(ArchiveEntry(name, reason=f"unreadable in the archive: {error}"))
+                entries.append(_read_entry(archive, info, name))
         return entries
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> ArchiveEntry:
+    """One entry inflated a chunk at a time and never past the size its header declares.
+
+    An entry that would unpack to more than it declares is cut there, and then fails its
+    CRC: refused as a possible zip bomb, with no more memory spent than it declared.
+    """
+    chunks, size = [], 0
+    try:
+        with archive.open(info) as stream:
+            while size < info.file_size and (chunk := stream.read(min(CHUNK_BYTES, info.file_size - size))):
+                size += len(chunk)
+                chunks.append(chunk)
+            if stream.read(1):
+                raise zipfile.BadZipFile("more data than declared")
+    except zipfile.BadZipFile as error:
+        if "CRC" in str(error) or "declared" in str(error):
+            return ArchiveEntry(name, reason="refused: it does not unpack to what its header declares (damaged, or a possible zip bomb)")
+        return ArchiveEntry(name, reason=f"unreadable in the archive: {error}")
+    except (RuntimeError, OSError, NotImplementedError, EOFError) as error:
+        return ArchiveEntry(name, reason=f"unreadable in the archive: {error}")
+    return ArchiveEntry(name, b"".join(chunks))

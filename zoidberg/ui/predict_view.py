@@ -63,6 +63,9 @@ DISCLAIMER = (
 
 # ----------------------------------------------------------------------------- inputs
 
+# The session's unpacked .zip uploads, by upload, so that a rerun does not inflate them again.
+UNPACKED_ARCHIVES_KEY = "predict_unpacked_archives"
+
 
 @dataclass(frozen=True)
 class ImageInput:
@@ -102,12 +105,19 @@ def uploads_to_inputs(uploads: Sequence[Any] | None) -> list[ImageInput]:
     if not isinstance(uploads, (list, tuple)):
         uploads = [uploads]
     items = []
+    unpacked = st.session_state.setdefault(UNPACKED_ARCHIVES_KEY, {})
+    kept = {}
     for upload in uploads:
         data = bytes(upload.getvalue())
         if sniff_kind(data[:SNIFF_BYTES], str(upload.name)) == "zip":
-            items += archive_inputs(str(upload.name), data)
+            # An archive is unpacked once per upload, not on every rerun of the page; only the
+            # archives still uploaded are kept.
+            key = getattr(upload, "file_id", None) or hashlib.sha256(data).hexdigest()
+            kept[key] = unpacked[key] if key in unpacked else archive_inputs(str(upload.name), data)
+            items += kept[key]
         else:
             items.append(ImageInput(name=str(upload.name), data=data, source="upload"))
+    st.session_state[UNPACKED_ARCHIVES_KEY] = kept
     return items
 
 
@@ -666,7 +676,7 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
         max_upload_size=MAX_UPLOAD_MB,
         help="Files are processed in memory and never written to disk. DICOM images are windowed "
         "(VOI LUT or window centre/width) and MONOCHROME1 is inverted. A .zip is read in memory: entries whose "
-        "path leaves the archive are refused, and so is an archive that would unpack to more than 2 GB.",
+        "path leaves the archive are refused, and so is an archive that would unpack to more than 512 MB, or whose files unpack to more than they declare.",
     )
     items = uploads_to_inputs(uploads)
     items += server_folder_ui()

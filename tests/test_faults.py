@@ -285,3 +285,41 @@ def test_an_uploaded_zip_is_unpacked_once_not_on_every_rerun(demo_dir, monkeypat
     assert calls == ["batch.zip"], "the archive was inflated again on a rerun"
     predict_view.uploads_to_inputs([])
     assert st.session_state[predict_view.UNPACKED_ARCHIVES_KEY] == {}, "a removed upload's files were kept"
+
+
+def test_two_resumes_of_one_run_at_once_let_only_one_through(runs_dir, monkeypatch):
+    import threading
+    import time
+
+    from zoidberg.runs import progress as events
+    from zoidberg.runs.store import Run
+    from zoidberg.runs.worker import reopen
+
+    store = RunStore(runs_dir)
+    run = store.create_run("cv", {"data": {}})
+    run.set_status("failed", error="disk full")
+    real_clear_stop = Run.clear_stop
+
+    def slow_clear_stop(self):
+        # Widens the window between the state check and the state change, as a busy machine does.
+        time.sleep(0.3)
+        real_clear_stop(self)
+
+    monkeypatch.setattr(Run, "clear_stop", slow_clear_stop)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def resume():
+        barrier.wait()
+        try:
+            reopen(store.get(run.id))
+            outcomes.append("resumed")
+        except ValueError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes)[-1] == "resumed" and "is queued; only interrupted" in sorted(outcomes)[0], outcomes
+    assert [event["type"] for event in run.read_events()[0]].count(events.RESUMED) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
@@ -27,6 +29,7 @@ STATUS_FILE = "status.json"  # State, worker pid and host, error.
 EVENTS_FILE = "events.jsonl"  # One JSON event a line, appended by the worker.
 HEARTBEAT_FILE = "heartbeat.json"  # The worker's last sign of life.
 STOP_FILE = "STOP"  # Present when someone asked the run to stop.
+LOCK_FILE = ".lock"  # Held (flock) while a state is checked and changed, so two resumes cannot both win.
 SUMMARY_FILE = "summary.json"  # Written when the run ends.
 DATA_FILE = "data.json"  # What a cross-validation was trained on.
 FOLDS_FILE = "folds.csv"  # path, patient, label, fold of every pooled image.
@@ -355,6 +358,16 @@ class Run:
     def clear_stop(self) -> None:
         """Removes a stop request (used when a run is resumed)."""
         (self.path / STOP_FILE).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Holds the run's lock file for a check-then-set of its state (two `resume` calls at once)."""
+        with open(self.path / LOCK_FILE, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # Events.
     def append_event(self, event_type: str, **data: Any) -> dict:

@@ -140,12 +140,15 @@ def reopen(run: Run) -> Run:
     Raises:
         ValueError: When the run is still active or already completed.
     """
-    state = run.state
-    if state not in RESUMABLE_STATES:
-        raise ValueError(f"Run {run.id} is {state}; only interrupted, stopped or failed runs can be resumed.")
-    run.clear_stop()
-    run.set_status("queued", error=None, resumed_from=state)
-    run.append_event(events.RESUMED, previous_state=state)
+    # The check and the change are one step under the run's lock: of two resumes started at
+    # once, the second sees the run queued and is refused.
+    with run.locked():
+        state = run.state
+        if state not in RESUMABLE_STATES:
+            raise ValueError(f"Run {run.id} is {state}; only interrupted, stopped or failed runs can be resumed.")
+        run.clear_stop()
+        run.set_status("queued", error=None, resumed_from=state)
+        run.append_event(events.RESUMED, previous_state=state)
     return run
 
 

@@ -323,3 +323,28 @@ def test_two_resumes_of_one_run_at_once_let_only_one_through(runs_dir, monkeypat
         thread.join()
     assert sorted(outcomes)[-1] == "resumed" and "is queued; only interrupted" in sorted(outcomes)[0], outcomes
     assert [event["type"] for event in run.read_events()[0]].count(events.RESUMED) == 1
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_damaged_config_is_named_by_predict_and_evaluate(private_baseline, demo_dir, command, capsys):
+    from zoidberg.cli.main import main
+    from zoidberg.runs.store import CONFIG_FILE
+
+    run = private_baseline
+    (run.path / CONFIG_FILE).write_text('{"data": {"image_si')
+    target = [str(next(demo_dir.glob("test/NORMAL/*.jpeg")))] if command == "predict" else ["--data", str(demo_dir / "test")]
+    args = ["--runs-dir", str(run.path.parent), command, "--run", run.id, *target]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{run.path / CONFIG_FILE} is damaged" in err and "Traceback" not in err and "'data'" not in err
+
+
+def test_a_truncated_fold_model_is_named_as_damaged_not_missing(private_baseline, capsys):
+    from zoidberg.cli.main import main
+
+    run = private_baseline
+    model = run.model_path(1)
+    model.write_bytes(model.read_bytes()[:2000])
+    assert main(["--runs-dir", str(run.path.parent), "export", "--run", run.id, "--format", "keras"]) == 2
+    err = capsys.readouterr().err
+    assert f"fold 1: {model} is damaged (2,000 bytes" in err and "File not found" not in err

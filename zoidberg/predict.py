@@ -712,6 +712,24 @@ class EnsembleOfRuns(Decides):
         return heatmap / peak if peak > 0 else heatmap
 
 
+def load_fold_model(run, fold: int):
+    """One fold's model.keras (safe_mode), or a ValueError that names the damaged file when it cannot be read."""
+    import zipfile
+
+    import keras
+
+    path = run.model_path(fold)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        # Keras says "File not found" for a cut-short .keras zip; the file is there, and damaged.
+        size = path.stat().st_size if path.exists() else None
+        state = "missing" if size is None else f"damaged ({size:,} bytes that do not load as a Keras model: cut short or changed)"
+        raise ValueError(
+            f"Run {run.id}, fold {fold}: {path} is {state}. Restore it from a copy of the run, or train the run again."
+        ) from error
+
+
 def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble | EnsembleOfRuns:
     """Loads a finished run's fold models from the run store with safe_mode=True.
 
@@ -721,16 +739,14 @@ def load_ensemble(run_id: str, *, runs_dir=None) -> Ensemble | EnsembleOfRuns:
     Raises:
         ValueError: when the run has no trained fold model yet.
     """
-    import keras
-
     run = RunStore(runs_dir).get(run_id)
     if run.kind == "ensemble":
         return load_ensemble_of_runs(run, runs_dir=runs_dir)
     folds = run.folds_with(MODEL_FILE)
     if not folds:
         raise ValueError(f"Run {run_id} has no trained fold model yet; wait for a fold to finish.")
-    models = [keras.models.load_model(run.model_path(fold), safe_mode=True, compile=False) for fold in folds]
-    config = run.config
+    config = run.checked_config()
+    models = [load_fold_model(run, fold) for fold in folds]
     summary = run.summary() or {}
     data = run.read_json(DATA_FILE, {}) or {}
     class_names = tuple(summary.get("class_names") or data.get("class_names") or _class_names(config))

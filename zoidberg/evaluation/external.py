@@ -335,7 +335,7 @@ def evaluate_run(
     say = report or (lambda message: None)
     from zoidberg.config import DataConfig, from_mapping
 
-    config = run.config
+    config = run.checked_config() if run.kind == "cv" else run.config
     # The run's own size, label mode and preprocessing: images are prepared as in training.
     data = from_mapping(DataConfig, config.get("data") or {})
     start = time.perf_counter()

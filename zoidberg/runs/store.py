@@ -199,6 +199,19 @@ class Run:
         """The run's config.json."""
         return self.read_json(CONFIG_FILE, default={}) or {}
 
+    def checked_config(self) -> dict:
+        """The run's config.json, or a ValueError that names the damaged file and what to do.
+
+        Commands that rebuild the run's models (predict, evaluate, export, report) read it
+        through here, so that a damaged file is named instead of failing later on a missing key.
+        """
+        path = self.path / CONFIG_FILE
+        config = self.read_json(CONFIG_FILE, default=None)
+        if not isinstance(config, dict) or not isinstance(config.get("data"), dict) or "image_size" not in config["data"]:
+            state = "missing" if not path.exists() else "damaged (not the JSON the run wrote)"
+            raise ValueError(f"Run {self.id}'s {path} is {state}: restore it from a copy of the run, or train the run again.")
+        return config
+
     @property
     def kind(self) -> str:
         """'cv' or 'tune'."""

@@ -348,3 +348,21 @@ def test_a_truncated_fold_model_is_named_as_damaged_not_missing(private_baseline
     assert main(["--runs-dir", str(run.path.parent), "export", "--run", run.id, "--format", "keras"]) == 2
     err = capsys.readouterr().err
     assert f"fold 1: {model} is damaged (2,000 bytes" in err and "File not found" not in err
+
+
+def test_a_ray_address_where_nothing_listens_fails_at_once_in_one_sentence(demo_dir, runs_dir, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    import ray
+
+    from zoidberg.cli.main import main
+
+    def hang(*args, **kwargs):
+        raise AssertionError("ray.init was called: it retries for minutes when nothing listens")
+
+    monkeypatch.setattr(ray, "init", hang)
+    code = main(["cv", "--data", str(demo_dir), "--image-size", "32", "--epochs", "1", "--folds", "2",
+                 "--engine", "ray", "--ray-address", "127.0.0.1:1", "--runs-dir", str(runs_dir)])
+    err = capsys.readouterr().err
+    assert code != 0 and "Could not reach the Ray cluster at 127.0.0.1:1 (Connection refused)" in err and "Traceback" not in err
+    (run,) = RunStore(runs_dir).list_runs()
+    assert run.state == "failed", "the run was left running"

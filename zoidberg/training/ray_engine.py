@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,9 @@ POLL_S = 0.5
 TASK_STARTED = "task_started"
 # How often a task asks the driver whether a stop was requested (every batch would be a round trip each).
 STOP_POLL_S = 0.5
+# How long joining a cluster may take to find something answering at its address: Ray's own
+# client retries for minutes, printing its gcs_client lines, when nothing is there.
+CONNECT_TIMEOUT_S = 15.0
 TOKEN_HINT = (
     "A cluster with token authentication (the default from Ray 2.59 on) also needs its token here: run "
     "`ray get-auth-token` on the head node and set RAY_AUTH_TOKEN, or copy its ~/.ray/auth_token."
@@ -54,6 +58,24 @@ def describe_address(address: str | None) -> str:
     return f"the Ray cluster at {address}" if joins_cluster(address) else "a private local Ray"
 
 
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raises ValueError in one sentence when nothing accepts a TCP connection at HOST:PORT (or ray://HOST:PORT).
+
+    "auto" is left to Ray, which reads the local head's address.
+    """
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except TimeoutError:
+        raise ValueError(f"Nothing answered at {address} within {timeout_s:.0f} s: check the address and that the cluster's head node is up.") from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"Could not reach the Ray cluster at {address} ({reason}): check the address and that `ray start --head` runs there.") from None
+
+
 def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     """Connects this process to Ray: the cluster at `address`, or a private local Ray when None.
 
@@ -81,6 +103,8 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
         logging_level="WARNING",
         runtime_env={"py_modules": [package], "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}},
     )
+    if joins_cluster(address):
+        check_reachable(address)
     try:
         if joins_cluster(address):
             ray.init(address=address, **options)

@@ -366,3 +366,32 @@ def test_a_ray_address_where_nothing_listens_fails_at_once_in_one_sentence(demo_
     assert code != 0 and "Could not reach the Ray cluster at 127.0.0.1:1 (Connection refused)" in err and "Traceback" not in err
     (run,) = RunStore(runs_dir).list_runs()
     assert run.state == "failed", "the run was left running"
+
+
+def test_the_data_page_refuses_a_folder_whose_link_leads_outside_the_roots(demo_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from apptest_helpers import assert_no_exception, open_app, texts
+
+    from zoidberg.data.roots import ROOTS_ENV, check_folder_allowed
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    shutil.copytree(demo_dir / "train" / "NORMAL", outside / "NORMAL")
+    data = allowed / "site"
+    shutil.copytree(demo_dir / "train" / "PNEUMONIA", data / "PNEUMONIA")
+    (data / "NORMAL").symlink_to(outside / "NORMAL", target_is_directory=True)
+    monkeypatch.setenv(ROOTS_ENV, str(allowed))
+    with pytest.raises(ValueError, match=rf"{data / 'NORMAL'} is a link to {outside / 'NORMAL'}, outside the folders"):
+        check_folder_allowed(data)
+    # A link that stays inside the roots is fine, and so is a loop back up the tree.
+    (data / "NORMAL").unlink()
+    shutil.copytree(outside / "NORMAL", allowed / "normal-films")
+    (data / "NORMAL").symlink_to(allowed / "normal-films", target_is_directory=True)
+    (data / "PNEUMONIA" / "loop").symlink_to(data, target_is_directory=True)
+    assert check_folder_allowed(data) == data.resolve()
+    (data / "NORMAL").unlink()
+    (data / "NORMAL").symlink_to(outside / "NORMAL", target_is_directory=True)
+    app = open_app(data)
+    assert_no_exception(app)
+    shown = texts(app.error).replace("\\", "")
+    assert "is a link to" in shown and ROOTS_ENV in shown and "outside the folders this server may read" in shown

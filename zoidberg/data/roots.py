@@ -42,3 +42,38 @@ def check_allowed(path: str | os.PathLike) -> Path:
             f"the server's administrator sets them in ${ROOTS_ENV}."
         )
     return Path(path).expanduser().resolve()
+
+
+def check_folder_allowed(path: str | os.PathLike) -> Path:
+    """Returns the resolved folder, or refuses it when it, or a link anywhere inside it, leads outside the roots.
+
+    A `NORMAL -> /elsewhere/NORMAL` link inside an allowed folder would otherwise let the
+    dashboard read files outside $ZOIDBERG_DATA_ROOTS, so every link's real path is checked.
+
+    Raises:
+        ValueError: The folder or a link inside it leads outside $ZOIDBERG_DATA_ROOTS.
+    """
+    folder = check_allowed(path)
+    roots = allowed_roots()
+    if roots is None or not folder.is_dir():
+        return folder
+    outside, seen = [], set()
+    for current, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            # A link back up the tree: walked once.
+            folders[:] = []
+            continue
+        seen.add(real)
+        for name in [*folders, *files]:
+            entry = os.path.join(current, name)
+            if os.path.islink(entry) and not is_allowed(entry):
+                outside.append(entry)
+        folders[:] = [name for name in folders if os.path.join(current, name) not in outside]
+    if outside:
+        raise ValueError(
+            f"{outside[0]} is a link to {os.path.realpath(outside[0])}, outside the folders this server may read"
+            f"{f' ({len(outside)} such links in all)' if len(outside) > 1 else ''}. Copy those files into the folder, "
+            f"or ask the server's administrator to add their folder to ${ROOTS_ENV}."
+        )
+    return folder

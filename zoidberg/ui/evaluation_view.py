@@ -281,9 +281,9 @@ def evaluate_folder_ui(run: Run) -> None:
     )
     if st.button("🧪 Evaluate", key=f"evaluate_start_{run.id}", disabled=not folder.strip()):
         try:
-            from zoidberg.data.roots import check_allowed
+            from zoidberg.data.roots import check_folder_allowed
 
-            path = check_allowed(folder.strip())
+            path = check_folder_allowed(folder.strip())
             if not path.is_dir():
                 raise ValueError(f"{folder.strip()} does not exist or is not a folder.")
             find_class_folders(path)

@@ -164,9 +164,9 @@ def load_dataset_cached(data_dir: str, label_mode: str = "binary", image_size: i
         DatasetError: With what to change when the folder cannot be read as a dataset.
         ValueError: The folder is outside $ZOIDBERG_DATA_ROOTS.
     """
-    from zoidberg.data.roots import check_allowed
+    from zoidberg.data.roots import check_folder_allowed
 
-    folder = str(check_allowed(str(data_dir).strip()))
+    folder = str(check_folder_allowed(str(data_dir).strip()))
     fingerprint = dataset_fingerprint(folder)
     with st.spinner(f"Reading images from {folder} at {image_size} px ..."):
         return _load_dataset_resource(folder, label_mode, int(image_size), fingerprint, resize, enhance)
@@ -241,10 +241,10 @@ def prepare_payload(kind: str, config) -> dict:
     """
     if kind == "ensemble":
         # An ensemble reads its members' stored predictions, not images; the runs it trains read their folder.
-        from zoidberg.data.roots import check_allowed
+        from zoidberg.data.roots import check_folder_allowed
 
         for recipe in config.recipes:
-            check_allowed(recipe.data.data_dir)
+            check_folder_allowed(recipe.data.data_dir)
         return get_kind(kind).prepare(config, runs_dir=runs_dir())
     dataset = load_dataset_cached(config.data.data_dir, **config.data.loader_options())
     return get_kind(kind).prepare(config, dataset)

@@ -395,3 +395,22 @@ def test_the_data_page_refuses_a_folder_whose_link_leads_outside_the_roots(demo_
     assert_no_exception(app)
     shown = texts(app.error).replace("\\", "")
     assert "is a link to" in shown and ROOTS_ENV in shown and "outside the folders this server may read" in shown
+
+
+def test_resume_trains_again_a_finished_fold_whose_model_is_damaged(private_baseline, capsys):
+    from zoidberg.runs.worker import reopen
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.fold_check import fold_problem
+
+    run = private_baseline
+    model = run.model_path(1)
+    model.write_bytes(model.read_bytes()[:2000])
+    assert "is damaged" in fold_problem(run, 1) and fold_problem(run, 2) is None
+    run.set_status("failed", error="the disk filled during test scoring")
+    reopen(run)
+    said = []
+    run_cross_validation(run, report=said.append)
+    assert run.state == "completed", run.status()
+    assert f"Fold 1/2: {model} is damaged (cut short or changed); it is trained again." in said
+    assert "Fold 2/2: already done, kept." in said
+    assert fold_problem(run, 1) is None

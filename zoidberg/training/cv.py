@@ -138,11 +138,18 @@ def _run_folds(run: Run, say: Reporter) -> dict:
 
     from zoidberg.training.executors import FoldTask, choose_engine, choose_parallel, run_folds_in_children
 
+    from zoidberg.training.fold_check import fold_problem
+
     tasks = []
     for fold, train_part, validation_part in iter_fold_indices(fold_of):
-        if run.read_fold_json(fold + 1):
-            say(f"Fold {fold + 1}/{config.n_splits}: already done, kept.")
-            continue
+        if run.fold_path(fold + 1, FOLD_METRICS_FILE).exists():
+            problem = fold_problem(run, fold + 1)
+            if problem is None:
+                say(f"Fold {fold + 1}/{config.n_splits}: already done, kept.")
+                continue
+            # A damaged finished fold would fail at every later scoring: it is trained again.
+            say(f"Fold {fold + 1}/{config.n_splits}: {problem}; it is trained again.")
+            run.fold_path(fold + 1, FOLD_METRICS_FILE).unlink()
         tasks.append(FoldTask(fold + 1, train_part, validation_part, indices))
     engine = choose_engine(config.engine, len(indices), config.data.image_size)
     from zoidberg.runs.warm import is_warm_process

@@ -9,7 +9,7 @@ from zoidberg.cli import data, evaluate, runs
 from zoidberg.cli.options import EXIT_USAGE, CliError
 
 # The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
-TRAINING_COMMANDS = ("cv", "tune", "ensemble", "resume", "holdout")
+TRAINING_COMMANDS = ("cv", "tune", "ensemble", "resume", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -341,5 +341,4 @@ def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = 
         subtitle=f"Run {run.id} · {run.kind} · made {now_iso()[:19].replace('T', ' ')} UTC · NOT A MEDICAL DEVICE",
         created=now_iso(),
         sections=sections,
-        warnings=[section.warning for section in sections if section.warning],
     )

@@ -54,5 +54,8 @@ class Report:
     subtitle: str
     created: str
     sections: list[Section]
-    # What the report had to leave out (Grad-CAM when the models cannot be loaded), said to its maker too.
-    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the report had to leave out (Grad-CAM when the models cannot be loaded), said to its maker too."""
+        return [section.warning for section in self.sections if section.warning]

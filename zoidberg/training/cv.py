@@ -137,7 +137,6 @@ def _run_folds(run: Run, say: Reporter) -> dict:
         say(line)
 
     from zoidberg.training.executors import FoldTask, choose_engine, choose_parallel, run_folds_in_children
-
     from zoidberg.training.fold_check import fold_problem
 
     tasks = []

@@ -36,6 +36,7 @@ def fold_problem(run: Run, fold: int) -> str | None:
         try:
             with np.load(oof) as stored:
                 for key in stored.files:
+                    # Reading each array inflates it, which is what finds a cut-short file.
                     stored[key]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):
             return f"{oof} is damaged"

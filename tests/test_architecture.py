@@ -22,6 +22,9 @@ ALLOWED_IMPORTS = {
     "zoidberg.data": ("zoidberg.data",),
     "zoidberg.config": ("zoidberg.models.registry",),
     "zoidberg.models": ("zoidberg.models", "zoidberg.config"),
+    "zoidberg.adaptation.heads": (),
+    "zoidberg.adaptation.figures": ("zoidberg.evaluation.statistics",),
+    "zoidberg.adaptation.config": ("zoidberg.config",),
     "zoidberg.runs.worker": ("zoidberg.config", "zoidberg.data", "zoidberg.runs.store", "zoidberg.runs.progress"),
 }
 # Only these may import the dashboard and the command line.

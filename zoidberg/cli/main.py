@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoidberg.cli import data, evaluate, runs
+from zoidberg.cli import adapt, data, evaluate, runs
 from zoidberg.cli.options import EXIT_USAGE, CliError
 
 # The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
-TRAINING_COMMANDS = ("cv", "tune", "ensemble", "resume", "worker")
+TRAINING_COMMANDS = ("cv", "tune", "ensemble", "adapt", "resume", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data.add_parsers(commands)
     runs.add_parsers(commands)
+    adapt.add_parsers(commands)
     evaluate.add_parsers(commands)
     return parser
 

@@ -21,6 +21,7 @@ from zoidberg.evaluation.gate import gate_check
 from zoidberg.evaluation.operating import DECISION_CURVE_THRESHOLDS, net_benefit, predictive_values
 from zoidberg.evaluation.statistics import bootstrap_interval
 from zoidberg.runs.store import (
+    ADAPTATION_FILE,
     DATA_FILE,
     EVALUATION_FILE,
     EVALUATIONS_DIR,
@@ -116,6 +117,24 @@ def leakage_check(run: Run, dataset, rows: np.ndarray, digests: list[str]) -> di
         "n_identical_files": len(identical),
         "clean": not shared and not identical,
     }
+
+
+def refuse_adaptation_films(run: Run, digests: list[str]) -> None:
+    """Refuses to score an adapted run on films its site heads learned from: those figures would be leakage.
+
+    Raises:
+        ValueError: Naming how many films, and where the honest figures are.
+    """
+    if run.kind != "adapt":
+        return
+    seen = set((run.read_json(ADAPTATION_FILE) or {}).get("site_digests") or ())
+    shared = sum(1 for digest in digests if digest and digest in seen)
+    if shared:
+        raise ValueError(
+            f"{shared} of these {len(digests)} films are films adapted run {run.id} learned from (its site folder): scored "
+            "here they would be leakage. Its honest figures on them are the cross-fitted ones in its summary "
+            "(`python -m zoidberg runs`, or the run view); evaluate it on other films of the site."
+        )
 
 
 def describe_leakage(leakage: dict) -> list[str]:
@@ -371,6 +390,7 @@ def evaluate_run(
         write_json_atomic(run.evaluation_path(name, EVALUATION_FILE), updated)
         return updated
     digests = file_digests(dataset.root, [dataset.paths[row] for row in rows])
+    refuse_adaptation_films(run, digests)
     leakage = leakage_check(run, dataset, rows, digests)
     for line in describe_leakage(leakage):
         say(f"Warning: {line}")

@@ -1,4 +1,4 @@
-"""The kinds of run ("cv", "tune", "ensemble"): how each is prepared from its configuration and how its worker runs it."""
+"""The kinds of run ("cv", "tune", "ensemble", "adapt"): how each is prepared from its configuration and how its worker runs it."""
 
 from __future__ import annotations
 
@@ -68,6 +68,25 @@ def _config_ensemble(payload: dict):
     return EnsembleConfig.from_dict(payload)
 
 
+def _prepare_adapt(config, dataset=None, runs_dir=None) -> dict:
+    from zoidberg.adaptation.adapt import prepare_adaptation
+    from zoidberg.runs.store import RunStore
+
+    return prepare_adaptation(config, RunStore(runs_dir))
+
+
+def _run_adapt(run: Run, report: Reporter | None) -> dict:
+    from zoidberg.adaptation.adapt import run_adaptation
+
+    return run_adaptation(run, report=report)
+
+
+def _config_adapt(payload: dict):
+    from zoidberg.adaptation.config import AdaptConfig
+
+    return AdaptConfig.from_dict(payload)
+
+
 @dataclass(frozen=True)
 class RunKind:
     """One kind of run.
@@ -125,6 +144,16 @@ KINDS: dict[str, RunKind] = {
         prepare=_prepare_ensemble,
         run=_run_ensemble,
         load_config=_config_ensemble,
+    ),
+    "adapt": RunKind(
+        name="adapt",
+        title="adaptation",
+        unit="part",
+        kept="nothing (an adaptation takes a minute)",
+        resume_note="Adapts again from the parent run and the site folder",
+        prepare=_prepare_adapt,
+        run=_run_adapt,
+        load_config=_config_adapt,
     ),
 }
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 RUNS_DIR_ENV = "ZOIDBERG_RUNS_DIR"
-RUN_KINDS = ("cv", "tune", "ensemble")
+RUN_KINDS = ("cv", "tune", "ensemble", "adapt")
 # The kinds whose runs are models: Predict, Compare, evaluate and the Train page list them.
-MODEL_KINDS = ("cv", "ensemble")
+MODEL_KINDS = ("cv", "ensemble", "adapt")
 ACTIVE_STATES = ("queued", "running")
 
 # The files of a run folder, named once. Everything outside this module refers to them by
@@ -49,6 +49,7 @@ EXPORTS_DIR = "exports"  # exports/<format>/: the fold ensemble as one model, wi
 REPORTS_DIR = "reports"  # reports/report.html and report.pdf: the run told for a clinician.
 TENSORBOARD_DIR = "tensorboard"  # tensorboard/fold_<k>/: each fold's epoch scalars, for `tensorboard --logdir runs/`.
 ENSEMBLE_FILE = "ensemble.json"  # How an ensemble combines its members' probabilities (method, stacking weights).
+ADAPTATION_FILE = "adaptation.json"  # An adapted run's parent, site fingerprint, method and fitted site heads.
 MEMBERS_FILE = "members.json"  # {recipe index: run id} of the member runs an ensemble trained.
 EVALUATIONS_DIR = "evaluations"  # evaluations/<name>/: one folder per evaluation on a labeled folder.
 EVALUATION_FILE = "evaluation.json"  # An evaluation's metrics, intervals, curves, calibration and checks.

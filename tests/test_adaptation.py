@@ -1,0 +1,236 @@
+"""adapt: site heads cross-fitted by patient, lineage, the run as any run, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_legacy_weights
+from zoidberg.adaptation import crossfit as crossfit_module
+from zoidberg.adaptation.adapt import prepare_adaptation, run_adaptation
+from zoidberg.adaptation.config import AdaptConfig
+from zoidberg.adaptation.crossfit import crossfit_heads
+from zoidberg.adaptation.heads import make_inputs
+from zoidberg.config import DataConfig, ModelConfig, OperatingPointChoice, RunConfig, TrainConfig
+from zoidberg.runs.store import ADAPTATION_FILE, RunStore
+
+SIZE = 32
+SENSITIVE = OperatingPointChoice("target-sensitivity", target=0.9)
+
+
+@pytest.fixture(scope="session")
+def parent(tmp_path_factory, demo_dir):
+    """A finished frozen-backbone run (random MobileNetV2 weights) and a tiny CNN run, and a site folder of other films."""
+    import keras
+
+    from zoidberg.data.demo import make_demo_dataset
+    from zoidberg.training.cv import config_payload, run_cross_validation
+
+    base = tmp_path_factory.mktemp("adaptation")
+    keras.utils.set_random_seed(5)
+    source = keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None)
+    weights = write_legacy_weights(source, base / "fake_mobilenet_v2_0.35.h5")
+    # Another acquisition: other films, drawn with another seed, in a flat NORMAL/ PNEUMONIA/ folder.
+    other = make_demo_dataset(base / "other", patients_per_class=8, images_per_patient=(1, 3), image_size=64, random_state=7)
+    site = base / "site"
+    shutil.copytree(other / "train", site)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOIDBERG_RUNS_DIR", str(base / "runs"))
+        patch.setenv("ZOIDBERG_CACHE_DIR", str(base / "cache"))
+        store = RunStore(base / "runs")
+        ids = {}
+        models = {
+            "frozen": ModelConfig(architecture="mobilenetv2", alpha=0.35, weights=str(weights), transfer_mode="frozen", dropout_rate=0.2),
+            "cnn": ModelConfig(architecture="cnn", conv_blocks=2, base_filters=8, dense_units=16),
+        }
+        for name, model in models.items():
+            config = RunConfig(data=DataConfig(str(demo_dir), "binary", SIZE), model=model,
+                               train=TrainConfig(epochs=1, batch_size=16, early_stopping_patience=0), n_splits=2, random_state=1,
+                               operating_point=SENSITIVE)
+            run = store.create_run("cv", config_payload(config), name=name)
+            run_cross_validation(run)
+            assert run.state == "completed", run.status()
+            ids[name] = run.id
+    return SimpleNamespace(dir=base / "runs", store=store, ids=ids, site=site, demo=demo_dir)
+
+
+@pytest.fixture
+def store(parent, tmp_path, monkeypatch):
+    """A private copy of the parent runs (the adaptations write beside them)."""
+    store = RunStore(tmp_path / "runs")
+    for run_id in parent.ids.values():
+        shutil.copytree(parent.store.get(run_id).path, store.root / run_id)
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(store.root))
+    return store
+
+
+def adapt(store, config: AdaptConfig):
+    """Prepares and runs an adaptation in this process, as its worker would."""
+    run = store.create_run("adapt", prepare_adaptation(config, store), config.run_name)
+    run_adaptation(run)
+    assert run.state == "completed", run.status()
+    return run
+
+
+def test_no_film_the_adaptation_saw_is_scored_in_its_figures(monkeypatch):
+    # Every film carries its row number in a column the heads ignore in effect (a tiny scale),
+    # and the fitting and scoring calls are recorded: each part is scored only by a head that
+    # never saw any of its films, and its threshold is chosen without them too.
+    rng = np.random.default_rng(0)
+    n = 120
+    labels = np.r_[np.zeros(50, int), np.ones(70, int)]
+    groups = np.array([f"p{index // 2}" for index in range(n)])
+    member = np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.2, n), 0.01, 0.99)
+    features = np.c_[rng.normal(size=(n, 6)) + labels[:, None] * 0.5, np.arange(n) * 1e-9]
+    inputs = make_inputs(member[None, :], features)
+    fitted, thresholds_on = [], []
+    real_fit, real_choose = crossfit_module.fit_site_head, crossfit_module.choose_threshold
+
+    def recording_fit(fit_inputs, fit_labels, fit_groups, **options):
+        fitted.append(set(np.rint(fit_inputs[:, -1] / 1e-9).astype(int)))
+        return real_fit(fit_inputs, fit_labels, fit_groups, **options)
+
+    def recording_choose(choose_labels, positive, choice):
+        thresholds_on.append(len(choose_labels))
+        return real_choose(choose_labels, positive, choice)
+
+    monkeypatch.setattr(crossfit_module, "fit_site_head", recording_fit)
+    monkeypatch.setattr(crossfit_module, "choose_threshold", recording_choose)
+    result = crossfit_heads(inputs, labels, groups, SENSITIVE, n_prior=1, n_parts=5)
+    assert len(fitted) == 5
+    for part in range(5):
+        scored = set(result.scored_rows_of(part))
+        assert scored and not scored & fitted[part]
+        assert fitted[part] | scored == set(range(n))
+        # The threshold of a part is chosen on the other parts' films only.
+        assert thresholds_on[part] == n - len(scored)
+        # The part's scores are those of its own head, fitted without it.
+        expected = result.heads[part].positive(inputs[sorted(scored)])
+        assert np.allclose(result.positive[sorted(scored)], expected)
+    # No patient is in two parts.
+    for patient in np.unique(groups):
+        assert len(set(result.part_of[groups == patient])) == 1
+
+
+def test_an_adapted_run_records_its_lineage_and_predicts_as_any_run(store, parent):
+    from zoidberg.predict import load_ensemble
+
+    parent_run = store.get(parent.ids["frozen"])
+    run = adapt(store, AdaptConfig(parent=parent_run.id, site_dir=str(parent.site), n_parts=3, run_name="adapted"))
+    assert run.kind == "adapt"
+    config = run.config
+    assert config["parent"] == parent_run.id and config["method"] == "head"
+    assert config["site_fingerprint"] and config["site_fingerprint"] != parent_run.read_json("data.json")["fingerprint"] == config["parent_fingerprint"]
+    assert config["feature_member"] == parent_run.id
+    # The parent's rule (sensitivity 90 %) was taken when none was given.
+    assert config["operating_point"]["method"] == "target-sensitivity" and config["operating_point"]["target"] == 0.9
+    summary = run.summary()
+    adaptation = summary["adaptation"]
+    assert adaptation["parent"] == parent_run.id and adaptation["n_parts"] == 3
+    for block in ("zero_shot", "adapted"):
+        for name in ("roc_auc", "accuracy", "sensitivity", "specificity"):
+            assert "low" in adaptation[block][name] and "high" in adaptation[block][name]
+    stored = run.read_json(ADAPTATION_FILE)
+    assert len(stored["heads"]) == 3 and stored["parent"] == parent_run.id
+    # It predicts as any run: the parent's models, then the site heads.
+    ensemble = load_ensemble(run.id, runs_dir=store.root)
+    gray = np.full((80, 80), 90, dtype=np.uint8)
+    gray[20:60, 20:60] = 200
+    result = ensemble.predict_gray(gray)
+    assert 0.0 <= result["probability"] <= 1.0 and result["label"] in ("normal", "pneumonia")
+    assert result["threshold"] == pytest.approx(summary["threshold"]) and result["unit"] == "part"
+    prediction = ensemble.probabilities(gray)
+    assert prediction.per_fold.shape == (3, 2)
+    # The adapted probability is the mean of the three site heads on the parent's output and features.
+    inputs = ensemble._head_inputs(ensemble.member_positive_of_images([gray]), ensemble._features_of_images([gray]))
+    heads = [head.positive(inputs)[0] for head in ensemble.heads]
+    assert prediction.combined[1] == pytest.approx(np.mean(heads))
+    # Its own folds and out-of-fold predictions are the site films, cross-fitted.
+    from zoidberg.evaluation.out_of_fold import read_out_of_fold
+
+    out_of_fold = read_out_of_fold(run)
+    assert len(out_of_fold.labels) == adaptation["adapted"]["n"]
+
+
+def test_an_ensemble_adapts_with_one_prior_per_member(store, parent):
+    from zoidberg.training.ensemble import prepare_ensemble, run_ensemble
+    from zoidberg.config import EnsembleConfig
+
+    members = (parent.ids["frozen"], parent.ids["cnn"])
+    ensemble = store.create_run("ensemble", prepare_ensemble(EnsembleConfig(members=members, operating_point=SENSITIVE), store), "pair")
+    run_ensemble(ensemble)
+    assert ensemble.state == "completed"
+    run = adapt(store, AdaptConfig(parent=ensemble.id, site_dir=str(parent.site), n_parts=2))
+    assert run.read_json(ADAPTATION_FILE)["n_prior"] == 2
+    assert run.config["feature_member"] == parent.ids["frozen"]
+
+
+def test_recalibrate_needs_no_frozen_member_and_head_refuses_without_one(store, parent):
+    cnn = parent.ids["cnn"]
+    with pytest.raises(ValueError, match="no frozen-backbone member"):
+        prepare_adaptation(AdaptConfig(parent=cnn, site_dir=str(parent.site)), store)
+    run = adapt(store, AdaptConfig(parent=cnn, site_dir=str(parent.site), method="recalibrate", n_parts=2))
+    assert run.read_json(ADAPTATION_FILE)["heads"][0]["coef"].__len__() == 1
+
+
+def test_evaluating_an_adapted_run_on_its_own_site_films_is_refused(store, parent, tmp_path):
+    from zoidberg.evaluation.external import evaluate_run
+
+    run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
+    with pytest.raises(ValueError, match="leakage"):
+        evaluate_run(run, parent.site, split="all")
+    # A copy of one site film among other films is refused as well.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(parent.demo / "test", mixed)
+    film = next((parent.site / "NORMAL").iterdir())
+    shutil.copy(film, mixed / "NORMAL" / "copied.jpeg")
+    with pytest.raises(ValueError, match="1 of these"):
+        evaluate_run(run, mixed, split="all")
+    # Other films of the site are evaluated as for any run.
+    evaluation = evaluate_run(run, parent.demo / "test", split="all")
+    assert evaluation["leakage"]["n_identical_files"] == 0 and 0.0 <= evaluation["metrics"]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"parent": "nope"}, "not in"),
+        ({"site_dir": "/nonexistent/site"}, "does not exist"),
+        ({"n_parts": 40}, "parts must be"),
+        ({"method": "magic"}, "method must be"),
+    ],
+)
+def test_bad_adaptations_are_refused_before_a_run_exists(store, parent, changes, message):
+    with pytest.raises(ValueError, match=message):
+        prepare_adaptation(AdaptConfig(**{"parent": parent.ids["frozen"], "site_dir": str(parent.site), **changes}), store)
+    assert not store.list_runs("adapt")
+
+
+def test_adapting_on_the_training_data_or_an_adapted_run_is_refused(store, parent):
+    with pytest.raises(ValueError, match="never saw"):
+        prepare_adaptation(AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.demo)), store)
+    run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
+    with pytest.raises(ValueError, match="Adapt its parent"):
+        prepare_adaptation(AdaptConfig(parent=run.id, site_dir=str(parent.site)), store)
+
+
+def test_the_cli_prints_both_figures_and_the_run_id_last(store, parent, capsys):
+    from zoidberg.cli import main
+
+    code = main(["adapt", "--run", parent.ids["frozen"], "--data", str(parent.site), "--parts", "2", "--runs-dir", str(store.root)])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert store.get(lines[-1]).kind == "adapt"
+    assert "parent, zero-shot" in out and "adapted, cross-fitted" in out and "healthy children" in out
+    code = main(["adapt", "--run", "missing", "--data", str(parent.site), "--runs-dir", str(store.root)])
+    assert code != 0 and "not in" in capsys.readouterr().err
+    code = main(["adapt", "--run", parent.ids["frozen"], "--data", str(parent.site), "--json", "--parts", "2", "--runs-dir", str(store.root)])
+    out = capsys.readouterr().out
+    assert code == 0
+    payload, run_id = out.rsplit("\n", 2)[0], out.strip().splitlines()[-1]
+    assert json.loads(payload)["run_id"] == run_id

@@ -234,3 +234,35 @@ def test_the_cli_prints_both_figures_and_the_run_id_last(store, parent, capsys):
     assert code == 0
     payload, run_id = out.rsplit("\n", 2)[0], out.strip().splitlines()[-1]
     assert json.loads(payload)["run_id"] == run_id
+
+
+def test_the_run_view_leads_an_adapted_run_with_its_verdict(store, parent):
+    from tests.apptest_helpers import open_app, texts
+
+    run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
+    app = open_app(parent.demo, "pages/train.py")
+    markdown = texts(app.markdown)
+    assert "At the site" in markdown
+    verdicts = texts([*app.success, *app.warning, *app.error])
+    assert "healthy children would be called pneumonia" in verdicts and "zero-shot" in verdicts
+    frame = next(frame.value for frame in app.dataframe if "healthy called pneumonia" in frame.value.columns)
+    assert frame[""].tolist() == ["parent, zero-shot", "adapted, cross-fitted"]
+    assert f"adapted from `{parent.ids['frozen']}`" in texts(app.caption)
+
+
+def test_adapt_to_a_site_from_the_run_view_starts_an_adapted_run(store, parent, stop_workers_after):
+    from tests.apptest_helpers import button, open_app, wait_for
+    from zoidberg.ui.state import SELECTED_RUN_KEY
+
+    parent_id = parent.ids["frozen"]
+    app = open_app(parent.demo)
+    app.session_state[f"{SELECTED_RUN_KEY}_cv"] = parent_id
+    app.switch_page("pages/train.py").run()
+    app.text_input(key=f"adapt_folder_{parent_id}").input("/nonexistent/site").run()
+    button(app, "Adapt").click().run()
+    assert "does not exist" in " ".join(str(item.value) for item in app.error)
+    assert not store.list_runs("adapt")
+    app.text_input(key=f"adapt_folder_{parent_id}").input(str(parent.site)).run()
+    button(app, "Adapt").click().run()
+    adapted = wait_for(lambda: [run for run in store.list_runs("adapt") if run.state == "completed"])
+    assert adapted[0].config["parent"] == parent_id

@@ -64,3 +64,22 @@ def test_quality_benchmark_runs_on_generated_data(tmp_path):
         assert all(figures["leakage_clean"] for figures in item["holdouts"].values())
     header = [line for line in result.stdout.splitlines() if line.startswith("| recipe |")]
     assert len(header) == 2 and "AUC gap to CV" in header[0]
+
+
+@pytest.mark.timeout(600)
+def test_site_benchmark_appends_each_candidate_and_skips_it_when_run_again(tmp_path):
+    results = tmp_path / "site.jsonl"
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "benchmarks/site.py", "--quick", "--candidates", "scratch", "--work", str(tmp_path / "work"), "--results", str(results)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=environment, timeout=580)
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["candidate"] == "scratch" and row["train_seconds"] > 0 and len(row["load_average"]) == 2
+    for block in (row["zero_shot"], row["adapted"]["head"] if "skipped" not in row["adapted"]["head"] else row["adapted"]["recalibrate"]):
+        assert block["roc_auc"]["low"] is not None and block["n"] == row["zero_shot"]["n"]
+    # A scratch CNN has no frozen features: the head method says why it was skipped.
+    assert "no frozen-backbone member" in row["adapted"]["head"]["skipped"]
+    assert [line for line in result.stdout.splitlines() if line.startswith("| scratch |")]
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=environment, timeout=120)
+    assert again.returncode == 0 and "already measured" in again.stderr
+    assert len(results.read_text().splitlines()) == 1

@@ -93,6 +93,8 @@ class RunRecord:
         """The architecture name from the config ("ensemble" for an ensemble run)."""
         if "members" in self.config and "method" in self.config:
             return "ensemble"
+        if "parent" in self.config and "site_dir" in self.config:
+            return "adapted"
         return str(self.config.get("model", {}).get("architecture", "?"))
 
     @property

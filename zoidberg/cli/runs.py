@@ -500,7 +500,7 @@ def command_runs(args) -> int:
                 "queue_position": status.get("position") if status.get("state") == "queued" and status.get("waiting") else None,
                 "engine": describe_engine(config) if run.kind in ("cv", "tune") else None,
                 "host": ", ".join(status.get("task_hosts") or []) or status.get("host"),
-                "architecture": "ensemble" if run.kind == "ensemble" else config.get("model", {}).get("architecture") or config.get("architecture"),
+                "architecture": run.kind if run.kind in ("ensemble", "adapt") else config.get("model", {}).get("architecture") or config.get("architecture"),
                 "folds_done": len(run.fold_metrics()) if run.kind in MODEL_KINDS else None,
                 "accuracy": (mean_std.get("accuracy") or {}).get("mean"),
                 "roc_auc": (mean_std.get("roc_auc") or {}).get("mean"),

@@ -42,8 +42,12 @@ def fit_run_gate(
 
 def gate_run_of(run: Run, runs_dir=None) -> Run:
     """The run whose training films define the gate: an ensemble's first member, else the run itself."""
+    store = RunStore(runs_dir if runs_dir is not None else run.path.parent)
     if run.kind == "ensemble" and run.member_ids():
-        return RunStore(runs_dir if runs_dir is not None else run.path.parent).get(run.member_ids()[0])
+        return store.get(run.member_ids()[0])
+    if run.kind == "adapt" and run.config.get("parent"):
+        # The site heads change decisions, not which films the models know: the parent's gate.
+        return gate_run_of(store.get(run.config["parent"]), runs_dir)
     return run
 
 

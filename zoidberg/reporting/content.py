@@ -95,7 +95,12 @@ def method_section(run: Run) -> Section:
         "so each fold is scored by a model that never saw that patient. Folds are stratified by class."
     )
     rows = [["Run", f"{run.name} ({run.id})"], ["Kind", run.kind], ["Preset", str(config.get("preset") or "none")]]
-    if run.kind == "ensemble":
+    if run.kind == "adapt":
+        adaptation = summary.get("adaptation") or {}
+        rows.append(["Adapted from", f"{adaptation.get('parent_name') or ''} ({config.get('parent')})"])
+        rows.append(["Site", f"{config.get('site_dir')}: {(adaptation.get('adapted') or {}).get('n', '–')} labeled films, "
+                     f"{config.get('method')} heads cross-fitted by patient in {config.get('n_parts')} parts"])
+    elif run.kind == "ensemble":
         members = summary.get("members") or []
         rows.append(["Combination", f"{summary.get('method', '–')} of {len(members)} runs"])
         rows += [[f"Member {index}", f"{member.get('name')} · {member.get('architecture')} at {member.get('image_size')} px · CV AUC {number(member.get('roc_auc'))}"]

@@ -472,6 +472,11 @@ def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
             if state == "completed":
                 eligible.append((run, state, list(range(1, len(run.member_ids()) + 1))))
             continue
+        if run.kind == "adapt":
+            # An adapted run predicts once its site heads are fitted, one per part.
+            if state == "completed":
+                eligible.append((run, state, list(range(1, int(run.config.get("n_parts") or 0) + 1))))
+            continue
         if state not in ELIGIBLE_STATES:
             continue
         folds = run.folds_with(MODEL_FILE)
@@ -486,6 +491,16 @@ def models_signature(run: Run) -> tuple:
 
     An ensemble run's signature is its members' and its own operating point's.
     """
+    if run.kind == "adapt":
+        from zoidberg.runs.store import ADAPTATION_FILE
+
+        path = run.path / ADAPTATION_FILE
+        parent = run.config.get("parent")
+        try:
+            parent_signature = models_signature(RunStore(run.path.parent).get(parent))
+        except (RunNotFoundError, ValueError):
+            parent_signature = ()
+        return (parent, parent_signature, path.stat().st_mtime_ns if path.exists() else 0)
     if run.kind == "ensemble":
         store = RunStore(run.path.parent)
         members = []
@@ -573,11 +588,12 @@ def run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str,
     labels = {}
     for run, state, folds in runs:
         n_splits = run.config.get("n_splits", len(folds))
-        extra = f"ensemble of {len(folds)} runs" if run.kind == "ensemble" else f"{len(folds)}/{n_splits} folds"
+        extra = (f"ensemble of {len(folds)} runs" if run.kind == "ensemble" else f"adapted from {run.config.get('parent')}"
+                 if run.kind == "adapt" else f"{len(folds)}/{n_splits} folds")
         labels[run.id] = run_label(run, state, extra=extra)
     by_id = {run.id: (run, state, folds) for run, state, folds in runs}
     chosen = st.selectbox(
-        "Model (a finished cross-validation run or ensemble)",
+        "Model (a finished cross-validation run, ensemble or adapted run)",
         list(by_id),
         format_func=lambda run_id: labels[run_id],
         key="predict_run",
@@ -592,6 +608,8 @@ def describe_ensemble(ensemble: Any, state: str, folds: Sequence[int], n_splits:
     if ensemble.run.kind == "ensemble":
         names = ", ".join(member.run.name for member in ensemble.members)
         which = f"Ensemble of {len(ensemble.members)} runs ({ensemble.combiner.method}: {names})"
+    elif ensemble.run.kind == "adapt":
+        which = f"Adapted to `{ensemble.run.config.get('site_dir')}`: {ensemble.describe_models()}"
     elif state == "completed" and len(folds) == n_splits:
         which = f"Ensemble of all {len(folds)} fold models"
     else:

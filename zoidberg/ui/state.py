@@ -246,6 +246,14 @@ def prepare_payload(kind: str, config) -> dict:
         for recipe in config.recipes:
             check_folder_allowed(recipe.data.data_dir)
         return get_kind(kind).prepare(config, runs_dir=runs_dir())
+    if kind == "adapt":
+        # A shared dashboard reads only folders under $ZOIDBERG_DATA_ROOTS: the site's films too.
+        from zoidberg.data.roots import check_folder_allowed
+
+        for folder in (config.site_dir, config.unlabeled_dir):
+            if folder:
+                check_folder_allowed(folder)
+        return get_kind(kind).prepare(config, runs_dir=runs_dir())
     dataset = load_dataset_cached(config.data.data_dir, **config.data.loader_options())
     return get_kind(kind).prepare(config, dataset)
 

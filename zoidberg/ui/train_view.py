@@ -17,7 +17,7 @@ from zoidberg.models.registry import PREPROCESSING_OPTIONS
 from zoidberg.runs import jobs
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
 from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MEMBERS_FILE, MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError
-from zoidberg.ui import evaluation_view, figures, presets, state, widgets
+from zoidberg.ui import adaptation_view, evaluation_view, figures, presets, state, widgets
 from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
 
 # Summary metrics shown as cards, in this order, when the run has them.
@@ -427,6 +427,10 @@ def _run_header(run: Run, status: dict) -> None:
     model = config.get("model", {})
     data = config.get("data", {})
     st.subheader(f"{escape_markdown(run.name)} {state_badge(status.get('state', 'queued'))}", anchor=False)
+    if run.kind == "adapt":
+        st.caption(f"`{run.id}` · adapted from `{config.get('parent')}` ({config.get('method')}, {config.get('n_parts')} parts) · "
+                   f"site: `{escape_markdown(str(config.get('site_dir')))}`")
+        return
     if run.kind == "ensemble":
         count = len(config.get("members") or []) + len(config.get("recipes") or [])
         preset = f" · preset {config['preset']}" if config.get("preset") else ""
@@ -537,6 +541,10 @@ def finished_view(run: Run, status: dict) -> None:
         combiner = (summary or {}).get("combiner") or {}
         if combiner.get("method") == "stacking":
             st.caption("Stacking weights on each member's logit of P(pneumonia): " + ", ".join(f"{weight:+.2f}" for weight in combiner["coefficients"]))
+    if summary and run.kind == "adapt":
+        adaptation_view.adaptation_result_ui(run, summary)
+    if summary and adaptation_view.can_adapt(run, summary):
+        adaptation_view.adapt_to_site_ui(run)
     if summary:
         evaluation_view.honest_numbers_ui(run)
         _summary_block(summary, has_test_evaluation=any(item.get("name") == "test" for item in run.evaluations()))

@@ -176,6 +176,8 @@ def run_facts(kind: str, config: Mapping[str, Any]) -> list[str]:
     """
     config = config if isinstance(config, Mapping) else {}
     data = config.get("data", {}) or {}
+    if kind == "adapt":
+        return [f"adapted from {config.get('parent', '?')}", str(config.get("method", "head")), f"{config.get('n_parts', '?')} parts"]
     if kind == "ensemble":
         count = len(config.get("members") or []) + len(config.get("recipes") or [])
         return [f"ensemble of {count} runs", str(config.get("method", "mean")), str(data.get("label_mode", "binary"))]

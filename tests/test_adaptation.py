@@ -266,3 +266,47 @@ def test_adapt_to_a_site_from_the_run_view_starts_an_adapted_run(store, parent, 
     button(app, "Adapt").click().run()
     adapted = wait_for(lambda: [run for run in store.list_runs("adapt") if run.state == "completed"])
     assert adapted[0].config["parent"] == parent_id
+
+
+def test_domain_auc_tells_shifted_films_apart_and_not_alike_ones():
+    from zoidberg.evaluation.shift import domain_auc, shift_verdict
+
+    rng = np.random.default_rng(0)
+    training = rng.normal(size=(200, 20))
+    groups = np.array([f"t{index}" for index in range(200)])
+    alike = rng.normal(size=(80, 20))
+    shifted = rng.normal(size=(80, 20)) + 1.0
+    folder_groups = np.array([f"f{index}" for index in range(80)])
+    assert domain_auc(training, alike, groups, folder_groups) < 0.65
+    assert domain_auc(training, shifted, groups, folder_groups) > 0.95
+    assert shift_verdict(0.55, 0.70, 0.72)["level"] == "none"
+    assert shift_verdict(0.70, 0.70, 0.72)["level"] == "some"
+    strong = shift_verdict(0.70, 0.84, 0.62)
+    assert strong["level"] == "strong" and "adapt the run to this site first" in strong["sentence"] and "84% pneumonia against 62%" in strong["sentence"]
+    assert shift_verdict(None, None, None)["level"] == "unknown"
+
+
+def test_the_shift_check_sees_inverted_films_and_is_in_evaluations_and_adaptations(store, parent, tmp_path):
+    from PIL import Image, ImageOps
+
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.evaluation.shift import measure_shift
+    from zoidberg.predict import load_ensemble
+
+    inverted = tmp_path / "inverted"
+    for path in (parent.demo / "train").rglob("*.jpeg"):
+        target = inverted / path.relative_to(parent.demo / "train")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ImageOps.invert(Image.open(path).convert("L")).save(target)
+    ensemble = load_ensemble(parent.ids["frozen"], runs_dir=store.root)
+    same = load_dataset(parent.demo / "train", image_size=SIZE, purpose="evaluation")
+    other = load_dataset(inverted, image_size=SIZE, purpose="evaluation")
+    alike = measure_shift(ensemble, same, np.arange(len(same)))
+    flipped = measure_shift(ensemble, other, np.arange(len(other)))
+    assert alike["representation"] == flipped["representation"] == "frozen ImageNet features"
+    assert flipped["domain_auc"] > 0.9 > alike["domain_auc"] and flipped["level"] == "strong"
+    evaluation = evaluate_run(store.get(parent.ids["frozen"]), inverted, split="all")
+    assert evaluation["shift"]["level"] == "strong" and evaluation["shift"]["sentence"]
+    run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
+    assert run.summary()["adaptation"]["shift"]["sentence"].startswith("These films")

@@ -172,9 +172,11 @@ def _adapt(run: Run, say: Reporter) -> dict:
     say(f"Scoring the {len(site)} site films ({int(labels.sum())} pneumonia, {len(np.unique(groups))} patients) with run {parent.run.id} ...")
     inputs = probe.site_inputs(site, rows)
     n_prior = len(probe._members)
-    zero_shot = _zero_shot(parent, site, rows, labels, groups)
+    zero_shot, calibrated_positive = _zero_shot(parent, site, rows, labels, groups)
     say(f"Zero-shot, at run {parent.run.id}'s own threshold: AUC {describe_figure(zero_shot['roc_auc'])}, "
         f"accuracy {describe_figure(zero_shot['accuracy'])}, specificity {describe_figure(zero_shot['specificity'])}: {describe_harm(zero_shot)}.")
+    shift = _shift(parent, site, rows, labels, calibrated_positive)
+    say(f"Shift check: {shift['sentence']}")
     if run.stop_requested:
         raise RunStopped()
     unlabeled = _unlabeled_inputs(probe, config, say) if config.unlabeled_dir else None
@@ -208,7 +210,7 @@ def _adapt(run: Run, say: Reporter) -> dict:
         run, config, labels, oof, crossfit.part_of, list(site.class_names), [seconds / config.n_parts] * config.n_parts, say,
         adaptation={
             "parent": parent.run.id, "parent_name": parent.run.name, "method": config.method, "n_parts": config.n_parts,
-            "site_dir": str(site.root), "zero_shot": zero_shot, "adapted": adapted,
+            "site_dir": str(site.root), "zero_shot": zero_shot, "adapted": adapted, "shift": shift,
             "part_thresholds": crossfit.thresholds, "seconds": seconds,
             "heads_c": [head.c for head in crossfit.heads],
         },
@@ -217,12 +219,20 @@ def _adapt(run: Run, say: Reporter) -> dict:
     return finish_summary(run, summary, say, what="Adaptation")
 
 
-def _zero_shot(parent, site, rows, labels, groups) -> dict:
-    """The parent's own figures on the site films: its probabilities at its own threshold and scale."""
+def _zero_shot(parent, site, rows, labels, groups) -> tuple[dict, np.ndarray | None]:
+    """The parent's own figures on the site films (its probabilities at its own threshold and scale), and its calibrated P(pneumonia)."""
     raw, calibrated = parent.combine(parent.score_dataset(site, rows))
     in_use = calibrated if parent.scale == "calibrated" and calibrated is not None else raw
     decided = (in_use[:, 1] >= parent.threshold).astype(int)
-    return {**site_figures(labels, raw[:, 1], decided, groups), "threshold": float(parent.threshold), "scale": parent.scale}
+    figures = {**site_figures(labels, raw[:, 1], decided, groups), "threshold": float(parent.threshold), "scale": parent.scale}
+    return figures, None if calibrated is None else calibrated[:, 1]
+
+
+def _shift(parent, site, rows, labels, calibrated_positive) -> dict:
+    """How far the site's films are from the parent's training films (evaluation.shift)."""
+    from zoidberg.evaluation.shift import measure_shift
+
+    return measure_shift(parent, site, rows, calibrated_positive=calibrated_positive, stated_prevalence=float(np.mean(labels == 1)))
 
 
 def _unlabeled_inputs(probe, config: AdaptConfig, say: Reporter) -> np.ndarray | None:

@@ -72,6 +72,8 @@ def command_adapt(args) -> int:
     print(f"{'':<26} {'AUC':<22} {'accuracy':<22} {'sensitivity':<22} {'specificity':<22}")
     for label, figures in (("parent, zero-shot", adaptation["zero_shot"]), ("adapted, cross-fitted", adaptation["adapted"])):
         print(f"{label:<26} " + " ".join(f"{describe_figure(figures[name]):<22}" for name in ("roc_auc", "accuracy", "sensitivity", "specificity")))
+    if adaptation.get("shift"):
+        print(f"Shift check: {adaptation['shift']['sentence']}")
     print(f"Zero-shot: {describe_harm(adaptation['zero_shot'])}.")
     print(f"Adapted: {describe_harm(adaptation['adapted'])}.")
     print(f"Threshold for new films of this site: {summary['threshold']:.3f} ({summary['operating_point']}).", file=sys.stdout)

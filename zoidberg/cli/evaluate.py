@@ -256,6 +256,8 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
             gap.append(f"{label} {cv:.3f} -> {external:.3f} ({external - cv:+.3f})")
     if gap:
         lines.append("  Cross-validation -> this folder: " + "; ".join(gap))
+    if evaluation.get("shift"):
+        lines.append(f"  Shift check: {evaluation['shift']['sentence']}")
     lines += [f"  Note: {note}" for note in evaluation.get("notes") or []]
     return lines
 

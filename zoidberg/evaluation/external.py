@@ -419,6 +419,13 @@ def evaluate_run(
     )
     in_use = calibrated if ensemble.scale == "calibrated" and calibrated is not None else raw
     decided = (in_use[:, 1] >= ensemble.threshold).astype(int) if len(class_names) == 2 else in_use.argmax(axis=1)
+    shift = None
+    if len(class_names) == 2:
+        from zoidberg.evaluation.shift import measure_shift
+
+        shift = measure_shift(ensemble, dataset, rows, calibrated_positive=None if calibrated is None else calibrated[:, 1],
+                              stated_prevalence=float(np.mean(labels == 1)))
+        say(f"Shift check: {shift['sentence']}")
     n_splits = int(config.get("n_splits") or len(ensemble.folds)) if run.kind == "cv" else len(ensemble.folds)
     notes = []
     if len(ensemble.folds) < n_splits:
@@ -454,6 +461,7 @@ def evaluate_run(
         "operating_point": choice,
         **figures,
         "leakage": leakage,
+        "shift": shift,
         "out_of_distribution": gate,
         "skipped": [{"path": item.path, "reason": item.reason} for item in dataset.skipped],
         "notes": notes,

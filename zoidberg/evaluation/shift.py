@@ -94,9 +94,9 @@ def shift_verdict(auc: float | None, estimated: float | None, stated: float | No
         level = "none"
     parts = []
     if auc is not None:
-        parts.append(f"a classifier tells these films from the training films with AUC {auc:.2f} (0.5: indistinguishable)")
+        parts.append(f"A classifier tells these films from the training films with AUC {auc:.2f}, where 0.5 means it cannot")
     if estimated is not None:
-        against = f" against {stated:.0%} {'stated' if stated is not None else ''}".rstrip() if stated is not None else ""
+        against = f" against {stated:.0%} in the labels" if stated is not None else ""
         parts.append(f"the model's own probabilities imply {estimated:.0%} pneumonia{against}")
     evidence = "; ".join(parts)
     sentence = {
@@ -105,4 +105,104 @@ def shift_verdict(auc: float | None, estimated: float | None, stated: float | No
         "strong": "These films differ from the training data: expect lower specificity than cross-validation says (more healthy children called pneumonia); adapt the run to this site first",
         "unknown": "How far these films are from the training data could not be measured",
     }[level]
-    return {"level": level, "sentence": f"{sentence}" + (f" ({evidence})." if evidence else ".")}
+    return {"level": level, "sentence": f"{sentence}." + (f" {evidence}." if evidence else "")}
+
+
+# --------------------------------------------------------------------------------------
+# A run against a folder: which representation, which training films, one verdict.
+# --------------------------------------------------------------------------------------
+
+THUMBNAIL_SIDE = 32
+
+
+def thumbnails(images: np.ndarray) -> np.ndarray:
+    """(N, THUMBNAIL_SIDE²) float thumbnails of (N, S, S) uint8 films: a representation any run has."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(image).resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.BILINEAR), dtype=np.float32).ravel() / 255.0
+                     for image in images])
+
+
+def _frozen_member(ensemble):
+    """The loaded model whose frozen ImageNet features represent films best: a frozen member (or the run), else None."""
+    candidates = list(getattr(ensemble, "members", None) or [getattr(ensemble, "parent", ensemble)])
+    candidates = [member for candidate in candidates for member in getattr(candidate, "members", [candidate])]
+    return next((member for member in candidates if getattr(member, "frozen", False)), None)
+
+
+def _training_films(member_run):
+    """The training data set a run's models learned from, and its rows (folds.csv), or (None, None) when its folder is gone."""
+    import csv
+    from pathlib import Path
+
+    from zoidberg.config import DataConfig, from_mapping
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.runs.store import DATA_FILE, FOLDS_FILE
+
+    data = member_run.read_json(DATA_FILE) or {}
+    root = data.get("root") or (member_run.config.get("data") or {}).get("data_dir")
+    if not root or not Path(root).is_dir():
+        return None, None
+    options = from_mapping(DataConfig, {**(member_run.config.get("data") or {}), "data_dir": root}).loader_options()
+    training = load_dataset(root, **options, purpose="evaluation")
+    with open(member_run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+        trained = {row["path"] for row in csv.DictReader(handle)}
+    rows = np.array([index for index, path in enumerate(training.paths) if path in trained], dtype=np.int64)
+    return training, rows
+
+
+def measure_shift(ensemble, dataset, rows: np.ndarray, *, calibrated_positive: np.ndarray | None = None,
+                  stated_prevalence: float | None = None, random_state: int = 0) -> dict:
+    """How far a folder's films are from the films a run trained on, in numbers and in a sentence.
+
+    The films are represented by a frozen member's ImageNet features where the run has one
+    (what the models see), else by thumbnails. The training films are a sample of the run's
+    own (its folds.csv), read again from its data folder.
+
+    Args:
+        ensemble: The loaded run (Ensemble, EnsembleOfRuns or AdaptedEnsemble).
+        dataset: The folder, loaded at the run's size.
+        rows: Its films to compare.
+        calibrated_positive: Calibrated P(pneumonia) of those films, for the EM prevalence.
+        stated_prevalence: Their known share of pneumonia (labels), or a stated one.
+        random_state: Seed of the training sample and the folds.
+
+    Returns:
+        {"domain_auc", "representation", "em_prevalence", "stated_prevalence", "training_prevalence",
+        "n_training", "level", "sentence"}.
+    """
+    member = _frozen_member(ensemble) or next(iter(getattr(ensemble, "members", None) or [getattr(ensemble, "parent", ensemble)]))
+    member = getattr(member, "members", [member])[0]
+    training, training_rows = _training_films(member.run)
+    counts = (member.run.read_json("data.json") or {}).get("class_counts") or {}
+    total = sum(counts.values())
+    normal = sum(count for name, count in counts.items() if name.lower() == "normal")
+    training_prevalence = (total - normal) / total if total else None
+    auc, representation = None, None
+    if training is not None and len(training_rows) >= 2 and len(rows) >= 2:
+        rng = np.random.default_rng(random_state)
+        if len(training_rows) > MAX_TRAINING_FILMS:
+            training_rows = np.sort(rng.choice(training_rows, MAX_TRAINING_FILMS, replace=False))
+        features = member._dataset_features(training, None) if getattr(member, "frozen", False) else None
+        own = dataset
+        if features is not None and (dataset.image_size != member.image_size):
+            from zoidberg.data.dataset import load_dataset
+
+            own = load_dataset(dataset.root, label_mode=dataset.label_mode, image_size=member.image_size, resize=training.resize,
+                               enhance=training.enhance, purpose="evaluation")
+        folder_features = member._dataset_features(own, None) if features is not None else None
+        if features is not None and folder_features is not None and len(own) == len(dataset):
+            training_side, folder_side, representation = features[training_rows], folder_features[rows], "frozen ImageNet features"
+        else:
+            training_side, folder_side, representation = thumbnails(training.images[training_rows]), thumbnails(dataset.images[rows]), "thumbnails"
+        try:
+            auc = domain_auc(training_side, folder_side, training.patients[training_rows].astype(str), dataset.patients[rows].astype(str),
+                             random_state=random_state)
+        except ValueError:
+            auc = None
+    estimated = None
+    if calibrated_positive is not None and training_prevalence is not None and len(calibrated_positive):
+        estimated = em_prevalence(calibrated_positive, training_prevalence)
+    verdict = shift_verdict(auc, estimated, stated_prevalence)
+    return {"domain_auc": auc, "representation": representation, "em_prevalence": estimated, "stated_prevalence": stated_prevalence,
+            "training_prevalence": training_prevalence, "n_training": 0 if training_rows is None else int(len(training_rows)), **verdict}

@@ -59,6 +59,12 @@ def figures_frame(adaptation: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def shift_ui(shift: dict) -> None:
+    """The shift check's sentence, as strong as its level."""
+    box = {"strong": st.warning, "some": st.info, "none": st.success}.get(shift.get("level"), st.info)
+    box(f"**Shift check.** {shift['sentence']}", icon="🧭")
+
+
 def _harm_box(text: str, block: dict) -> None:
     """A sentence coloured by how many healthy children it calls pneumonia (harm), not by the sign of a change."""
     share = block["normal_called_pneumonia"] / max(block["n_normal"], 1)
@@ -77,6 +83,8 @@ def adaptation_result_ui(run: Run, summary: dict) -> None:
     _harm_box(f"Run {parent} as it was (zero-shot, at its own threshold {adaptation['zero_shot']['threshold']:.3f}): "
               f"{describe_harm(adaptation['zero_shot'])}.", adaptation["zero_shot"])
     st.dataframe(figures_frame(adaptation), hide_index=True, width="stretch")
+    if adaptation.get("shift"):
+        shift_ui(adaptation["shift"])
     st.caption(
         f"Patient-bootstrap 95 % intervals over {adaptation['adapted']['n_patients']} patients. Cross-fitted: the site's films "
         f"were split by patient into {adaptation['n_parts']} parts; each part was scored, and its threshold chosen, by heads "

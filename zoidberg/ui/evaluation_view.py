@@ -214,6 +214,10 @@ def evaluation_detail_ui(run: Run, evaluation: dict) -> None:
         st.warning(escape_markdown(note), icon="⚠️")
     if evaluation.get("synthetic"):
         st.caption("🧪 **Synthetic demo data — not real X-rays.**")
+    if evaluation.get("shift"):
+        from zoidberg.ui.adaptation_view import shift_ui
+
+        shift_ui(evaluation["shift"])
     interval = evaluation.get("auc_ci") or {}
     cards = [("AUC", metrics.get("roc_auc"), f"[{format_number(interval.get('low'))}, {format_number(interval.get('high'))}]" if interval.get("low") is not None else None)]
     cards += [(label, metrics.get(name), None) for name, label in (("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity")) if name in metrics]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from zoidberg.ui import data_view as view
-from zoidberg.ui import state, widgets
+from zoidberg.ui import shift_view, state, widgets
 
 
 def main() -> None:
@@ -33,6 +33,8 @@ def main() -> None:
     view.folds_section_ui(dataset)
     st.divider()
     view.skipped_section_ui(dataset)
+    st.divider()
+    shift_view.shift_section_ui(dataset)
 
 
 main()

@@ -310,3 +310,14 @@ def test_the_shift_check_sees_inverted_films_and_is_in_evaluations_and_adaptatio
     assert evaluation["shift"]["level"] == "strong" and evaluation["shift"]["sentence"]
     run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
     assert run.summary()["adaptation"]["shift"]["sentence"].startswith("These films")
+
+
+def test_the_data_page_checks_a_folder_against_a_model(store, parent):
+    from tests.apptest_helpers import button, open_app
+
+    app = open_app(parent.site, "pages/data.py")
+    app.selectbox(key="shift_run").set_value(parent.ids["frozen"]).run()
+    button(app, "Check the shift").click().run()
+    boxes = " ".join(str(item.value) for item in [*app.success, *app.info, *app.warning])
+    assert "Shift check." in boxes and "A classifier tells these films from the training films with AUC" in boxes
+    assert not app.exception

@@ -232,11 +232,13 @@ def markdown(rows: list[dict]) -> str:
         )
     for method in ADAPT_METHODS:
         lines += ["", f"**Adapted ({method})**, cross-fitted by patient in 5 parts (each part scored and thresholded by heads fitted without it)", "",
-                  head.replace("| CV AUC ", "| ").replace("| load |", "| threshold |"), "|---|---|---|---|---|---|---|---|"]
+                  "| candidate | AUC [95 % CI] | accuracy | sensitivity | specificity | healthy called pneumonia | adaptation time | threshold |",
+                  "|---|---|---|---|---|---|---|---|"]
         for row in latest.values():
             block = row["adapted"].get(method) or {}
             if "skipped" in block:
-                lines.append(f"| {row['candidate']} | {block['skipped']} | | | | | | |")
+                reason = "no frozen-backbone member: the head method needs one" if "frozen-backbone" in block["skipped"] else block["skipped"]
+                lines.append(f"| {row['candidate']} | {reason} | | | | | | |")
                 continue
             lines.append(
                 f"| {row['candidate']} | " + " | ".join(figure(block, name) for name in FIGURES)

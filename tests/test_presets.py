@@ -107,3 +107,22 @@ def test_a_card_with_missing_weights_offers_a_download_that_fails_offline_in_one
     assert_no_exception(app)
     assert asked == [("mobilenetv2", 0.5)]
     assert any("the machine is offline" in error.value for error in app.error)
+
+
+def test_every_preset_quotes_its_measured_site_figures_with_intervals():
+    # The cards and --help quote what benchmarks/site.py measured on the site sample: the same
+    # zero-shot AUC and interval as the newest line of that preset in benchmarks/results/site.jsonl.
+    import json
+    import re
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "site.jsonl"
+    measured = {}
+    for line in results.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        measured[row["candidate"]] = row
+    for name, preset in PRESETS.items():
+        assert re.search(r"zero-shot AUC 0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]", preset.site_figures), name
+        auc = measured[name]["zero_shot"]["roc_auc"]
+        assert f"zero-shot AUC {auc['estimate']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}]" in preset.site_figures, name
+        assert "adapt" in preset.site_figures

@@ -90,7 +90,7 @@ def add_parsers(commands) -> None:
                     help="Log the finished run to MLflow: parameters, every fold's epochs, summary, evaluations and a keras "
                     "export (file:///folder, a folder, http://host:5000) [default: $MLFLOW_TRACKING_URI; needs requirements-mlflow.txt].")
     cv.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="Do not write TensorBoard logs (by default every fold logs its epoch scalars to runs/<id>/tensorboard/fold_<k>; view them with `tensorboard --logdir runs`).")
-    cv.add_argument("--preset", choices=list(PRESETS), default=None, help="Start from a named recipe; any other flag still changes it. " + " ".join(f"{preset.name}: {preset.description} ({preset.expected_time})." for preset in PRESETS.values()))
+    cv.add_argument("--preset", choices=list(PRESETS), default=None, help="Start from a named recipe; any other flag still changes it. " + " ".join(f"{preset.name}: {preset.description} ({preset.expected_time}; {preset.site_figures})." for preset in PRESETS.values()))
     cv.add_argument("--name", default="", help="A readable run name.")
     cv.add_argument("--from-tuning", default=None, metavar="RUN_ID", help="Use the best hyperparameters of this tuning run (other options still apply to data and k).")
     cv.add_argument("--background", action="store_true", help="Start a worker process and return the run id at once.")

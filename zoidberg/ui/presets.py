@@ -65,6 +65,8 @@ def _card(preset: Preset, data_dir: str) -> None:
     st.markdown(f"**{preset.label}** · `{preset.name}`")
     st.caption(escape_markdown(preset.description))
     st.caption(f"⏱ {preset.expected_time}")
+    if preset.site_figures:
+        st.caption(f"🏥 {escape_markdown(preset.site_figures)}")
     missing = missing_weights(preset.name) if preset.needs_weights else []
     if preset.needs_weights:
         needs = ", ".join(f"MobileNetV2 {alpha:g}" for _, alpha in preset.weights_needed())

@@ -321,3 +321,18 @@ def test_the_data_page_checks_a_folder_against_a_model(store, parent):
     boxes = " ".join(str(item.value) for item in [*app.success, *app.info, *app.warning])
     assert "Shift check." in boxes and "A classifier tells these films from the training films with AUC" in boxes
     assert not app.exception
+
+
+def test_export_and_report_of_an_adapted_run(store, parent, tmp_path):
+    from zoidberg.export import export_run
+    from zoidberg.predict import load_ensemble
+
+    run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
+    with pytest.raises(ValueError, match="adapted to a site.*Export the parent run"):
+        export_run(run, load_ensemble(run.id, runs_dir=store.root), "keras", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    from zoidberg.cli import main
+
+    assert main(["report", "--run", run.id, "--runs-dir", str(store.root), "--out", str(tmp_path / "report.html")]) == 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Adapted from" in html and str(parent.site) in html

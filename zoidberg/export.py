@@ -77,6 +77,13 @@ def build_export_model(ensemble) -> keras.Model:
     Raises:
         ValueError: For an ensemble of runs (export its members one by one).
     """
+    if getattr(ensemble.run, "kind", None) == "adapt":
+        raise ValueError(
+            f"Run {ensemble.run.id} is adapted to a site: its site heads read its parent's outputs and frozen features, "
+            f"which no exported format holds yet. Export the parent run {ensemble.run.config.get('parent')}, and apply the "
+            "heads, calibration and threshold of adaptation.json and operating_point.json to its outputs; predict and evaluate "
+            "use the adapted run as it is."
+        )
     if not hasattr(ensemble, "models"):
         raise ValueError(
             "Export writes one run's fold ensemble; an ensemble of runs combines several runs at their own sizes and "

@@ -9,7 +9,7 @@ import os
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
 from zoidberg.evaluation.operating import predictive_values
 from zoidberg.reporting.document import Example, Report, Section, Table
-from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, OPERATING_POINT_FILE, Run, now_iso
+from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_KINDS, OPERATING_POINT_FILE, Run, now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,19 @@ def method_section(run: Run) -> Section:
     train = config.get("train") or {}
     data = config.get("data") or {}
     section = Section("The method")
-    section.paragraphs.append(
-        f"{config.get('n_splits', '–')}-fold cross-validation grouped by patient: every X-ray of a child lies in one fold, "
-        "so each fold is scored by a model that never saw that patient. Folds are stratified by class."
-    )
+    if run.kind == "adapt":
+        section.paragraphs.append(
+            f"Run {config.get('parent')} adapted to the site's own labeled films: site heads on its outputs"
+            + (" and frozen ImageNet features" if config.get("method") == "head" else "")
+            + f", cross-fitted by patient in {config.get('n_parts', '–')} parts. Each part of the site's films is scored, and its "
+            "threshold chosen, by heads fitted on the other parts only; the figures below labelled cross-validation are those "
+            "cross-fitted scores of the site's films."
+        )
+    else:
+        section.paragraphs.append(
+            f"{config.get('n_splits', '–')}-fold cross-validation grouped by patient: every X-ray of a child lies in one fold, "
+            "so each fold is scored by a model that never saw that patient. Folds are stratified by class."
+        )
     rows = [["Run", f"{run.name} ({run.id})"], ["Kind", run.kind], ["Preset", str(config.get("preset") or "none")]]
     if run.kind == "adapt":
         adaptation = summary.get("adaptation") or {}
@@ -329,8 +338,8 @@ def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = 
     """
     from zoidberg.evaluation.external import current_evaluations
 
-    if run.kind not in ("cv", "ensemble"):
-        raise ValueError(f"Run {run.id} is a {run.kind} run: reports are made of cross-validation and ensemble runs.")
+    if run.kind not in MODEL_KINDS:
+        raise ValueError(f"Run {run.id} is a {run.kind} run: reports are made of cross-validation, ensemble and adapted runs.")
     summary = run.summary()
     if not summary or not summary.get("mean_std"):
         raise ValueError(f"Run {run.id} has no results yet ({run.status().get('state', 'unknown')}): report it once it has finished.")

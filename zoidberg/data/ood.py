@@ -103,16 +103,21 @@ class PcaDensity:
         pca = PCA(n_components=components, svd_solver="randomized" if len(rows) > 2000 else "full", random_state=seed).fit(rows)
         floor = 1e-6 * float(np.mean(np.var(rows, axis=0))) + 1e-9
         return cls(
-            mean=pca.mean_.astype(np.float32),
-            components=pca.components_.astype(np.float32),
-            variances=np.maximum(pca.explained_variance_, floor).astype(np.float32),
+            mean=np.ascontiguousarray(pca.mean_, dtype=np.float64),
+            components=np.ascontiguousarray(pca.components_, dtype=np.float64),
+            variances=np.maximum(pca.explained_variance_, floor).astype(np.float64),
             noise_variance=max(float(pca.noise_variance_), floor),
         )
 
     def distance(self, rows: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance under the PPCA covariance, per thumbnail."""
-        centred = rows - self.mean
-        projected = centred @ self.components.T
+        """Squared Mahalanobis distance under the PPCA covariance, per thumbnail.
+
+        In float64: the residual is a difference of two large sums, which in float32 keeps only
+        a few digits and so changes with how the BLAS of a CPU orders its sums (an Intel and an
+        AMD machine scored the same films 3e-5 apart); in float64 that order costs ~1e-12.
+        """
+        centred = np.asarray(rows, dtype=np.float64) - np.asarray(self.mean, dtype=np.float64)
+        projected = centred @ np.asarray(self.components, dtype=np.float64).T
         residual = np.maximum(np.sum(centred * centred, axis=1) - np.sum(projected * projected, axis=1), 0.0)
         return np.sum(projected * projected / self.variances, axis=1) + residual / self.noise_variance
 
@@ -284,7 +289,7 @@ def fit_gate(
         held_out = fold_of == fold
         densities.append(PcaDensity.fit(rows[~held_out], seed=seed))
         distance[held_out], orientation[held_out] = _raw_scores(densities[-1], rows[held_out])
-    return OodGate(
+    gate = OodGate(
         densities=tuple(densities),
         distance_threshold=float(np.percentile(distance, percentile)),
         distance_median=float(np.median(distance)),
@@ -293,3 +298,6 @@ def fit_gate(
         n_fitted=int(len(rows)),
         percentile=float(percentile),
     )
+    # The gate in use is the one read back from what is stored: it computes with exactly the
+    # arrays a later process reads from ood_gate.npz.
+    return OodGate.from_bytes(gate.to_bytes())

@@ -6,10 +6,12 @@ import streamlit as st
 
 from zoidberg.runs.store import MODEL_KINDS, RunStore
 from zoidberg.ui import compare_view as view
+from zoidberg.ui.frame import page_frame_ui
 
 
 def main() -> None:
     """Draws the page."""
+    page_frame_ui("pages/compare.py")
     st.title("Compare runs")
     st.caption(
         "Put finished cross-validation runs side by side: metrics, per-fold spread, learning curves, ROC, "

@@ -6,10 +6,12 @@ import streamlit as st
 
 from zoidberg.ui import data_view as view
 from zoidberg.ui import shift_view, state, widgets
+from zoidberg.ui.frame import page_frame_ui
 
 
 def main() -> None:
     """Draws the Data page."""
+    page_frame_ui("pages/data.py")
     st.title("🗂️ Data")
     st.caption("Check a chest X-ray dataset before training: classes, patients, samples and patient-grouped folds.")
     data_dir, label_mode, image_size = view.folder_section_ui()

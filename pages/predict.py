@@ -6,10 +6,12 @@ import streamlit as st
 
 from zoidberg.runs.store import DATA_FILE, RunStore
 from zoidberg.ui import predict_view as pv
+from zoidberg.ui.frame import page_frame_ui
 
 
 def main() -> None:
     """Draws the page."""
+    page_frame_ui("pages/predict.py")
     st.title("Predict")
     st.warning(pv.DISCLAIMER, icon="⚠️")
     store = RunStore()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from zoidberg.ui import train_view, widgets
+from zoidberg.ui.frame import page_frame_ui
 
 
 def main() -> None:
     """Draws the Train page."""
+    page_frame_ui("pages/train.py")
     st.title("🏋️ Train")
     st.caption(
         "Patient-grouped stratified k-fold cross-validation. Training runs in a separate worker process: "

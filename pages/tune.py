@@ -5,10 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from zoidberg.ui import tune_view, widgets
+from zoidberg.ui.frame import page_frame_ui
 
 
 def main() -> None:
     """Draws the Tune page."""
+    page_frame_ui("pages/tune.py")
     st.title("🎛️ Tune")
     st.caption(
         "Hyperparameter search with keras-tuner on a patient-grouped train/validation split of the pooled "

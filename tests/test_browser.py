@@ -146,9 +146,15 @@ def stop_workers(runs_dir: Path, grace_s: float = 30.0) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def app_server(private_dirs, demo_dir):
+@contextlib.contextmanager
+def started_app(private_dirs, demo_dir, extra_args=(), log_name: str = "streamlit-server.log"):
     """Runs `streamlit run streamlit_app.py` on a free port with private runs, cache and demo folders.
+
+    Args:
+        private_dirs: The test's private folder (runs, cache).
+        demo_dir: The demo dataset.
+        extra_args: More `streamlit run` options (a secrets file, say).
+        log_name: The server log's file name under the artifacts folder.
 
     Yields:
         (base URL, runs folder).
@@ -163,7 +169,7 @@ def app_server(private_dirs, demo_dir):
         "PYTHONUNBUFFERED": "1",
     }
     port = free_port()
-    log_path = artifacts_dir() / "streamlit-server.log"
+    log_path = artifacts_dir() / log_name
     log = open(log_path, "wb")
     command = [
         sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
@@ -172,6 +178,7 @@ def app_server(private_dirs, demo_dir):
         "--server.headless", "true",
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
+        *extra_args,
     ]
     server = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -193,6 +200,13 @@ def app_server(private_dirs, demo_dir):
                 continue
         log.close()
         assert not left, f"worker processes still alive after the test: {left}"
+
+
+@pytest.fixture
+def app_server(private_dirs, demo_dir):
+    """The dashboard on a free port (see started_app)."""
+    with started_app(private_dirs, demo_dir) as served:
+        yield served
 
 
 def wait_for_health(base_url: str, server: subprocess.Popen, log_path: Path) -> None:
@@ -503,3 +517,38 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir, tmp_pa
         with contextlib.suppress(OSError):
             (artifacts_dir() / "timings.txt").write_text(report + f"\nload average at start: {load}\n")
         context.close()
+
+
+# A fake OpenID Connect provider is enough: the login screen needs no network, only a click on
+# "Log in" would reach the provider's address.
+FAKE_AUTH_SECRETS = """[auth]
+redirect_uri = "http://127.0.0.1:8501/oauth2callback"
+cookie_secret = "zoidberg-browser-test-cookie-secret-0123456789"
+client_id = "zoidberg-test"
+client_secret = "not-a-secret"
+server_metadata_url = "http://127.0.0.1:9/.well-known/openid-configuration"
+"""
+# What only a logged-in user may see, page by page: none of it may show before the login.
+PAGE_CONTENT = ("Data folder", "Start cross-validation", "Patient-grouped", "Runs folder", "Presets", "Compare runs",
+                "Drop one or more chest X-rays", "No finished run yet", "streamlit app")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("address", ["data", "train", "compare", "predict", "tune", ""])
+def test_a_fresh_server_shows_only_the_login_at_every_page_address(chromium, private_dirs, demo_dir, tmp_path, address):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(FAKE_AUTH_SECRETS, encoding="utf-8")
+    with started_app(private_dirs, demo_dir, ["--secrets.files", str(secrets)], log_name=f"streamlit-login-{address or 'home'}.log") as (base_url, _):
+        page = chromium.new_page(viewport={"width": 1200, "height": 900})
+        try:
+            # The first address this fresh server is asked for: Streamlit would run pages/<name>.py by itself.
+            page.goto(f"{base_url}/{address}", timeout=PAGE_TIMEOUT_MS)
+            page.get_by_role("button", name="Log in").wait_for(timeout=PAGE_TIMEOUT_MS)
+            settle(page)
+            body = page.inner_text("body")
+            page.screenshot(path=str(artifacts_dir() / f"login-{address or 'home'}.png"))
+        finally:
+            page.close()
+    assert "log in to see its runs and X-rays" in body and "not a medical device" in body
+    shown = [text for text in PAGE_CONTENT if text in body]
+    assert not shown, f"/{address} showed {shown} before any login"

@@ -14,6 +14,11 @@ def auth_configured() -> bool:
         return False
 
 
+def user_may_enter() -> bool:
+    """Whether the dashboard may be shown: no login is configured, or the user has logged in."""
+    return not auth_configured() or bool(st.user.get("is_logged_in", False))
+
+
 def login_gate_ui() -> None:
     """Stops the script with a login screen until the user has logged in; does nothing when auth is not configured.
 

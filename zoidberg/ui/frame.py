@@ -1,0 +1,47 @@
+"""The frame every page passes through: the login gate, the navigation and the disclaimer, whatever address a session starts at."""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from zoidberg.ui.auth import login_gate_ui
+
+# Set by the entry script right before it runs a page; the page takes it back at once.
+FRAMED_KEY = "_zoidberg_framed"
+# The page a session asked for by its own address, shown once the entry script has drawn the frame.
+REQUESTED_PAGE_KEY = "_zoidberg_requested_page"
+ENTRY_SCRIPT = "streamlit_app.py"
+
+
+def mark_framed() -> None:
+    """Called by the entry script after the gate and the navigation, right before the page runs."""
+    st.session_state[FRAMED_KEY] = True
+
+
+def page_frame_ui(page_path: str) -> None:
+    """The first call of every page file: passes when the entry script framed it, else gates and reroutes.
+
+    On a freshly started server, a session that opens a page's own address (say /data) first
+    gets that file run by itself, as Streamlit does with a pages/ folder before any session has
+    called st.navigation: the entry script's gate would never run. Here such a run meets the
+    same login gate, then is sent through the entry script, which draws the navigation and the
+    disclaimer and opens the page that was asked for.
+
+    Args:
+        page_path: The page file, as the entry script names it ("pages/data.py").
+    """
+    if st.session_state.pop(FRAMED_KEY, False):
+        return
+    st.session_state[REQUESTED_PAGE_KEY] = page_path
+    try:
+        st.switch_page(ENTRY_SCRIPT)
+    except StreamlitAPIException:
+        # Should the entry script not be reachable, the gate still stands before any content.
+        login_gate_ui()
+        st.stop()
+
+
+def requested_page() -> str | None:
+    """The page a session asked for by its address before it was framed (taken once), or None."""
+    return st.session_state.pop(REQUESTED_PAGE_KEY, None)

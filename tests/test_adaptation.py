@@ -336,3 +336,23 @@ def test_export_and_report_of_an_adapted_run(store, parent, tmp_path):
     assert main(["report", "--run", run.id, "--runs-dir", str(store.root), "--out", str(tmp_path / "report.html")]) == 0
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Adapted from" in html and str(parent.site) in html
+
+
+def test_a_frozen_run_fits_the_gates_feature_stage_and_predicts_through_it(store, parent):
+    from zoidberg.predict import load_ensemble
+    from zoidberg.runs.store import OOD_FEATURES_FILE
+
+    frozen = store.get(parent.ids["frozen"])
+    assert (frozen.path / OOD_FEATURES_FILE).is_file()
+    assert not (store.get(parent.ids["cnn"]).path / OOD_FEATURES_FILE).exists()
+    ensemble = load_ensemble(frozen.id, runs_dir=store.root)
+    feature_gate, member = ensemble._feature_stage
+    assert feature_gate is not None and member is ensemble
+    from zoidberg.data.dataset import load_dataset
+
+    training = load_dataset(parent.demo, image_size=SIZE, purpose="evaluation")
+    verdicts = ensemble.gate_verdicts(list(training.images[:20]))
+    assert sum(verdict.in_distribution for verdict in verdicts) >= 15
+    # An adapted run reads its parent's feature stage.
+    run = adapt(store, AdaptConfig(parent=frozen.id, site_dir=str(parent.site), n_parts=2))
+    assert load_ensemble(run.id, runs_dir=store.root)._feature_stage[0] is not None

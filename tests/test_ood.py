@@ -235,3 +235,35 @@ def test_a_large_set_fits_the_gate_on_a_seeded_sample(demo_films, monkeypatch):
     assert [verdict.ood_score for verdict in gate.verdicts(new_films[:3])] == [
         verdict.ood_score for verdict in ood.fit_gate(images, fold_of).verdicts(new_films[:3])
     ]
+
+
+def test_the_feature_stage_refuses_far_films_names_side_views_and_reads_back_exactly():
+    from zoidberg.data.feature_gate import NOT_A_FILM, OTHER_POPULATION, SIDE_VIEW, FeatureGate, fit_feature_gate, mirror_symmetry
+
+    rng = np.random.default_rng(0)
+    features = np.abs(rng.normal(1.0, 0.3, size=(300, 24)))
+    fold_of = np.arange(300) % 3
+    # Symmetric films (a frontal chest) and one without a mirror image (a side view).
+    symmetric = np.tile(np.r_[np.arange(32), np.arange(32)[::-1]].astype(np.uint8) * 4, (64, 1))
+    lopsided = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    assert mirror_symmetry([symmetric])[0] > 0.9 > -0.5 > mirror_symmetry([lopsided])[0]
+    gate = fit_feature_gate(features, fold_of, [symmetric] * 50)
+    again = FeatureGate.from_bytes(gate.to_bytes())
+    assert again.units(features[:5]) == pytest.approx(gate.units(features[:5]), rel=1e-12)
+    assert again.symmetry_floor == gate.symmetry_floor
+    inside = gate.verdicts(features[:20], [symmetric] * 20)
+    assert sum(verdict is None for verdict in inside) >= 18
+    units = gate.units(features)
+    scale = gate.threshold - gate.median
+    # Move films out along every feature until they score about 1.5 and about 6 units.
+    step = np.ones(24)
+    near = next(features[0] + step * delta for delta in np.linspace(0, 3, 301) if gate.units((features[0] + step * delta)[None])[0] > 1.5)
+    far = features[0] + step * 5.0
+    verdicts = gate.verdicts(np.stack([near, far, far]), [symmetric, symmetric, lopsided])
+    assert verdicts[0].reason.startswith(OTHER_POPULATION) and not verdicts[0].in_distribution
+    assert verdicts[1].reason.startswith(NOT_A_FILM) and verdicts[1].ood_score >= 2.0
+    assert verdicts[2].reason.startswith(SIDE_VIEW)
+    assert scale > 0 and units.max() < 100
+    with pytest.raises(ValueError, match="damaged"):
+        FeatureGate.from_bytes(gate.to_bytes()[:50])
+    assert fit_feature_gate(features[:10], fold_of[:10]) is None

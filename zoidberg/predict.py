@@ -343,11 +343,45 @@ class Decides:
         """Why the run has no gate, or ""."""
         return self._gate_state[1]
 
-    def gate_verdicts(self, grays: Sequence[np.ndarray]) -> list:
-        """The gate's verdict on each decoded image, or None for each when the run has no gate."""
+    def gate_verdicts(self, grays: Sequence[np.ndarray], *, prepared: bool = False) -> list:
+        """The gate's verdict on each decoded image, or None for each when the run has no gate.
+
+        Films the thumbnail stage lets through meet the feature stage when the run (or a
+        member) has a frozen ImageNet backbone: their features against the training films'.
+
+        Args:
+            grays: Decoded images.
+            prepared: They are already as the gate sees them (an evaluation's dataset rows).
+        """
         if self.gate is None:
             return [None] * len(grays)
-        return self.gate.verdicts([self.gate_input(gray) for gray in grays])
+        inputs = list(grays) if prepared else [self.gate_input(gray) for gray in grays]
+        verdicts = self.gate.verdicts(inputs)
+        feature_gate, member = self._feature_stage
+        passing = [index for index, verdict in enumerate(verdicts) if verdict.in_distribution]
+        if feature_gate is None or not passing:
+            return verdicts
+        images = np.stack([member.model_input(inputs[index]) for index in passing]).astype(np.float32)[..., None] / 255.0
+        features = np.concatenate([np.asarray(member._predict.extractor(images[start : start + SCORING_BATCH_SIZE], training=False))
+                                   for start in range(0, len(images), SCORING_BATCH_SIZE)])
+        films = [member.model_input(inputs[index]) for index in passing]
+        for index, verdict in zip(passing, feature_gate.verdicts(features, films)):
+            if verdict is not None:
+                verdicts[index] = verdict
+        return verdicts
+
+    @cached_property
+    def _feature_stage(self) -> tuple:
+        """(the feature stage, the frozen member whose backbone it reads), or (None, None)."""
+        from zoidberg.evaluation.gate import load_run_feature_gate
+
+        candidates = list(getattr(self, "members", None) or [getattr(self, "parent", self)])
+        candidates = [member for candidate in candidates for member in getattr(candidate, "members", [candidate])]
+        member = next((candidate for candidate in candidates if getattr(candidate, "frozen", False)), None)
+        if member is None:
+            return None, None
+        gate = load_run_feature_gate(member.run)
+        return (gate, member) if gate is not None else (None, None)
 
     def predict_file(self, source, *, name: str = "", threshold: float | None = None, tta: bool | None = None) -> dict:
         """Decodes a file or bytes (PNG, JPEG, DICOM) and predicts it (see predict_gray; tta: the run's setting by default)."""

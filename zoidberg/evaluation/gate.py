@@ -8,7 +8,8 @@ from collections.abc import Callable
 import numpy as np
 
 from zoidberg.data.ood import OodGate, fit_gate
-from zoidberg.runs.store import FOLDS_FILE, OOD_GATE_FILE, Run, RunStore, write_atomically
+from zoidberg.data.feature_gate import FeatureGate, fit_feature_gate
+from zoidberg.runs.store import FOLDS_FILE, OOD_FEATURES_FILE, OOD_GATE_FILE, Run, RunStore, write_atomically
 
 
 class GateUnavailable(ValueError):
@@ -38,6 +39,68 @@ def fit_run_gate(
     write_atomically(run.path / OOD_GATE_FILE, lambda path: path.write_bytes(data))
     say(f"Gate: {gate.describe()}.")
     return gate
+
+
+def fit_run_feature_gate(run: Run, features: np.ndarray, fold_of: np.ndarray, images=None, say: Callable[[str], None] = print) -> FeatureGate | None:
+    """Fits the gate's feature stage on a frozen run's training films' features and stores it (ood_features.npz).
+
+    Args:
+        run: A run with a frozen ImageNet backbone.
+        features: (N, D) pooled features of its training films, in fold_of's order.
+        fold_of: The fold (0-based) of each.
+        images: The training films (uint8), in the same order, for the side-view symmetry floor.
+        say: Console reporter.
+    """
+    gate = fit_feature_gate(features, fold_of, images)
+    if gate is None:
+        return None
+    data = gate.to_bytes()
+    write_atomically(run.path / OOD_FEATURES_FILE, lambda path: path.write_bytes(data))
+    say(f"Gate: {gate.describe()}.")
+    return gate
+
+
+def load_run_feature_gate(run: Run) -> FeatureGate | None:
+    """A frozen run's feature stage, fitted first from its training folder's cached features for an older run; None where it cannot be."""
+    path = run.path / OOD_FEATURES_FILE
+    if path.is_file():
+        try:
+            return FeatureGate.from_bytes(path.read_bytes())
+        except (OSError, ValueError):
+            pass
+    try:
+        return _fit_features_from_training_folder(run)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _fit_features_from_training_folder(run: Run) -> FeatureGate | None:
+    """Fits the feature stage of an older frozen run from its training folder (features from the cache) and folds.csv."""
+    from zoidberg.config import RunConfig
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.training.features import load_or_compute_features
+
+    config = RunConfig.from_dict(run.config)
+    if config.model.transfer_mode != "frozen" or not config.model.weights:
+        return None
+    with open(run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
+    position = {path: index for index, path in enumerate(dataset.paths)}
+    found = [(position[row["path"]], int(row["fold"]) - 1) for row in rows if row["path"] in position]
+    if len(found) < len(rows) * 0.9:
+        return None
+    features = load_or_compute_features(dataset, config.model, config.data.image_size)
+    indices = np.array([index for index, _ in found])
+    return fit_run_feature_gate(run, features[indices], np.array([fold for _, fold in found]), sampled_images(dataset, indices),
+                                say=lambda _message: None)
+
+
+def sampled_images(dataset, indices: np.ndarray, most: int = 2000) -> np.ndarray:
+    """At most `most` training films (a seeded sample), enough for a percentile of their symmetry."""
+    if len(indices) > most:
+        indices = np.sort(np.random.default_rng(0).choice(indices, most, replace=False))
+    return np.stack([dataset.images[index] for index in indices])
 
 
 def gate_run_of(run: Run, runs_dir=None) -> Run:
@@ -124,7 +187,7 @@ def gate_check(ensemble, dataset, rows) -> dict:
     gate = ensemble.gate
     if gate is None:
         return {"checked": False, "note": ensemble.gate_note, "n_flagged": 0, "flagged": [], "scores": None}
-    verdicts = gate.verdicts([dataset.images[row] for row in rows])
+    verdicts = ensemble.gate_verdicts([dataset.images[row] for row in rows], prepared=True)
     flagged = [
         {"path": dataset.paths[row], "ood_score": round(verdict.ood_score, 4), "reason": verdict.reason}
         for row, verdict in zip(rows, verdicts)

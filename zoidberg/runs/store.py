@@ -43,6 +43,7 @@ FOLD_METRICS_FILE = "metrics.json"  # A fold's metrics and history; its presence
 OOF_FILE = "oof.npz"  # A fold's out-of-fold probabilities and their indices.
 CALIBRATION_FILE = "calibration.json"  # The calibration fitted on out-of-fold predictions, and its effect.
 OPERATING_POINT_FILE = "operating_point.json"  # The chosen threshold method, its threshold and fold-wise spread.
+OOD_FEATURES_FILE = "ood_features.npz"  # The gate's feature stage: densities of the training films' frozen ImageNet features.
 OOD_GATE_FILE = "ood_gate.npz"  # The out-of-distribution gate fitted on the training films (zoidberg.data.ood).
 HASHES_FILE = "hashes.json"  # SHA-256 of every training image, for leakage checks of later evaluations.
 EXPORTS_DIR = "exports"  # exports/<format>/: the fold ensemble as one model, with its model_card.json.

@@ -534,10 +534,21 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
     from zoidberg.evaluation.gate import fit_run_gate
 
     fit_run_gate(run, dataset.images, indices, fold_of, say)
+    if config.model.transfer_mode == "frozen" and config.model.weights:
+        _fit_feature_stage(run, config, dataset, indices, fold_of, say)
     # The test split is scored by the stored models at the stored operating point, as any
     # later evaluation is, so summary.json must exist first.
     summary["test"] = _evaluate_test_split(run, dataset, say)
     return finish_summary(run, summary, say)
+
+
+def _fit_feature_stage(run, config, dataset, indices, fold_of, say) -> None:
+    """Fits the gate's feature stage on the frozen backbone's cached features of the training films."""
+    from zoidberg.evaluation.gate import fit_run_feature_gate, sampled_images
+    from zoidberg.training.features import load_or_compute_features
+
+    features = load_or_compute_features(dataset, config.model, config.data.image_size)
+    fit_run_feature_gate(run, features[indices], fold_of, sampled_images(dataset, indices), say)
 
 
 def summarize_out_of_fold(run, config, labels, oof, fold_of, class_names, train_seconds, say, **extra) -> dict:

@@ -98,6 +98,11 @@ def find_run(store: RunStore, name: str):
     return None
 
 
+def run_seconds(run) -> float:
+    """A run's training time from its folds' metrics, for a run this script did not time (a resumed one)."""
+    return float(sum(fold.get("train_seconds") or 0.0 for fold in run.fold_metrics()))
+
+
 def train(store: RunStore, name: str, data: Path, quick: bool) -> tuple[str, float, bool]:
     """Trains a candidate (or finds it trained); returns (run id, wall seconds, reused)."""
     from zoidberg.config import EnsembleConfig
@@ -106,7 +111,7 @@ def train(store: RunStore, name: str, data: Path, quick: bool) -> tuple[str, flo
 
     existing = find_run(store, name)
     if existing is not None:
-        return existing.id, float(existing.read_json("bench_seconds.json") or 0.0), True
+        return existing.id, float(existing.read_json("bench_seconds.json") or run_seconds(existing)), True
     start = time.perf_counter()
     if "members" in CANDIDATES[name]:
         # Members are the candidates of the same names, trained once and reused.

@@ -414,3 +414,21 @@ def test_resume_trains_again_a_finished_fold_whose_model_is_damaged(private_base
     assert f"Fold 1/2: {model} is damaged (cut short or changed); it is trained again." in said
     assert "Fold 2/2: already done, kept." in said
     assert fold_problem(run, 1) is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_max_runs_below_one_is_refused(runs_dir, monkeypatch, value):
+    from zoidberg.runs.jobs import start_run
+
+    monkeypatch.setenv("ZOIDBERG_MAX_RUNS", value)
+    with pytest.raises(ValueError, match=f"ZOIDBERG_MAX_RUNS must be at least 1.*not {value}"):
+        start_run("cv", {"data": {}}, runs_dir=runs_dir)
+    assert not list(RunStore(runs_dir).list_runs())
+
+
+def test_a_negative_seed_is_refused_before_a_run_exists(demo_dir, runs_dir, capsys):
+    from zoidberg.cli.main import main
+
+    assert main(["cv", "--data", str(demo_dir), "--seed", "-1", "--folds", "2", "--epochs", "1", "--image-size", "32", "--runs-dir", str(runs_dir)]) == 2
+    assert "seed must be a whole number from 0 to 4294967295, not -1" in capsys.readouterr().err
+    assert not list(RunStore(runs_dir).list_runs())

@@ -251,6 +251,9 @@ def check_engine_choice(engine: str, parallel: int | str, ray_address: str | Non
     )
 
 
+MAX_SEED = 2**32 - 1
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one cross-validation run needs, saved as config.json."""
@@ -278,6 +281,11 @@ class RunConfig:
         require(
             isinstance(self.n_splits, int) and 2 <= self.n_splits <= 20,
             f"k (n_splits) must be from 2 to 20, not {self.n_splits!r}.",
+        )
+        # NumPy and Keras seed with an unsigned 32-bit number: checked here, before a run exists.
+        require(
+            isinstance(self.random_state, int) and not isinstance(self.random_state, bool) and 0 <= self.random_state <= MAX_SEED,
+            f"seed must be a whole number from 0 to {MAX_SEED}, not {self.random_state!r}.",
         )
         require(
             self.calibration_method in CALIBRATION_METHODS,

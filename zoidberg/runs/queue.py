@@ -17,9 +17,12 @@ def run_capacity() -> int:
     value = os.environ.get(MAX_RUNS_ENV, "").strip()
     if value:
         try:
-            return max(1, int(value))
+            count = int(value)
         except ValueError:
             raise ValueError(f"{MAX_RUNS_ENV} must be a whole number of runs, not {value!r}.") from None
+        if count < 1:
+            raise ValueError(f"{MAX_RUNS_ENV} must be at least 1 (how many runs may train at once), not {count}: unset it for one per two cores.")
+        return count
     return max(1, (os.cpu_count() or 1) // 2)
 
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from zoidberg.runs.store import default_runs_dir
 from zoidberg.ui.auth import login_gate_ui, user_may_enter
-from zoidberg.ui.frame import mark_framed, requested_page
+from zoidberg.ui.frame import mark_framed, requested_page, sidebar_footer
 
 APP_ROOT = Path(__file__).resolve().parent
 
@@ -34,22 +33,15 @@ def available_pages() -> list:
     ]
 
 
-def sidebar_footer() -> None:
-    """Shows where runs are stored and what this tool is not."""
-    with st.sidebar:
-        st.caption(f"Runs folder: `{default_runs_dir().resolve()}`")
-        st.caption("**Research demo — not a medical device.**")
-
-
 st.set_page_config(page_title="Zoidberg 2.0", page_icon="🩻", layout="wide")
 pages = available_pages()
 # st.navigation comes before the gate, hidden until the user is in: the first session to run it
 # makes the server ignore the pages/ folder for every session, so no page address is served
-# on its own (zoidberg/ui/frame.py sends one that was, before, through here).
+# on its own (zoidberg/ui/frame.py gates and frames one that was, before).
 page = st.navigation(pages, position="sidebar" if user_may_enter() else "hidden")
 login_gate_ui()
 sidebar_footer()
-# A session that started at a page's own address was sent here to be framed: open that page.
+# A session that started at a page's own address was sent here to be gated: open that page.
 asked = requested_page()
 if asked:
     st.switch_page(next((item for item in pages if item.url_path == Path(asked).stem), pages[0]))

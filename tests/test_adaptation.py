@@ -356,3 +356,22 @@ def test_a_frozen_run_fits_the_gates_feature_stage_and_predicts_through_it(store
     # An adapted run reads its parent's feature stage.
     run = adapt(store, AdaptConfig(parent=frozen.id, site_dir=str(parent.site), n_parts=2))
     assert load_ensemble(run.id, runs_dir=store.root)._feature_stage[0] is not None
+
+
+def test_unlabeled_site_films_join_the_standardization_only(store, parent, tmp_path):
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for index, path in enumerate(sorted((parent.site / "PNEUMONIA").iterdir())[:6]):
+        shutil.copy(path, unlabeled / f"film{index}.jpeg")
+    (unlabeled / "notes.txt").write_text("not an image")
+    plain = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
+    joined = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2, unlabeled_dir=str(unlabeled)))
+    assert joined.config["unlabeled_dir"] == str(unlabeled)
+    plain_head, joined_head = (run.read_json(ADAPTATION_FILE)["heads"][0] for run in (plain, joined))
+    # The feature means moved with the unlabeled films; the parent's log-odds column stays uncentred.
+    assert not np.allclose(plain_head["mean"][1:], joined_head["mean"][1:], rtol=1e-6, atol=0.0)
+    assert plain_head["mean"][0] == joined_head["mean"][0] == 0.0
+    # The labeled figures are still those of the labeled films alone.
+    assert joined.summary()["adaptation"]["adapted"]["n"] == plain.summary()["adaptation"]["adapted"]["n"]
+    with pytest.raises(ValueError, match="unlabeled folder .* does not exist"):
+        prepare_adaptation(AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), unlabeled_dir=str(tmp_path / "none")), store)

@@ -216,7 +216,7 @@ def _adapt(run: Run, say: Reporter) -> dict:
         },
     )
     say(f"Adaptation took {seconds:.0f} s. Its threshold for new films of this site: {summary['threshold']:.3f} ({summary['operating_point']}).")
-    return finish_summary(run, summary, say, what="Adaptation")
+    return finish_summary(run, summary, say, what="Adaptation (the threshold for new films, chosen on every part's cross-fitted scores)")
 
 
 def _zero_shot(parent, site, rows, labels, groups) -> tuple[dict, np.ndarray | None]:

@@ -9,7 +9,7 @@ from zoidberg.adaptation.config import ADAPT_METHOD_HELP, ADAPT_METHODS, AdaptCo
 from zoidberg.adaptation.figures import describe_figure, describe_harm
 from zoidberg.runs.store import Run
 from zoidberg.ui import state
-from zoidberg.ui.widgets import escape_markdown, show_error
+from zoidberg.ui.widgets import show_error
 
 FIGURE_NAMES = {"roc_auc": "AUC", "accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity"}
 # A share of healthy children called pneumonia above this reads as a warning, above the second as an error.
@@ -78,7 +78,7 @@ def adaptation_result_ui(run: Run, summary: dict) -> None:
     if not adaptation:
         return
     parent = adaptation["parent"]
-    st.markdown(f"##### At the site: `{escape_markdown(adaptation['site_dir'])}`")
+    st.markdown(f"##### At the site: `{adaptation['site_dir'].replace('`', '')}`")
     _harm_box(f"Adapted ({adaptation['method']}), cross-fitted: {describe_harm(adaptation['adapted'])}.", adaptation["adapted"])
     _harm_box(f"Run {parent} as it was (zero-shot, at its own threshold {adaptation['zero_shot']['threshold']:.3f}): "
               f"{describe_harm(adaptation['zero_shot'])}.", adaptation["zero_shot"])

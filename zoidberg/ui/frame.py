@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from streamlit.errors import StreamlitAPIException
 
-from zoidberg.ui.auth import login_gate_ui
+from zoidberg.runs.store import default_runs_dir
+from zoidberg.ui.auth import auth_configured, login_gate_ui
 
 # Set by the entry script right before it runs a page; the page takes it back at once.
 FRAMED_KEY = "_zoidberg_framed"
-# The page a session asked for by its own address, shown once the entry script has drawn the frame.
+# The page a session asked for by its own address, opened once the entry script has framed it.
 REQUESTED_PAGE_KEY = "_zoidberg_requested_page"
 ENTRY_SCRIPT = "streamlit_app.py"
 
@@ -19,27 +21,38 @@ def mark_framed() -> None:
     st.session_state[FRAMED_KEY] = True
 
 
+def sidebar_footer() -> None:
+    """Shows where runs are stored and what this tool is not."""
+    with st.sidebar:
+        st.caption(f"Runs folder: `{default_runs_dir().resolve()}`")
+        st.caption("**Research demo — not a medical device.**")
+
+
 def page_frame_ui(page_path: str) -> None:
-    """The first call of every page file: passes when the entry script framed it, else gates and reroutes.
+    """The first call of every page file: passes when the entry script framed it, else gates it before anything is drawn.
 
     On a freshly started server, a session that opens a page's own address (say /data) first
     gets that file run by itself, as Streamlit does with a pages/ folder before any session has
-    called st.navigation: the entry script's gate would never run. Here such a run meets the
-    same login gate, then is sent through the entry script, which draws the navigation and the
-    disclaimer and opens the page that was asked for.
+    called st.navigation: the entry script's gate would never run. With a login configured,
+    such a run is sent straight to the entry script, which gates it, draws the navigation and
+    the disclaimer, and then opens the page asked for. Without one there is nothing to guard:
+    the page draws the sidebar frame itself and goes on (Streamlit's test runner runs page
+    files this way too).
 
     Args:
         page_path: The page file, as the entry script names it ("pages/data.py").
     """
     if st.session_state.pop(FRAMED_KEY, False):
         return
-    st.session_state[REQUESTED_PAGE_KEY] = page_path
-    try:
-        st.switch_page(ENTRY_SCRIPT)
-    except StreamlitAPIException:
-        # Should the entry script not be reachable, the gate still stands before any content.
-        login_gate_ui()
-        st.stop()
+    if auth_configured():
+        st.session_state[REQUESTED_PAGE_KEY] = page_path
+        try:
+            st.switch_page(ENTRY_SCRIPT)
+        except StreamlitAPIException:
+            # Should the entry script not be reachable, the gate still stands before any content.
+            login_gate_ui()
+            st.stop()
+    sidebar_footer()
 
 
 def requested_page() -> str | None:

@@ -566,7 +566,10 @@ def _summary_block(summary: dict, has_test_evaluation: bool = False) -> None:
     mean_std = summary.get("mean_std", {})
     class_names = summary.get("class_names", [])
     binary = len(class_names) == 2
-    st.markdown(f"##### Cross-validation: mean ± std over {len(summary.get('folds', []))} folds")
+    if summary.get("adaptation"):
+        st.markdown(f"##### The site's films, cross-fitted: mean ± std over {len(summary.get('folds', []))} parts")
+    else:
+        st.markdown(f"##### Cross-validation: mean ± std over {len(summary.get('folds', []))} folds")
     cards = [key for key in HEADLINE_METRICS if key in shown_keys(mean_std)][:5]
     for column, key in zip(st.columns(len(cards) or 1), cards):
         entry = mean_std[key]

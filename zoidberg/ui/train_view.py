@@ -429,7 +429,7 @@ def _run_header(run: Run, status: dict) -> None:
     st.subheader(f"{escape_markdown(run.name)} {state_badge(status.get('state', 'queued'))}", anchor=False)
     if run.kind == "adapt":
         st.caption(f"`{run.id}` · adapted from `{config.get('parent')}` ({config.get('method')}, {config.get('n_parts')} parts) · "
-                   f"site: `{escape_markdown(str(config.get('site_dir')))}`")
+                   f"site: `{str(config.get('site_dir')).replace('`', '')}`")
         return
     if run.kind == "ensemble":
         count = len(config.get("members") or []) + len(config.get("recipes") or [])

@@ -432,3 +432,23 @@ def test_a_negative_seed_is_refused_before_a_run_exists(demo_dir, runs_dir, caps
     assert main(["cv", "--data", str(demo_dir), "--seed", "-1", "--folds", "2", "--epochs", "1", "--image-size", "32", "--runs-dir", str(runs_dir)]) == 2
     assert "seed must be a whole number from 0 to 4294967295, not -1" in capsys.readouterr().err
     assert not list(RunStore(runs_dir).list_runs())
+
+
+def test_the_resume_hint_names_the_runs_folder_when_it_is_not_the_default(tmp_path, monkeypatch, capsys):
+    from zoidberg.cli.main import main
+
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(tmp_path / "default"))
+    elsewhere = RunStore(tmp_path / "elsewhere runs")
+    run = elsewhere.create_run("cv", {"data": {}}, name="killed")
+    run.set_status("failed", error="a fold child died")
+    hint = run.resume_command()
+    assert hint == f"python -m zoidberg resume {run.id} --runs-dir '{tmp_path / 'elsewhere runs'}'"
+    # The printed command, pasted as it is, finds the run (it is refused for its empty config, not as unknown).
+    import shlex
+
+    main(["resume", run.id])
+    assert "No run" in capsys.readouterr().err, "the hint without --runs-dir would not find the run"
+    main(shlex.split(hint)[3:])
+    assert "No run" not in capsys.readouterr().err
+    home = RunStore(tmp_path / "default").create_run("cv", {"data": {}}, name="here")
+    assert home.resume_command() == f"python -m zoidberg resume {home.id}"

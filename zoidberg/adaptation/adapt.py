@@ -293,5 +293,5 @@ def _write_run_files(run: Run, parent: Run, site, rows, labels, crossfit, digest
 def _stopped(run: Run, say: Reporter) -> dict:
     run.set_status("stopped", error=None)
     run.append_event(events.RUN_FINISHED, state="stopped")
-    say(f"Stopped; adapt again with: python -m zoidberg resume {run.id}")
+    say(f"Stopped; adapt again with: {run.resume_command()}")
     return {"state": "stopped"}

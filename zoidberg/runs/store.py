@@ -9,6 +9,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -195,6 +196,15 @@ class Run:
         self.path = Path(path)
         self.id = self.path.name
 
+    def resume_command(self) -> str:
+        """The command that resumes this run, as a user can paste it: with --runs-dir when the run is not in the default store."""
+        command = f"python -m zoidberg resume {self.id}"
+        try:
+            default = default_runs_dir().resolve() == self.path.parent.resolve()
+        except OSError:
+            default = False
+        return command if default else f"{command} --runs-dir {shlex.quote(str(self.path.parent))}"
+
     # Files.
     @property
     def config(self) -> dict:
@@ -324,7 +334,7 @@ class Run:
         return {
             "state": "interrupted",
             "error": f"{where} is damaged, and the run has no summary: resume it to train its unfinished folds "
-            f"(python -m zoidberg resume {self.id}), or delete it.",
+            f"({self.resume_command()}), or delete it.",
         }
 
     @property

@@ -666,5 +666,5 @@ def _finish_stopped(run: Run, say: Reporter) -> dict:
     finished = len(run.fold_metrics())
     run.set_status("stopped", error=None, folds_finished=finished)
     run.append_event(events.RUN_FINISHED, state="stopped", folds_finished=finished)
-    say(f"Stopped; {finished} finished fold(s) kept. Resume with: python -m zoidberg resume {run.id}")
+    say(f"Stopped; {finished} finished fold(s) kept. Resume with: {run.resume_command()}")
     return {"state": "stopped", "folds_finished": finished}

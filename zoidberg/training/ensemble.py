@@ -309,5 +309,5 @@ def _evaluate_test_split(run: Run, say: Reporter) -> dict | None:
 def _stopped(run: Run, say: Reporter) -> dict:
     run.set_status("stopped", error=None)
     run.append_event(events.RUN_FINISHED, state="stopped")
-    say(f"Stopped; start the ensemble again with: python -m zoidberg resume {run.id}")
+    say(f"Stopped; start the ensemble again with: {run.resume_command()}")
     return {"state": "stopped"}

@@ -182,7 +182,7 @@ def run_folds_in_children(run: Run, tasks: Sequence[FoldTask], train_one: Callab
                     if isinstance(error, BrokenProcessPool):
                         raise FoldChildDied(
                             f"The process training fold {task.fold_number} ended abruptly (killed, or out of memory). "
-                            f"Finished folds are kept: `python -m zoidberg resume {run.id}` trains the rest."
+                            f"Finished folds are kept: `{run.resume_command()}` trains the rest."
                         ) from None
                     raise error
             wait(futures)

@@ -337,7 +337,7 @@ def _finish(run: Run, say: Reporter, state: str, oracle=None) -> dict:
     run.set_status(state, error=None, trials_finished=completed)
     run.append_event(events.RUN_FINISHED, state=state, trials_finished=completed, best_trial=summary["best_trial"], best_objective=summary["best_objective"])
     if state == "stopped":
-        say(f"Stopped; {completed} finished trial(s) kept. Resume with: python -m zoidberg resume {run.id}")
+        say(f"Stopped; {completed} finished trial(s) kept. Resume with: {run.resume_command()}")
     else:
         say(
             f"Tuning done: {completed} trial(s) finished; best {config.objective} "

@@ -452,3 +452,14 @@ def test_the_resume_hint_names_the_runs_folder_when_it_is_not_the_default(tmp_pa
     assert "No run" not in capsys.readouterr().err
     home = RunStore(tmp_path / "default").create_run("cv", {"data": {}}, name="here")
     assert home.resume_command() == f"python -m zoidberg resume {home.id}"
+
+
+def test_resume_of_a_run_with_a_damaged_config_names_the_file_and_changes_nothing(demo_dir, runs_dir, capsys):
+    from zoidberg.cli.main import main
+
+    run = RunStore(runs_dir).create_run("cv", {"data": {"label_mode": "binary"}}, name="damaged")
+    run.set_status("failed", error="it failed")
+    assert main(["resume", run.id, "--runs-dir", str(runs_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run.path / 'config.json'} is damaged" in err and "TypeError" in err and "Traceback" not in err
+    assert run.state == "failed", "a refused resume must leave the run as it was"

@@ -199,9 +199,31 @@ def reopen_run(run_id: str, *, runs_dir=None) -> Run:
     """Marks an interrupted, stopped or failed run queued again, for a new worker to continue.
 
     Raises:
-        ValueError: When the run is still active or already completed.
+        ValueError: When the run is still active or already completed, or its config.json
+            cannot be read back (named, and nothing changed).
     """
-    return reopen(RunStore(runs_dir).get(run_id))
+    run = RunStore(runs_dir).get(run_id)
+    check_config_readable(run)
+    return reopen(run)
+
+
+def check_config_readable(run: Run) -> None:
+    """Refuses a run whose config.json its kind cannot read back, naming the file, before anything changes.
+
+    Raises:
+        ValueError: With the file and what to do.
+    """
+    from zoidberg.runs.store import CONFIG_FILE
+
+    path = run.path / CONFIG_FILE
+    try:
+        get_kind(run.kind).load_config(run.config)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        state = "missing" if not path.exists() else "damaged (not the JSON the run wrote)"
+        raise ValueError(
+            f"Run {run.id}'s {path} is {state} ({type(error).__name__}: {str(error)[:200]}): restore it from a copy of "
+            "the run, or start the run again."
+        ) from None
 
 
 def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) -> Run:

@@ -463,3 +463,15 @@ def test_resume_of_a_run_with_a_damaged_config_names_the_file_and_changes_nothin
     err = capsys.readouterr().err
     assert f"{run.path / 'config.json'} is damaged" in err and "TypeError" in err and "Traceback" not in err
     assert run.state == "failed", "a refused resume must leave the run as it was"
+
+
+def test_report_of_a_run_with_a_damaged_config_names_the_file(runs_dir, tmp_path, capsys):
+    from zoidberg.cli.main import main
+
+    run = RunStore(runs_dir).create_run("cv", {"data": {"label_mode": "binary"}}, name="damaged")
+    run.write_json("summary.json", {"mean_std": {"accuracy": {"mean": 0.9, "std": 0.01}}, "class_names": ["normal", "pneumonia"], "folds": []})
+    run.set_status("completed")
+    out = tmp_path / "report.html"
+    assert main(["report", "--run", run.id, "--runs-dir", str(runs_dir), "--out", str(out)]) == 2
+    assert f"{run.path / 'config.json'} is damaged" in capsys.readouterr().err
+    assert not out.exists()

@@ -340,6 +340,9 @@ def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = 
 
     if run.kind not in MODEL_KINDS:
         raise ValueError(f"Run {run.id} is a {run.kind} run: reports are made of cross-validation, ensemble and adapted runs.")
+    if run.kind == "cv":
+        # The method and data sections read it: a damaged file is named, never reported as blanks.
+        run.checked_config()
     summary = run.summary()
     if not summary or not summary.get("mean_std"):
         raise ValueError(f"Run {run.id} has no results yet ({run.status().get('state', 'unknown')}): report it once it has finished.")

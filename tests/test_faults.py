@@ -475,3 +475,17 @@ def test_report_of_a_run_with_a_damaged_config_names_the_file(runs_dir, tmp_path
     assert main(["report", "--run", run.id, "--runs-dir", str(runs_dir), "--out", str(out)]) == 2
     assert f"{run.path / 'config.json'} is damaged" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_model_with_a_lambda_layer_is_refused_by_name(runs_dir):
+    import keras
+
+    from zoidberg.predict import load_fold_model
+
+    run = RunStore(runs_dir).create_run("cv", {"data": {}}, name="lambda")
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda values: values * 2, name="times_two")(inputs)
+    run.model_path(1).parent.mkdir(parents=True, exist_ok=True)
+    keras.Model(inputs, outputs).save(run.model_path(1))
+    with pytest.raises(ValueError, match="Lambda layer\\(s\\) times_two, which run arbitrary Python code"):
+        load_fold_model(run, 1)

@@ -901,6 +901,32 @@ class AdaptedEnsemble(Decides):
         return self.parent.gradcam(gray, class_index)
 
 
+def unsafe_layers(path) -> list[str]:
+    """The names of the Lambda layers a .keras file's config declares (none for a file that cannot be read)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                found.append(str((node.get("config") or {}).get("name", "?")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
 def load_fold_model(run, fold: int):
     """One fold's model.keras (safe_mode), or a ValueError that names the damaged file when it cannot be read."""
     import zipfile
@@ -911,6 +937,12 @@ def load_fold_model(run, fold: int):
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        unsafe = unsafe_layers(path)
+        if unsafe:
+            raise ValueError(
+                f"Run {run.id}, fold {fold}: {path} holds Lambda layer(s) {', '.join(unsafe)}, which run arbitrary Python code: "
+                "Zoidberg loads models with safe_mode and never runs them. Train the run again with this version (its models have none)."
+            ) from error
         # Keras says "File not found" for a cut-short .keras zip; the file is there, and damaged.
         size = path.stat().st_size if path.exists() else None
         state = "missing" if size is None else f"damaged ({size:,} bytes that do not load as a Keras model: cut short or changed)"

@@ -130,6 +130,7 @@ def dicom_bytes(
     bits_stored: int | None = None,
     window: tuple[float, float] | None = None,
     rescale: tuple[float, float] | None = None,
+    tags: dict | None = None,
 ) -> bytes:
     """Builds a DICOM Part 10 file (Explicit VR Little Endian) in memory.
 
@@ -140,6 +141,7 @@ def dicom_bytes(
         bits_stored: Bits Stored; defaults to the array's bit depth.
         window: (center, width) to store as Window Center/Width.
         rescale: (slope, intercept) to store as Rescale Slope/Intercept.
+        tags: More attributes by keyword (Modality, ViewPosition, PatientAge ...); they win.
 
     Returns:
         The file, with 128-byte preamble and "DICM" marker.
@@ -167,6 +169,8 @@ def dicom_bytes(
         dataset.WindowCenter, dataset.WindowWidth = window
     if rescale is not None:
         dataset.RescaleSlope, dataset.RescaleIntercept = rescale
+    for keyword, value in (tags or {}).items():
+        setattr(dataset, keyword, value)
     buffer = io.BytesIO()
     dcmwrite(buffer, dataset, enforce_file_format=True)
     return buffer.getvalue()

@@ -267,3 +267,40 @@ def test_the_feature_stage_refuses_far_films_names_side_views_and_reads_back_exa
     with pytest.raises(ValueError, match="damaged"):
         FeatureGate.from_bytes(gate.to_bytes()[:50])
     assert fit_feature_gate(features[:10], fold_of[:10]) is None
+
+
+@pytest.mark.parametrize(
+    "tags, reason",
+    [
+        ({"ViewPosition": "LL"}, "side view (ViewPosition LL)"),
+        ({"Modality": "CT"}, "modality is CT"),
+        ({"BodyPartExamined": "HAND"}, "body part is HAND, not the chest"),
+        ({"PatientAge": "045Y"}, "patient is 45 years old"),
+        ({"PatientBirthDate": "19700101", "StudyDate": "20200101"}, "patient is 50 years old"),
+        ({"ViewPosition": "PA", "BodyPartExamined": "CHEST", "PatientAge": "003Y"}, None),
+        ({}, None),
+    ],
+)
+def test_what_a_dicom_header_says_settles_a_refusal(tags, reason):
+    from tests import imagegen
+    from zoidberg.data.dicom_facts import facts_verdict, read_dicom_facts
+
+    data = imagegen.dicom_bytes(np.full((64, 64), 100, dtype=np.uint8), tags=tags)
+    verdict = facts_verdict(read_dicom_facts(data))
+    if reason is None:
+        assert verdict is None
+    else:
+        assert not verdict.in_distribution and reason in verdict.reason
+    assert read_dicom_facts(_png(np.zeros((8, 8), dtype=np.uint8))) is None
+
+
+def test_predict_refuses_a_dicom_side_view_by_its_header(trained, tmp_path):
+    from tests import imagegen
+    from zoidberg.predict import load_ensemble, predict_files
+
+    film = tmp_path / "lateral.dcm"
+    film.write_bytes(imagegen.dicom_bytes(np.full((64, 64), 100, dtype=np.uint8), tags={"ViewPosition": "LL", "BodyPartExamined": "CHEST"}))
+    ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
+    (row,) = predict_files(ensemble, [film])
+    assert row["in_distribution"] is False and "side view (ViewPosition LL)" in row["ood_reason"]
+    assert "side view" in ensemble.predict_file(film.read_bytes(), name="lateral.dcm")["ood_reason"]

@@ -308,7 +308,7 @@ class Decides:
         """Applies `threshold` on `scale` (default: the run's operating point) to a prediction."""
         return decide(prediction, self.threshold if threshold is None else threshold, scale or self.scale)
 
-    def predict_gray(self, gray: np.ndarray, threshold: float | None = None, *, tta: bool | None = None) -> dict:
+    def predict_gray(self, gray: np.ndarray, threshold: float | None = None, *, tta: bool | None = None, headers=None) -> dict:
         """Predicts one decoded image at a threshold (default: the run's operating point).
 
         Returns:
@@ -317,7 +317,7 @@ class Decides:
             class_probabilities, threshold, the scale and both raw and calibrated probabilities;
             then the gate's in_distribution, ood_score and ood_reason.
         """
-        return {**self.decide(self.probabilities(gray, tta=tta), threshold).to_dict(), **gate_fields(self.gate_verdicts([gray])[0])}
+        return {**self.decide(self.probabilities(gray, tta=tta), threshold).to_dict(), **gate_fields(self.gate_verdicts([gray], headers=[headers])[0])}
 
     def gate_input(self, gray: np.ndarray) -> np.ndarray:
         """The image the gate scores: the one the models (or the first member) see."""
@@ -343,7 +343,7 @@ class Decides:
         """Why the run has no gate, or ""."""
         return self._gate_state[1]
 
-    def gate_verdicts(self, grays: Sequence[np.ndarray], *, prepared: bool = False) -> list:
+    def gate_verdicts(self, grays: Sequence[np.ndarray], *, prepared: bool = False, headers: Sequence | None = None) -> list:
         """The gate's verdict on each decoded image, or None for each when the run has no gate.
 
         Films the thumbnail stage lets through meet the feature stage when the run (or a
@@ -352,11 +352,17 @@ class Decides:
         Args:
             grays: Decoded images.
             prepared: They are already as the gate sees them (an evaluation's dataset rows).
+            headers: Each file's DicomFacts (None for a PNG or JPEG): what a DICOM header says
+                (another modality or body part, a side view, an adult) refuses it first.
         """
+        from zoidberg.data.dicom_facts import facts_verdict
+
+        settled = [facts_verdict(facts) for facts in (headers or [None] * len(grays))]
         if self.gate is None:
-            return [None] * len(grays)
+            return settled if any(settled) else [None] * len(grays)
         inputs = list(grays) if prepared else [self.gate_input(gray) for gray in grays]
         verdicts = self.gate.verdicts(inputs)
+        verdicts = [header or verdict for header, verdict in zip(settled, verdicts)]
         feature_gate, member = self._feature_stage
         passing = [index for index, verdict in enumerate(verdicts) if verdict.in_distribution]
         if feature_gate is None or not passing:
@@ -385,8 +391,10 @@ class Decides:
 
     def predict_file(self, source, *, name: str = "", threshold: float | None = None, tta: bool | None = None) -> dict:
         """Decodes a file or bytes (PNG, JPEG, DICOM) and predicts it (see predict_gray; tta: the run's setting by default)."""
+        from zoidberg.data.dicom_facts import read_dicom_facts
+
         gray = decode_grayscale(source, name=name or str(source) if not isinstance(source, bytes) else name, draft_size=self.image_size)
-        return self.predict_gray(gray, threshold, tta=tta)
+        return self.predict_gray(gray, threshold, tta=tta, headers=read_dicom_facts(source))
 
 
 @dataclass
@@ -1087,6 +1095,8 @@ def predict_files(
     from zoidberg.data.files import label_from_path
     from zoidberg.data.imaging import ImageDecodeError
 
+    from zoidberg.data.dicom_facts import read_dicom_facts
+
     def decode(path):
         try:
             return decode_grayscale(path, name=str(path), draft_size=ensemble.image_size), None
@@ -1104,7 +1114,8 @@ def predict_files(
             # Resized once for the models and the gate (a resize to the same size is free).
             grays = [ensemble.resized(decoded[index][0]) for index in good]
             predictions = dict(zip(good, ensemble.predictions_of(grays, tta=tta)))
-            verdicts = dict(zip(good, ensemble.gate_verdicts(grays)))
+            headers = [read_dicom_facts(chunk[index]) for index in good]
+            verdicts = dict(zip(good, ensemble.gate_verdicts(grays, headers=headers)))
             for index, path in enumerate(chunk):
                 row: dict = {"file": str(path)}
                 true_label = label_from_path(path, label_mode) if label_mode else None

@@ -239,6 +239,7 @@ class ImageResult:
         size_bytes: File size.
         error: One-line reason when the file could not be used, else None.
         kind: Sniffed format ("jpeg", "png", "dicom", ...).
+        header: What a DICOM file's header says of itself (DicomFacts), else None.
         original_shape: (height, width) of the decoded image.
         display: Grayscale uint8 image for display (long side at most MAX_DISPLAY_SIDE).
         model_input: The S×S uint8 image the networks saw.
@@ -255,6 +256,7 @@ class ImageResult:
     size_bytes: int = 0
     error: str | None = None
     kind: str = ""
+    header: Any = None
     original_shape: tuple[int, int] | None = None
     display: np.ndarray | None = field(default=None, repr=False)
     model_input: np.ndarray | None = field(default=None, repr=False)
@@ -311,6 +313,10 @@ def decode_input(item: ImageInput) -> tuple[ImageResult, np.ndarray | None]:
         return result, None
     result.original_shape = (int(gray.shape[0]), int(gray.shape[1]))
     result.display = downscale(gray, MAX_DISPLAY_SIDE)
+    if result.kind == "dicom":
+        from zoidberg.data.dicom_facts import read_dicom_facts
+
+        result.header = read_dicom_facts(item.data)
     return result, gray
 
 
@@ -323,7 +329,7 @@ def predict_decoded(ensemble: Any, pairs: Sequence[tuple[ImageResult, np.ndarray
         LOGGER.exception("Batched prediction failed; predicting one image at a time")
         predictions = None
     try:
-        verdicts = ensemble.gate_verdicts(inputs)
+        verdicts = ensemble.gate_verdicts(inputs, headers=[getattr(result, "header", None) for result, _ in pairs])
     except Exception:  # The gate's failure leaves the images unchecked, and says so on each card.
         LOGGER.exception("The out-of-distribution gate failed")
         verdicts = [None] * len(inputs)

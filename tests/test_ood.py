@@ -304,3 +304,18 @@ def test_predict_refuses_a_dicom_side_view_by_its_header(trained, tmp_path):
     (row,) = predict_files(ensemble, [film])
     assert row["in_distribution"] is False and "side view (ViewPosition LL)" in row["ood_reason"]
     assert "side view" in ensemble.predict_file(film.read_bytes(), name="lateral.dcm")["ood_reason"]
+
+
+def test_a_refused_row_shows_no_probability_in_the_csv(trained, tmp_path):
+    import csv
+
+    from tests import imagegen
+    from zoidberg.cli.main import main
+
+    film = tmp_path / "lateral.dcm"
+    film.write_bytes(imagegen.dicom_bytes(np.full((64, 64), 100, dtype=np.uint8), tags={"ViewPosition": "LL"}))
+    out = tmp_path / "predictions.csv"
+    main(["predict", "--run", trained.ids["baseline"], str(film), "--csv", str(out), "--runs-dir", str(trained.dir)])
+    (row,) = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert row["prediction"] == "REFUSED" and row["in_distribution"] == "False" and "side view" in row["ood_reason"]
+    assert row["probability"] == row["p_pneumonia"] == row["probability_raw"] == ""

@@ -174,6 +174,11 @@ def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -
                 flat["prediction"] = row.get("label")
                 for name, value in (row.get("class_probabilities") or {}).items():
                     flat[f"p_{name}"] = round(value, 6)
+                if row.get("in_distribution") is False:
+                    # No probability stands where a diagnosis would (predict --json keeps them for developers).
+                    flat["prediction"] = "REFUSED"
+                    for key in ("correct", "probability", "probability_raw", "probability_calibrated", "spread", *(f"p_{name}" for name in class_names)):
+                        flat[key] = None
                 writer.writerow(flat)
 
     # Staged, then renamed: a failure leaves the previous file (or none), never half of one.

@@ -435,7 +435,11 @@ def results_table(
             if binary:
                 row["threshold"] = round(decision.threshold, 4)
             if result.refused:
+                # No probability stands where a diagnosis would: the gate says it would mean nothing.
                 row["prediction"] = "refused"
+                for key in list(row):
+                    if key in ("probability", "spread", "raw", "calibrated") or key.startswith("P("):
+                        row[key] = None
             if result.verdict is not None:
                 row["in_distribution"] = result.verdict.in_distribution
                 row["ood_score"] = round(result.verdict.ood_score, 3)
@@ -844,10 +848,16 @@ def _show_refusal(result: ImageResult, decision: Decision, class_names: Sequence
         st.image(display_jpeg(result), caption=f"{result.kind.upper()}", width="stretch")
     with columns[1]:
         st.markdown("### :orange[No diagnosis]")
-        st.error(f"{REFUSAL}. The model's answer would mean nothing here.", icon=":material/block:")
-        # The reason repeats the refusal sentence above it; the card shows only why.
-        why = (result.verdict.reason or "").removeprefix(f"{REFUSAL}: ")
-        st.caption(f"{escape_markdown(why[:1].upper() + why[1:])} Upload a frontal chest X-ray (PA or AP), upright and not inverted.")
+        reason = result.verdict.reason or ""
+        if reason.startswith(REFUSAL):
+            st.error(f"{REFUSAL}. The model's answer would mean nothing here.", icon=":material/block:")
+            # The reason repeats the refusal sentence above it; the card shows only why.
+            why = reason.removeprefix(f"{REFUSAL}: ")
+            st.caption(f"{escape_markdown(why[:1].upper() + why[1:])} Upload a frontal chest X-ray (PA or AP), upright and not inverted.")
+        else:
+            # The feature stage and the DICOM header name what the film likely is: that is the headline.
+            st.error(escape_markdown(reason), icon=":material/block:")
+            st.caption("Upload a frontal chest X-ray (PA or AP) of a young child, upright and not inverted.")
         with st.expander("For model developers: what the model would have said"):
             probability = decision.class_probabilities.get(class_names[-1], decision.probability)
             st.caption(f"{decision.label} (P({class_names[-1]}) = {probability:.3f}); out-of-distribution score {result.verdict.ood_score:.2f}, refused above 1.")

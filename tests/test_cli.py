@@ -237,14 +237,17 @@ def test_a_folder_is_predicted_in_batches_to_csv_with_labels_and_skipped_files(t
     assert by_file[str(folder / "PNEUMONIA" / "broken.jpeg")]["error"]
     good = [row for row in rows if not row["error"]]
     assert {row["true_label"] for row in good} == {"normal", "pneumonia"}
-    assert all(row["correct"] == str(row["true_label"] == row["prediction"]) for row in good)
+    # A refused film has no diagnosis, so neither a probability nor a correct/incorrect.
+    assert all(row["correct"] == ("" if row["prediction"] == "REFUSED" else str(row["true_label"] == row["prediction"])) for row in good)
+    assert all(row["probability"] == "" for row in good if row["prediction"] == "REFUSED")
     assert "correct where the folder names the class" in stdout
     # Batched scoring gives what one file at a time gives.
     from zoidberg.predict import load_ensemble
 
     ensemble = load_ensemble(run_id, runs_dir=trained.dir)
-    single = ensemble.predict_file(good[0]["file"])
-    assert float(good[0]["probability"]) == pytest.approx(single["probability"], abs=1e-5)
+    diagnosed = next(row for row in good if row["prediction"] != "REFUSED")
+    single = ensemble.predict_file(diagnosed["file"])
+    assert float(diagnosed["probability"]) == pytest.approx(single["probability"], abs=1e-5)
 
 
 def test_a_full_disk_is_one_sentence_without_a_traceback(demo_dir, runs_dir, capsys, monkeypatch):

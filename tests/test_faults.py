@@ -489,3 +489,21 @@ def test_a_model_with_a_lambda_layer_is_refused_by_name(runs_dir):
     keras.Model(inputs, outputs).save(run.model_path(1))
     with pytest.raises(ValueError, match="Lambda layer\\(s\\) times_two, which run arbitrary Python code"):
         load_fold_model(run, 1)
+
+
+def test_a_link_loop_inside_an_allowed_folder_is_not_an_error(tmp_path, monkeypatch):
+    import os
+
+    from zoidberg.data.roots import check_folder_allowed
+
+    folder = tmp_path / "data" / "NORMAL"
+    folder.mkdir(parents=True)
+    os.symlink(folder / "a.jpeg", folder / "b.jpeg")
+    os.symlink(folder / "b.jpeg", folder / "a.jpeg")
+    monkeypatch.setenv("ZOIDBERG_DATA_ROOTS", str(tmp_path))
+    assert check_folder_allowed(tmp_path / "data") == (tmp_path / "data").resolve()
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    os.symlink(outside, tmp_path / "data" / "PNEUMONIA")
+    with pytest.raises(ValueError, match="outside the folders this server may read"):
+        check_folder_allowed(tmp_path / "data")

@@ -25,8 +25,14 @@ def is_allowed(path: str | os.PathLike) -> bool:
     roots = allowed_roots()
     if roots is None:
         return True
-    resolved = Path(path).expanduser().resolve()
+    resolved = real_path(path)
     return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def real_path(path: str | os.PathLike) -> Path:
+    """The path with links and `..` resolved; a link loop stays where it loops (it leads to nothing to read)."""
+    # os.path.realpath, unlike Path.resolve on Python 3.11, does not raise RuntimeError on a loop.
+    return Path(os.path.realpath(Path(path).expanduser()))
 
 
 def check_allowed(path: str | os.PathLike) -> Path:
@@ -41,7 +47,7 @@ def check_allowed(path: str | os.PathLike) -> Path:
             f"{path} is outside the folders this server may read ({roots}). Choose a folder under one of them; "
             f"the server's administrator sets them in ${ROOTS_ENV}."
         )
-    return Path(path).expanduser().resolve()
+    return real_path(path)
 
 
 def check_folder_allowed(path: str | os.PathLike) -> Path:

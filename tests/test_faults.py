@@ -507,3 +507,27 @@ def test_a_link_loop_inside_an_allowed_folder_is_not_an_error(tmp_path, monkeypa
     os.symlink(outside, tmp_path / "data" / "PNEUMONIA")
     with pytest.raises(ValueError, match="outside the folders this server may read"):
         check_folder_allowed(tmp_path / "data")
+
+
+def test_cv_trains_on_a_file_whose_name_is_not_utf8(demo_dir, runs_dir, tmp_path):
+    import os
+    import shutil
+
+    from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from zoidberg.evaluation.out_of_fold import read_out_of_fold
+    from zoidberg.training.cv import config_payload, run_cross_validation
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir / "train", data)
+    source = sorted((data / "NORMAL").iterdir())[0]
+    odd = os.path.join(os.fsencode(data / "NORMAL"), b"IM-9999-\xff\xfe.jpeg")
+    os.rename(source, odd)
+    config = RunConfig(data=DataConfig(str(data), "binary", 32),
+                       model=ModelConfig(architecture="cnn", conv_blocks=1, base_filters=4, dense_units=8),
+                       train=TrainConfig(epochs=1, batch_size=16, early_stopping_patience=0), n_splits=2)
+    run = RunStore(runs_dir).create_run("cv", config_payload(config), name="odd name")
+    run_cross_validation(run)
+    assert run.state == "completed", run.status().get("error")
+    # The path read back from folds.csv is the file's own name, byte for byte.
+    paths = read_out_of_fold(run).paths
+    assert any(os.fsencode(path).endswith(b"IM-9999-\xff\xfe.jpeg") for path in paths)

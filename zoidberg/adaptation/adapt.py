@@ -259,7 +259,8 @@ def _write_run_files(run: Run, parent: Run, site, rows, labels, crossfit, digest
     class_names = list(site.class_names)
 
     def write_folds(path):
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        # A file name that is not valid UTF-8 is kept byte for byte, as Run.open_text reads it back.
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
             writer.writeheader()
             for row, part in zip(rows, crossfit.part_of):

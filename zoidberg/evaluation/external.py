@@ -73,7 +73,7 @@ def evaluation_rows(dataset, split: str) -> tuple[np.ndarray, str]:
 def training_patients(run: Run) -> set[str]:
     """The patient ids of the images the run's folds trained and validated on (from folds.csv)."""
     try:
-        with open(run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+        with run.open_text(FOLDS_FILE) as handle:
             return {row["patient"] for row in csv.DictReader(handle)}
     except (OSError, KeyError):
         return set()
@@ -87,7 +87,7 @@ def training_digests(run: Run) -> dict[str, str]:
     data = run.read_json(DATA_FILE) or {}
     root = data.get("root")
     try:
-        with open(run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+        with run.open_text(FOLDS_FILE) as handle:
             paths = [row["path"] for row in csv.DictReader(handle)]
     except (OSError, KeyError):
         return {}

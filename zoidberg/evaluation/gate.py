@@ -83,7 +83,7 @@ def _fit_features_from_training_folder(run: Run) -> FeatureGate | None:
     config = RunConfig.from_dict(run.config)
     if config.model.transfer_mode != "frozen" or not config.model.weights:
         return None
-    with open(run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+    with run.open_text(FOLDS_FILE) as handle:
         rows = list(csv.DictReader(handle))
     dataset = load_dataset(config.data.data_dir, **config.data.loader_options())
     position = {path: index for index, path in enumerate(dataset.paths)}
@@ -149,7 +149,7 @@ def _fit_from_training_folder(run: Run) -> OodGate:
 
     try:
         config = RunConfig.from_dict(run.config)
-        with open(run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+        with run.open_text(FOLDS_FILE) as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise GateUnavailable(f"Run {run.id} has no out-of-distribution gate, and its folds cannot be read to fit one ({error}).") from None

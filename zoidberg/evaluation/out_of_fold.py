@@ -56,7 +56,7 @@ def read_out_of_fold(run: Run) -> OutOfFold:
         ValueError: The run has no folds.csv or a fold has no out-of-fold predictions.
     """
     try:
-        with open(run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+        with run.open_text(FOLDS_FILE) as handle:
             rows = list(csv.DictReader(handle))
     except OSError:
         raise ValueError(f"Run {run.id} has no folds.csv: it has not started its folds.") from None

@@ -145,7 +145,7 @@ def _training_films(member_run):
         return None, None
     options = from_mapping(DataConfig, {**(member_run.config.get("data") or {}), "data_dir": root}).loader_options()
     training = load_dataset(root, **options, purpose="evaluation")
-    with open(member_run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+    with member_run.open_text(FOLDS_FILE) as handle:
         trained = {row["path"] for row in csv.DictReader(handle)}
     rows = np.array([index for index, path in enumerate(training.paths) if path in trained], dtype=np.int64)
     return training, rows

@@ -196,6 +196,11 @@ class Run:
         self.path = Path(path)
         self.id = self.path.name
 
+    def open_text(self, name: str, mode: str = "r"):
+        """Opens a CSV or text file of the run (folds.csv ...) for csv: UTF-8, a file name that is not valid
+        UTF-8 kept byte for byte (surrogateescape), so that every path read back is the path written."""
+        return open(self.path / name, mode, newline="", encoding="utf-8", errors="surrogateescape")
+
     def resume_command(self) -> str:
         """The command that resumes this run, as a user can paste it: with --runs-dir when the run is not in the default store."""
         command = f"python -m zoidberg resume {self.id}"

@@ -91,7 +91,8 @@ def write_folds_csv(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np
     )
 
     def write(path):
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        # A file name that is not valid UTF-8 is kept byte for byte, as Run.open_text reads it back.
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
             writer.writeheader()
             writer.writerows(rows)

@@ -159,7 +159,7 @@ def _read_member_rows(run: Run) -> tuple[list[dict], np.ndarray]:
     from zoidberg.evaluation.out_of_fold import read_out_of_fold
 
     out_of_fold = read_out_of_fold(run)
-    with open(run.path / FOLDS_FILE, newline="", encoding="utf-8") as handle:
+    with run.open_text(FOLDS_FILE) as handle:
         rows = list(csv.DictReader(handle))
     return rows, out_of_fold.raw
 
@@ -268,7 +268,8 @@ def _member_facts(member: Run, probabilities: np.ndarray, labels: np.ndarray, cl
 def _write_run_files(run, reference: Run, rows, labels, fold_of, combined, class_names, combiner: Combiner) -> None:
     """Writes what any run has after its folds: folds.csv, each fold's oof.npz and metrics.json, data facts."""
     def write_folds(path):
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        # A file name that is not valid UTF-8 is kept byte for byte, as Run.open_text reads it back.
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
             writer.writeheader()
             writer.writerows({key: row[key] for key in ("path", "patient", "label", "fold")} for row in rows)

@@ -207,14 +207,16 @@ def table(results: list[dict], holdout: str) -> list[str]:
     return lines
 
 
-def write_doc(markdown: str) -> None:
+def write_doc(markdown: str, *, start: str = DOC_START, end: str = DOC_END,
+              heading: str = "Generalization: presets on images they never saw") -> None:
+    """Replaces BENCHMARKS.md's block between `start` and `end` markers (appended under `heading` when absent)."""
     text = DOC_PATH.read_text(encoding="utf-8")
-    block = f"{DOC_START}\n{markdown}\n{DOC_END}"
-    if DOC_START in text:
-        before, rest = text.split(DOC_START, 1)
-        text = before + block + rest.split(DOC_END, 1)[1]
+    block = f"{start}\n{markdown}\n{end}"
+    if start in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
     else:
-        text += "\n## Generalization: presets on images they never saw\n\n" + block + "\n"
+        text += f"\n## {heading}\n\n" + block + "\n"
     DOC_PATH.write_text(text, encoding="utf-8")
 
 

@@ -41,7 +41,6 @@ from zoidberg.runs.store import RunStore  # noqa: E402
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS_FILE = RESULTS_DIR / "site.jsonl"
-DOC_PATH = REPO_ROOT / "BENCHMARKS.md"
 DOC_START = "<!-- site:start (written by benchmarks/site.py) -->"
 DOC_END = "<!-- site:end -->"
 ADAPT_METHODS = ("head", "recalibrate")
@@ -253,14 +252,10 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_doc(text: str) -> None:
-    document = DOC_PATH.read_text(encoding="utf-8")
-    block = f"{DOC_START}\n{text}\n{DOC_END}"
-    if DOC_START in document:
-        before, rest = document.split(DOC_START, 1)
-        document = before + block + rest.split(DOC_END, 1)[1]
-    else:
-        document += "\n## At the site: recipes on the site sample, zero-shot and adapted\n\n" + block + "\n"
-    DOC_PATH.write_text(document, encoding="utf-8")
+    """Rewrites BENCHMARKS.md's site block (quality.write_doc with this script's markers)."""
+    from benchmarks.quality import write_doc as write_block
+
+    write_block(text, start=DOC_START, end=DOC_END, heading="At the site: recipes on the site sample, zero-shot and adapted")
 
 
 # --------------------------------------------------------------------------- main

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-from zoidberg.config import OperatingPointChoice
+from benchmarks.quality import SENSITIVE, shrink
 from zoidberg.models.presets import make_preset_config
 
-SENSITIVE = OperatingPointChoice("target-sensitivity", target=0.95)
+__all__ = ["CANDIDATES", "SENSITIVE", "candidate_config"]
 
 # name -> {"description", "preset" (and "changes"), or "members" (an ensemble of other candidates)}.
 # Only MobileNetV2 0.35 and 0.5 ImageNet weights exist here: the search varies those, the
@@ -42,15 +40,3 @@ def candidate_config(name: str, data_dir: str, *, quick: bool = False):
         raise ValueError(f"{name} combines {', '.join(candidate['members'])}: train those, then combine them.")
     config = make_preset_config(candidate["preset"], data_dir, run_name=name, **candidate.get("changes", {}))
     return shrink(config) if quick else config
-
-
-def shrink(config):
-    """The same recipe at 48 px, k=2, the fewest epochs and no weights file: for --quick only."""
-    epochs = 2 if config.model.transfer_mode == "fine-tune" else 1
-    model = config.model
-    if model.weights:
-        model = dataclasses.replace(model, weights=None, transfer_mode="end-to-end")
-    return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, image_size=48), model=model,
-        train=dataclasses.replace(config.train, epochs=epochs, batch_size=16), n_splits=2, tta=False,
-    )

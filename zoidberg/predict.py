@@ -862,13 +862,17 @@ class AdaptedEnsemble(Decides):
             for index in range(len(grays))
         ]
 
-    def site_inputs(self, dataset, rows: np.ndarray, *, progress=None) -> np.ndarray:
-        """The heads' (len(rows), D) inputs for dataset rows: parent member log-odds and cached features."""
+    def site_inputs(self, dataset, rows: np.ndarray, *, progress=None, per_member: np.ndarray | None = None) -> np.ndarray:
+        """The heads' (len(rows), D) inputs for dataset rows: parent member log-odds and cached features.
+
+        per_member: the parent's score_dataset() of these rows, when the caller has it already.
+        """
         from zoidberg.config import DataConfig, from_mapping
         from zoidberg.data.dataset import load_dataset
 
         rows = np.asarray(rows)
-        per_member = self.parent.score_dataset(dataset, rows, progress=progress)
+        if per_member is None:
+            per_member = self.parent.score_dataset(dataset, rows, progress=progress)
         member_positive = per_member[:, :, 1] if len(self._members) > 1 else per_member.mean(axis=0)[None, :, 1]
         features = None
         if self.feature_member is not None:

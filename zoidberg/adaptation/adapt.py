@@ -170,9 +170,11 @@ def _adapt(run: Run, say: Reporter) -> dict:
     feature = next((member for member in getattr(parent, "members", [parent]) if member.run.id == run.config.get("feature_member")), None)
     probe = AdaptedEnsemble(run, parent, [], feature, None, 0.5, "raw", None)
     say(f"Scoring the {len(site)} site films ({int(labels.sum())} pneumonia, {len(np.unique(groups))} patients) with run {parent.run.id} ...")
-    inputs = probe.site_inputs(site, rows)
+    # The parent scores the site's films once: for the heads' inputs and for its zero-shot figures.
+    per_member = parent.score_dataset(site, rows)
+    inputs = probe.site_inputs(site, rows, per_member=per_member)
     n_prior = len(probe._members)
-    zero_shot, calibrated_positive = _zero_shot(parent, site, rows, labels, groups)
+    zero_shot, calibrated_positive = _zero_shot(parent, per_member, labels, groups)
     say(f"Zero-shot, at run {parent.run.id}'s own threshold: AUC {describe_figure(zero_shot['roc_auc'])}, "
         f"accuracy {describe_figure(zero_shot['accuracy'])}, specificity {describe_figure(zero_shot['specificity'])}: {describe_harm(zero_shot)}.")
     shift = _shift(parent, site, rows, labels, calibrated_positive)
@@ -219,9 +221,9 @@ def _adapt(run: Run, say: Reporter) -> dict:
     return finish_summary(run, summary, say, what="Adaptation (the threshold for new films, chosen on every part's cross-fitted scores)")
 
 
-def _zero_shot(parent, site, rows, labels, groups) -> tuple[dict, np.ndarray | None]:
+def _zero_shot(parent, per_member: np.ndarray, labels, groups) -> tuple[dict, np.ndarray | None]:
     """The parent's own figures on the site films (its probabilities at its own threshold and scale), and its calibrated P(pneumonia)."""
-    raw, calibrated = parent.combine(parent.score_dataset(site, rows))
+    raw, calibrated = parent.combine(per_member)
     in_use = calibrated if parent.scale == "calibrated" and calibrated is not None else raw
     decided = (in_use[:, 1] >= parent.threshold).astype(int)
     figures = {**site_figures(labels, raw[:, 1], decided, groups), "threshold": float(parent.threshold), "scale": parent.scale}

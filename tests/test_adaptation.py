@@ -167,6 +167,12 @@ def test_an_ensemble_adapts_with_one_prior_per_member(store, parent):
     run = adapt(store, AdaptConfig(parent=ensemble.id, site_dir=str(parent.site), n_parts=2))
     assert run.read_json(ADAPTATION_FILE)["n_prior"] == 2
     assert run.config["feature_member"] == parent.ids["frozen"]
+    # Exported whole: both members, the frozen member's features and the site heads in one model.
+    from zoidberg.cli import main
+
+    assert main(["--runs-dir", str(store.root), "export", "--run", run.id, "--format", "keras", "--check"]) == 0
+    card = json.loads((run.path / "exports" / "keras" / "model_card.json").read_text())
+    assert card["scoring"]["parent"] == ensemble.id and card["scoring"]["site_heads"] == 2 and card["parity_max_difference"] < 1e-4
 
 
 def test_recalibrate_needs_no_frozen_member_and_head_refuses_without_one(store, parent):
@@ -248,6 +254,17 @@ def test_the_run_view_leads_an_adapted_run_with_its_verdict(store, parent):
     frame = next(frame.value for frame in app.dataframe if "healthy called pneumonia" in frame.value.columns)
     assert frame[""].tolist() == ["parent, zero-shot", "adapted, cross-fitted"]
     assert f"adapted from `{parent.ids['frozen']}`" in texts(app.caption)
+    # Reported, exported and zipped as any run: the parent's fold models travel with the site heads.
+    assert any(item.label == "Make report" for item in app.button)
+    downloads = {item.label: item for item in app.get("download_button")}
+    assert "⬇ keras export (.zip)" in downloads and not downloads["⬇ Fold models (.zip)"].proto.disabled
+    import io
+    import zipfile
+
+    from zoidberg.ui.train_view import models_zip
+
+    names = zipfile.ZipFile(io.BytesIO(models_zip(run))).namelist()
+    assert "adaptation.json" in names and f"parent/{parent.ids['frozen']}/fold_1/model.keras" in names
 
 
 def test_adapt_to_a_site_from_the_run_view_starts_an_adapted_run(store, parent, stop_workers_after):
@@ -323,14 +340,25 @@ def test_the_data_page_checks_a_folder_against_a_model(store, parent):
     assert not app.exception
 
 
-def test_export_and_report_of_an_adapted_run(store, parent, tmp_path):
-    from zoidberg.export import export_run
+@pytest.mark.parametrize("fmt", ["keras", "onnx"])
+def test_export_and_report_of_an_adapted_run(store, parent, tmp_path, fmt):
+    from zoidberg.data.imaging import decode_grayscale
+    from zoidberg.export import MODEL_CARD_FILE, export_feed, export_run, load_exported
     from zoidberg.predict import load_ensemble
 
     run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
-    with pytest.raises(ValueError, match="adapted to a site.*Export the parent run"):
-        export_run(run, load_ensemble(run.id, runs_dir=store.root), "keras", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    ensemble = load_ensemble(run.id, runs_dir=store.root)
+    path = export_run(run, ensemble, fmt, tmp_path / "out", check=True)
+    # Films the heads never saw, scored by the export as the run scores them: the heads' mean and its calibration.
+    grays = [decode_grayscale(file) for file in sorted((parent.demo / "test").glob("*/*.jpeg"))[:6]]
+    outputs = load_exported(path, fmt)(export_feed(ensemble, grays))
+    predictions = ensemble.predictions_of(grays)
+    assert np.allclose(outputs["probability"][:, 0], [p.on("raw")[1] for p in predictions], atol=1e-4)
+    if ensemble.calibration is not None:
+        assert np.allclose(outputs["probability_calibrated"][:, 0], [p.on("calibrated")[1] for p in predictions], atol=1e-4)
+    card = json.loads((tmp_path / "out" / MODEL_CARD_FILE).read_text())
+    assert card["run_kind"] == "adapt" and card["scoring"]["site_dir"] == str(parent.site)
+    assert card["operating_point"]["threshold"] == pytest.approx(ensemble.threshold)
     from zoidberg.cli import main
 
     assert main(["report", "--run", run.id, "--runs-dir", str(store.root), "--out", str(tmp_path / "report.html")]) == 0

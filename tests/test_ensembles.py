@@ -122,6 +122,25 @@ def test_an_ensemble_predicts_explains_and_evaluates_like_any_run(store, trained
     assert any(item["name"] == "test" for item in run.evaluations())
 
 
+def test_the_run_view_offers_an_ensembles_report_export_and_models(store, trained, demo_dir, monkeypatch):
+    import io
+    import zipfile
+
+    from tests.apptest_helpers import open_app
+    from zoidberg.ui.train_view import models_zip
+
+    ids = (trained.ids["baseline"], trained.ids["variant"])
+    run = make_ensemble(store, EnsembleConfig(members=ids, run_name="pair"))
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(store.root))
+    app = open_app(demo_dir, "pages/train.py")
+    assert not app.exception
+    assert any(item.label == "Make report" for item in app.button)
+    downloads = {item.label: item for item in app.get("download_button")}
+    assert "⬇ keras export (.zip)" in downloads and not downloads["⬇ Fold models (.zip)"].proto.disabled
+    names = zipfile.ZipFile(io.BytesIO(models_zip(run))).namelist()
+    assert "ensemble.json" in names and {f"members/{member}/fold_1/model.keras" for member in ids} <= set(names)
+
+
 def test_an_ensemble_trains_its_recipes_as_runs_then_combines_them(tmp_path, demo_dir):
     from conftest import _config
 

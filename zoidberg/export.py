@@ -14,8 +14,10 @@ import keras
 import numpy as np
 
 from zoidberg.config import EXPORT_FORMATS
+# LogitRecalibration and LogOdds are imported so that loading an export registers them.
+from zoidberg.models.serving import LogitRecalibration, LogOdds, build_serving_model, fold_ensembles, preparation_of, serving_inputs  # noqa: F401
 from zoidberg.reporting.content import INTENDED_USE
-from zoidberg.runs.store import Run, now_iso, write_json_atomic
+from zoidberg.runs.store import ADAPTATION_FILE, Run, now_iso, write_json_atomic
 
 MODEL_CARD_FILE = "model_card.json"
 ARTIFACT_NAMES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
@@ -24,84 +26,62 @@ KERAS_FORMATS = {"savedmodel": "tf_saved_model", "tflite": "litert", "onnx": "on
 OUTPUTS = ("probability", "probability_calibrated")
 # The largest difference an export may show from the run's own probabilities.
 PARITY_TOLERANCE = 1e-4
-# The probability clipping of zoidberg.evaluation.calibration, so that exported calibration matches it.
-CALIBRATION_EPSILON = 1e-6
-
-
-@keras.saving.register_keras_serializable(package="zoidberg")
-class LogitRecalibration(keras.layers.Layer):
-    """Recalibrates probabilities on their logits: sigmoid(slope·logit + intercept), or softmax(slope·log p).
-
-    The exported twin of zoidberg.evaluation.calibration.Calibration: temperature scaling is
-    slope = 1/T and intercept 0, Platt's fit its slope and intercept.
-    """
-
-    def __init__(self, slope: float = 1.0, intercept: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.slope = float(slope)
-        self.intercept = float(intercept)
-
-    def call(self, probabilities):
-        ops = keras.ops
-        clipped = ops.clip(probabilities, CALIBRATION_EPSILON, 1.0 - CALIBRATION_EPSILON)
-        if probabilities.shape[-1] == 1:
-            logits = ops.log(clipped) - ops.log(1.0 - clipped)
-            return ops.sigmoid(self.slope * logits + self.intercept)
-        return ops.softmax(self.slope * ops.log(clipped), axis=-1)
-
-    def get_config(self):
-        return {**super().get_config(), "slope": self.slope, "intercept": self.intercept}
-
-
-def _recalibration(calibration, binary: bool) -> LogitRecalibration | None:
-    if calibration is None:
-        return None
-    if calibration.method == "platt" and calibration.platt_slope is not None and binary:
-        return LogitRecalibration(calibration.platt_slope, calibration.platt_intercept, name="calibration")
-    return LogitRecalibration(1.0 / calibration.temperature, 0.0, name="calibration")
 
 
 def build_export_model(ensemble) -> keras.Model:
-    """One Keras model of a run's fold ensemble: uint8 (N, S, S, 1) in, the fold mean (and its calibration) out.
-
-    Inside: the scaling to [0, 1], every fold model, the mean over folds and, when the run
-    has one, the calibration of each fold's output before the mean (as the run computes it).
+    """One Keras model of a whole run (see zoidberg.models.serving.build_serving_model).
 
     Args:
-        ensemble: A loaded zoidberg.predict.Ensemble (one run's folds).
+        ensemble: A loaded run: a fold ensemble, an ensemble of runs or an adapted run.
 
     Returns:
-        A model with outputs "probability" and, when calibrated, "probability_calibrated":
-        P(pneumonia) (N, 1) for binary runs, the class probabilities (N, C) otherwise.
-
-    Raises:
-        ValueError: For an ensemble of runs (export its members one by one).
+        The model: uint8 images in (one input per preparation), "probability" and, when
+        calibrated, "probability_calibrated" out.
     """
-    if getattr(ensemble.run, "kind", None) == "adapt":
-        raise ValueError(
-            f"Run {ensemble.run.id} is adapted to a site: its site heads read its parent's outputs and frozen features, "
-            f"which no exported format holds yet. Export the parent run {ensemble.run.config.get('parent')}, and apply the "
-            "heads, calibration and threshold of adaptation.json and operating_point.json to its outputs; predict and evaluate "
-            "use the adapted run as it is."
-        )
-    if not hasattr(ensemble, "models"):
-        raise ValueError(
-            "Export writes one run's fold ensemble; an ensemble of runs combines several runs at their own sizes and "
-            "preprocessing. Export each member run, and combine their outputs as its ensemble.json says."
-        )
-    size = ensemble.image_size
-    image = keras.Input((size, size, 1), dtype="uint8", name="image")
-    scaled = keras.layers.Rescaling(1.0 / 255.0, name="scale")(image)
-    folds = [keras.Model(model.input, model.output, name=f"fold_{fold}")(scaled) for fold, model in zip(ensemble.folds, ensemble.models)]
-    binary = ensemble.is_binary
-    mean = folds[0] if len(folds) == 1 else keras.layers.Average(name="fold_mean")(folds)
-    outputs = {"probability": keras.layers.Identity(name="probability")(mean)}
-    recalibration = _recalibration(ensemble.calibration, binary)
-    if recalibration is not None:
-        calibrated = [recalibration(fold) for fold in folds]
-        calibrated_mean = calibrated[0] if len(calibrated) == 1 else keras.layers.Average(name="calibrated_mean")(calibrated)
-        outputs["probability_calibrated"] = keras.layers.Identity(name="probability_calibrated")(calibrated_mean)
-    return keras.Model(image, outputs, name="zoidberg_ensemble")
+    return build_serving_model(ensemble)
+
+
+def _input_card(name: str, preparation: dict, readers: list[str]) -> dict:
+    """One input of the card: its shape and how to prepare an image for it."""
+    size, resize, enhance = preparation["image_size"], preparation["resize"], preparation["enhance"]
+    fit = "keep the aspect ratio and pad with black" if resize == "pad" else "ignore the aspect ratio"
+    return {
+        "name": name, "shape": [None, size, size, 1], "dtype": "uint8", "range": [0, 255],
+        "preprocessing": f"Decode to grayscale; resize to {size}×{size} ({resize}: {fit}); contrast: {enhance}. "
+                         "zoidberg.data.imaging.prepare_image does exactly this.",
+        "resize": resize, "enhance": enhance, "read_by": readers,
+    }
+
+
+def _inputs_card(ensemble) -> list[dict]:
+    inputs = serving_inputs(ensemble)
+    parts = fold_ensembles(ensemble)
+    readers = {name: [part.run.id for part in parts if preparation_of(part) == preparation] for name, preparation in inputs.items()}
+    return [_input_card(name, preparation, readers[name]) for name, preparation in inputs.items()]
+
+
+def _scoring_card(ensemble) -> tuple[dict, str]:
+    """(what scores inside the model, how "probability" is made) for the card."""
+    parts = [{"run_id": part.run.id, "folds": list(part.folds), "architecture": (part.run.config.get("model") or {}).get("architecture")}
+             for part in fold_ensembles(ensemble)]
+    if hasattr(ensemble, "heads"):
+        stored = ensemble.run.read_json(ADAPTATION_FILE) or {}
+        scoring = {
+            "parent": stored.get("parent"), "members": parts, "method": stored.get("method"), "site_heads": len(ensemble.heads),
+            "feature_member": stored.get("feature_member"), "site_dir": stored.get("site_dir"), "site_fingerprint": stored.get("site_fingerprint"),
+        }
+        return scoring, "P(pneumonia), (N, 1): the mean of the site heads, logistic regressions on the parent's log-odds (and frozen features)"
+    if hasattr(ensemble, "members"):
+        scoring = {"members": parts, "combination": ensemble.combiner.to_dict()}
+        return scoring, f"P(pneumonia) or class probabilities: the members' fold means, combined ({ensemble.combiner.method})"
+    return {"folds": list(ensemble.folds)}, (
+        "P(pneumonia), (N, 1), the mean over folds" if ensemble.is_binary else "class probabilities (N, C), the mean over folds")
+
+
+def _training_data(ensemble) -> dict:
+    """The training folder and fingerprint of the run's first fold ensemble (an ensemble's members share one)."""
+    config = fold_ensembles(ensemble)[0].run.config
+    return {"data_dir": (config.get("data") or {}).get("data_dir"), "fingerprint": config.get("data_fingerprint")}
 
 
 def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
@@ -109,7 +89,6 @@ def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
     from zoidberg.evaluation.external import current_evaluations
 
     config = run.config
-    data = config.get("data") or {}
     summary = run.summary() or {}
     point = ensemble.operating_point or {}
     evaluations = [
@@ -117,26 +96,26 @@ def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
          "auc_ci": item.get("auc_ci"), "data_dir": item.get("data_dir")}
         for item in current_evaluations(run)
     ]
+    inputs = _inputs_card(ensemble)
+    scoring, probability = _scoring_card(ensemble)
+    # An adapted run's preset is its parent's; an ensemble's members may each have their own.
+    lineage = [config, *([ensemble.parent.run.config] if hasattr(ensemble, "heads") else []), fold_ensembles(ensemble)[0].run.config]
     return {
         "created": now_iso(),
         "run_id": run.id,
         "run_name": run.name,
+        "run_kind": getattr(run, "kind", "cv"),
         "format": fmt,
         "artifact": artifact,
         "class_names": list(ensemble.class_names),
-        "input": {
-            "shape": [None, ensemble.image_size, ensemble.image_size, 1], "dtype": "uint8", "range": [0, 255],
-            "preprocessing": (
-                f"Decode to grayscale; resize to {ensemble.image_size}×{ensemble.image_size} "
-                f"({data.get('resize', 'stretch')}: {'keep the aspect ratio and pad with black' if data.get('resize') == 'pad' else 'ignore the aspect ratio'}); "
-                f"contrast: {data.get('enhance', 'none')}. zoidberg.data.imaging.prepare_image does exactly this."
-            ),
-            "resize": data.get("resize", "stretch"), "enhance": data.get("enhance", "none"),
-        },
+        # The largest input; "inputs" lists every one (an ensemble of runs at several sizes has several).
+        "input": inputs[0],
+        "inputs": inputs,
         "outputs": {
-            "probability": "P(pneumonia), (N, 1), the mean over folds" if ensemble.is_binary else "class probabilities (N, C), the mean over folds",
-            **({"probability_calibrated": "the same after the run's calibration, fitted on out-of-fold predictions"} if ensemble.calibration else {}),
+            "probability": probability,
+            **({"probability_calibrated": "the same after the run's calibration"} if ensemble.calibration else {}),
         },
+        "scoring": scoring,
         "folds": list(ensemble.folds),
         "operating_point": {
             "threshold": ensemble.threshold if ensemble.is_binary else None,
@@ -146,16 +125,16 @@ def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
             "decision": "pneumonia when the output named by `probabilities` is ≥ threshold" if ensemble.is_binary else "the most probable class",
         },
         "calibration": ensemble.calibration.to_dict() if ensemble.calibration else None,
-        "architecture": (config.get("model") or {}).get("architecture"),
-        "preset": config.get("preset"),
+        "architecture": (config.get("model") or {}).get("architecture") or sorted({part["architecture"] for part in scoring.get("members", []) if part["architecture"]}),
+        "preset": next((item.get("preset") for item in lineage if item.get("preset")), None),
         "cross_validation": {
             "n_splits": config.get("n_splits"),
             "grouped_by": "patient",
             "mean_std": {key: value for key, value in (summary.get("mean_std") or {}).items() if key in ("roc_auc", "accuracy", "sensitivity", "specificity")},
         },
         "evaluations": evaluations,
-        "training_data": {"data_dir": data.get("data_dir"), "fingerprint": config.get("data_fingerprint")},
-        "versions": config.get("versions"),
+        "training_data": _training_data(ensemble),
+        "versions": next((item.get("versions") for item in lineage if item.get("versions")), None),
         "intended_use": INTENDED_USE,
         "not_a_medical_device": True,
     }
@@ -191,7 +170,7 @@ def export_run(run: Run, ensemble, fmt: str, out_dir: str | Path, *, check: bool
     try:
         artifact = staging / ARTIFACT_NAMES[fmt]
         # Keras' ONNX exporter needs a model that has been called once.
-        model(np.zeros((1, ensemble.image_size, ensemble.image_size, 1), dtype=np.uint8))
+        model(export_feed(ensemble, [np.zeros((ensemble.image_size, ensemble.image_size), dtype=np.uint8)]))
         if fmt == "keras":
             model.save(artifact)
         else:
@@ -265,40 +244,76 @@ def export_problem(out_dir: str | Path, fmt: str) -> str | None:
 
 
 def load_exported(path: str | Path, fmt: str):
-    """Loads an exported artifact with its own runtime and returns predict(uint8 images) -> {output: array}.
+    """Loads an exported artifact with its own runtime and returns predict(feed) -> {output: array}.
 
-    Used by the parity checks: Keras (safe_mode=True), tf.saved_model.load, the TFLite
-    interpreter and onnxruntime.
+    The feed is export_feed()'s {input name: uint8 images}, or one uint8 array for a model
+    with one input. Used by the parity checks: Keras (safe_mode=True), tf.saved_model.load,
+    the TFLite interpreter and onnxruntime.
     """
     path = str(path)
     if fmt == "keras":
         model = keras.models.load_model(path, safe_mode=True, compile=False)
-        return lambda images: {key: np.asarray(value) for key, value in model(images, training=False).items()}
+        names = [tensor.name for tensor in model.inputs]
+
+        def predict(feed):
+            feed = _as_feed(feed, names)
+            outputs = model(feed if len(names) > 1 else feed[names[0]], training=False)
+            return {key: np.asarray(value) for key, value in outputs.items()}
+
+        return predict
     if fmt == "savedmodel":
         import tensorflow as tf
 
         loaded = tf.saved_model.load(path)
-        return lambda images: {key: value.numpy() for key, value in loaded.serve(tf.constant(images)).items()}
+        names = [spec.name for spec in tf.nest.flatten(loaded.serve.input_signature)]
+
+        def predict(feed):
+            feed = _as_feed(feed, names)
+            if len(names) == 1:
+                return {key: value.numpy() for key, value in loaded.serve(tf.constant(feed[names[0]])).items()}
+            structured = tf.nest.map_structure(lambda spec: tf.constant(feed[spec.name]), loaded.serve.input_signature)
+            return {key: value.numpy() for key, value in loaded.serve(*structured).items()}
+
+        return predict
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        names = [output.name for output in session.get_outputs()]
-        input_name = session.get_inputs()[0].name
-        return lambda images: dict(zip(_output_keys(names), session.run(None, {input_name: images})))
+        outputs = [output.name for output in session.get_outputs()]
+        names = [item.name for item in session.get_inputs()]
+        return lambda feed: dict(zip(_output_keys(outputs), session.run(None, _as_feed(feed, names))))
     if fmt == "tflite":
         import tensorflow as tf
 
-        interpreter = tf.lite.Interpreter(model_path=path)
+        with warnings.catch_warnings():
+            # TF announces the interpreter's move to LiteRT on every load; the interpreter works.
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*tf.lite.Interpreter is deprecated.*")
+            interpreter = tf.lite.Interpreter(model_path=path)
 
-        def predict(images):
+        def predict(feed):
             # The signature runner names its outputs as the model did; a fresh one per batch size.
             runner = interpreter.get_signature_runner()
-            name = next(iter(runner.get_input_details()))
-            return {key: np.asarray(value) for key, value in runner(**{name: images}).items()}
+            names = list(runner.get_input_details())
+            return {key: np.asarray(value) for key, value in runner(**_as_feed(feed, names)).items()}
 
         return predict
     raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}.")
+
+
+def _as_feed(feed, names: list[str]) -> dict:
+    """{runtime input name: array}: a runtime may decorate the model's input names (":0", a prefix), so they are matched by ending."""
+    if not isinstance(feed, dict):
+        if len(names) != 1:
+            raise ValueError(f"This export has {len(names)} inputs ({', '.join(names)}): feed one array per input.")
+        return {names[0]: feed}
+    matched = {}
+    for name in names:
+        bare = name.split(":")[0]
+        key = next((key for key in sorted(feed, key=len, reverse=True) if bare == key or bare.endswith(key)), None)
+        if key is None:
+            raise ValueError(f"The export's input {name!r} got no images (fed: {', '.join(feed)}).")
+        matched[name] = feed[key]
+    return matched
 
 
 def _output_keys(names: list[str]) -> list[str]:
@@ -314,8 +329,19 @@ def dumps_card(card: dict) -> str:
     return json.dumps(card, indent=2, default=str)
 
 
+def export_feed(ensemble, grays) -> dict:
+    """{input name: uint8 (N, S, S, 1)} of decoded images, each prepared as the fold ensembles reading that input train."""
+    inputs = serving_inputs(ensemble)
+    parts = fold_ensembles(ensemble)
+    feed = {}
+    for name, preparation in inputs.items():
+        reader = next(part for part in parts if preparation_of(part) == preparation)
+        feed[name] = np.stack([reader.model_input(gray) for gray in grays])[..., None]
+    return feed
+
+
 def parity_images(ensemble, count: int = 6, seed: int = 0) -> np.ndarray:
-    """A few uint8 images at the run's size for parity checks: smooth random fields, reproducible."""
+    """A few uint8 images at the run's (largest) size for parity checks: smooth random fields, reproducible."""
     generator = np.random.default_rng(seed)
     size = ensemble.image_size
     coarse = generator.integers(0, 256, size=(count, 8, 8), dtype=np.uint8)
@@ -327,12 +353,20 @@ def parity_images(ensemble, count: int = 6, seed: int = 0) -> np.ndarray:
 def parity_check(ensemble, path: str | Path, fmt: str, images: np.ndarray | None = None) -> float:
     """The largest difference between an export (reloaded with its own runtime) and the run, over every output.
 
+    Args:
+        ensemble: The loaded run.
+        path: The artifact.
+        fmt: Its format.
+        images: uint8 (N, H, W, 1) source images (default: parity_images), prepared for every
+            input as the run prepares them.
+
     Raises:
         ValueError: An output differs by more than PARITY_TOLERANCE.
     """
     images = parity_images(ensemble) if images is None else images
-    exported = load_exported(path, fmt)(images)
-    predictions = ensemble.predictions_of([image[..., 0] for image in images])
+    grays = [image[..., 0] for image in images]
+    exported = load_exported(path, fmt)(export_feed(ensemble, grays))
+    predictions = ensemble.predictions_of(grays)
     column = 1 if ensemble.is_binary else slice(None)
     expected = {"probability": np.array([prediction.on("raw")[column] for prediction in predictions])}
     if ensemble.calibration is not None:

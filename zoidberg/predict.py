@@ -552,6 +552,10 @@ class Ensemble(Decides):
                 return np.stack([as_class_probabilities(fold_outputs) for fold_outputs in outputs])
         return self.score_images(dataset.images[rows], progress=progress)
 
+    def frozen_parts(self) -> tuple | None:
+        """(the shared backbone extractor, the fold heads) of a frozen run, or None: what exports build on."""
+        return (self._predict.extractor, self._predict.heads) if self.frozen else None
+
     def heads_on_features(self, features: np.ndarray) -> np.ndarray:
         """(folds, N, output) outputs of a frozen run's heads on backbone features."""
         return self._predict.heads_on(features)

@@ -6,6 +6,7 @@ import io
 import json
 import time
 import zipfile
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -244,8 +245,32 @@ def per_class_frame(result: dict) -> pd.DataFrame:
     return pd.DataFrame([{"class": name, **values} for name, values in (result.get("per_class") or {}).items()])
 
 
+def can_predict(run: Run) -> bool:
+    """Whether a run predicts (and so reports and exports): fold models of its own, or a completed ensemble or adaptation."""
+    if run.kind in ("ensemble", "adapt"):
+        return run.state == "completed"
+    return bool(run.folds_with(MODEL_FILE))
+
+
+def _model_files(run: Run, prefix: str = "") -> list[tuple[Path, str]]:
+    """(file, name in the zip) of everything a run predicts with: its fold models, or its members' or parent's, and what combines them."""
+    from zoidberg.runs.store import ADAPTATION_FILE, CALIBRATION_FILE, ENSEMBLE_FILE, OPERATING_POINT_FILE
+
+    files = [(run.path / name, prefix + name) for name in (CONFIG_FILE, ENSEMBLE_FILE, ADAPTATION_FILE, CALIBRATION_FILE, OPERATING_POINT_FILE)
+             if (run.path / name).is_file()]
+    files += [(run.model_path(fold), prefix + run.model_path(fold).relative_to(run.path).as_posix()) for fold in run.folds_with(MODEL_FILE)]
+    store = state.run_store()
+    linked = run.member_ids() if run.kind == "ensemble" else [run.config["parent"]] if run.kind == "adapt" and run.config.get("parent") else []
+    for other in linked:
+        try:
+            files += _model_files(store.get(other), f"{prefix}{'members' if run.kind == 'ensemble' else 'parent'}/{other}/")
+        except RunNotFoundError:
+            continue
+    return files
+
+
 def models_zip(run: Run) -> bytes:
-    """Zips every fold's model.keras (with config.json) in memory.
+    """Zips every model file a run predicts with (with config.json, and an ensemble's members or an adaptation's parent) in memory.
 
     Args:
         run: The run.
@@ -255,9 +280,8 @@ def models_zip(run: Run) -> bytes:
     """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.write(run.path / CONFIG_FILE, CONFIG_FILE)
-        for fold in run.folds_with(MODEL_FILE):
-            archive.write(run.model_path(fold), run.model_path(fold).relative_to(run.path).as_posix())
+        for path, name in _model_files(run):
+            archive.write(path, name)
     return buffer.getvalue()
 
 
@@ -558,7 +582,7 @@ def finished_view(run: Run, status: dict) -> None:
     if progress.epoch_rows:
         with st.expander("Learning curves", expanded=not summary):
             _curves(progress, key_prefix=f"done_{run.id}")
-    _downloads(run, has_models=bool(run.folds_with(MODEL_FILE)))
+    _downloads(run, has_models=can_predict(run))
 
 
 def _summary_block(summary: dict, has_test_evaluation: bool = False) -> None:
@@ -656,7 +680,7 @@ def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: b
 
 
 def export_zip(run: Run, fmt: str) -> bytes:
-    """Exports the run's fold ensemble in one format into runs/<id>/exports/<format>/ and zips that folder."""
+    """Exports the run (folds, members, site heads) as one model in one format into runs/<id>/exports/<format>/ and zips that folder."""
     from zoidberg.export import export_run
     from zoidberg.runs.store import EXPORTS_DIR
     from zoidberg.ui import predict_view
@@ -673,18 +697,19 @@ def export_zip(run: Run, fmt: str) -> bytes:
 
 
 def _exports(run: Run) -> None:
-    """Draws the export of the fold ensemble as one model: a format, then its zip (model and model card)."""
+    """Draws the export of the run as one model: a format, then its zip (model and model card)."""
     from zoidberg.config import EXPORT_FORMATS
 
     left, right, _ = st.columns([1, 1.3, 1.7], vertical_alignment="bottom")
     fmt = left.selectbox("Export as", EXPORT_FORMATS, key=f"export_format_{run.id}",
-                         help="One model: uint8 input at the run's size; scaling, every fold, their mean and the calibration "
+                         help="One model: uint8 input at the run's size (an ensemble of runs at several sizes: one input per "
+                         "size); scaling, every fold, an ensemble's combination, an adapted run's site heads and the calibration "
                          "inside; model_card.json beside it. Each export is reloaded with its own runtime and checked "
                          "against the run's probabilities before it is offered.")
     with right:
         st.download_button(
             f"⬇ {fmt} export (.zip)", lambda: export_zip(run, fmt), file_name=f"{run.id}-{fmt}.zip", mime="application/zip",
-            on_click="ignore", key=f"download_export_{run.id}_{fmt}", help="Built on demand (a few seconds; ONNX about 5 s).",
+            on_click="ignore", key=f"download_export_{run.id}_{fmt}", help="Built on demand: seconds for one run, about a minute for an ensemble of runs or an adapted one.",
         )
 
 
@@ -737,5 +762,6 @@ def _downloads(run: Run, has_models: bool) -> None:
             on_click="ignore",
             disabled=not has_models,
             key=f"download_models_{run.id}",
-            help="Every fold's model.keras and config.json, zipped on demand.",
+            help="Every fold's model.keras and config.json (an ensemble's members, an adapted run's parent and its site heads "
+            "inside), zipped on demand.",
         )

@@ -199,12 +199,89 @@ def test_folds_out_writes_every_row_when_a_file_name_is_not_utf8(demo_dir, tmp_p
     out.write_text("the folds of last week\n")
     assert main(["folds", "--data", str(data), "--folds", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    with open(out, newline="", encoding="utf-8") as handle:
+    with open(out, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         rows = list(csv.DictReader(handle))
     assert f"Wrote {len(rows)} rows" in printed
-    assert any(row["path"].endswith("IM-9009-\\udcff\\udcfe.jpeg") for row in rows)
+    # The odd name reads back, opened as README says, as the file's own path.
+    odd = [row["path"] for row in rows if os.fsencode(row["path"]).endswith(b"IM-9009-\xff\xfe.jpeg")]
+    assert len(odd) == 1 and os.path.isfile(os.path.join(data, odd[0]))
     assert len(rows) == len(list(data.glob("train/*/*"))) + len(list(data.glob("val/*/*"))), "rows were cut"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "folds.csv"], "a temporary file was left"
+
+
+def test_predict_csv_round_trips_a_name_that_is_not_utf8(private_baseline, demo_dir, tmp_path, capsys):
+    import csv
+    import os
+    import shutil
+
+    from zoidberg.cli.main import main
+
+    folder = tmp_path / "films"
+    folder.mkdir()
+    film = sorted((demo_dir / "test" / "NORMAL").glob("*.jpeg"))[0]
+    shutil.copy(film, os.path.join(os.fsencode(folder), b"IM-77-\xff.jpeg"))
+    shutil.copy(film, folder / "plain.jpeg")
+    out = tmp_path / "predictions.csv"
+    assert main(["--runs-dir", str(private_baseline.path.parent), "predict", "--run", private_baseline.id, str(folder), "--csv", str(out)]) == 0
+    with open(out, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        files = [row["file"] for row in csv.DictReader(handle)]
+    assert len(files) == 2 and all(os.path.isfile(file) for file in files), files
+
+
+@pytest.mark.parametrize("where, message", [("missing/predictions.csv", "does not exist: create it"), ("a-folder", "A folder stands where the file")])
+def test_predict_csv_to_a_missing_folder_or_onto_a_folder_names_the_path(private_baseline, demo_dir, tmp_path, capsys, where, message):
+    from zoidberg.cli.main import main
+
+    base = tmp_path / "out"
+    (base / "a-folder").mkdir(parents=True)
+    target = base / where
+    film = sorted((demo_dir / "test" / "NORMAL").glob("*.jpeg"))[0]
+    code = main(["--runs-dir", str(private_baseline.path.parent), "predict", "--run", private_baseline.id, str(film), "--csv", str(target)])
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and str(target.parent if "missing" in where else target) in err
+    assert ".tmp" not in err and "Traceback" not in err
+    assert sorted(path.name for path in base.iterdir()) == ["a-folder"] and not list((base / "a-folder").iterdir()), "something was written"
+
+
+def test_a_full_output_disk_is_named_by_the_output_path_not_the_runs_folder(private_baseline, demo_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from zoidberg.cli.main import main
+    from zoidberg.runs import store as store_module
+
+    def full(staged):
+        staged.write_bytes(b"file,prediction\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    original = store_module.write_atomically
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "predictions.csv"
+    out.write_text("yesterday's predictions\n")
+    monkeypatch.setattr(store_module, "write_atomically", lambda path, write: original(path, full))
+    film = sorted((demo_dir / "test" / "NORMAL").glob("*.jpeg"))[0]
+    code = main(["--runs-dir", str(private_baseline.path.parent), "predict", "--run", private_baseline.id, str(film), "--csv", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"The disk is full ({out})" in err and "runs folder" not in err
+    assert out.read_text() == "yesterday's predictions\n" and sorted(path.name for path in out.parent.iterdir()) == ["predictions.csv"]
+
+
+def test_a_full_disk_inside_tensorflow_during_export_is_one_sentence(private_baseline, monkeypatch, capsys):
+    import keras
+    import tensorflow as tf
+
+    from zoidberg.cli.main import main
+    from zoidberg.runs.store import EXPORTS_DIR
+
+    def export(model, path, *args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, f"{path}/variables/variables_temp; No space left on device [Op:SaveV2]")
+
+    monkeypatch.setattr(keras.Model, "export", export)
+    run = private_baseline
+    assert main(["--runs-dir", str(run.path.parent), "export", "--run", run.id, "--format", "savedmodel"]) == 1
+    err = capsys.readouterr().err
+    folder = run.path / EXPORTS_DIR / "savedmodel"
+    assert f"The disk is full ({folder})" in err and "run the command again" in err and "Traceback" not in err and "staging" not in err
+    assert not folder.exists() and list((run.path / EXPORTS_DIR).iterdir()) == []
 
 
 def lying_zip(entries: dict[str, tuple[int, int]]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -184,10 +185,20 @@ def export_run(run: Run, ensemble, fmt: str, out_dir: str | Path, *, check: bool
             card["parity_max_difference"] = parity_check(ensemble, artifact, fmt)
         write_json_atomic(staging / MODEL_CARD_FILE, card)
         _swap_into_place(staging, out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if _is_full_disk(error):
+            # TensorFlow's writers report a full disk as ResourceExhaustedError, Keras' with the staging
+            # file's name: either way the user's folder is what filled up.
+            raise OSError(errno.ENOSPC, "No space left on device", str(out)) from error
         raise
     return out / ARTIFACT_NAMES[fmt]
+
+
+def _is_full_disk(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return "No space left on device" in str(error)
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

@@ -24,6 +24,7 @@ from zoidberg.runs.store import (
     Run,
     RunNotFoundError,
     RunStore,
+    open_csv,
     write_atomically,
     write_json_atomic,
 )
@@ -262,7 +263,7 @@ def _write_run_files(run: Run, parent: Run, site, rows, labels, crossfit, digest
 
     def write_folds(path):
         # A file name that is not valid UTF-8 is kept byte for byte, as Run.open_text reads it back.
-        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        with open_csv(path, "w") as handle:
             writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
             writer.writeheader()
             for row, part in zip(rows, crossfit.part_of):

@@ -85,7 +85,7 @@ def command_folds(args) -> int:
     from zoidberg.data.duplicates import apply_duplicate_policy, load_or_find_duplicates
     from zoidberg.data.folds import fold_table, make_folds, shared_patients
     from zoidberg.data.summary import describe_dataset
-    from zoidberg.runs.store import write_atomically
+    from zoidberg.runs.store import open_csv, write_atomically
 
     dataset = load_dataset(args.data, label_mode=args.label_mode, image_size=AUDIT_IMAGE_SIZE if args.duplicates != "ignore" else 32)
     for line in describe_dataset(dataset):
@@ -103,8 +103,8 @@ def command_folds(args) -> int:
         writer.writerows(rows)
     else:
         def write(staged):
-            # A file name that is not valid UTF-8 is written with its odd bytes escaped (\udcff).
-            with open(staged, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+            # A file name that is not valid UTF-8 is written byte for byte (see open_csv): it reads back as the path.
+            with open_csv(staged, "w") as handle:
                 writer = csv.DictWriter(handle, fieldnames=fields)
                 writer.writeheader()
                 writer.writerows(rows)

@@ -159,14 +159,14 @@ def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -
     """Writes predict's rows as CSV: the decision, both probabilities, the spread, the operating point, label and correct."""
     import csv
 
-    from zoidberg.runs.store import write_atomically
+    from zoidberg.runs.store import open_csv, write_atomically
 
     fields = ["file", "true_label", "prediction", "correct", "probability", "probability_raw", "probability_calibrated", "spread",
               "scale", "threshold", *(f"p_{name}" for name in class_names), "in_distribution", "ood_score", "ood_reason", "tta", "error"]
 
     def write(staged):
-        # A file name that is not valid UTF-8 is written with its odd bytes escaped (\udcff).
-        with open(staged, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+        # A file name that is not valid UTF-8 is written byte for byte (see open_csv): it reads back as the path.
+        with open_csv(staged, "w") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             for row in rows:

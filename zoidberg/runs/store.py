@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import json
 import os
@@ -128,21 +129,47 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
 
     Readers (the dashboard, `predict`) see the old file or the complete new one, never a
     half-written model or array. The temporary name keeps the suffix, which Keras and
-    NumPy read to choose the format.
+    NumPy read to choose the format. Errors name `path`, never the temporary file.
 
     Args:
         path: Destination file.
         write: Called with the temporary path, e.g. `model.save` or a NumPy save.
+
+    Raises:
+        IsADirectoryError: `path` is a folder.
+        FileNotFoundError: Its folder does not exist.
+        OSError: Writing failed (a full disk: errno ENOSPC), with `path` as its filename.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "A folder stands where the file should be written (name a file, not a folder)", str(path))
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"The folder {path.parent} does not exist: create it, or write {path.name} somewhere else.")
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(descriptor)
     try:
         write(Path(temporary))
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename in (None, temporary, str(temporary)):
+            # The temporary name means nothing to the user: the file they asked for does.
+            raise type(error)(error.errno, error.strerror or str(error), str(path)) from error
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def open_csv(path: Path, mode: str = "r"):
+    """Opens a CSV file for csv: UTF-8, and a file name that is not valid UTF-8 kept byte for byte.
+
+    Such a name (its odd bytes held as surrogates, as os.listdir gives them) is written as the
+    file system's own bytes (surrogateescape), so a reader that opens the file the same way
+    (Python: errors="surrogateescape"; pandas: encoding_errors="surrogateescape") gets the
+    exact path back: an escaping such as "\\udcff" would name no file.
+    """
+    return open(path, mode, newline="", encoding="utf-8", errors="surrogateescape")
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -197,9 +224,8 @@ class Run:
         self.id = self.path.name
 
     def open_text(self, name: str, mode: str = "r"):
-        """Opens a CSV or text file of the run (folds.csv ...) for csv: UTF-8, a file name that is not valid
-        UTF-8 kept byte for byte (surrogateescape), so that every path read back is the path written."""
-        return open(self.path / name, mode, newline="", encoding="utf-8", errors="surrogateescape")
+        """Opens a CSV or text file of the run (folds.csv ...) with open_csv: every path read back is the path written."""
+        return open_csv(self.path / name, mode)
 
     def resume_command(self) -> str:
         """The command that resumes this run, as a user can paste it: with --runs-dir when the run is not in the default store."""

@@ -43,6 +43,8 @@ def plain_error_message(error: BaseException, retry: str = "resume the run") -> 
     text = str(error).strip() or error.__class__.__name__
     if isinstance(error, MemoryError):
         return "Out of memory: lower the image size or the batch size."
+    if error.__class__.__name__ == "ResourceExhaustedError" and "No space left on device" in text:
+        return f"The disk is full: free some space, then {retry}."
     if error.__class__.__name__ == "ResourceExhaustedError":
         return "Out of memory while training: lower the batch size or the image size."
     if isinstance(error, OSError) and error.errno == 28:

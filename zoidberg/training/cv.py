@@ -25,6 +25,7 @@ from zoidberg.runs.store import (
     OOF_FILE,
     SUMMARY_FILE,
     Run,
+    open_csv,
     write_atomically,
     write_json_atomic,
 )
@@ -92,7 +93,7 @@ def write_folds_csv(run: Run, dataset: Dataset, indices: np.ndarray, fold_of: np
 
     def write(path):
         # A file name that is not valid UTF-8 is kept byte for byte, as Run.open_text reads it back.
-        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        with open_csv(path, "w") as handle:
             writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
             writer.writeheader()
             writer.writerows(rows)

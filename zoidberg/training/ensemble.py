@@ -22,6 +22,7 @@ from zoidberg.runs.store import (
     OOF_FILE,
     Run,
     RunStore,
+    open_csv,
     write_atomically,
     write_json_atomic,
 )
@@ -269,7 +270,7 @@ def _write_run_files(run, reference: Run, rows, labels, fold_of, combined, class
     """Writes what any run has after its folds: folds.csv, each fold's oof.npz and metrics.json, data facts."""
     def write_folds(path):
         # A file name that is not valid UTF-8 is kept byte for byte, as Run.open_text reads it back.
-        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        with open_csv(path, "w") as handle:
             writer = csv.DictWriter(handle, fieldnames=["path", "patient", "label", "fold"])
             writer.writeheader()
             writer.writerows({key: row[key] for key in ("path", "patient", "label", "fold")} for row in rows)

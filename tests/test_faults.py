@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from zoidberg.runs.store import RunStore
@@ -282,6 +284,30 @@ def test_a_full_disk_inside_tensorflow_during_export_is_one_sentence(private_bas
     folder = run.path / EXPORTS_DIR / "savedmodel"
     assert f"The disk is full ({folder})" in err and "run the command again" in err and "Traceback" not in err and "staging" not in err
     assert not folder.exists() and list((run.path / EXPORTS_DIR).iterdir()) == []
+
+
+def test_a_link_loop_in_a_data_folder_skips_that_file_with_a_reason(private_baseline, demo_dir, tmp_path, capsys):
+    import csv
+    import os
+    import shutil
+
+    from zoidberg.cli.main import main
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    normal = data / "train" / "NORMAL"
+    os.symlink("loop-b.jpeg", normal / "loop-a.jpeg")
+    os.symlink("loop-a.jpeg", normal / "loop-b.jpeg")
+    assert main(["folds", "--data", str(data), "--folds", "2", "--out", str(tmp_path / "folds.csv")]) == 0
+    said = capsys.readouterr()
+    assert "train/NORMAL/loop-a.jpeg: unreadable: Too many levels of symbolic links" in said.err and "Wrote" in said.out
+    # predict gives the loop its row and reason, the other films their predictions (exit 1: some files failed).
+    out = tmp_path / "predictions.csv"
+    assert main(["--runs-dir", str(private_baseline.path.parent), "predict", "--run", private_baseline.id, str(normal), "--csv", str(out)]) == 1
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = {Path(row["file"]).name: row for row in csv.DictReader(handle)}
+    assert "link loop" in rows["loop-a.jpeg"]["error"] and "link loop" in rows["loop-b.jpeg"]["error"]
+    assert sum(1 for row in rows.values() if row["prediction"]) == len(rows) - 2
 
 
 def lying_zip(entries: dict[str, tuple[int, int]]) -> bytes:

@@ -220,11 +220,16 @@ def unknown_folders(root: str | os.PathLike) -> list[SkippedFile]:
     return ignored
 
 
-def scan_dataset(root: str | os.PathLike) -> list[FileRecord]:
+def scan_dataset(root: str | os.PathLike, unreadable: list | None = None) -> list[FileRecord]:
     """Lists every file of a dataset folder without decoding anything.
 
     Hidden files (such as .DS_Store) are ignored; every other file is a candidate image.
     Paths are joined as strings because pathlib costs more than the stat calls here.
+
+    Args:
+        root: The dataset folder.
+        unreadable: When given, a SkippedFile is appended for each entry that cannot be
+            read as a file (a link loop, a link to nothing), which is left out either way.
     """
     root = Path(root).expanduser()
     records = []
@@ -233,9 +238,17 @@ def scan_dataset(root: str | os.PathLike) -> list[FileRecord]:
         with os.scandir(folder) as entries:
             files = sorted((entry for entry in entries if not entry.name.startswith(".")), key=lambda item: item.name)
         for entry in files:
-            if not entry.is_file():
+            try:
+                if not entry.is_file():
+                    if entry.is_symlink() and unreadable is not None:
+                        unreadable.append(SkippedFile(prefix + entry.name, "a link that leads to no file (missing target or a link loop)"))
+                    continue
+                stat = entry.stat()
+            except OSError as error:
+                # A link loop raises ELOOP here: one file is left out, never the whole data set.
+                if unreadable is not None:
+                    unreadable.append(SkippedFile(prefix + entry.name, f"unreadable: {error.strerror or error}"))
                 continue
-            stat = entry.stat()
             records.append(FileRecord(prefix + entry.name, split, class_folder, stat.st_size, stat.st_mtime_ns))
     return records
 
@@ -333,7 +346,8 @@ def load_dataset(
             (for training), or three-class mode on names without bacteria/virus.
     """
     root = Path(root).expanduser().resolve()
-    records = scan_dataset(root)
+    unreadable: list[SkippedFile] = []
+    records = scan_dataset(root, unreadable)
     _check_label_mode(records, label_mode, root, purpose)
     fingerprint = fingerprint_records(records)
     # The default preprocessing keeps the cache names of earlier versions, so their caches stay valid.
@@ -357,7 +371,7 @@ def load_dataset(
     dataset = _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
     dataset.resize, dataset.enhance = resize, enhance
     _check_decoded(dataset, purpose)
-    dataset.skipped += unknown_folders(root)
+    dataset.skipped += unreadable + unknown_folders(root)
     return dataset
 
 

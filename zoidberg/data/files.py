@@ -45,9 +45,16 @@ def collect_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list
     for given in paths:
         path = Path(given).expanduser()
         if path.is_dir():
-            candidates = sorted(child for child in path.rglob("*") if child.is_file())
+            children = sorted(path.rglob("*"))
+            candidates = [child for child in children if child.is_file()]
+            # A link to nothing (a loop, a deleted target) gets its row, never a silent gap.
+            skipped.extend(SkippedInput(str(child), "a link that leads to no file (missing target or a link loop)")
+                           for child in children if child.is_symlink() and not child.exists())
         elif path.is_file():
             candidates = [path]
+        elif path.is_symlink():
+            skipped.append(SkippedInput(str(given), "a link that leads to no file (missing target or a link loop)"))
+            continue
         else:
             skipped.append(SkippedInput(str(given), "no such file or folder"))
             continue

@@ -310,6 +310,26 @@ def test_a_link_loop_in_a_data_folder_skips_that_file_with_a_reason(private_base
     assert sum(1 for row in rows.values() if row["prediction"]) == len(rows) - 2
 
 
+def test_a_worker_that_could_not_write_its_status_shows_its_reason_from_the_events(runs_dir, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from zoidberg.cli.main import main
+    from zoidberg.runs.progress import FAILED
+
+    store = RunStore(runs_dir)
+    run = store.create_run("cv", {"data": {"data_dir": "x", "image_size": 32}, "model": {"architecture": "cnn"}})
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    run.set_status("running", pid=int(gone), host=os.uname().nodename)
+    # A full disk let the worker append its failure, but not write status.json again.
+    run.append_event(FAILED, error="The disk is full (/data/runs): free some space, then resume the run.")
+    assert run.state == "interrupted" and "The disk is full" in run.status()["error"]
+    assert main(["--runs-dir", str(runs_dir), "runs"]) == 0
+    listing = capsys.readouterr().out
+    assert "interrupted" in listing and "could not record it in status.json: The disk is full (/data/runs)" in listing
+
+
 def lying_zip(entries: dict[str, tuple[int, int]]) -> bytes:
     """A zip of deflated zero-filled entries, each {name: (true size, size its headers declare)}."""
     import struct

@@ -527,7 +527,7 @@ def command_runs(args) -> int:
             headline = f"{'best ' + str(row['objective']) + ' ' + fmt(row['best_objective']):>31}"
         notes = f" (external: {row['external']})" if row["external"] else ""
         notes += " (synthetic data)" if row["synthetic"] else ""
-        notes += f" error: {row['error']}" if row["state"] == "failed" and row["error"] else ""
+        notes += f" error: {row['error']}" if row["state"] in ("failed", "interrupted") and row["error"] else ""
         notes += f" [engine {row['engine']} on {row['host']}]" if row["engine"] and row["host"] else ""
         state = f"queued #{row['queue_position']}" if row["queue_position"] else str(row["state"])
         print(

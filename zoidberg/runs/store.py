@@ -348,14 +348,37 @@ class Run:
         if not isinstance(status, dict):
             status = self._status_when_damaged() if (self.path / STATUS_FILE).exists() else {"state": "queued"}
         if status.get("state") in ACTIVE_STATES and self._worker_is_dead(status):
+            failure = self._last_failure()
             status = {
                 **status,
                 "state": "interrupted",
                 "error": status.get("error")
+                # A worker that could not write status.json (a full disk) often still appended its
+                # failure to the events: that is the reason the user needs.
+                or (f"The worker failed and could not record it in status.json: {failure}" if failure else None)
                 or "The worker process stopped without finishing (killed, crashed or the machine restarted). "
                 "Resume the run to continue from its first unfinished fold.",
             }
         return status
+
+    def _last_failure(self) -> str | None:
+        """The error of the last "failed" event in the tail of events.jsonl, if any."""
+        from zoidberg.runs.progress import FAILED
+
+        try:
+            with open(self.path / EVENTS_FILE, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 65536))
+                tail = handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(tail):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("type") == FAILED:
+                return str(event.get("error") or "") or None
+        return None
 
     def _status_when_damaged(self) -> dict:
         """The state a damaged status.json stands for: completed when summary.json is whole, else interrupted."""

@@ -614,6 +614,35 @@ def test_a_model_with_a_lambda_layer_is_refused_by_name(runs_dir):
         load_fold_model(run, 1)
 
 
+def test_resume_trains_again_a_fold_whose_out_of_fold_file_was_deleted(private_baseline):
+    from zoidberg.runs.store import OOF_FILE
+    from zoidberg.runs.worker import reopen
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.fold_check import fold_problem
+
+    run = private_baseline
+    oof = run.fold_path(2, OOF_FILE)
+    oof.unlink()
+    assert fold_problem(run, 2) == f"{oof} is missing"
+    run.set_status("failed", error="calibration failed")
+    reopen(run)
+    said = []
+    run_cross_validation(run, report=said.append)
+    assert run.state == "completed", run.status()
+    assert f"Fold 2/2: {oof} is missing; it is trained again." in said and oof.is_file()
+
+
+def test_resume_never_keeps_a_fold_whose_model_holds_a_lambda_layer(private_baseline):
+    import keras
+
+    from zoidberg.training.fold_check import fold_problem
+
+    run = private_baseline
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Lambda(lambda values: values * 2, name="times_two")(inputs)).save(run.model_path(1))
+    assert fold_problem(run, 1) == f"{run.model_path(1)} holds Lambda layer(s) times_two, which safe loading refuses"
+
+
 def test_a_link_loop_inside_an_allowed_folder_is_not_an_error(tmp_path, monkeypatch):
     import os
 

@@ -917,32 +917,6 @@ class AdaptedEnsemble(Decides):
         return self.parent.gradcam(gray, class_index)
 
 
-def unsafe_layers(path) -> list[str]:
-    """The names of the Lambda layers a .keras file's config declares (none for a file that cannot be read)."""
-    import json
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return []
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "Lambda":
-                found.append(str((node.get("config") or {}).get("name", "?")))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
-    return found
-
-
 def load_fold_model(run, fold: int):
     """One fold's model.keras (safe_mode), or a ValueError that names the damaged file when it cannot be read."""
     import zipfile
@@ -953,6 +927,8 @@ def load_fold_model(run, fold: int):
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        from zoidberg.models.layers import unsafe_layers
+
         unsafe = unsafe_layers(path)
         if unsafe:
             raise ValueError(

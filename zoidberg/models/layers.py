@@ -161,3 +161,28 @@ def estimate_flops(model: keras.Model) -> int:
         total += 2 * positions * kernel_size
     return total
 
+
+def unsafe_layers(path) -> list[str]:
+    """The names of the Lambda layers a .keras file's config declares (none for a file that cannot be read)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                found.append(str((node.get("config") or {}).get("name", "?")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found

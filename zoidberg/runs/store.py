@@ -362,9 +362,7 @@ class Run:
         return status
 
     def _last_failure(self) -> str | None:
-        """The error of the last "failed" event in the tail of events.jsonl, if any."""
-        from zoidberg.runs.progress import FAILED
-
+        """The error of the last "failed" event (zoidberg.runs.progress.FAILED) in the tail of events.jsonl, if any."""
         try:
             with open(self.path / EVENTS_FILE, "rb") as handle:
                 handle.seek(max(0, handle.seek(0, os.SEEK_END) - 65536))
@@ -376,7 +374,7 @@ class Run:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(event, dict) and event.get("type") == FAILED:
+            if isinstance(event, dict) and event.get("type") == "failed":
                 return str(event.get("error") or "") or None
         return None
 

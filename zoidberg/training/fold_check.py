@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 
+from zoidberg.models.layers import unsafe_layers
 from zoidberg.runs.store import FOLD_METRICS_FILE, OOF_FILE, Run
 
 
@@ -31,13 +32,19 @@ def fold_problem(run: Run, fold: int) -> str | None:
                 return f"{model} is damaged (a part fails its checksum)"
     except (zipfile.BadZipFile, OSError, EOFError):
         return f"{model} is damaged (cut short or changed)"
+    unsafe = unsafe_layers(model)
+    if unsafe:
+        # Such a model is never loaded (safe_mode): keeping the fold would finish a run that cannot predict.
+        return f"{model} holds Lambda layer(s) {', '.join(unsafe)}, which safe loading refuses"
     oof = run.fold_path(fold, OOF_FILE)
-    if oof.exists():
-        try:
-            with np.load(oof) as stored:
-                for key in stored.files:
-                    # Reading each array inflates it, which is what finds a cut-short file.
-                    stored[key]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            return f"{oof} is damaged"
+    if not oof.exists():
+        # The out-of-fold predictions feed the calibration and the threshold: without them the run cannot finish.
+        return f"{oof} is missing"
+    try:
+        with np.load(oof) as stored:
+            for key in stored.files:
+                # Reading each array inflates it, which is what finds a cut-short file.
+                stored[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return f"{oof} is damaged"
     return None

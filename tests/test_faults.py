@@ -410,6 +410,29 @@ def test_an_uploaded_zip_is_unpacked_once_not_on_every_rerun(demo_dir, monkeypat
     assert st.session_state[predict_view.UNPACKED_ARCHIVES_KEY] == {}, "a removed upload's files were kept"
 
 
+def test_the_archives_one_session_holds_are_capped_together(demo_dir, monkeypatch):
+    from types import SimpleNamespace
+
+    import streamlit as st
+
+    from zoidberg.ui import predict_view
+
+    # Three archives of 200 MiB each (zero-filled, a few hundred kB compressed): each within
+    # the per-archive cap, 600 MiB together.
+    monkeypatch.setattr(st, "session_state", {})
+    size = 20 << 20
+    uploads = [SimpleNamespace(name=f"batch{index}.zip", file_id=f"upload-{index}", getvalue=lambda: archive)
+               for index, archive in enumerate([lying_zip({f"zero{entry}.png": (size, size) for entry in range(10)})] * 3)]
+    inputs = predict_view.uploads_to_inputs(uploads)
+    held = sum(len(item.data) for item in inputs)
+    assert held <= predict_view.SESSION_ARCHIVE_BYTES and held == 2 * 10 * size
+    refused = [item for item in inputs if item.name == "batch2.zip"]
+    assert len(refused) == 1 and "this session's other archives hold 400 MB" in refused[0].reason and "Remove an archive" in refused[0].reason
+    # Removing one makes room for the third.
+    inputs = predict_view.uploads_to_inputs(uploads[1:])
+    assert sum(len(item.data) for item in inputs) == 2 * 10 * size and not any(item.reason for item in inputs if item.name.endswith(".zip"))
+
+
 def test_two_resumes_of_one_run_at_once_let_only_one_through(runs_dir, monkeypatch):
     import threading
     import time

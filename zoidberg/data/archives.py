@@ -36,6 +36,19 @@ def safe_entry_name(name: str) -> str | None:
     return normalised
 
 
+def declared_bytes(data: bytes) -> int:
+    """What a zip archive's entries declare, uncompressed, in total (its central directory only; nothing is inflated).
+
+    Raises:
+        ValueError: Not a zip archive.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(info.file_size for info in archive.infolist() if not info.is_dir())
+    except zipfile.BadZipFile:
+        raise ValueError("This file is not a readable .zip archive.") from None
+
+
 def read_zip(data: bytes, *, max_total_bytes: int = MAX_ARCHIVE_BYTES, max_entries: int = MAX_ARCHIVE_ENTRIES) -> list[ArchiveEntry]:
     """Reads every file entry of a zip archive into memory, in archive order.
 

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from zoidberg.data.archives import MAX_ARCHIVE_BYTES, declared_bytes, read_zip
 from zoidberg.data.imaging import (
     MAX_UPLOAD_BYTES,
     SNIFF_BYTES,
@@ -65,6 +66,9 @@ DISCLAIMER = (
 
 # The session's unpacked .zip uploads, by upload, so that a rerun does not inflate them again.
 UNPACKED_ARCHIVES_KEY = "predict_unpacked_archives"
+# What one session's unpacked archives hold together: one archive's cap, so that several
+# uploads cannot multiply the server's memory.
+SESSION_ARCHIVE_BYTES = MAX_ARCHIVE_BYTES
 
 
 @dataclass(frozen=True)
@@ -107,13 +111,20 @@ def uploads_to_inputs(uploads: Sequence[Any] | None) -> list[ImageInput]:
     items = []
     unpacked = st.session_state.setdefault(UNPACKED_ARCHIVES_KEY, {})
     kept = {}
+    held = 0
     for upload in uploads:
         data = bytes(upload.getvalue())
         if sniff_kind(data[:SNIFF_BYTES], str(upload.name)) == "zip":
             # An archive is unpacked once per upload, not on every rerun of the page; only the
-            # archives still uploaded are kept.
+            # archives still uploaded are kept, and together they hold at most SESSION_ARCHIVE_BYTES.
             key = getattr(upload, "file_id", None) or hashlib.sha256(data).hexdigest()
+            refusal = None if key in unpacked else over_session_cap(str(upload.name), data, SESSION_ARCHIVE_BYTES - held)
+            if refusal is not None:
+                # Not kept: once an archive above is removed, this one is unpacked on the next rerun.
+                items.append(refusal)
+                continue
             kept[key] = unpacked[key] if key in unpacked else archive_inputs(str(upload.name), data)
+            held += sum(len(item.data) for item in kept[key])
             items += kept[key]
         else:
             items.append(ImageInput(name=str(upload.name), data=data, source="upload"))
@@ -121,9 +132,29 @@ def uploads_to_inputs(uploads: Sequence[Any] | None) -> list[ImageInput]:
     return items
 
 
+def over_session_cap(name: str, data: bytes, room: int) -> ImageInput | None:
+    """The refusal of an archive that would take the session's unpacked archives past SESSION_ARCHIVE_BYTES, else None.
+
+    Args:
+        name: The upload's name.
+        data: Its bytes.
+        room: What the session's unpacked archives may still hold, in bytes.
+    """
+    try:
+        declared = declared_bytes(data)
+    except ValueError:
+        return None  # archive_inputs names what is wrong with it.
+    if not MAX_ARCHIVE_BYTES >= declared > room:
+        return None  # Within the room, or refused by read_zip as a bomb on its own.
+    held = (SESSION_ARCHIVE_BYTES - room) / 1024**2
+    return ImageInput(name=name, data=b"", reason=(
+        f"It would unpack to {declared / 1024**2:,.0f} MB, and this session's other archives hold {held:,.0f} MB: "
+        f"together at most {SESSION_ARCHIVE_BYTES / 1024**2:,.0f} MB are held at once. Remove an archive above first, "
+        "or predict large batches with the CLI (predict --csv)."))
+
+
 def archive_inputs(name: str, data: bytes) -> list[ImageInput]:
     """The files of an uploaded .zip as inputs, labelled from NORMAL/PNEUMONIA folders inside it."""
-    from zoidberg.data.archives import read_zip
     from zoidberg.data.files import label_from_path
 
     try:
@@ -704,7 +735,8 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
         max_upload_size=MAX_UPLOAD_MB,
         help="Files are processed in memory and never written to disk. DICOM images are windowed "
         "(VOI LUT or window centre/width) and MONOCHROME1 is inverted. A .zip is read in memory: entries whose "
-        "path leaves the archive are refused, and so is an archive that would unpack to more than 512 MB, or whose files unpack to more than they declare.",
+        "path leaves the archive are refused, and so is an archive that would unpack to more than 512 MB (all of a session's "
+        "archives together), or whose files unpack to more than they declare.",
     )
     items = uploads_to_inputs(uploads)
     items += server_folder_ui()

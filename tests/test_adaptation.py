@@ -376,6 +376,10 @@ def test_a_frozen_run_fits_the_gates_feature_stage_and_predicts_through_it(store
     ensemble = load_ensemble(frozen.id, runs_dir=store.root)
     feature_gate, member = ensemble._feature_stage
     assert feature_gate is not None and member is ensemble
+    # The demo's films are JPEGs: the gate reads every film as stored at their quality.
+    from zoidberg.data.jpeg_quality import jpeg_quality
+
+    assert feature_gate.stored_quality == jpeg_quality(next((parent.demo / "train" / "NORMAL").iterdir())) > 0
     from zoidberg.data.dataset import load_dataset
 
     training = load_dataset(parent.demo, image_size=SIZE, purpose="evaluation")

@@ -219,9 +219,10 @@ def test_a_file_name_that_is_not_utf8_is_predicted_and_written_whole(gated_run, 
     assert main(["predict", "--run", gated_run.id, "--csv", str(csv_path), str(folder)]) == 0
     printed = capsys.readouterr().out
     assert "IM-9009-\\udcff\\udcfe.jpeg" in printed and "Wrote 4 rows" in printed
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+    # The CSV keeps the name's own bytes: read back as README says, it is the file's path.
+    with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 4 and any(row["file"].endswith("IM-9009-\\udcff\\udcfe.jpeg") for row in rows)
+    assert len(rows) == 4 and any(row["file"] == os.fsdecode(odd) for row in rows)
     assert all(row["prediction"] in ("normal", "pneumonia") for row in rows)
 
 
@@ -319,3 +320,47 @@ def test_a_refused_row_shows_no_probability_in_the_csv(trained, tmp_path):
     (row,) = list(csv.DictReader(out.open(encoding="utf-8")))
     assert row["prediction"] == "REFUSED" and row["in_distribution"] == "False" and "side view" in row["ood_reason"]
     assert row["probability"] == row["p_pneumonia"] == row["probability_raw"] == ""
+
+
+def test_the_jpeg_quality_films_were_stored_at_is_read_from_their_tables(tmp_path):
+    from PIL import Image
+
+    from zoidberg.data.jpeg_quality import jpeg_quality, jpeg_round_trip, stored_quality
+
+    rng = np.random.default_rng(0)
+    film = (np.add.outer(np.arange(64), np.arange(64)) + rng.integers(0, 20, (64, 64))).astype(np.uint8)
+    for quality in (50, 75, 90):
+        Image.fromarray(film).save(tmp_path / f"q{quality}.jpeg", quality=quality)
+        assert jpeg_quality(tmp_path / f"q{quality}.jpeg") == quality
+    Image.fromarray(film).save(tmp_path / "film.png")
+    assert jpeg_quality(tmp_path / "film.png") is None and jpeg_quality(tmp_path / "missing.jpeg") is None
+    assert stored_quality([tmp_path / "q75.jpeg"] * 3 + [tmp_path / "film.png"]) == 75
+    assert stored_quality([tmp_path / "film.png"] * 3 + [tmp_path / "q75.jpeg"]) == 0 and stored_quality([]) == 0
+    stored = jpeg_round_trip(film, 75)
+    assert stored.shape == film.shape and stored.dtype == np.uint8 and not np.array_equal(stored, film)
+    # The noise is what quality 75 loses (its standard deviation is 5.8); a smooth film keeps its values.
+    assert np.abs(stored.astype(int) - film).mean() < 6
+    smooth = np.add.outer(np.arange(64), np.arange(64)).astype(np.uint8)
+    assert np.abs(jpeg_round_trip(smooth, 75).astype(int) - smooth).mean() < 1
+
+
+def test_the_feature_stage_stores_films_as_the_training_films_were_and_reads_old_files():
+    import io
+
+    from zoidberg.data.feature_gate import FeatureGate, fit_feature_gate
+    from zoidberg.data.jpeg_quality import jpeg_round_trip
+
+    rng = np.random.default_rng(1)
+    features = np.abs(rng.normal(1.0, 0.3, size=(120, 8)))
+    gate = fit_feature_gate(features, np.arange(120) % 3, stored_quality=75)
+    assert gate.stored_quality == 75 and FeatureGate.from_bytes(gate.to_bytes()).stored_quality == 75
+    film = rng.integers(0, 255, (32, 32)).astype(np.uint8)
+    assert np.array_equal(gate.prepare_films([film])[0], jpeg_round_trip(film, 75))
+    # A gate file written before stored_quality existed reads films as they come.
+    with np.load(io.BytesIO(gate.to_bytes())) as stored:
+        arrays = {key: stored[key] for key in stored.files if key != "stored_quality"}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    old = FeatureGate.from_bytes(buffer.getvalue())
+    assert old.stored_quality == 0 and np.array_equal(old.prepare_films([film])[0], film)
+

@@ -367,10 +367,10 @@ class Decides:
         passing = [index for index, verdict in enumerate(verdicts) if verdict.in_distribution]
         if feature_gate is None or not passing:
             return verdicts
-        images = np.stack([member.model_input(inputs[index]) for index in passing]).astype(np.float32)[..., None] / 255.0
+        films = feature_gate.prepare_films([member.model_input(inputs[index]) for index in passing])
+        images = np.stack(films).astype(np.float32)[..., None] / 255.0
         features = np.concatenate([np.asarray(member._predict.extractor(images[start : start + SCORING_BATCH_SIZE], training=False))
                                    for start in range(0, len(images), SCORING_BATCH_SIZE)])
-        films = [member.model_input(inputs[index]) for index in passing]
         for index, verdict in zip(passing, feature_gate.verdicts(features, films)):
             if verdict is not None:
                 verdicts[index] = verdict

@@ -55,6 +55,10 @@ class FeatureGate:
         percentile: The percentile of the threshold.
         symmetry_floor: The training films' mirror symmetry at SYMMETRY_PERCENTILE: a refused
             film below it is named a side view.
+        stored_quality: The JPEG quality the training films were stored at (0: not JPEGs). A
+            film is stored so too (prepare_films) before its features are read: a full-resolution
+            original, smooth where the training copies carry compression, is otherwise far from
+            them by its storage alone.
     """
 
     densities: tuple[PcaDensity, ...]
@@ -63,6 +67,15 @@ class FeatureGate:
     n_fitted: int
     percentile: float = THRESHOLD_PERCENTILE
     symmetry_floor: float = 0.0
+    stored_quality: int = 0
+
+    def prepare_films(self, films) -> list[np.ndarray]:
+        """The films (uint8, at the model's size) stored as the training films were, before their features are read."""
+        if not self.stored_quality:
+            return [np.asarray(film) for film in films]
+        from zoidberg.data.jpeg_quality import jpeg_round_trip
+
+        return [jpeg_round_trip(film, self.stored_quality) for film in films]
 
     def units(self, features: np.ndarray) -> np.ndarray:
         """Each film's distance in threshold units (each fold's density scores it, as it scored its held-out films)."""
@@ -108,6 +121,7 @@ class FeatureGate:
             noise_variance=np.array([density.noise_variance for density in self.densities]),
             scale=np.array([self.threshold, self.median, self.percentile, self.symmetry_floor]),
             n_fitted=np.int64(self.n_fitted),
+            stored_quality=np.int64(self.stored_quality),
         )
         return buffer.getvalue()
 
@@ -129,7 +143,9 @@ class FeatureGate:
                         stored["mean"], stored["components"], stored["variances"], stored["kept"], stored["noise_variance"]
                     )
                 )
-                return cls(densities, threshold, median, int(stored["n_fitted"]), percentile, symmetry_floor)
+                # Gates written before stored_quality existed read films as they come.
+                quality = int(stored["stored_quality"]) if "stored_quality" in stored.files else 0
+                return cls(densities, threshold, median, int(stored["n_fitted"]), percentile, symmetry_floor, quality)
         except ValueError:
             raise
         except Exception as error:  # A damaged zip or a missing array: np.load raises many types.
@@ -141,7 +157,8 @@ class FeatureGate:
                 f"{self.percentile:g}th percentile of their out-of-fold distances")
 
 
-def fit_feature_gate(features: np.ndarray, fold_of: np.ndarray, images=None, *, percentile: float = THRESHOLD_PERCENTILE, seed: int = 0) -> FeatureGate | None:
+def fit_feature_gate(features: np.ndarray, fold_of: np.ndarray, images=None, *, percentile: float = THRESHOLD_PERCENTILE, seed: int = 0,
+                     stored_quality: int = 0) -> FeatureGate | None:
     """Fits the feature stage on the training films' frozen features, with its scale from their out-of-fold distances.
 
     Args:
@@ -150,6 +167,7 @@ def fit_feature_gate(features: np.ndarray, fold_of: np.ndarray, images=None, *, 
         images: The training films (uint8, as the model saw them), for the symmetry floor.
         percentile: The percentile of the out-of-fold distances that maps to 1.
         seed: Seeds the PCA.
+        stored_quality: The JPEG quality the training films were stored at (0: not JPEGs).
 
     Returns:
         The gate read back from its bytes (it computes with what is stored), or None with
@@ -167,5 +185,5 @@ def fit_feature_gate(features: np.ndarray, fold_of: np.ndarray, images=None, *, 
         distance[held] = densities[-1].distance(rows[held])
     floor = float(np.percentile(mirror_symmetry(images), SYMMETRY_PERCENTILE)) if images is not None and len(images) else 0.0
     gate = FeatureGate(tuple(densities), float(np.percentile(distance, percentile)), float(np.median(distance)), int(len(rows)),
-                       float(percentile), floor)
+                       float(percentile), floor, int(stored_quality))
     return FeatureGate.from_bytes(gate.to_bytes())

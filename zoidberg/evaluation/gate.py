@@ -41,7 +41,8 @@ def fit_run_gate(
     return gate
 
 
-def fit_run_feature_gate(run: Run, features: np.ndarray, fold_of: np.ndarray, images=None, say: Callable[[str], None] = print) -> FeatureGate | None:
+def fit_run_feature_gate(run: Run, features: np.ndarray, fold_of: np.ndarray, images=None, say: Callable[[str], None] = print,
+                         paths=()) -> FeatureGate | None:
     """Fits the gate's feature stage on a frozen run's training films' features and stores it (ood_features.npz).
 
     Args:
@@ -50,8 +51,11 @@ def fit_run_feature_gate(run: Run, features: np.ndarray, fold_of: np.ndarray, im
         fold_of: The fold (0-based) of each.
         images: The training films (uint8), in the same order, for the side-view symmetry floor.
         say: Console reporter.
+        paths: The training films' files: the JPEG quality they were stored at is read from them.
     """
-    gate = fit_feature_gate(features, fold_of, images)
+    from zoidberg.data.jpeg_quality import stored_quality
+
+    gate = fit_feature_gate(features, fold_of, images, stored_quality=stored_quality(paths))
     if gate is None:
         return None
     data = gate.to_bytes()
@@ -93,7 +97,7 @@ def _fit_features_from_training_folder(run: Run) -> FeatureGate | None:
     features = load_or_compute_features(dataset, config.model, config.data.image_size)
     indices = np.array([index for index, _ in found])
     return fit_run_feature_gate(run, features[indices], np.array([fold for _, fold in found]), sampled_images(dataset, indices),
-                                say=lambda _message: None)
+                                say=lambda _message: None, paths=[dataset.root / dataset.paths[index] for index in indices])
 
 
 def sampled_images(dataset, indices: np.ndarray, most: int = 2000) -> np.ndarray:

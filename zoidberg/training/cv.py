@@ -550,7 +550,8 @@ def _fit_feature_stage(run, config, dataset, indices, fold_of, say) -> None:
     from zoidberg.training.features import load_or_compute_features
 
     features = load_or_compute_features(dataset, config.model, config.data.image_size)
-    fit_run_feature_gate(run, features[indices], fold_of, sampled_images(dataset, indices), say)
+    fit_run_feature_gate(run, features[indices], fold_of, sampled_images(dataset, indices), say,
+                         paths=[dataset.root / dataset.paths[index] for index in indices])
 
 
 def summarize_out_of_fold(run, config, labels, oof, fold_of, class_names, train_seconds, say, **extra) -> dict:

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def measure(run_id: str, folders: list[str], runs_dir=None) -> list[dict]:
     from zoidberg.data.files import collect_images
     from zoidberg.data.imaging import decode_grayscale
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     ensemble = load_ensemble(run_id, runs_dir=runs_dir)
     rows = []

@@ -117,7 +117,7 @@ def test_no_film_the_adaptation_saw_is_scored_in_its_figures(monkeypatch):
 
 
 def test_an_adapted_run_records_its_lineage_and_predicts_as_any_run(store, parent):
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     parent_run = store.get(parent.ids["frozen"])
     run = adapt(store, AdaptConfig(parent=parent_run.id, site_dir=str(parent.site), n_parts=3, run_name="adapted"))
@@ -309,7 +309,7 @@ def test_the_shift_check_sees_inverted_films_and_is_in_evaluations_and_adaptatio
     from zoidberg.data.dataset import load_dataset
     from zoidberg.evaluation.external import evaluate_run
     from zoidberg.evaluation.shift import measure_shift
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     inverted = tmp_path / "inverted"
     for path in (parent.demo / "train").rglob("*.jpeg"):
@@ -343,8 +343,8 @@ def test_the_data_page_checks_a_folder_against_a_model(store, parent):
 @pytest.mark.parametrize("fmt", ["keras", "onnx"])
 def test_export_and_report_of_an_adapted_run(store, parent, tmp_path, fmt):
     from zoidberg.data.imaging import decode_grayscale
-    from zoidberg.export import MODEL_CARD_FILE, export_feed, export_run, load_exported
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.export import MODEL_CARD_FILE, export_feed, export_run, load_exported
+    from zoidberg.inference.loading import load_ensemble
 
     run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
     ensemble = load_ensemble(run.id, runs_dir=store.root)
@@ -367,7 +367,7 @@ def test_export_and_report_of_an_adapted_run(store, parent, tmp_path, fmt):
 
 
 def test_a_frozen_run_fits_the_gates_feature_stage_and_predicts_through_it(store, parent):
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
     from zoidberg.runs.store import OOD_FEATURES_FILE
 
     frozen = store.get(parent.ids["frozen"])

@@ -17,7 +17,7 @@ ALLOWED_IMPORTS = {
     "zoidberg.models.registry": (),
     "zoidberg.runs.store": (),
     "zoidberg.runs.progress": (),
-    "zoidberg.metrics": (),
+    "zoidberg.evaluation.metrics": (),
     "zoidberg.versions": (),
     "zoidberg.data": ("zoidberg.data",),
     "zoidberg.config": ("zoidberg.models.registry",),
@@ -143,7 +143,7 @@ def test_a_plain_install_never_imports_ray():
 def test_import_zoidberg_pulls_in_no_streamlit():
     code = (
         "import sys, zoidberg, zoidberg.cli, zoidberg.training.cv, zoidberg.data.dataset, zoidberg.runs.jobs, "
-        "zoidberg.predict, zoidberg.models.build, zoidberg.compare;"
+        "zoidberg.inference.loading, zoidberg.inference.batch, zoidberg.inference.export, zoidberg.models.build, zoidberg.evaluation.compare;"
         "print('streamlit' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)

@@ -242,7 +242,7 @@ def test_a_folder_is_predicted_in_batches_to_csv_with_labels_and_skipped_files(t
     assert all(row["probability"] == "" for row in good if row["prediction"] == "REFUSED")
     assert "correct where the folder names the class" in stdout
     # Batched scoring gives what one file at a time gives.
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     ensemble = load_ensemble(run_id, runs_dir=trained.dir)
     diagnosed = next(row for row in good if row["prediction"] != "REFUSED")

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from zoidberg import compare
+from zoidberg.evaluation import compare
 
 
 def test_comparability_trusts_folds_csv(trained):

@@ -96,7 +96,8 @@ def test_an_ensemble_needs_two_distinct_runs():
 def test_an_ensemble_predicts_explains_and_evaluates_like_any_run(store, trained, demo_dir):
     from zoidberg.data.imaging import decode_grayscale
     from zoidberg.evaluation.external import evaluate_run
-    from zoidberg.predict import EnsembleOfRuns, load_ensemble
+    from zoidberg.inference.ensemble_of_runs import EnsembleOfRuns
+    from zoidberg.inference.loading import load_ensemble
 
     ids = (trained.ids["baseline"], trained.ids["variant"])
     run = make_ensemble(store, EnsembleConfig(members=ids, run_name="pair"))

@@ -181,7 +181,7 @@ def test_rank_auc_equals_sklearn_with_ties():
 def test_a_model_that_learned_nothing_gets_a_threshold_in_0_1_and_a_summary(method):
     # Bare-clone regression: a random frozen backbone ranks the films backwards, Youden's
     # best point is sklearn's "call nobody" point, and its threshold was 1 + 1e-9.
-    from zoidberg import metrics
+    from zoidberg.evaluation import metrics
     from zoidberg.config import OperatingPointChoice
     from zoidberg.evaluation.operating import choose_threshold, operating_point
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from zoidberg.config import ModelConfig
-from zoidberg.explain import colorize_heatmap, make_gradcam, overlay_heatmap
+from zoidberg.inference.explain import colorize_heatmap, make_gradcam, overlay_heatmap
 from zoidberg.models.build import build_model
-from zoidberg.predict import make_fast_predictor
+from zoidberg.inference.forward import make_fast_predictor
 
 
 @pytest.fixture(autouse=True)

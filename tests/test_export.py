@@ -15,7 +15,7 @@ from zoidberg.runs.store import EXPORTS_DIR, RunStore
 @pytest.fixture(scope="module")
 def baseline(trained, tmp_path_factory):
     """A private copy of the tiny baseline run and its loaded ensemble."""
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     store = RunStore(tmp_path_factory.mktemp("export") / "runs")
     source = trained.store.get(trained.ids["baseline"])
@@ -27,7 +27,7 @@ def baseline(trained, tmp_path_factory):
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_each_format_reloads_with_its_runtime_and_matches_the_run(baseline, fmt, demo_dir, tmp_path):
     from zoidberg.data.imaging import decode_grayscale
-    from zoidberg.export import MODEL_CARD_FILE, export_run, load_exported, parity_check
+    from zoidberg.inference.export import MODEL_CARD_FILE, export_run, load_exported, parity_check
 
     run, ensemble = baseline
     path = export_run(run, ensemble, fmt, tmp_path / fmt)
@@ -61,7 +61,7 @@ def stacked(trained, demo_dir, tmp_path_factory):
     """A stacking ensemble of the 32 px baseline and a 40 px CNN: two inputs, the members' log-odds combined."""
     from tests.conftest import _config
     from zoidberg.config import DataConfig, EnsembleConfig
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
     from zoidberg.training.cv import config_payload, run_cross_validation
     from zoidberg.training.ensemble import prepare_ensemble, run_ensemble
 
@@ -79,7 +79,7 @@ def stacked(trained, demo_dir, tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["keras", "savedmodel", "onnx"])
 def test_an_ensemble_of_runs_exports_whole_with_an_input_per_size(stacked, fmt, demo_dir, tmp_path):
     from zoidberg.data.imaging import decode_grayscale
-    from zoidberg.export import MODEL_CARD_FILE, export_feed, export_run, load_exported
+    from zoidberg.inference.export import MODEL_CARD_FILE, export_feed, export_run, load_exported
 
     run, ensemble = stacked
     assert ensemble.combiner.method == "stacking"

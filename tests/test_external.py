@@ -57,7 +57,7 @@ def test_a_new_operating_point_rescores_the_stored_probabilities_without_the_net
     assert (run.summary() or {})["threshold"] == point["threshold"] and run.summary()["probabilities"] == "calibrated"
     (shown,) = [item for item in current_evaluations(run) if item["name"] == "demo-test"]
     assert shown["threshold"] == point["threshold"] and shown["scale"] == "calibrated"
-    from zoidberg.predict import Ensemble
+    from zoidberg.inference.ensemble import Ensemble
 
     monkeypatch.setattr(Ensemble, "score_dataset", lambda *args, **kwargs: pytest.fail("no network pass was needed"))
     rescored = evaluate_run(run, demo_dir, split="test", name="demo-test")

@@ -105,7 +105,7 @@ def test_a_full_disk_during_export_keeps_the_previous_export_whole(private_basel
     import keras
 
     from zoidberg.cli.main import main
-    from zoidberg.export import ARTIFACT_NAMES, export_problem
+    from zoidberg.inference.export import ARTIFACT_NAMES, export_problem
     from zoidberg.runs.store import EXPORTS_DIR
 
     run = private_baseline
@@ -125,10 +125,10 @@ def test_a_full_disk_during_export_keeps_the_previous_export_whole(private_basel
 def test_a_damaged_export_is_not_reused_but_written_again(private_baseline):
     import keras
 
-    from zoidberg.export import ARTIFACT_NAMES, export_problem, export_run
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.export import ARTIFACT_NAMES, export_problem, export_run
+    from zoidberg.inference.loading import load_ensemble
     from zoidberg.runs.store import EXPORTS_DIR
-    from zoidberg.tracking import ensure_keras_export
+    from zoidberg.integrations.mlflow_tracking import ensure_keras_export
 
     run = private_baseline
     folder = run.path / EXPORTS_DIR / "keras"
@@ -626,7 +626,7 @@ def test_report_of_a_run_with_a_damaged_config_names_the_file(runs_dir, tmp_path
 def test_a_model_with_a_lambda_layer_is_refused_by_name(runs_dir):
     import keras
 
-    from zoidberg.predict import load_fold_model
+    from zoidberg.inference.loading import load_fold_model
 
     run = RunStore(runs_dir).create_run("cv", {"data": {}}, name="lambda")
     inputs = keras.Input((4,))

@@ -200,7 +200,7 @@ def test_frozen_cv_end_to_end_saves_full_models_equal_to_heads(flat_demo_dir, ru
     assert len(warnings) == 1 and "Augmentation is ignored" in warnings[0]
     assert summary["test"] is None, "the flat layout has no test split"
 
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     dataset = load_dataset(demo_dir, image_size=SIZE)
     ensemble = load_ensemble(run.id, runs_dir=runs_dir)

@@ -1,4 +1,4 @@
-"""Tests for zoidberg.metrics against hand-computed values and sklearn/scipy."""
+"""Tests for zoidberg.evaluation.metrics against hand-computed values and sklearn/scipy."""
 
 import json
 import math
@@ -18,7 +18,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from zoidberg import metrics
+from zoidberg.evaluation import metrics
 
 # Ten cases built to give tn=4, fp=2, fn=1, tp=3 at threshold 0.5.
 KNOWN_LABELS = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]

@@ -297,7 +297,8 @@ def test_what_a_dicom_header_says_settles_a_refusal(tags, reason):
 
 def test_predict_refuses_a_dicom_side_view_by_its_header(trained, tmp_path):
     from tests import imagegen
-    from zoidberg.predict import load_ensemble, predict_files
+    from zoidberg.inference.batch import predict_files
+    from zoidberg.inference.loading import load_ensemble
 
     film = tmp_path / "lateral.dcm"
     film.write_bytes(imagegen.dicom_bytes(np.full((64, 64), 100, dtype=np.uint8), tags={"ViewPosition": "LL", "BodyPartExamined": "CHEST"}))

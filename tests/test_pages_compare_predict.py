@@ -14,9 +14,9 @@ from apptest_helpers import assert_no_exception, open_app, plotly_count, texts
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from zoidberg import compare
+from zoidberg.evaluation import compare
 from zoidberg.data.imaging import MAX_UPLOAD_BYTES
-from zoidberg.predict import decide
+from zoidberg.inference.decisions import decide
 from zoidberg.runs.store import RunStore
 from zoidberg.ui import predict_view as pv
 from conftest import SHARED_DATA
@@ -157,7 +157,7 @@ def _rows(app: AppTest) -> dict:
 
 def test_predict_uploads_good_and_bad_files(use_runs, demo_dir, monkeypatch):
     calls = []
-    from zoidberg.predict import Ensemble
+    from zoidberg.inference.ensemble import Ensemble
 
     original = Ensemble.predictions_of
     monkeypatch.setattr(
@@ -312,7 +312,7 @@ def test_process_image_refuses_files_over_the_upload_limit():
 
 
 def test_the_headline_names_the_class_whose_probability_it_shows():
-    from zoidberg.predict import Prediction, decide
+    from zoidberg.inference.decisions import Prediction, decide
 
     decision = decide(Prediction(("normal", "pneumonia"), np.array([[0.4, 0.6], [0.2, 0.8]])), 0.75)
     assert pv.headline(decision, ("normal", "pneumonia")) == "Normal 0.30 ± 0.10 across 2 folds"
@@ -336,7 +336,7 @@ def test_predict_real_full_resolution_xray(use_runs):
 
 def test_models_are_loaded_only_from_inside_the_runs_folder(trained, tmp_path):
 
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     source = trained.store.get(trained.ids["baseline"])
     copy = trained.store.create_run("cv", source.config, name="symlinked models")

@@ -251,7 +251,7 @@ def fabricate_completed_run(runs_dir: Path, class_names: tuple[str, ...], data_d
     """Writes a completed two-fold run whose summary comes from the engine's metric functions."""
     import numpy as np
 
-    from zoidberg import metrics
+    from zoidberg.evaluation import metrics
     from zoidberg.evaluation.out_of_fold import roc_payload
 
     generator = np.random.default_rng(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zoidberg.predict import DEFAULT_THRESHOLD, Prediction, decide
+from zoidberg.inference.decisions import DEFAULT_THRESHOLD, Prediction, decide
 
 BINARY = ("normal", "pneumonia")
 THREE = ("normal", "bacterial", "viral")
@@ -61,7 +61,7 @@ def test_calibrated_decisions_use_the_calibrated_probabilities_and_report_both()
 
 def test_tta_averages_every_variant_and_never_flips(trained, demo_dir):
     from zoidberg.data.imaging import decode_grayscale
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
     from zoidberg.training.pipeline import TTA_VARIANTS, make_probability_function, predict_probabilities, tta_variants
 
     ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
@@ -111,7 +111,7 @@ def test_preprocessing_is_identical_in_training_and_predict(demo_dir, runs_dir):
     from zoidberg.config import DataConfig
     from zoidberg.data.dataset import load_dataset
     from zoidberg.data.imaging import decode_grayscale
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
     from zoidberg.runs.store import RunStore
     from zoidberg.training.cv import prepare_run, run_cross_validation
 

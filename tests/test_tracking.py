@@ -49,7 +49,7 @@ def test_a_run_logged_to_a_file_store_reads_back_whole(baseline, tmp_path, capsy
 def test_without_mlflow_installed_the_message_says_what_to_install(baseline, monkeypatch, capsys):
     import importlib.util
 
-    from zoidberg import tracking
+    from zoidberg.integrations import mlflow_tracking as tracking
 
     store, run = baseline
     real = importlib.util.find_spec

@@ -11,7 +11,7 @@ from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAIN
 
 LABEL_MODES = ("binary", "three-class")
 CALIBRATION_METHODS = ("temperature", "platt")
-# What `export` writes a run's fold ensemble as (zoidberg.export).
+# What `export` writes a run's fold ensemble as (zoidberg.inference.export).
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 DUPLICATE_POLICIES = ("group", "drop", "ignore")
 DUPLICATE_POLICY_HELP = (

@@ -42,7 +42,7 @@ def section_predict(ctx: Context) -> list[Row]:
     from zoidberg.data.imaging import decode_grayscale, load_image, resize_square
     from zoidberg.models.build import build_model
     from zoidberg.models.layers import last_conv_layer_name
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
     from zoidberg.runs.store import RunStore
 
     size = ctx.image_size

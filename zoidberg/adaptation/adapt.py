@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoidberg import metrics
+from zoidberg.evaluation import metrics
 from zoidberg.adaptation.config import AdaptConfig
 from zoidberg.adaptation.crossfit import crossfit_heads
 from zoidberg.adaptation.figures import describe_figure, describe_harm, site_figures
@@ -156,7 +156,8 @@ def run_adaptation(run: Run, *, report: Reporter | None = None) -> dict:
 
 def _adapt(run: Run, say: Reporter) -> dict:
     from zoidberg.data.duplicates import file_digests
-    from zoidberg.predict import AdaptedEnsemble, load_ensemble
+    from zoidberg.inference.adapted import AdaptedEnsemble
+    from zoidberg.inference.loading import load_ensemble
 
     config = AdaptConfig.from_dict(run.config)
     store = RunStore(run.path.parent)

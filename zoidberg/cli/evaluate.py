@@ -104,7 +104,8 @@ def command_predict(args) -> int:
 
     from zoidberg.cli.progress import progress_bar
     from zoidberg.data.files import collect_images
-    from zoidberg.predict import load_ensemble, predict_files
+    from zoidberg.inference.batch import predict_files
+    from zoidberg.inference.loading import load_ensemble
 
     ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
     threshold = ensemble.threshold if args.threshold is None else args.threshold
@@ -270,8 +271,8 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
 def command_export(args) -> int:
     from pathlib import Path
 
-    from zoidberg.export import MODEL_CARD_FILE, export_run
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.export import MODEL_CARD_FILE, export_run
+    from zoidberg.inference.loading import load_ensemble
     from zoidberg.runs.store import EXPORTS_DIR, RunStore, read_json
 
     run = RunStore(args.runs_dir).get(args.run)
@@ -307,7 +308,7 @@ def command_report(args) -> int:
 
 def command_mlflow(args) -> int:
     from zoidberg.runs.store import RunStore
-    from zoidberg.tracking import check_mlflow_installed, log_run_to_mlflow
+    from zoidberg.integrations.mlflow_tracking import check_mlflow_installed, log_run_to_mlflow
 
     if not args.uri:
         raise ValueError("Say where to log: --uri file:///path/mlruns (or http://host:5000), or set MLFLOW_TRACKING_URI.")

@@ -375,7 +375,7 @@ def command_cv(args) -> int:
     ensemble = bool(args.preset) and get_preset(args.preset).is_ensemble
     config = ensemble_preset_config(args) if ensemble else config_from_args(args)
     if getattr(config, "mlflow_uri", None):
-        from zoidberg.tracking import check_mlflow_installed
+        from zoidberg.integrations.mlflow_tracking import check_mlflow_installed
 
         check_mlflow_installed()
     if ensemble:

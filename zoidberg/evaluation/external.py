@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from zoidberg import metrics
+from zoidberg.evaluation import metrics
 from zoidberg.data.duplicates import file_digests
 from zoidberg.evaluation.calibration import calibration_summary
 from zoidberg.evaluation.gate import gate_check
@@ -349,7 +349,7 @@ def evaluate_run(
             no readable images, or the run has no fold model.
     """
     from zoidberg.data.dataset import load_dataset
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     say = report or (lambda message: None)
     from zoidberg.config import DataConfig, from_mapping

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoidberg import metrics
+from zoidberg.evaluation import metrics
 from zoidberg.config import OperatingPointChoice
 from zoidberg.evaluation.calibration import Calibration
 from zoidberg.evaluation.operating import operating_point, operating_point_table

@@ -152,7 +152,7 @@ def _linear_sigmoid(inputs, weights: np.ndarray, bias: float, name: str):
 
 
 def _fold_ensemble_outputs(graph: _Graph, part, prefix: str) -> tuple:
-    """(raw fold mean, calibrated fold mean or None) of one run's folds, as zoidberg.predict.Ensemble.combine."""
+    """(raw fold mean, calibrated fold mean or None) of one run's folds, as zoidberg.inference.ensemble.Ensemble.combine."""
     folds = graph.folds(part, prefix)
     raw = _mean(folds, f"{prefix}_fold_mean")
     if part.calibration is None:
@@ -213,7 +213,7 @@ def build_serving_model(served) -> keras.Model:
     The run's calibration follows, as the run applies it.
 
     Args:
-        served: A loaded zoidberg.predict Ensemble, EnsembleOfRuns or AdaptedEnsemble.
+        served: A loaded zoidberg.inference Ensemble, EnsembleOfRuns or AdaptedEnsemble.
 
     Returns:
         A model with one uint8 (N, S, S, 1) input per distinct preparation (named "image"

@@ -286,7 +286,7 @@ def examples_section(run: Run, evaluations: list[dict], count: int = DEFAULT_EXA
 def _load_ensemble(run: Run):
     """(the run's models for Grad-CAM, None), or (None, why) when they cannot be loaded."""
     try:
-        from zoidberg.predict import load_ensemble
+        from zoidberg.inference.loading import load_ensemble
 
         return load_ensemble(run.id, runs_dir=run.path.parent), None
     except (ValueError, OSError, LookupError) as error:
@@ -308,7 +308,7 @@ def example_picture(path: str, ensemble) -> tuple[bytes, bool] | None:
         return None
     picture, made = None, False
     if ensemble is not None:
-        from zoidberg.explain import gradcam_overlay
+        from zoidberg.inference.explain import gradcam_overlay
 
         try:
             picture, made = gradcam_overlay(ensemble, decode_grayscale(path, draft_size=ensemble.image_size), EXAMPLE_SIDE), True

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from zoidberg import metrics
+from zoidberg.evaluation import metrics
 from zoidberg.config import RunConfig
 from zoidberg.data.dataset import Dataset, load_dataset
 from zoidberg.data.duplicates import apply_duplicate_policy, load_or_find_duplicates
@@ -643,7 +643,7 @@ def finish_summary(run: Run, summary: dict, say: Reporter, what: str = "Cross-va
 def _log_to_mlflow(run: Run, uri: str, say: Reporter) -> dict:
     """Logs the finished run to MLflow; a tracker that fails is reported, never a failed run."""
     from zoidberg.runs.worker import plain_error_message
-    from zoidberg.tracking import log_run_to_mlflow
+    from zoidberg.integrations.mlflow_tracking import log_run_to_mlflow
 
     try:
         logged = log_run_to_mlflow(run, uri)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from zoidberg import metrics
+from zoidberg.evaluation import metrics
 from zoidberg.config import EnsembleConfig
 from zoidberg.evaluation.combination import Combiner, fit_combiner, out_of_fold_combination
 from zoidberg.runs import progress as events

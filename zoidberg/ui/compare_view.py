@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from zoidberg import compare
+from zoidberg.evaluation import compare
 from zoidberg.evaluation.external import current_evaluations
 from zoidberg.evaluation.gap import GAP_METRICS, evaluation_figures
 from zoidberg.runs.store import Run

@@ -8,7 +8,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from zoidberg.predict import Decision
+from zoidberg.inference.decisions import Decision
 from zoidberg.tuning.config import OBJECTIVE_LABELS
 from zoidberg.tuning.results import best_row, hyperparameter_names
 from zoidberg.tuning.space import Dimension, format_value

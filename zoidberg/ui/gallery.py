@@ -109,7 +109,7 @@ def _card(run: Run, image: ScoredImage, binary: bool) -> None:
 def gradcam_overlay(run: Run, path: str):
     """The ensemble's Grad-CAM of the predicted class over the image (RGB), or None when it cannot be made."""
     from zoidberg.data.imaging import ImageDecodeError, decode_grayscale
-    from zoidberg.explain import gradcam_overlay as overlay_of
+    from zoidberg.inference.explain import gradcam_overlay as overlay_of
     from zoidberg.ui import predict_view, state
 
     try:

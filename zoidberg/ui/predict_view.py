@@ -26,7 +26,7 @@ from zoidberg.data.imaging import (
     sniff_kind,
 )
 from zoidberg.data.ood import REFUSAL
-from zoidberg.predict import Decision, Prediction, decide
+from zoidberg.inference.decisions import Decision, Prediction, decide
 from zoidberg.runs.store import MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError, RunStore
 from zoidberg.ui import figures
 from zoidberg.ui.widgets import escape_markdown, run_label
@@ -311,7 +311,7 @@ def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
     """Decodes one file and predicts it with the fold ensemble; never raises.
 
     Args:
-        ensemble: A zoidberg.predict.Ensemble (or EnsembleOfRuns).
+        ensemble: A zoidberg.inference.ensemble.Ensemble (or EnsembleOfRuns).
         item: The file.
 
     Returns:
@@ -401,7 +401,7 @@ def gradcam_heatmap(ensemble: Any, result: ImageResult, class_index: int) -> np.
 
 def gradcam_overlay(ensemble: Any, result: ImageResult, class_index: int, alpha: float) -> np.ndarray:
     """Blends the Grad-CAM map of a class over the display image (RGB uint8)."""
-    from zoidberg.explain import overlay_heatmap
+    from zoidberg.inference.explain import overlay_heatmap
 
     return overlay_heatmap(result.display, gradcam_heatmap(ensemble, result, class_index), alpha=alpha)
 
@@ -564,7 +564,7 @@ def models_signature(run: Run) -> tuple:
 @st.cache_resource(show_spinner=False, max_entries=3)
 def _cached_ensemble(runs_dir: str, run_id: str, signature: tuple) -> Any:
     """Loads a run's fold ensemble once per process (keyed by run id and model files)."""
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     del signature  # Only part of the cache key.
     return load_ensemble(run_id, runs_dir=runs_dir)

@@ -47,7 +47,7 @@ def measure_folder_shift(run_id: str, dataset: Dataset) -> dict:
     """The shift of a folder against a run: its films at the run's size, scored for the EM prevalence."""
     from zoidberg.config import DataConfig, from_mapping
     from zoidberg.evaluation.shift import measure_shift
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     store = state.run_store()
     ensemble = load_ensemble(run_id, runs_dir=store.root)

@@ -681,7 +681,7 @@ def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: b
 
 def export_zip(run: Run, fmt: str) -> bytes:
     """Exports the run (folds, members, site heads) as one model in one format into runs/<id>/exports/<format>/ and zips that folder."""
-    from zoidberg.export import export_run
+    from zoidberg.inference.export import export_run
     from zoidberg.runs.store import EXPORTS_DIR
     from zoidberg.ui import predict_view
 

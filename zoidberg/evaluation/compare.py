@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zoidberg import metrics
+from zoidberg.evaluation import metrics
 from zoidberg.runs.store import DATA_FILE, FOLDS_FILE, Run
 
 BINARY_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "pr_auc", "balanced_accuracy")

@@ -198,7 +198,7 @@ def gradcam_overlay(ensemble, gray: np.ndarray, max_side: int, alpha: float = 0.
     """The model's Grad-CAM of its decided class, blended over the X-ray shrunk to `max_side`.
 
     Args:
-        ensemble: A loaded run (zoidberg.predict.Ensemble or EnsembleOfRuns).
+        ensemble: A loaded run (zoidberg.inference.ensemble.Ensemble or EnsembleOfRuns).
         gray: The decoded grayscale image (H, W), uint8, at any size.
         max_side: The long side of the picture returned.
         alpha: Weight of the heatmap colours.

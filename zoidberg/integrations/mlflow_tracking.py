@@ -101,12 +101,12 @@ def ensure_keras_export(run: Run) -> None:
 
     An export that fails its check (cut short by a full disk, changed since) is written again.
     """
-    from zoidberg.export import export_problem, export_run
+    from zoidberg.inference.export import export_problem, export_run
 
     folder = run.path / EXPORTS_DIR / "keras"
     if export_problem(folder, "keras") is None:
         return
-    from zoidberg.predict import load_ensemble
+    from zoidberg.inference.loading import load_ensemble
 
     export_run(run, load_ensemble(run.id, runs_dir=run.path.parent), "keras", folder)
 

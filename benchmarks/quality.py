@@ -153,7 +153,7 @@ def train(store: RunStore, name: str, config, trained: dict[str, str]) -> tuple[
 
 def evaluate(run, holdouts: dict[str, Path], tta: bool) -> dict:
     """Every hold-out's figures at the run's operating point: {name: {...}}."""
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
 
     figures = {}
     for name, folder in holdouts.items():

@@ -135,7 +135,8 @@ def zero_shot(run, site: Path) -> dict:
     import numpy as np
 
     from zoidberg.adaptation.figures import site_figures
-    from zoidberg.evaluation.external import evaluate_run, read_predictions
+    from zoidberg.inference.evaluate import evaluate_run
+    from zoidberg.evaluation.stored import read_predictions
 
     evaluation = evaluate_run(run, site, split="all", name="site", report=say)
     stored = read_predictions(run, "site")

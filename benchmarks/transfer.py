@@ -127,7 +127,7 @@ def cross_validate(label: str, config: RunConfig, runs_dir: Path) -> dict:
 def forget_features(config: RunConfig) -> None:
     """Deletes the cached backbone features of a configuration so the next run computes them."""
     from zoidberg.data.dataset import default_cache_dir, load_dataset
-    from zoidberg.training.features import feature_cache_key, feature_cache_path, weights_identity
+    from zoidberg.inference.features import feature_cache_key, feature_cache_path, weights_identity
 
     dataset = load_dataset(config.data.data_dir, image_size=config.data.image_size)
     digest = weights_identity(config.model, config.data.image_size)

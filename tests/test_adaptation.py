@@ -14,7 +14,7 @@ from zoidberg.adaptation import crossfit as crossfit_module
 from zoidberg.adaptation.adapt import prepare_adaptation, run_adaptation
 from zoidberg.adaptation.config import AdaptConfig
 from zoidberg.adaptation.crossfit import crossfit_heads
-from zoidberg.adaptation.heads import make_inputs
+from zoidberg.models.site_heads import make_inputs
 from zoidberg.config import DataConfig, ModelConfig, OperatingPointChoice, RunConfig, TrainConfig
 from zoidberg.runs.store import ADAPTATION_FILE, RunStore
 
@@ -184,7 +184,7 @@ def test_recalibrate_needs_no_frozen_member_and_head_refuses_without_one(store, 
 
 
 def test_evaluating_an_adapted_run_on_its_own_site_films_is_refused(store, parent, tmp_path):
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
 
     run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
     with pytest.raises(ValueError, match="leakage"):
@@ -307,7 +307,7 @@ def test_the_shift_check_sees_inverted_films_and_is_in_evaluations_and_adaptatio
     from PIL import Image, ImageOps
 
     from zoidberg.data.dataset import load_dataset
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
     from zoidberg.evaluation.shift import measure_shift
     from zoidberg.inference.loading import load_ensemble
 

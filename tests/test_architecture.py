@@ -14,19 +14,25 @@ PACKAGE = REPO_ROOT / "zoidberg"
 # A module matches its longest prefix; anything not listed may import any engine module
 # but never zoidberg.ui or zoidberg.cli.
 ALLOWED_IMPORTS = {
-    "zoidberg.models.registry": (),
+    "zoidberg.options.registry": (),
     "zoidberg.runs.store": (),
     "zoidberg.runs.progress": (),
     "zoidberg.evaluation.metrics": (),
     "zoidberg.versions": (),
     "zoidberg.data": ("zoidberg.data",),
-    "zoidberg.config": ("zoidberg.models.registry",),
-    "zoidberg.models": ("zoidberg.models", "zoidberg.config"),
-    "zoidberg.adaptation.heads": (),
+    "zoidberg.config": ("zoidberg.options.registry",),
+    "zoidberg.models": ("zoidberg.models", "zoidberg.config", "zoidberg.options"),
+    "zoidberg.models.site_heads": (),
     "zoidberg.adaptation.figures": ("zoidberg.evaluation.statistics",),
     "zoidberg.adaptation.config": ("zoidberg.config",),
     "zoidberg.runs.worker": ("zoidberg.config", "zoidberg.data", "zoidberg.runs.store", "zoidberg.runs.progress"),
 }
+# The engine's layers, bottom first (docs/ARCHITECTURE.md draws them). A package, or a loose
+# module, imports only from its own layer or a layer below it, counting imports inside functions.
+LAYERS = (
+    "zoidberg", "versions", "options", "config", "data", "runs", "models", "evaluation", "inference", "integrations",
+    "training", "tuning", "adaptation", "reporting", "launch", "cli", "__main__", "ui",
+)
 # Only these may import the dashboard and the command line.
 UI_IMPORTERS = ("zoidberg.ui",)
 CLI_IMPORTERS = ("zoidberg.__main__", "zoidberg.cli")
@@ -58,9 +64,28 @@ def imported_modules(path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
+    """Every module's zoidberg imports, package faces (__init__.py) included."""
     modules = engine_modules()
-    # Package faces (__init__.py) define nothing, so they are left out of the graph.
-    return {name: imported_modules(path, modules) for name, path in modules.items() if path.name != "__init__.py"}
+    return {name: imported_modules(path, modules) for name, path in modules.items() if name != "zoidberg"}
+
+
+def layer_of(module: str) -> str:
+    """zoidberg.runs.store -> runs; zoidberg.config -> config; zoidberg -> zoidberg."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """The imports that run from a layer to one above it, or to a package with no layer."""
+    offenders = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            source, destination = layer_of(module), layer_of(target)
+            if source not in LAYERS or destination not in LAYERS:
+                offenders.append(f"{module} -> {target} (give {source if source not in LAYERS else destination} a layer)")
+            elif LAYERS.index(destination) > LAYERS.index(source):
+                offenders.append(f"{module} -> {target} ({source} sits below {destination})")
+    return offenders
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -103,6 +128,18 @@ def test_the_cycle_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_every_package_imports_only_from_its_layer_or_below():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import_and_a_package_without_a_layer():
+    graph = {"zoidberg.training.cv": {"zoidberg.launch.warm", "zoidberg.inference.gate"}, "zoidberg.attic.box": {"zoidberg.config"}}
+    assert upward_imports(graph) == [
+        "zoidberg.attic.box -> zoidberg.config (give attic a layer)",
+        "zoidberg.training.cv -> zoidberg.launch.warm (training sits below launch)",
+    ]
+
+
 def test_layers_import_only_downwards():
     offenders = []
     for module, targets in import_graph().items():
@@ -119,8 +156,8 @@ def test_layers_import_only_downwards():
 
 def test_configuration_registry_tuning_space_and_cli_import_without_tensorflow():
     code = (
-        "import sys, zoidberg.config, zoidberg.models.registry, zoidberg.models.build, zoidberg.tuning.space, "
-        "zoidberg.tuning.config, zoidberg.tuning.results, zoidberg.runs.jobs, zoidberg.cli; "
+        "import sys, zoidberg.config, zoidberg.options.registry, zoidberg.models.build, zoidberg.tuning.space, "
+        "zoidberg.tuning.config, zoidberg.tuning.results, zoidberg.launch.jobs, zoidberg.cli; "
         "zoidberg.cli.build_parser(); zoidberg.tuning.space.resolve_search_space('cnn', {}, 64); "
         "print(sorted(name for name in ('tensorflow', 'keras', 'keras_tuner', 'streamlit') if name in sys.modules))"
     )
@@ -133,7 +170,7 @@ def test_a_plain_install_never_imports_ray():
     # without Ray: only choosing engine ray imports it.
     code = (
         "import sys, zoidberg.cli, zoidberg.training.cv, zoidberg.training.ray_engine, zoidberg.tuning.search, "
-        "zoidberg.tuning.ray_trials, zoidberg.runs.jobs, zoidberg.runs.warm; zoidberg.cli.build_parser(); "
+        "zoidberg.tuning.ray_trials, zoidberg.launch.jobs, zoidberg.launch.warm; zoidberg.cli.build_parser(); "
         "print('ray' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
@@ -142,7 +179,7 @@ def test_a_plain_install_never_imports_ray():
 
 def test_import_zoidberg_pulls_in_no_streamlit():
     code = (
-        "import sys, zoidberg, zoidberg.cli, zoidberg.training.cv, zoidberg.data.dataset, zoidberg.runs.jobs, "
+        "import sys, zoidberg, zoidberg.cli, zoidberg.training.cv, zoidberg.data.dataset, zoidberg.launch.jobs, "
         "zoidberg.inference.loading, zoidberg.inference.batch, zoidberg.inference.export, zoidberg.models.build, zoidberg.evaluation.compare;"
         "print('streamlit' in sys.modules)"
     )
@@ -169,7 +206,7 @@ def test_pages_are_thin():
 
 def test_every_registry_architecture_has_a_builder():
     from zoidberg.models.build import FEATURE_BUILDERS
-    from zoidberg.models.registry import ARCHITECTURES
+    from zoidberg.options.registry import ARCHITECTURES
 
     assert set(FEATURE_BUILDERS) == set(ARCHITECTURES)
 

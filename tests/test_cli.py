@@ -203,7 +203,7 @@ def test_three_class_cross_validation_prints_per_class_metrics(demo_dir, runs_di
 def test_every_training_option_of_the_registry_has_a_flag_a_field_and_a_search_dimension(capsys):
     """One table: each TRAINING_OPTIONS entry reaches cv --help, TrainConfig and (when tunable) the search space."""
     from zoidberg.config import TrainConfig
-    from zoidberg.models.registry import TRAINING_OPTIONS
+    from zoidberg.options.registry import TRAINING_OPTIONS
     from zoidberg.tuning.space import resolve_search_space
 
     _, help_text, _ = run_in_process(capsys, "cv", "--help")

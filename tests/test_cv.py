@@ -83,7 +83,7 @@ def test_stop_request_ends_run_stopped_and_keeps_finished_folds(demo_dir, runs_d
 
 
 def test_background_job_runs_in_worker_process(demo_dir, runs_dir):
-    from zoidberg.runs.jobs import start_run
+    from zoidberg.launch.jobs import start_run
 
     run_id = start_run("cv", config_payload(tiny_config(demo_dir)), runs_dir=runs_dir)
     run = RunStore(runs_dir).get(run_id)

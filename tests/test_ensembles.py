@@ -95,7 +95,7 @@ def test_an_ensemble_needs_two_distinct_runs():
 
 def test_an_ensemble_predicts_explains_and_evaluates_like_any_run(store, trained, demo_dir):
     from zoidberg.data.imaging import decode_grayscale
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
     from zoidberg.inference.ensemble_of_runs import EnsembleOfRuns
     from zoidberg.inference.loading import load_ensemble
 
@@ -167,7 +167,7 @@ def test_an_ensemble_trains_its_recipes_as_runs_then_combines_them(tmp_path, dem
 
 def test_members_of_other_sizes_each_read_the_folder_at_their_own(store, trained, demo_dir, tmp_path):
     from conftest import _config
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
     from zoidberg.training.cv import config_payload, run_cross_validation
 
     import dataclasses

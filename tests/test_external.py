@@ -11,7 +11,8 @@ import pytest
 
 from zoidberg.config import OperatingPointChoice
 from zoidberg.data.dataset import DatasetError
-from zoidberg.evaluation.external import current_evaluations, evaluate_run, read_predictions
+from zoidberg.inference.evaluate import evaluate_run
+from zoidberg.evaluation.stored import current_evaluations, read_predictions
 from zoidberg.evaluation.out_of_fold import read_out_of_fold, set_operating_point
 from zoidberg.runs.store import EVALUATIONS_DIR, RunStore
 

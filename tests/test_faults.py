@@ -21,7 +21,7 @@ def test_stop_on_a_finished_run_says_so_and_leaves_no_stop_file(runs_dir, capsys
 
 
 def test_a_bad_max_runs_is_refused_before_any_run_is_created(runs_dir, monkeypatch):
-    from zoidberg.runs.jobs import start_run
+    from zoidberg.launch.jobs import start_run
 
     monkeypatch.setenv("ZOIDBERG_MAX_RUNS", "abc")
     with pytest.raises(ValueError, match="ZOIDBERG_MAX_RUNS must be a whole number of runs, not 'abc'"):
@@ -564,7 +564,7 @@ def test_resume_trains_again_a_finished_fold_whose_model_is_damaged(private_base
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_a_max_runs_below_one_is_refused(runs_dir, monkeypatch, value):
-    from zoidberg.runs.jobs import start_run
+    from zoidberg.launch.jobs import start_run
 
     monkeypatch.setenv("ZOIDBERG_MAX_RUNS", value)
     with pytest.raises(ValueError, match=f"ZOIDBERG_MAX_RUNS must be at least 1.*not {value}"):

@@ -14,9 +14,9 @@ from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from zoidberg.data.dataset import default_cache_dir, load_dataset
 from zoidberg.models.build import build_backbone_feature_extractor, build_model, compile_model
 from zoidberg.runs.store import RunStore
-from zoidberg.training import features as features_module
+from zoidberg.inference import features as features_module
 from zoidberg.training.cv import _frozen_backbone, config_payload, run_cross_validation
-from zoidberg.training.features import compute_features, feature_cache_path, load_or_compute_features
+from zoidberg.inference.features import compute_features, feature_cache_path, load_or_compute_features
 
 MOBILENET_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 SIZE = 32

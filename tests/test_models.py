@@ -30,7 +30,7 @@ from zoidberg.models.layers import (
     last_conv_layer_name,
     unfreeze_top_layers,
 )
-from zoidberg.models.registry import ARCHITECTURES, cnn_min_image_size
+from zoidberg.options.registry import ARCHITECTURES, cnn_min_image_size
 from zoidberg.models.weights import WeightsNotFoundError, resolve_imagenet_weights
 from conftest import SHARED_WEIGHTS
 

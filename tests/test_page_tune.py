@@ -8,7 +8,7 @@ import pytest
 from apptest_helpers import assert_no_exception, button, open_app, texts, wait_for
 from streamlit.testing.v1 import AppTest
 
-from zoidberg.models.registry import tunable_training_options
+from zoidberg.options.registry import tunable_training_options
 from zoidberg.runs.store import ACTIVE_STATES, RunStore
 
 PAGE = "pages/tune.py"
@@ -53,7 +53,7 @@ def fabricate_stopped_search(runs_dir: Path, data_dir: Path) -> str:
 
 
 def test_tune_page_renders_every_architecture_and_its_space(demo_dir):
-    from zoidberg.models.registry import ARCHITECTURES
+    from zoidberg.options.registry import ARCHITECTURES
 
     app = open_app(demo_dir, PAGE)
     assert "neural architecture search" in texts(app.info)

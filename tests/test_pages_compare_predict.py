@@ -357,7 +357,7 @@ def test_models_are_loaded_only_from_inside_the_runs_folder(trained, tmp_path):
 @pytest.fixture
 def evaluated_runs(trained, demo_dir, tmp_path, monkeypatch):
     """A private copy of the trained runs; baseline and variant evaluated on the demo test split."""
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
 
     runs_dir = tmp_path / "runs"
     shutil.copytree(trained.dir, runs_dir)
@@ -400,7 +400,7 @@ def test_compare_on_a_shared_evaluation_runs_delong_and_mcnemar(evaluated_runs):
 
 
 def test_an_evaluation_started_from_the_page_runs_in_the_background(evaluated_runs, demo_dir):
-    from zoidberg.runs import jobs
+    from zoidberg.launch import jobs
 
     run_id = evaluated_runs.ids["variant"]
     app = open_app(demo_dir, "pages/train.py")

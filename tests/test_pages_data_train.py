@@ -10,7 +10,7 @@ import pytest
 from apptest_helpers import APP, SCRIPT_TIMEOUT_S, assert_no_exception, metric_values, open_app, texts, wait_for
 from streamlit.testing.v1 import AppTest
 
-from zoidberg.models.registry import TRAINING_OPTIONS
+from zoidberg.options.registry import TRAINING_OPTIONS
 from zoidberg.runs.store import ACTIVE_STATES, RunStore
 
 START_LABEL = "Start cross-validation"
@@ -87,7 +87,7 @@ def test_data_page_lists_skipped_files_and_rejects_bad_folders(demo_dir, tmp_pat
 
 
 def test_train_page_lists_every_architecture_and_its_hyperparameters(demo_dir):
-    from zoidberg.models.registry import ARCHITECTURES
+    from zoidberg.options.registry import ARCHITECTURES
 
     app = open_app(demo_dir, "pages/train.py")
     assert app.selectbox(key="train_architecture").options == [

@@ -62,7 +62,8 @@ def test_calibrated_decisions_use_the_calibrated_probabilities_and_report_both()
 def test_tta_averages_every_variant_and_never_flips(trained, demo_dir):
     from zoidberg.data.imaging import decode_grayscale
     from zoidberg.inference.loading import load_ensemble
-    from zoidberg.training.pipeline import TTA_VARIANTS, make_probability_function, predict_probabilities, tta_variants
+    from zoidberg.training.pipeline import make_probability_function, predict_probabilities
+    from zoidberg.inference.tta import TTA_VARIANTS, tta_variants
 
     ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
     gray = decode_grayscale(next(demo_dir.glob("test/PNEUMONIA/*.jpeg")), draft_size=ensemble.image_size)
@@ -88,7 +89,7 @@ def test_tta_averages_every_variant_and_never_flips(trained, demo_dir):
 def test_an_evaluation_records_tta_and_is_reused_only_with_the_same_setting(trained, demo_dir, tmp_path):
     import shutil
 
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
     from zoidberg.runs.store import RunStore
 
     store = RunStore(tmp_path / "runs")

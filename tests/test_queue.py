@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from zoidberg.runs.queue import MAX_RUNS_ENV, run_capacity, wait_for_slot
+from zoidberg.launch.queue import MAX_RUNS_ENV, run_capacity, wait_for_slot
 from zoidberg.runs.store import RunStore
 
 

@@ -12,7 +12,7 @@ from test_cv import tiny_config
 
 from zoidberg.config import TrainConfig
 from zoidberg.data.dataset import load_dataset
-from zoidberg.runs.jobs import start_run
+from zoidberg.launch.jobs import start_run
 from zoidberg.runs.store import RunStore
 from zoidberg.training.cv import config_payload
 

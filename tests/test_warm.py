@@ -7,9 +7,9 @@ import time
 import pytest
 
 from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from zoidberg.runs import jobs
+from zoidberg.launch import jobs
 from zoidberg.runs.store import RunStore, pid_is_alive
-from zoidberg.runs.warm import claim_warm_worker, ensure_warm_worker, live_warm_workers
+from zoidberg.launch.warm import claim_warm_worker, ensure_warm_worker, live_warm_workers
 from zoidberg.training.cv import config_payload
 
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS, TRANSFER_MODES, preprocessing_option
+from zoidberg.options.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS, TRANSFER_MODES, preprocessing_option
 
 LABEL_MODES = ("binary", "three-class")
 CALIBRATION_METHODS = ("temperature", "platt")
@@ -193,7 +193,7 @@ class _TrainConfigChecks:
     """How each fold's model is trained: one field per entry of the registry's TRAINING_OPTIONS.
 
     TrainConfig is generated from that table (below), so a new training option is declared
-    once, in zoidberg.models.registry, and validated, saved, shown and searched from there.
+    once, in zoidberg.options.registry, and validated, saved, shown and searched from there.
     """
 
     def __post_init__(self):

@@ -113,11 +113,11 @@ def phases_of_worker(payload: dict, runs_dir: Path, phases: dict, warm: bool = F
     """
     import psutil
 
-    from zoidberg.runs.jobs import start_run, stop_run
+    from zoidberg.launch.jobs import start_run, stop_run
     from zoidberg.runs.store import RunStore
 
     if warm:
-        from zoidberg.runs.warm import ensure_warm_worker, live_warm_workers
+        from zoidberg.launch.warm import ensure_warm_worker, live_warm_workers
 
         store = RunStore(runs_dir)
         with environment_variable("ZOIDBERG_WARM_WORKER", "1"):
@@ -181,7 +181,7 @@ def reference_first_batch(ctx: Context, size: int) -> float:
     return marker - start
 
 
-IMPORT_CHILD = "import zoidberg.cli, zoidberg.runs.jobs, zoidberg.training.cv; from zoidberg.config import ModelConfig; ModelConfig()"
+IMPORT_CHILD = "import zoidberg.cli, zoidberg.launch.jobs, zoidberg.training.cv; from zoidberg.config import ModelConfig; ModelConfig()"
 
 
 def import_profile() -> dict:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoidberg.adaptation.heads import SiteHead, fit_site_head
+from zoidberg.models.site_heads import SiteHead, fit_site_head
 from zoidberg.config import OperatingPointChoice
 from zoidberg.data.folds import make_folds
 from zoidberg.evaluation.operating import choose_threshold

@@ -203,7 +203,7 @@ def describe_prediction(row: dict, threshold: float) -> str:
 
 
 def command_evaluate(args) -> int:
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
     from zoidberg.runs.store import RunStore
 
     from zoidberg.cli.progress import progress_tasks

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from zoidberg.config import LABEL_MODES, PROBABILITY_SCALES, THRESHOLD_METHODS, ModelConfig, OperatingPointChoice
-from zoidberg.models.registry import PREPROCESSING_OPTIONS, TRAINING_OPTIONS, HyperParameter
+from zoidberg.options.registry import PREPROCESSING_OPTIONS, TRAINING_OPTIONS, HyperParameter
 
 EXIT_USAGE = 2
 
@@ -67,7 +67,7 @@ def add_option(parser: argparse.ArgumentParser, option: HyperParameter, *, defau
 
 def _model_option_help() -> dict[str, str]:
     """Help texts of model hyperparameters, read from the architecture registry."""
-    from zoidberg.models.registry import ARCHITECTURES
+    from zoidberg.options.registry import ARCHITECTURES
 
     helps: dict[str, str] = {}
     for spec in ARCHITECTURES.values():
@@ -95,7 +95,7 @@ def preprocessing_from_args(args) -> dict:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Adds --arch and one option per ModelConfig hyperparameter."""
-    from zoidberg.models.registry import ARCHITECTURES
+    from zoidberg.options.registry import ARCHITECTURES
 
     parser.add_argument("--arch", choices=list(ARCHITECTURES), default="cnn", help="Architecture from the registry.")
     helps = _model_option_help()

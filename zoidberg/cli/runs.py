@@ -39,7 +39,7 @@ from zoidberg.config import (
     make_data_config,
 )
 from zoidberg.models.presets import PRESETS, get_preset
-from zoidberg.models.registry import TRAINING_OPTIONS
+from zoidberg.options.registry import TRAINING_OPTIONS
 
 # The cv flags' destinations whose names differ from the configuration fields they set.
 FLAG_DESTINATIONS = {"architecture": "arch", "n_splits": "folds", "random_state": "seed"}
@@ -142,7 +142,7 @@ def add_parsers(commands) -> None:
 
 def add_tune_parser(commands) -> None:
     """Adds the `tune` subcommand."""
-    from zoidberg.models.registry import ARCHITECTURES, training_option
+    from zoidberg.options.registry import ARCHITECTURES, training_option
     from zoidberg.tuning.config import ALGORITHMS, FIXED_TRAINING_OPTIONS, OBJECTIVES, TUNE_ENGINE_HELP, TUNE_ENGINES, TuneConfig
 
     defaults = argparse.Namespace(**{field.name: field.default for field in dataclasses.fields(TuneConfig) if field.name != "data"})
@@ -245,7 +245,7 @@ def parse_parallel(text: str) -> int | str:
 
 def _member_destinations() -> list[str]:
     """The cv destinations that configure one run's model, training and images (not the data folder, k or seed)."""
-    from zoidberg.models.registry import PREPROCESSING_OPTIONS
+    from zoidberg.options.registry import PREPROCESSING_OPTIONS
 
     model = [field.name for field in dataclasses.fields(ModelConfig) if field.name != "architecture"]
     return ["arch", "image_size", "tta", *model, *(option.name for option in TRAINING_OPTIONS), *(option.name for option in PREPROCESSING_OPTIONS)]
@@ -343,8 +343,8 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     Returns:
         (run id, summary); the summary is None with --background.
     """
-    from zoidberg.runs.jobs import start_run
-    from zoidberg.runs.kinds import get_kind
+    from zoidberg.launch.jobs import start_run
+    from zoidberg.launch.kinds import get_kind
     from zoidberg.runs.store import RunStore
 
     run_kind = get_kind(kind)
@@ -479,8 +479,8 @@ def command_tune(args) -> int:
     return 0 if summary.get("best_hyperparameters") is not None else 1
 
 def command_runs(args) -> int:
-    from zoidberg.evaluation.external import latest_external
-    from zoidberg.runs.jobs import describe_engine
+    from zoidberg.evaluation.stored import latest_external
+    from zoidberg.launch.jobs import describe_engine
     from zoidberg.runs.store import DATA_FILE, MODEL_KINDS, SPLIT_FILE, RunStore
 
     rows = []
@@ -538,7 +538,7 @@ def command_runs(args) -> int:
 
 
 def command_resume(args) -> int:
-    from zoidberg.runs.jobs import reopen_run, resume_run, run_worker
+    from zoidberg.launch.jobs import reopen_run, resume_run, run_worker
 
     if args.background:
         print(resume_run(args.run_id, runs_dir=args.runs_dir).id)
@@ -547,7 +547,7 @@ def command_resume(args) -> int:
     return run_worker(run.id, runs_dir=args.runs_dir, report=lambda line: print(line, flush=True))
 
 def command_stop(args) -> int:
-    from zoidberg.runs.jobs import stop_run
+    from zoidberg.launch.jobs import stop_run
 
     from zoidberg.runs.store import FINAL_STATES, RunStore
 
@@ -560,11 +560,11 @@ def command_stop(args) -> int:
     return 0
 
 def command_worker(args) -> int:
-    from zoidberg.runs.jobs import run_worker
+    from zoidberg.launch.jobs import run_worker
 
     if args.warm:
         from zoidberg.runs.store import RunStore
-        from zoidberg.runs.warm import serve_warm
+        from zoidberg.launch.warm import serve_warm
 
         return serve_warm(RunStore(args.runs_dir), run_worker, report=lambda line: print(line, flush=True))
     if not args.run_id:

@@ -600,7 +600,7 @@ def shared_evaluation_names(runs: Sequence[Run]) -> list[str]:
 
 def _scores_and_decisions(run: Run, evaluation: dict) -> dict:
     """{path: (label, P(pneumonia) on the run's scale, decision)} of one evaluation, at its current operating point."""
-    from zoidberg.evaluation.external import read_predictions
+    from zoidberg.evaluation.stored import read_predictions
 
     stored = read_predictions(run, evaluation["name"])
     probabilities = stored["calibrated"] if evaluation.get("scale") == "calibrated" and stored["calibrated"] is not None else stored["raw"]

@@ -106,7 +106,7 @@ def out_of_fold_images(run: Run) -> ScoredSet:
 
 def evaluation_images(run: Run, evaluation: dict) -> ScoredSet:
     """An evaluation's images, decided at the threshold and scale it is shown at."""
-    from zoidberg.evaluation.external import read_predictions
+    from zoidberg.evaluation.stored import read_predictions
 
     stored = read_predictions(run, evaluation["name"])
     scale = evaluation.get("scale", "raw")

@@ -76,7 +76,7 @@ class AdaptedEnsemble(Decides):
         return self.parent._gate_state
 
     def _head_inputs(self, member_positive: np.ndarray, features: np.ndarray | None) -> np.ndarray:
-        from zoidberg.adaptation.heads import make_inputs
+        from zoidberg.models.site_heads import make_inputs
 
         return make_inputs(member_positive, features)
 

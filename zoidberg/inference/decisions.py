@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# What every decision is for, said wherever one is shown or exported (the report, model cards, results).
+INTENDED_USE = (
+    "Research and teaching: detecting pneumonia on pediatric chest X-rays, to learn and to demonstrate how such models "
+    "are trained and validated. Not a medical device: it has not been validated clinically and must never be used to "
+    "diagnose, treat or triage a patient."
+)
 # The threshold of a binary run that has no out-of-fold threshold yet (a stopped run).
 DEFAULT_THRESHOLD = 0.5
 
@@ -145,3 +151,13 @@ def decide(prediction: Prediction, threshold: float | None = None, scale: str = 
         calibrated_probability=float(prediction.on("calibrated")[column]) if prediction.has_calibration else None,
         unit=prediction.unit,
     )
+
+
+def as_class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Turns a sigmoid (N, 1) output into (N, 2) columns; leaves softmax outputs alone."""
+    outputs = np.asarray(outputs, dtype=np.float32)
+    if outputs.ndim == 1:
+        outputs = outputs[:, None]
+    if outputs.shape[1] == 1:
+        return np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs

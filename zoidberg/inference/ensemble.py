@@ -84,7 +84,7 @@ class Ensemble(Decides):
         """(folds, N, output) of a float (N, S, S, 1) batch, averaged over the TTA variants when asked."""
         if not tta:
             return np.asarray(self._predict(batch))
-        from zoidberg.training.pipeline import tta_variants
+        from zoidberg.inference.tta import tta_variants
 
         return np.mean([np.asarray(self._predict(np.asarray(variant))) for variant in tta_variants(batch)], axis=0)
 
@@ -98,7 +98,7 @@ class Ensemble(Decides):
         Returns:
             The threshold-free prediction, raw and (when the run has a calibration) calibrated.
         """
-        from zoidberg.training.pipeline import as_class_probabilities
+        from zoidberg.inference.decisions import as_class_probabilities
 
         outputs = self._forward(self.prepare(gray), self.tta if tta is None else tta)  # (folds, 1, out)
         per_fold = np.stack([as_class_probabilities(fold_output)[0] for fold_output in outputs])
@@ -136,7 +136,7 @@ class Ensemble(Decides):
         Returns:
             (folds, N, classes) probabilities.
         """
-        from zoidberg.training.pipeline import as_class_probabilities
+        from zoidberg.inference.decisions import as_class_probabilities
 
         tta = self.tta if tta is None else tta
         outputs = []
@@ -164,7 +164,7 @@ class Ensemble(Decides):
         if self.frozen:
             features = self._dataset_features(dataset, progress)
             if features is not None:
-                from zoidberg.training.pipeline import as_class_probabilities
+                from zoidberg.inference.decisions import as_class_probabilities
 
                 outputs = self.heads_on_features(features[rows])
                 return np.stack([as_class_probabilities(fold_outputs) for fold_outputs in outputs])
@@ -182,7 +182,7 @@ class Ensemble(Decides):
         """The cached backbone features of a dataset, or None when the run's weights file is not here."""
         from zoidberg.config import ModelConfig, from_mapping
         from zoidberg.models.weights import WeightsNotFoundError
-        from zoidberg.training.features import load_or_compute_features
+        from zoidberg.inference.features import load_or_compute_features
 
         try:
             features = load_or_compute_features(dataset, from_mapping(ModelConfig, self.run.config["model"]), self.image_size, progress=progress)

@@ -16,8 +16,8 @@ import numpy as np
 
 from zoidberg.config import EXPORT_FORMATS
 # LogitRecalibration and LogOdds are imported so that loading an export registers them.
+from zoidberg.inference.decisions import INTENDED_USE
 from zoidberg.models.serving import LogitRecalibration, LogOdds, build_serving_model, fold_ensembles, preparation_of, serving_inputs  # noqa: F401
-from zoidberg.reporting.content import INTENDED_USE
 from zoidberg.runs.store import ADAPTATION_FILE, Run, now_iso, write_json_atomic
 
 MODEL_CARD_FILE = "model_card.json"
@@ -87,7 +87,7 @@ def _training_data(ensemble) -> dict:
 
 def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
     """What the exported file is, how to feed it, when to trust it: the card written beside it."""
-    from zoidberg.evaluation.external import current_evaluations
+    from zoidberg.evaluation.stored import current_evaluations
 
     config = run.config
     summary = run.summary() or {}

@@ -44,7 +44,7 @@ class Decides:
     @cached_property
     def _gate_state(self) -> tuple:
         """(the gate or None, why there is none), read once per loaded ensemble."""
-        from zoidberg.evaluation.gate import GateUnavailable, load_run_gate
+        from zoidberg.inference.gate import GateUnavailable, load_run_gate
 
         try:
             return load_run_gate(self.run), ""
@@ -97,7 +97,7 @@ class Decides:
     @cached_property
     def _feature_stage(self) -> tuple:
         """(the feature stage, the frozen member whose backbone it reads), or (None, None)."""
-        from zoidberg.evaluation.gate import load_run_feature_gate
+        from zoidberg.inference.gate import load_run_feature_gate
 
         candidates = list(getattr(self, "members", None) or [getattr(self, "parent", self)])
         candidates = [member for candidate in candidates for member in getattr(candidate, "members", [candidate])]

@@ -123,7 +123,7 @@ def load_adapted_ensemble(run: Run, *, runs_dir=None) -> AdaptedEnsemble:
     Raises:
         ValueError: The adaptation has not finished, or its parent run was deleted.
     """
-    from zoidberg.adaptation.heads import SiteHead
+    from zoidberg.models.site_heads import SiteHead
     from zoidberg.runs.store import ADAPTATION_FILE, RunNotFoundError
 
     stored = run.read_json(ADAPTATION_FILE)

@@ -14,7 +14,7 @@ from zoidberg.models.layers import (
     PREPROCESS_PREFIX,
     freeze_backbone,
 )
-from zoidberg.models.registry import ARCHITECTURES, BACKBONES, cnn_min_image_size
+from zoidberg.options.registry import ARCHITECTURES, BACKBONES, cnn_min_image_size
 from zoidberg.models.weights import mobilenet_alpha, normalize_weights, resolve_imagenet_weights
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import numpy as np
 
 # The probability clipping of zoidberg.evaluation.calibration, so that exported calibration matches it.
 CALIBRATION_EPSILON = 1e-6
-# The clipping of zoidberg.evaluation.combination (stacking) and of zoidberg.adaptation.heads.
+# The clipping of zoidberg.evaluation.combination (stacking) and of zoidberg.models.site_heads.
 STACKING_EPSILON = 1e-4
 HEAD_EPSILON = 1e-6
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zoidberg.models.registry import BACKBONES, MOBILENET_V2_ALPHAS, MOBILENET_V2_ROWS
+from zoidberg.options.registry import BACKBONES, MOBILENET_V2_ALPHAS, MOBILENET_V2_ROWS
 
 WEIGHTS_DIR_ENV = "ZOIDBERG_WEIGHTS_DIR"
 

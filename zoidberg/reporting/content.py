@@ -6,6 +6,7 @@ import itertools
 import logging
 import os
 
+from zoidberg.inference.decisions import INTENDED_USE
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
 from zoidberg.evaluation.operating import predictive_values
 from zoidberg.reporting.document import Example, Report, Section, Table
@@ -13,11 +14,6 @@ from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_KINDS, OPERAT
 
 logger = logging.getLogger(__name__)
 
-INTENDED_USE = (
-    "Research and teaching: detecting pneumonia on pediatric chest X-rays, to learn and to demonstrate how such models "
-    "are trained and validated. Not a medical device: it has not been validated clinically and must never be used to "
-    "diagnose, treat or triage a patient."
-)
 LIMITS = (
     "Cross-validation figures come from out-of-fold predictions on the training data's own hospital and scanners; they "
     "overestimate what new patients will see. The external evaluations below, on images the run never trained on, are "
@@ -115,7 +111,7 @@ def method_section(run: Run) -> Section:
         rows += [[f"Member {index}", f"{member.get('name')} · {member.get('architecture')} at {member.get('image_size')} px · CV AUC {number(member.get('roc_auc'))}"]
                  for index, member in enumerate(members, start=1)]
     else:
-        from zoidberg.models.registry import ARCHITECTURES
+        from zoidberg.options.registry import ARCHITECTURES
 
         spec = ARCHITECTURES.get(model.get("architecture"))
         used = spec.hyperparameter_names if spec else ()
@@ -336,7 +332,7 @@ def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = 
     Raises:
         ValueError: When the run has no results yet.
     """
-    from zoidberg.evaluation.external import current_evaluations
+    from zoidberg.evaluation.stored import current_evaluations
 
     if run.kind not in MODEL_KINDS:
         raise ValueError(f"Run {run.id} is a {run.kind} run: reports are made of cross-validation, ensemble and adapted runs.")

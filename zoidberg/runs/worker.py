@@ -193,3 +193,19 @@ def check_same_data(run: Run, dataset: Dataset) -> None:
             f"edited: fingerprint {expected}, now {dataset.fingerprint}), so its folds cannot be reproduced. "
             "Start a new run on the current data."
         )
+
+
+# Set once by a warm worker (zoidberg.launch.warm) when it claims a run: TensorFlow is already
+# loaded in this process, so cross-validation trains its first fold here rather than in a child.
+_WARM_PROCESS = False
+
+
+def is_warm_process() -> bool:
+    """Whether this process is a warm worker (TensorFlow loaded before its run began)."""
+    return _WARM_PROCESS
+
+
+def mark_warm_process() -> None:
+    """Records that this process is a warm worker that has claimed its run."""
+    global _WARM_PROCESS
+    _WARM_PROCESS = True

@@ -153,7 +153,7 @@ def _run_folds(run: Run, say: Reporter) -> dict:
             run.fold_path(fold + 1, FOLD_METRICS_FILE).unlink()
         tasks.append(FoldTask(fold + 1, train_part, validation_part, indices))
     engine = choose_engine(config.engine, len(indices), config.data.image_size)
-    from zoidberg.runs.warm import is_warm_process
+    from zoidberg.runs.worker import is_warm_process
 
     if engine == "local" and tasks and is_warm_process():
         # A warm worker has TensorFlow loaded already: its first fold trains here, at once,
@@ -250,7 +250,7 @@ def _frozen_head_inputs(config: RunConfig, features, num_classes: int):
     """The FrozenBackbone of a fold task that received the pooled rows' cached features, else None."""
     if features is None or config.model.transfer_mode not in ("frozen", "fine-tune"):
         return None
-    from zoidberg.training.features import FrozenBackbone
+    from zoidberg.training.frozen_heads import FrozenBackbone
 
     return FrozenBackbone(config.model, config.data.image_size, num_classes, features)
 
@@ -325,12 +325,8 @@ def _frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices: np.
     finished = all(run.read_fold_json(fold) for fold in range(1, config.n_splits + 1))
     if config.model.transfer_mode not in ("frozen", "fine-tune") or finished:
         return None
-    from zoidberg.training.features import (
-        AUGMENTATION_IGNORED,
-        INFERENCE_BATCH_SIZE,
-        FrozenBackbone,
-        load_or_compute_features,
-    )
+    from zoidberg.inference.features import INFERENCE_BATCH_SIZE, load_or_compute_features
+    from zoidberg.training.frozen_heads import AUGMENTATION_IGNORED, FrozenBackbone
 
     if announce and config.train.augmentation and config.model.transfer_mode == "frozen":
         run.append_event(events.WARNING, message=AUGMENTATION_IGNORED)
@@ -383,7 +379,7 @@ def _train_fold(
     from zoidberg.training.devices import distribution_scope, precision_policy
 
     from zoidberg.training.callbacks import ValidationPass
-    from zoidberg.training.pipeline import as_class_probabilities
+    from zoidberg.inference.decisions import as_class_probabilities
 
     validation_pass = ValidationPass()
     with precision_policy(config.precision) as mixed, distribution_scope() as strategy:
@@ -533,7 +529,7 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
         run, config, labels, oof, fold_of, dataset.class_names, seconds, say,
         parameters=(run.read_fold_json(1) or {}).get("parameters"),
     )
-    from zoidberg.evaluation.gate import fit_run_gate
+    from zoidberg.inference.gate import fit_run_gate
 
     fit_run_gate(run, dataset.images, indices, fold_of, say)
     if config.model.transfer_mode == "frozen" and config.model.weights:
@@ -546,8 +542,8 @@ def _finish_completed(run, config, dataset, indices, fold_of, say) -> dict:
 
 def _fit_feature_stage(run, config, dataset, indices, fold_of, say) -> None:
     """Fits the gate's feature stage on the frozen backbone's cached features of the training films."""
-    from zoidberg.evaluation.gate import fit_run_feature_gate, sampled_images
-    from zoidberg.training.features import load_or_compute_features
+    from zoidberg.inference.gate import fit_run_feature_gate, sampled_images
+    from zoidberg.inference.features import load_or_compute_features
 
     features = load_or_compute_features(dataset, config.model, config.data.image_size)
     fit_run_feature_gate(run, features[indices], fold_of, sampled_images(dataset, indices), say,
@@ -659,7 +655,7 @@ def _evaluate_test_split(run: Run, dataset: Dataset, say: Reporter) -> dict | No
     """Scores the held-out test split once, as the run's evaluation "test", and returns its headline."""
     if not dataset.has_test_split:
         return None
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
 
     evaluation = evaluate_run(run, dataset.root, split="test", name="test", dataset=dataset, force=True, report=say)
     return {**evaluation["metrics"], "roc": evaluation["roc"], "auc_ci": evaluation["auc_ci"], "evaluation": "test"}

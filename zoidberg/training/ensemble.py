@@ -299,7 +299,7 @@ def _evaluate_test_split(run: Run, say: Reporter) -> dict | None:
     from pathlib import Path
 
     from zoidberg.data.dataset import find_class_folders
-    from zoidberg.evaluation.external import evaluate_run
+    from zoidberg.inference.evaluate import evaluate_run
 
     data_dir = (run.config.get("data") or {}).get("data_dir")
     if not data_dir or not Path(data_dir).is_dir() or not any(split == "test" for split, _, _ in find_class_folders(data_dir)):

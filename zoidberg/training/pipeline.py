@@ -13,6 +13,8 @@ import tensorflow as tf
 from zoidberg.config import ModelConfig, TrainConfig
 from zoidberg.data.arraycache import TENSOR_ALIGNMENT, aligned_take, stream_bytes
 from zoidberg.models.build import build_model, compile_model
+from zoidberg.inference.decisions import as_class_probabilities
+from zoidberg.inference.tta import tta_variants
 from zoidberg.models.layers import unfreeze_top_layers
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -460,27 +462,6 @@ def make_probability_function(model: keras.Model):
     return infer
 
 
-# Test-time augmentation: mild variants of what the model saw, averaged; never flips.
-TTA_VARIANTS = ("identity", "zoom", "darker", "brighter")
-TTA_ZOOM = 0.9  # The central share kept by the zoom variant, resized back to the square.
-TTA_GAMMA = 0.15  # The darker and brighter variants raise [0, 1] pixels to 1 ± this.
-
-
-def tta_variants(batch: tf.Tensor) -> list[tf.Tensor]:
-    """Returns the test-time variants of a float (N, S, S, 1) batch in [0, 1], identity first.
-
-    Args:
-        batch: Images as the model takes them.
-
-    Returns:
-        One batch per name of TTA_VARIANTS.
-    """
-    size = tf.shape(batch)[1:3]
-    zoomed = tf.image.resize(tf.image.central_crop(batch, TTA_ZOOM), size, method="bilinear")
-    safe = tf.maximum(batch, 1e-6)
-    return [batch, zoomed, tf.pow(safe, 1.0 + TTA_GAMMA), tf.pow(safe, 1.0 - TTA_GAMMA)]
-
-
 def predict_probabilities(
     model: keras.Model, images: np.ndarray | tf.Tensor, indices: np.ndarray, batch_size: int = 64, *, tta: bool = False
 ) -> np.ndarray:
@@ -501,16 +482,6 @@ def predict_probabilities(
     outputs = [score(batch) for batch, _ in make_batches(images, labels, indices, batch_size)]
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, 1), dtype=np.float32)
     return as_class_probabilities(probabilities)
-
-
-def as_class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Turns a sigmoid (N, 1) output into (N, 2) columns; leaves softmax outputs alone."""
-    outputs = np.asarray(outputs, dtype=np.float32)
-    if outputs.ndim == 1:
-        outputs = outputs[:, None]
-    if outputs.shape[1] == 1:
-        return np.concatenate([1.0 - outputs, outputs], axis=1)
-    return outputs
 
 
 class Stopwatch:

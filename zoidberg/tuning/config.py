@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from zoidberg.config import RUN_NAME_PATTERN, RUN_NAME_RULE, DataConfig, ModelConfig, TrainConfig, check_engine_choice, require
-from zoidberg.models.registry import ARCHITECTURES, training_option
+from zoidberg.options.registry import ARCHITECTURES, training_option
 from zoidberg.tuning.space import Dimension, grid_size, resolve_search_space
 from zoidberg.tuning.split import tuning_split
 

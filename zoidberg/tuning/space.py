@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from zoidberg.config import ModelConfig, TrainConfig, require
 from zoidberg.models.build import check_model_config
-from zoidberg.models.registry import ARCHITECTURES, HyperParameter, tunable_training_options
+from zoidberg.options.registry import ARCHITECTURES, HyperParameter, tunable_training_options
 
 SEARCH_SPACE_KEYS = ("min_value", "max_value", "step", "choices", "log")
 # keras-tuner's Choice cannot hold None, so None travels through it as this text.

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.evaluation import compare
-from zoidberg.evaluation.external import current_evaluations
+from zoidberg.evaluation.stored import current_evaluations
 from zoidberg.evaluation.gap import GAP_METRICS, evaluation_figures
 from zoidberg.runs.store import Run
 from zoidberg.ui import compare_figures, figures, state

@@ -8,10 +8,10 @@ import streamlit as st
 
 from zoidberg.config import PROBABILITY_SCALES, THRESHOLD_METHOD_LABELS, THRESHOLD_METHODS, OperatingPointChoice
 from zoidberg.data.dataset import DatasetError, find_class_folders
-from zoidberg.evaluation.external import current_evaluations, evaluation_name, score_histogram
+from zoidberg.evaluation.stored import current_evaluations, evaluation_name, score_histogram
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
 from zoidberg.evaluation.out_of_fold import read_out_of_fold, set_operating_point
-from zoidberg.runs import jobs
+from zoidberg.launch import jobs
 from zoidberg.runs.store import CALIBRATION_FILE, OPERATING_POINT_FILE, Run
 from zoidberg.ui import evaluation_figures, figures, state, widgets
 from zoidberg.ui.widgets import escape_markdown, format_number, show_error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from zoidberg.models.presets import PRESETS, Preset, make_preset_config, missing_weights
-from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS
+from zoidberg.options.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS
 from zoidberg.ui import state
 from zoidberg.ui.widgets import escape_markdown, show_error
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from zoidberg.data.dataset import Dataset, DatasetError, fingerprint_records, load_dataset, scan_dataset
-from zoidberg.runs import jobs
-from zoidberg.runs.kinds import get_kind
+from zoidberg.launch import jobs
+from zoidberg.launch.kinds import get_kind
 from zoidberg.runs.store import ACTIVE_STATES, Run, RunStore, default_runs_dir
 
 # Session-state keys read by more than one page; the run selection has one key per run kind.
@@ -42,11 +42,11 @@ def run_store() -> RunStore:
 
 
 def keep_warm_worker() -> None:
-    """Makes sure a warm worker waits for the next Start (at most one; see zoidberg.runs.warm).
+    """Makes sure a warm worker waits for the next Start (at most one; see zoidberg.launch.warm).
 
     A runs folder that cannot be written only costs the head start, never the page.
     """
-    from zoidberg.runs.warm import ensure_warm_worker
+    from zoidberg.launch.warm import ensure_warm_worker
 
     try:
         ensure_warm_worker(run_store())

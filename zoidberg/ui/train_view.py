@@ -14,8 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config, make_run_config
-from zoidberg.models.registry import PREPROCESSING_OPTIONS
-from zoidberg.runs import jobs
+from zoidberg.options.registry import PREPROCESSING_OPTIONS
+from zoidberg.launch import jobs
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
 from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MEMBERS_FILE, MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError
 from zoidberg.ui import adaptation_view, evaluation_view, figures, presets, state, widgets

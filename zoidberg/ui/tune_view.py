@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config
-from zoidberg.models.registry import PREPROCESSING_OPTIONS
-from zoidberg.models.registry import ArchitectureSpec, HyperParameter
-from zoidberg.runs import jobs
+from zoidberg.options.registry import PREPROCESSING_OPTIONS
+from zoidberg.options.registry import ArchitectureSpec, HyperParameter
+from zoidberg.launch import jobs
 from zoidberg.runs.progress import Progress, format_duration, read_progress
 from zoidberg.runs.store import Run
 from zoidberg.tuning import config as tuning

@@ -23,9 +23,9 @@ from zoidberg.config import (
     THRESHOLD_METHODS,
     OperatingPointChoice,
 )
-from zoidberg.models.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS, ArchitectureSpec, HyperParameter
-from zoidberg.runs import jobs
-from zoidberg.runs.kinds import get_kind
+from zoidberg.options.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS, ArchitectureSpec, HyperParameter
+from zoidberg.launch import jobs
+from zoidberg.launch.kinds import get_kind
 from zoidberg.runs.store import ACTIVE_STATES, Run, RunNotFoundError
 from zoidberg.ui import state
 

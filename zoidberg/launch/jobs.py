@@ -11,8 +11,8 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from zoidberg.runs.kinds import get_kind
-from zoidberg.runs.processes import start_detached_worker
+from zoidberg.launch.kinds import get_kind
+from zoidberg.launch.processes import start_detached_worker
 from zoidberg.runs.worker import RESUMABLE_STATES, reopen
 from zoidberg.runs.store import (
     ACTIVE_STATES,
@@ -60,7 +60,7 @@ class LocalProcessExecutor(Executor):
     """
 
     def submit(self, run: Run, store: RunStore) -> None:
-        from zoidberg.runs.warm import claim_warm_worker
+        from zoidberg.launch.warm import claim_warm_worker
 
         warm_pid = claim_warm_worker(store, run.id)
         if warm_pid is not None:
@@ -68,7 +68,7 @@ class LocalProcessExecutor(Executor):
             run.set_status("queued", pid=warm_pid, host=os.uname().nodename, queued_at=time.time(), waiting=False, warm=True)
             return
         pid = start_detached_worker(store.root, [run.id], run.path / WORKER_LOG)
-        # queued_at is the run's place in the queue (zoidberg.runs.queue): first come, first served.
+        # queued_at is the run's place in the queue (zoidberg.launch.queue): first come, first served.
         run.set_status("queued", pid=pid, host=os.uname().nodename, queued_at=time.time(), waiting=False)
 
 
@@ -104,7 +104,7 @@ def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, executo
     """
     get_kind(kind)
     # A bad ZOIDBERG_MAX_RUNS would fail only inside the worker, leaving a run queued forever.
-    from zoidberg.runs.queue import run_capacity
+    from zoidberg.launch.queue import run_capacity
 
     run_capacity()
     store = RunStore(runs_dir)
@@ -232,7 +232,7 @@ def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) 
     Raises:
         ValueError: When the run is still active or already completed.
     """
-    from zoidberg.runs.queue import run_capacity
+    from zoidberg.launch.queue import run_capacity
 
     run_capacity()
     run = reopen_run(run_id, runs_dir=runs_dir)
@@ -242,7 +242,7 @@ def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) 
 
 def run_worker(run_id: str, *, runs_dir=None, report=None) -> int:
     """Runs a run in this process (the worker's body), after its turn in the queue. Returns an exit code."""
-    from zoidberg.runs.queue import wait_for_slot
+    from zoidberg.launch.queue import wait_for_slot
 
     store = RunStore(runs_dir)
     run = store.get(run_id)

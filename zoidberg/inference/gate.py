@@ -82,7 +82,7 @@ def _fit_features_from_training_folder(run: Run) -> FeatureGate | None:
     """Fits the feature stage of an older frozen run from its training folder (features from the cache) and folds.csv."""
     from zoidberg.config import RunConfig
     from zoidberg.data.dataset import load_dataset
-    from zoidberg.training.features import load_or_compute_features
+    from zoidberg.inference.features import load_or_compute_features
 
     config = RunConfig.from_dict(run.config)
     if config.model.transfer_mode != "frozen" or not config.model.weights:

@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from zoidberg.runs.processes import start_detached_worker
+from zoidberg.launch.processes import start_detached_worker
 from zoidberg.runs.store import WORKER_LOG, RunStore, pid_is_alive
+from zoidberg.runs.worker import mark_warm_process
 
 # runs/.warm/<pid>.json says a warm worker lives (and whether it is ready); <pid>.claim
 # holds the id of the run it must take, written once (O_EXCL) by whoever claims it.
@@ -22,14 +23,6 @@ POLL_S = 0.05
 WARM_MODULES = ("tensorflow", "keras", "zoidberg.training.cv", "zoidberg.training.pipeline", "zoidberg.training.callbacks", "zoidberg.models.build")
 # A claimed warm worker waits this long for the run's status to name it before it goes on.
 HANDOVER_S = 5.0
-
-_WARM_PROCESS = False
-
-
-def is_warm_process() -> bool:
-    """Whether this process is a warm worker (TensorFlow loaded before its run began)."""
-    return _WARM_PROCESS
-
 
 def warm_enabled() -> bool:
     """Whether the dashboard keeps a warm worker: on unless $ZOIDBERG_WARM_WORKER is 0, false or off."""
@@ -122,7 +115,6 @@ def serve_warm(store: RunStore, run_worker, report=None) -> int:
     Returns:
         The run's exit code, or 0 when it was never claimed (idle) or its store vanished.
     """
-    global _WARM_PROCESS
     import importlib
 
     pid = os.getpid()
@@ -131,7 +123,7 @@ def serve_warm(store: RunStore, run_worker, report=None) -> int:
     _write_facts(store, pid, ready=False)
     for name in WARM_MODULES:
         importlib.import_module(name)
-    _WARM_PROCESS = True
+    mark_warm_process()
     _write_facts(store, pid, ready=True)
     claim = folder / f"{pid}.claim"
     deadline = time.monotonic() + idle_seconds()

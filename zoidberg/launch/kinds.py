@@ -158,7 +158,7 @@ KINDS: dict[str, RunKind] = {
 }
 
 if tuple(KINDS) != RUN_KINDS:
-    raise RuntimeError(f"zoidberg.runs.kinds defines {tuple(KINDS)}, but the run store knows {RUN_KINDS}.")
+    raise RuntimeError(f"zoidberg.launch.kinds defines {tuple(KINDS)}, but the run store knows {RUN_KINDS}.")
 
 
 def get_kind(name: str) -> RunKind:

@@ -1,0 +1,1 @@
+"""Every option declared once: architectures, hyperparameters, training and preprocessing options (no TensorFlow)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from zoidberg.inference.loading import predictable_runs
 from zoidberg.runs.store import DATA_FILE, RunStore
 from zoidberg.ui import predict_view as pv
 from zoidberg.ui.frame import page_frame_ui
@@ -16,7 +17,7 @@ def main() -> None:
     st.warning(pv.DISCLAIMER, icon="⚠️")
     store = RunStore()
     try:
-        runs = pv.eligible_runs(store)
+        runs = predictable_runs(store)
     except OSError as error:
         st.error(f"Cannot read the runs folder {store.root}: {error.strerror or error}.")
         return

@@ -126,3 +126,33 @@ def test_preprocessing_is_identical_in_training_and_predict(demo_dir, runs_dir):
         gray = decode_grayscale(demo_dir / dataset.paths[row], draft_size=ensemble.image_size)
         assert np.array_equal(ensemble.model_input(gray), dataset.images[row])
     assert run.config["data"]["resize"] == "pad" and run.config["data"]["enhance"] == "clahe"
+
+
+def test_the_cli_and_the_dashboard_feed_the_network_the_same_pixels_and_get_the_same_answers(trained, demo_dir, tmp_path):
+    # One prediction path: predict_files (CLI) and the Predict page's decode and score give the
+    # same probabilities and gate verdicts for the same files, a large JPEG (drafted at the
+    # run's size) and a PNG among them.
+    from PIL import Image
+
+    from zoidberg.inference.batch import predict_files
+    from zoidberg.inference.loading import load_ensemble
+    from zoidberg.ui import predict_view as pv
+
+    ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
+    films = sorted(demo_dir.glob("test/*/*.jpeg"))[:3]
+    large = Image.open(films[0]).convert("L").resize((900, 760), Image.Resampling.BICUBIC)
+    large.save(tmp_path / "large.jpeg", quality=92)
+    large.save(tmp_path / "large.png")
+    (tmp_path / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    paths = [*films, tmp_path / "large.jpeg", tmp_path / "large.png", tmp_path / "broken.jpeg"]
+    rows = predict_files(ensemble, paths)
+    results = [pv.process_image(ensemble, pv.ImageInput(path.name, path.read_bytes())) for path in paths]
+    for row, result in zip(rows, results):
+        if "error" in row:
+            assert result.error and not result.ok
+            continue
+        assert row["probability_raw"] == pytest.approx(float(result.prediction.on("raw")[1]), abs=1e-6), row["file"]
+        assert row["in_distribution"] == (result.verdict.in_distribution if result.verdict is not None else None)
+    assert [("error" in row) for row in rows] == [False] * 5 + [True]
+    # The large JPEG is drafted at the run's size in both; the page still shows it whole.
+    assert results[3].original_shape == (760, 900)

@@ -98,8 +98,8 @@ def load_ensemble_of_runs(run: Run, *, runs_dir=None) -> EnsembleOfRuns:
     Raises:
         ValueError: The ensemble has not combined its members yet, or a member run was deleted.
     """
-    from zoidberg.runs.store import ENSEMBLE_FILE, RunNotFoundError
     from zoidberg.evaluation.combination import Combiner
+    from zoidberg.runs.store import ENSEMBLE_FILE, RunNotFoundError
 
     stored = run.read_json(ENSEMBLE_FILE)
     if not stored or run.summary() is None:
@@ -143,3 +143,32 @@ def load_adapted_ensemble(run: Run, *, runs_dir=None) -> AdaptedEnsemble:
     threshold, scale, operating = _operating_point(run, run.summary() or {}, calibration)
     heads = [SiteHead.from_dict(head) for head in stored["heads"]]
     return AdaptedEnsemble(run, parent, heads, feature_member, calibration, threshold, scale, operating)
+
+
+# States in which a cross-validation run predicts with the folds it finished.
+PREDICTING_STATES = ("completed", "stopped", "interrupted")
+
+
+def prediction_units(run: Run) -> list[int] | None:
+    """What a run predicts with, or None when it cannot predict: its finished fold numbers, an ensemble's
+    members (1..n) or an adapted run's parts (1..k), once combined or fitted."""
+    state = run.state
+    if run.kind == "ensemble":
+        return list(range(1, len(run.member_ids()) + 1)) if state == "completed" else None
+    if run.kind == "adapt":
+        return list(range(1, int(run.config.get("n_parts") or 0) + 1)) if state == "completed" else None
+    if state not in PREDICTING_STATES:
+        return None
+    return run.folds_with(MODEL_FILE) or None
+
+
+def predictable_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
+    """(run, state, prediction_units) of every run that can predict, newest first."""
+    from zoidberg.runs.store import MODEL_KINDS
+
+    found = []
+    for run in store.list_runs(kind=MODEL_KINDS):
+        units = prediction_units(run)
+        if units:
+            found.append((run, run.state, units))
+    return found

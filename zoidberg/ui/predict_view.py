@@ -20,14 +20,12 @@ from zoidberg.data.archives import MAX_ARCHIVE_BYTES, declared_bytes, read_zip
 from zoidberg.data.imaging import (
     MAX_UPLOAD_BYTES,
     SNIFF_BYTES,
-    ImageDecodeError,
-    decode_grayscale,
     downscale,
     sniff_kind,
 )
 from zoidberg.data.ood import REFUSAL
 from zoidberg.inference.decisions import Decision, Prediction, decide
-from zoidberg.runs.store import MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError, RunStore
+from zoidberg.runs.store import MODEL_FILE, Run, RunNotFoundError, RunStore
 from zoidberg.ui import figures
 from zoidberg.ui.widgets import escape_markdown, run_label
 
@@ -38,7 +36,6 @@ SOURCE_LABELS = {"demo": "synthetic demo", "upload": "upload", "folder": "server
 MAX_UPLOAD_MB = MAX_UPLOAD_BYTES // (1024 * 1024)
 
 # Runs whose fold models are final: a stopped or interrupted run keeps its finished folds.
-ELIGIBLE_STATES = ("completed", "stopped", "interrupted")
 
 # Decoded images are kept for display at most this large (long side); the network sees
 # its own S×S resize of the full image, so this only bounds memory and page weight.
@@ -175,7 +172,6 @@ def folder_inputs(folder: str) -> tuple[list[ImageInput], list[str]]:
         appear in the table; notes say what was cut when the folder is very large.
     """
     from zoidberg.data.files import collect_images, label_from_path
-
     from zoidberg.data.roots import is_allowed
 
     files, skipped = collect_images([folder])
@@ -308,42 +304,42 @@ class ImageResult:
 
 
 def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
-    """Decodes one file and predicts it with the fold ensemble; never raises.
+    """Decodes one file and predicts it with the run; never raises.
 
     Args:
-        ensemble: A zoidberg.inference.ensemble.Ensemble (or EnsembleOfRuns).
+        ensemble: A loaded run (zoidberg.inference.loading.load_ensemble).
         item: The file.
 
     Returns:
         The result; `error` holds a one-line reason when the file is unusable.
     """
-    result, gray = decode_input(item)
+    result, gray = decode_input(item, getattr(ensemble, "image_size", None))
     return result if gray is None else predict_decoded(ensemble, [(result, gray)])[0]
 
 
-def decode_input(item: ImageInput) -> tuple[ImageResult, np.ndarray | None]:
-    """Decodes one file for prediction; never raises.
+def decode_input(item: ImageInput, image_size: int | None) -> tuple[ImageResult, np.ndarray | None]:
+    """Decodes one file as the CLI does for the run (zoidberg.inference.batch.decode_for_run), and for display; never raises.
 
     Returns:
-        (the result so far, the decoded grayscale image or None when the file is unusable).
+        (the result so far, the image the run is fed, or None when the file is unusable).
     """
+    from zoidberg.inference.batch import decode_for_run
+
     result = ImageResult(name=item.name, source=item.source, true_label=item.true_label, size_bytes=len(item.data))
     if item.reason:
         result.error = item.reason
         return result, None
     result.kind = sniff_kind(item.data[:SNIFF_BYTES], item.name)
-    try:
-        # decode_grayscale also refuses files above MAX_UPLOAD_BYTES, naming the limit.
-        gray = decode_grayscale(item.data, name=item.name)
-    except ImageDecodeError as error:
-        result.error = str(error)
+    # decode_grayscale also refuses files above MAX_UPLOAD_BYTES, naming the limit.
+    gray, error = decode_for_run(item.data, name=item.name, image_size=image_size)
+    if gray is None:
+        result.error = error
         return result, None
-    except Exception as error:  # A decoder bug must cost one file, not the page.
-        LOGGER.exception("Unexpected decoding failure for %s", item.name)
-        result.error = f"cannot read this file as an image ({type(error).__name__})"
-        return result, None
-    result.original_shape = (int(gray.shape[0]), int(gray.shape[1]))
-    result.display = downscale(gray, MAX_DISPLAY_SIDE)
+    # The page shows the whole film (and its size); the run reads a JPEG drafted at its own size, as the CLI does.
+    full = gray if result.kind != "jpeg" or image_size is None else decode_for_run(item.data, name=item.name, image_size=None)[0]
+    full = gray if full is None else full
+    result.original_shape = (int(full.shape[0]), int(full.shape[1]))
+    result.display = downscale(full, MAX_DISPLAY_SIDE)
     if result.kind == "dicom":
         from zoidberg.data.dicom_facts import read_dicom_facts
 
@@ -352,30 +348,17 @@ def decode_input(item: ImageInput) -> tuple[ImageResult, np.ndarray | None]:
 
 
 def predict_decoded(ensemble: Any, pairs: Sequence[tuple[ImageResult, np.ndarray]]) -> list[ImageResult]:
-    """Predicts decoded images in one batched call; if the batch fails, image by image, so one bad image costs only itself."""
-    inputs = [ensemble.resized(gray) for _, gray in pairs]
-    try:
-        predictions = ensemble.predictions_of(inputs)
-    except Exception:  # Same: one bad image never takes the others down.
-        LOGGER.exception("Batched prediction failed; predicting one image at a time")
-        predictions = None
-    try:
-        verdicts = ensemble.gate_verdicts(inputs, headers=[getattr(result, "header", None) for result, _ in pairs])
-    except Exception:  # The gate's failure leaves the images unchecked, and says so on each card.
-        LOGGER.exception("The out-of-distribution gate failed")
-        verdicts = [None] * len(inputs)
-    results = []
-    for index, ((result, _), model_input) in enumerate(zip(pairs, inputs)):
-        try:
-            result.prediction = predictions[index] if predictions is not None else ensemble.probabilities(model_input)
-            result.model_input = model_input
-            result.verdict = verdicts[index]
-        except Exception as error:
-            LOGGER.exception("Prediction failed for %s", result.name)
-            result.error = f"prediction failed ({type(error).__name__}: {str(error)[:120]})"
+    """Predicts decoded images through the CLI's path (zoidberg.inference.batch.score_decoded); one bad image costs only itself."""
+    from zoidberg.inference.batch import score_decoded
+
+    scored = score_decoded(ensemble, [gray for _, gray in pairs], headers=[getattr(result, "header", None) for result, _ in pairs])
+    for (result, _), item in zip(pairs, scored):
+        if item.error:
+            result.error = item.error
             result.display = None
-        results.append(result)
-    return results
+            continue
+        result.prediction, result.model_input, result.verdict = item.prediction, item.model_input, item.verdict
+    return [result for result, _ in pairs]
 
 
 def headline(decision: Decision, class_names: Sequence[str]) -> str:
@@ -496,37 +479,6 @@ def results_table(
 # ----------------------------------------------------------------------------- runs and caches
 
 
-def eligible_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
-    """Lists runs that can predict: completed, or stopped/interrupted with at least one fold model.
-
-    Args:
-        store: The run store.
-
-    Returns:
-        (run, state, fold numbers) tuples, newest first.
-    """
-    eligible = []
-    for run in store.list_runs(kind=MODEL_KINDS):
-        state = run.state
-        if run.kind == "ensemble":
-            # An ensemble predicts once it has combined its members.
-            if state == "completed":
-                eligible.append((run, state, list(range(1, len(run.member_ids()) + 1))))
-            continue
-        if run.kind == "adapt":
-            # An adapted run predicts once its site heads are fitted, one per part.
-            if state == "completed":
-                eligible.append((run, state, list(range(1, int(run.config.get("n_parts") or 0) + 1))))
-            continue
-        if state not in ELIGIBLE_STATES:
-            continue
-        folds = run.folds_with(MODEL_FILE)
-        if folds:
-            eligible.append((run, state, folds))
-    return eligible
-
-
-
 def models_signature(run: Run) -> tuple:
     """Identifies the exact fold model files, so a resumed run's new folds reload the ensemble.
 
@@ -600,7 +552,7 @@ def process_all(ensemble: Any, run_key: tuple, items: Sequence[ImageInput]) -> l
     # Decoded images are predicted in batches: one forward pass per PREDICT_BATCH images.
     for start in range(0, len(missing), PREDICT_BATCH):
         chunk = missing[start : start + PREDICT_BATCH]
-        decoded = [(index, *decode_input(items[index])) for index in chunk]
+        decoded = [(index, *decode_input(items[index], ensemble.image_size)) for index in chunk]
         for index, result, gray in decoded:
             if gray is None:
                 cache[keys[index]] = result

@@ -6,18 +6,28 @@ import io
 import json
 import time
 import zipfile
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config, make_run_config
-from zoidberg.options.registry import PREPROCESSING_OPTIONS
+from zoidberg.inference.loading import prediction_units
 from zoidberg.launch import jobs
+from zoidberg.options.registry import PREPROCESSING_OPTIONS
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
-from zoidberg.runs.store import ACTIVE_STATES, CONFIG_FILE, DATA_FILE, MEMBERS_FILE, MODEL_FILE, MODEL_KINDS, Run, RunNotFoundError
+from zoidberg.runs.store import (
+    ACTIVE_STATES,
+    CONFIG_FILE,
+    DATA_FILE,
+    MEMBERS_FILE,
+    MODEL_FILE,
+    MODEL_KINDS,
+    Run,
+    RunNotFoundError,
+)
 from zoidberg.ui import adaptation_view, evaluation_view, figures, presets, state, widgets
 from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
 
@@ -243,13 +253,6 @@ def per_class_frame(result: dict) -> pd.DataFrame:
         One row per class.
     """
     return pd.DataFrame([{"class": name, **values} for name, values in (result.get("per_class") or {}).items()])
-
-
-def can_predict(run: Run) -> bool:
-    """Whether a run predicts (and so reports and exports): fold models of its own, or a completed ensemble or adaptation."""
-    if run.kind in ("ensemble", "adapt"):
-        return run.state == "completed"
-    return bool(run.folds_with(MODEL_FILE))
 
 
 def _model_files(run: Run, prefix: str = "") -> list[tuple[Path, str]]:
@@ -582,7 +585,7 @@ def finished_view(run: Run, status: dict) -> None:
     if progress.epoch_rows:
         with st.expander("Learning curves", expanded=not summary):
             _curves(progress, key_prefix=f"done_{run.id}")
-    _downloads(run, has_models=can_predict(run))
+    _downloads(run, has_models=prediction_units(run) is not None)
 
 
 def _summary_block(summary: dict, has_test_evaluation: bool = False) -> None:

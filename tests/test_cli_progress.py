@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from zoidberg.cli.main import main
-from zoidberg.cli.progress import progress_tasks
+from zoidberg.cli.terminal_progress import progress_tasks
 from zoidberg.runs.store import RunStore
 
 

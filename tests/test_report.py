@@ -56,7 +56,7 @@ def test_the_html_is_self_contained_with_figures_and_grad_cam(runs):
 
 
 def test_a_three_class_run_reports_without_grad_cam(runs, tmp_path):
-    from zoidberg.reporting.store import write_report
+    from zoidberg.reporting.report_files import write_report
 
     store, ids = runs
     paths = write_report(store.get(ids["three_class"]), ("html",), gradcam=False)

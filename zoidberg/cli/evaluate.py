@@ -1,33 +1,14 @@
-"""Commands that use a trained run: predict images, evaluate it on a labeled folder, choose its operating point."""
+"""python -m zoidberg evaluate and operating-point: a run judged on a labeled folder, and its threshold chosen."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
 from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt, parse_bool
-from zoidberg.config import EXPORT_FORMATS
 
 
 def add_parsers(commands) -> None:
-    """Adds predict, evaluate, export, report, mlflow and operating-point."""
-    predict = commands.add_parser(
-        "predict", help="Predict image files or whole folders with a run's fold ensemble.",
-        description="Predict pneumonia on images (PNG, JPEG, DICOM, recognised by content) and folders of them "
-        "(recursive) with the fold ensemble of a finished run or ensemble, at its operating point, in batches. "
-        "Files inside NORMAL/PNEUMONIA folders get their label and a correct column; other files are listed as skipped.",
-    )
-    predict.add_argument("--run", required=True, help="Run id.")
-    predict.add_argument("images", nargs="+", metavar="PATH", help="Image files and folders.")
-    predict.add_argument("--csv", default=None, metavar="FILE", help="Write one row per file to this CSV file.")
-    predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's operating point].")
-    predict.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes [default: the run's setting].")
-    predict.add_argument("--json", action="store_true", help="Print JSON.")
-    add_runs_dir(predict)
-    predict.set_defaults(handler=command_predict)
-
+    """Adds evaluate and operating-point."""
     evaluate = commands.add_parser(
         "evaluate",
         help="Evaluate a run on a labeled folder (external validation), stored inside the run.",
@@ -45,47 +26,6 @@ def add_parsers(commands) -> None:
     add_runs_dir(evaluate)
     evaluate.set_defaults(handler=command_evaluate)
 
-    export = commands.add_parser(
-        "export", help="Export a run's fold ensemble as one model (keras, savedmodel, tflite, onnx) with a model card.",
-        description="Write a run's fold ensemble as one model: grayscale uint8 input at the run's size; scaling, every fold, "
-        "the mean over folds and the calibration inside; a model_card.json beside it (classes, preprocessing, operating "
-        "point, CV and external metrics, training data, intended use). Checked against the run's own probabilities.",
-    )
-    export.add_argument("--run", required=True, help="Run id.")
-    export.add_argument("--format", dest="formats", action="append", choices=EXPORT_FORMATS, help="A format; repeat for several [default: all four].")
-    export.add_argument("--out", default=None, help="Output folder, one sub-folder per format [default: runs/<id>/exports/, inside the run].")
-    export.add_argument("--check", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL", help="Reload each export with its own runtime and compare it with the run on a few images [default: true].")
-    add_runs_dir(export)
-    export.set_defaults(handler=command_export)
-
-    report = commands.add_parser(
-        "report", help="Write a run's report for a clinician (HTML or PDF), stored inside the run.",
-        description="One document: intended use and limits, the data (counts, patients, skipped files, duplicates), the "
-        "method, CV mean ± std and every external evaluation with its CI, ROC, calibration and decision curves, the "
-        "operating point with PPV and NPV at stated prevalences, confusion matrices and the most wrong X-rays with "
-        "Grad-CAM. Written to runs/<id>/reports/ (both formats) and to --out (the format of its suffix).",
-    )
-    report.add_argument("--run", required=True, help="Run id.")
-    report.add_argument("--out", default=None, metavar="FILE", help="Also write the report here: report.html or report.pdf [default: only inside the run].")
-    report.add_argument("--examples", type=int, default=6, help="How many misclassified X-rays to show [default: 6].")
-    report.add_argument("--gradcam", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL", help="Draw Grad-CAM over them (loads the run's models) [default: true].")
-    add_runs_dir(report)
-    report.set_defaults(handler=command_report)
-
-    tracking = commands.add_parser(
-        "mlflow", help="Log a finished run to MLflow (again): parameters, epochs, summary, evaluations, export, report.",
-        description="Log a run to an MLflow tracking store or server. Logging the same run again updates its MLflow run "
-        "(new evaluations, exports and reports are added), so run it after `evaluate` or `export`. Needs requirements-mlflow.txt.",
-    )
-    tracking.add_argument("--run", required=True, help="Run id.")
-    tracking.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
-                          help="Tracking URI: file:///folder, a folder, http://host:5000 [default: $MLFLOW_TRACKING_URI].")
-    tracking.add_argument("--experiment", default="zoidberg", help="MLflow experiment [default: zoidberg].")
-    tracking.add_argument("--export", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL",
-                          help="Write a keras export into the run first when it has none, and log it [default: true].")
-    add_runs_dir(tracking)
-    tracking.set_defaults(handler=command_mlflow)
-
     point = commands.add_parser(
         "operating-point",
         help="Show or choose a run's operating point (threshold method, prevalence, raw or calibrated).",
@@ -99,114 +39,11 @@ def add_parsers(commands) -> None:
     point.set_defaults(handler=command_operating_point)
 
 
-def command_predict(args) -> int:
-    import time
-
-    from zoidberg.cli.progress import progress_bar
-    from zoidberg.data.files import collect_images
-    from zoidberg.inference.batch import predict_files
-    from zoidberg.inference.loading import load_ensemble
-
-    ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
-    threshold = ensemble.threshold if args.threshold is None else args.threshold
-    tta = ensemble.tta if args.tta is None else args.tta
-    files, skipped = collect_images(args.images)
-    label_mode = "binary" if ensemble.is_binary else "three-class"
-    start = time.perf_counter()
-    with progress_bar("Predicting", enabled=not args.json and len(files) > 1) as progress:
-        rows = predict_files(ensemble, files, threshold=threshold, tta=tta, label_mode=label_mode, progress=progress)
-    seconds = time.perf_counter() - start
-    rows += [{"file": item.path, "error": item.reason} for item in skipped]
-    for row in rows:
-        row["tta"] = tta
-    if args.csv:
-        write_predictions_csv(args.csv, rows, list(ensemble.class_names))
-    failed = [row for row in rows if "error" in row]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0 if not failed else 1
-    if len(rows) <= 50 or not args.csv:
-        for row in rows:
-            if "error" in row:
-                print(f"{row['file']}: ERROR {row['error']}")
-            elif row.get("in_distribution") is False:
-                print(f"{row['file']}: REFUSED, no diagnosis. {row['ood_reason']}")
-            else:
-                print(f"{row['file']}: {describe_prediction(row, threshold)}")
-    if ensemble.gate is None:
-        print(f"Unchecked: {ensemble.gate_note}")
-    print(predictions_summary(rows, seconds, tta))
-    if args.csv:
-        print(f"Wrote {len(rows)} rows to {args.csv}")
-    return 0 if not failed else 1
-
-
-def predictions_summary(rows: list[dict], seconds: float, tta: bool) -> str:
-    """One line: how many files were predicted, in how long, the accuracy where labels are known, the failures."""
-    predicted = [row for row in rows if "error" not in row]
-    text = f"{len(predicted)} image(s) predicted in {seconds:.1f} s ({1000 * seconds / max(1, len(predicted)):.0f} ms per image"
-    text += ", with test-time augmentation: 4 variants per image)" if tta else ")"
-    labelled = [row for row in predicted if "correct" in row]
-    if labelled:
-        text += f"; {sum(row['correct'] for row in labelled)}/{len(labelled)} correct where the folder names the class"
-    refused = sum(row.get("in_distribution") is False for row in predicted)
-    if refused:
-        text += f"; {refused} refused as unlike the training films (in_distribution false)"
-    failed = len(rows) - len(predicted)
-    return text + (f"; {failed} skipped or unreadable (see their rows)" if failed else "")
-
-
-def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -> None:
-    """Writes predict's rows as CSV: the decision, both probabilities, the spread, the operating point, label and correct."""
-    import csv
-
-    from zoidberg.runs.store import open_csv, write_atomically
-
-    fields = ["file", "true_label", "prediction", "correct", "probability", "probability_raw", "probability_calibrated", "spread",
-              "scale", "threshold", *(f"p_{name}" for name in class_names), "in_distribution", "ood_score", "ood_reason", "tta", "error"]
-
-    def write(staged):
-        # A file name that is not valid UTF-8 is written byte for byte (see open_csv): it reads back as the path.
-        with open_csv(staged, "w") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                flat = {key: row.get(key) for key in fields}
-                flat["prediction"] = row.get("label")
-                for name, value in (row.get("class_probabilities") or {}).items():
-                    flat[f"p_{name}"] = round(value, 6)
-                if row.get("in_distribution") is False:
-                    # No probability stands where a diagnosis would (predict --json keeps them for developers).
-                    flat["prediction"] = "REFUSED"
-                    for key in ("correct", "probability", "probability_raw", "probability_calibrated", "spread", *(f"p_{name}" for name in class_names)):
-                        flat[key] = None
-                writer.writerow(flat)
-
-    # Staged, then renamed: a failure leaves the previous file (or none), never half of one.
-    write_atomically(Path(path), write)
-
-
-def describe_prediction(row: dict, threshold: float) -> str:
-    """One line per image: the class, its probability and spread, the scale and the threshold."""
-    scale = f"{row.get('scale', 'raw')} " if row.get("probability_calibrated") is not None else ""
-    if row.get("threshold") is not None:
-        other = ""
-        if row.get("probability_calibrated") is not None:
-            other_scale = "raw" if row.get("scale") == "calibrated" else "calibrated"
-            other = f", {other_scale} {row['probability_' + other_scale]:.3f}"
-        return (
-            f"{row['label']} ({scale}p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s{other}, "
-            f"threshold {threshold:.3f})"
-        )
-    others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
-    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s; {others})"
-
-
 def command_evaluate(args) -> int:
     from zoidberg.inference.evaluate import evaluate_run
     from zoidberg.runs.store import RunStore
 
-    from zoidberg.cli.progress import progress_tasks
+    from zoidberg.cli.terminal_progress import progress_tasks
 
     run = RunStore(args.runs_dir).get(args.run)
     with progress_tasks(enabled=not args.json) as progress:
@@ -266,60 +103,6 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
         lines.append(f"  Shift check: {evaluation['shift']['sentence']}")
     lines += [f"  Note: {note}" for note in evaluation.get("notes") or []]
     return lines
-
-
-def command_export(args) -> int:
-    from pathlib import Path
-
-    from zoidberg.inference.export import MODEL_CARD_FILE, export_run
-    from zoidberg.inference.loading import load_ensemble
-    from zoidberg.runs.store import EXPORTS_DIR, RunStore, read_json
-
-    run = RunStore(args.runs_dir).get(args.run)
-    ensemble = load_ensemble(run.id, runs_dir=args.runs_dir)
-    out = Path(args.out) if args.out else run.path / EXPORTS_DIR
-    for format_name in args.formats or EXPORT_FORMATS:
-        path = export_run(run, ensemble, format_name, out / format_name, check=args.check)
-        line = f"{format_name:<11} {path}"
-        if args.check:
-            difference = read_json(out / format_name / MODEL_CARD_FILE)["parity_max_difference"]
-            line += f" (largest difference from the run on sample images: {difference:.1e})"
-        print(line)
-    print(f"Model cards: {out}/<format>/model_card.json")
-    return 0
-
-
-def command_report(args) -> int:
-    from zoidberg.reporting.store import report_format, write_report
-    from zoidberg.runs.store import RunStore
-
-    if args.examples < 0:
-        raise ValueError(f"--examples must be 0 or more, not {args.examples}.")
-    if args.out is not None:
-        report_format(args.out)
-    run = RunStore(args.runs_dir).get(args.run)
-    def warn(text: str) -> None:
-        print(f"warning: {text}", file=sys.stderr)
-
-    for path in write_report(run, out=args.out, examples=args.examples, gradcam=args.gradcam, on_warning=warn):
-        print(path)
-    return 0
-
-
-def command_mlflow(args) -> int:
-    from zoidberg.runs.store import RunStore
-    from zoidberg.integrations.mlflow_tracking import check_mlflow_installed, log_run_to_mlflow
-
-    if not args.uri:
-        raise ValueError("Say where to log: --uri file:///path/mlruns (or http://host:5000), or set MLFLOW_TRACKING_URI.")
-    check_mlflow_installed()
-    run = RunStore(args.runs_dir).get(args.run)
-    if not run.summary():
-        raise ValueError(f"Run {run.id} has no results yet ({run.state}): log it once it has finished.")
-    logged = log_run_to_mlflow(run, args.uri, experiment=args.experiment, export=args.export)
-    print(f"{'Updated' if logged['updated'] else 'Logged'} MLflow run {logged['run_id']} in {logged['uri']} "
-          f"(experiment {args.experiment}, {logged['metrics']} new metrics).")
-    return 0
 
 
 def command_operating_point(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoidberg.cli import adapt, data, evaluate, runs
+from zoidberg.cli import adapt, data, evaluate, outputs, predict, runs
 from zoidberg.cli.options import EXIT_USAGE, CliError
 
 # The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parsers(commands)
     runs.add_parsers(commands)
     adapt.add_parsers(commands)
+    predict.add_parsers(commands)
     evaluate.add_parsers(commands)
+    outputs.add_parsers(commands)
     return parser
 
 

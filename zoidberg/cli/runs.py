@@ -355,7 +355,7 @@ def run_or_start(kind: str, config, args) -> tuple[str, dict | None]:
     # With --json, standard output holds the JSON alone: progress goes to standard error.
     stream = sys.stderr if args.json else sys.stdout
     print(f"Run {run.id}", file=stream)
-    from zoidberg.cli.progress import follow_run
+    from zoidberg.cli.terminal_progress import follow_run
 
     try:
         with follow_run(run, enabled=not args.json):

@@ -35,12 +35,12 @@ from zoidberg.runs.store import (
 REPRODUCIBILITY_FACTS = ("versions", "data_fingerprint")
 
 
-class Executor(ABC):
+class WorkerLauncher(ABC):
     """Runs a prepared run somewhere and reports whether it is alive.
 
-    The run store is the only contract: an executor receives a run whose folder holds
+    The run store is the only contract: a launcher receives a run whose folder holds
     config.json and must get `python -m zoidberg worker RUN_ID` (or an equivalent that
-    writes the same files) executed. A cluster executor (e.g. Ray) only adds a subclass.
+    writes the same files) executed. A cluster launcher (e.g. Ray) only adds a subclass.
     """
 
     @abstractmethod
@@ -52,7 +52,7 @@ class Executor(ABC):
         return run.state in ACTIVE_STATES
 
 
-class LocalProcessExecutor(Executor):
+class LocalProcessLauncher(WorkerLauncher):
     """Runs each job as `python -m zoidberg worker` in its own process session.
 
     The worker is in a new session, so closing the browser tab, reloading the page or
@@ -72,7 +72,7 @@ class LocalProcessExecutor(Executor):
         run.set_status("queued", pid=pid, host=os.uname().nodename, queued_at=time.time(), waiting=False)
 
 
-_DEFAULT_EXECUTOR: Executor = LocalProcessExecutor()
+_DEFAULT_LAUNCHER: WorkerLauncher = LocalProcessLauncher()
 
 
 def describe_engine(config: dict) -> str:
@@ -84,12 +84,12 @@ def describe_engine(config: dict) -> str:
     return f"ray at {address}" if address and address != "local" else "ray (private local)"
 
 
-def get_executor() -> Executor:
-    """Returns the executor used by start_run and resume_run."""
-    return _DEFAULT_EXECUTOR
+def get_launcher() -> WorkerLauncher:
+    """Returns the launcher used by start_run and resume_run."""
+    return _DEFAULT_LAUNCHER
 
 
-def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, executor: Executor | None = None) -> str:
+def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, launcher: WorkerLauncher | None = None) -> str:
     """Creates a run and starts its worker in the background.
 
     Args:
@@ -97,7 +97,7 @@ def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, executo
         config: The prepared config.json payload (RunKind.prepare).
         name: A readable run name.
         runs_dir: The run store folder.
-        executor: Where to run it (default: a local worker process).
+        launcher: Where to run it (default: a local worker process).
 
     Returns:
         The new run id, at once.
@@ -109,7 +109,7 @@ def start_run(kind: str, config: dict, *, name: str = "", runs_dir=None, executo
     run_capacity()
     store = RunStore(runs_dir)
     run = store.create_run(kind, config, name)
-    (executor or get_executor()).submit(run, store)
+    (launcher or get_launcher()).submit(run, store)
     return run.id
 
 
@@ -226,7 +226,7 @@ def check_config_readable(run: Run) -> None:
         ) from None
 
 
-def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) -> Run:
+def resume_run(run_id: str, *, runs_dir=None, launcher: WorkerLauncher | None = None) -> Run:
     """Restarts an interrupted, stopped or failed run in the background from its first unfinished fold.
 
     Raises:
@@ -236,7 +236,7 @@ def resume_run(run_id: str, *, runs_dir=None, executor: Executor | None = None) 
 
     run_capacity()
     run = reopen_run(run_id, runs_dir=runs_dir)
-    (executor or get_executor()).submit(run, RunStore(runs_dir))
+    (launcher or get_launcher()).submit(run, RunStore(runs_dir))
     return run
 
 

@@ -718,7 +718,7 @@ def _exports(run: Run) -> None:
 
 def _report(run: Run) -> None:
     """Draws "Make report" (HTML and PDF into runs/<id>/reports/), then the downloads of the stored report."""
-    from zoidberg.reporting.store import REPORT_FORMATS, report_path, write_report
+    from zoidberg.reporting.report_files import REPORT_FORMATS, report_path, write_report
     from zoidberg.ui import predict_view
 
     left, middle, right, _ = st.columns([1, 1, 1, 1], vertical_alignment="bottom")

@@ -1,0 +1,129 @@
+"""python -m zoidberg predict: image files and folders through a run, one line (or CSV row) per file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from zoidberg.cli.options import add_runs_dir, parse_bool
+
+
+def add_parsers(commands) -> None:
+    """Adds predict."""
+    predict = commands.add_parser(
+        "predict", help="Predict image files or whole folders with a run's fold ensemble.",
+        description="Predict pneumonia on images (PNG, JPEG, DICOM, recognised by content) and folders of them "
+        "(recursive) with the fold ensemble of a finished run or ensemble, at its operating point, in batches. "
+        "Files inside NORMAL/PNEUMONIA folders get their label and a correct column; other files are listed as skipped.",
+    )
+    predict.add_argument("--run", required=True, help="Run id.")
+    predict.add_argument("images", nargs="+", metavar="PATH", help="Image files and folders.")
+    predict.add_argument("--csv", default=None, metavar="FILE", help="Write one row per file to this CSV file.")
+    predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's operating point].")
+    predict.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes [default: the run's setting].")
+    predict.add_argument("--json", action="store_true", help="Print JSON.")
+    add_runs_dir(predict)
+    predict.set_defaults(handler=command_predict)
+
+
+def command_predict(args) -> int:
+    import time
+
+    from zoidberg.cli.terminal_progress import progress_bar
+    from zoidberg.data.files import collect_images
+    from zoidberg.inference.batch import predict_files
+    from zoidberg.inference.loading import load_ensemble
+
+    ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
+    threshold = ensemble.threshold if args.threshold is None else args.threshold
+    tta = ensemble.tta if args.tta is None else args.tta
+    files, skipped = collect_images(args.images)
+    label_mode = "binary" if ensemble.is_binary else "three-class"
+    start = time.perf_counter()
+    with progress_bar("Predicting", enabled=not args.json and len(files) > 1) as progress:
+        rows = predict_files(ensemble, files, threshold=threshold, tta=tta, label_mode=label_mode, progress=progress)
+    seconds = time.perf_counter() - start
+    rows += [{"file": item.path, "error": item.reason} for item in skipped]
+    for row in rows:
+        row["tta"] = tta
+    if args.csv:
+        write_predictions_csv(args.csv, rows, list(ensemble.class_names))
+    failed = [row for row in rows if "error" in row]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0 if not failed else 1
+    if len(rows) <= 50 or not args.csv:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['file']}: ERROR {row['error']}")
+            elif row.get("in_distribution") is False:
+                print(f"{row['file']}: REFUSED, no diagnosis. {row['ood_reason']}")
+            else:
+                print(f"{row['file']}: {describe_prediction(row, threshold)}")
+    if ensemble.gate is None:
+        print(f"Unchecked: {ensemble.gate_note}")
+    print(predictions_summary(rows, seconds, tta))
+    if args.csv:
+        print(f"Wrote {len(rows)} rows to {args.csv}")
+    return 0 if not failed else 1
+
+
+def predictions_summary(rows: list[dict], seconds: float, tta: bool) -> str:
+    """One line: how many files were predicted, in how long, the accuracy where labels are known, the failures."""
+    predicted = [row for row in rows if "error" not in row]
+    text = f"{len(predicted)} image(s) predicted in {seconds:.1f} s ({1000 * seconds / max(1, len(predicted)):.0f} ms per image"
+    text += ", with test-time augmentation: 4 variants per image)" if tta else ")"
+    labelled = [row for row in predicted if "correct" in row]
+    if labelled:
+        text += f"; {sum(row['correct'] for row in labelled)}/{len(labelled)} correct where the folder names the class"
+    refused = sum(row.get("in_distribution") is False for row in predicted)
+    if refused:
+        text += f"; {refused} refused as unlike the training films (in_distribution false)"
+    failed = len(rows) - len(predicted)
+    return text + (f"; {failed} skipped or unreadable (see their rows)" if failed else "")
+
+
+def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -> None:
+    """Writes predict's rows as CSV: the decision, both probabilities, the spread, the operating point, label and correct."""
+    import csv
+
+    from zoidberg.runs.store import open_csv, write_atomically
+
+    fields = ["file", "true_label", "prediction", "correct", "probability", "probability_raw", "probability_calibrated", "spread",
+              "scale", "threshold", *(f"p_{name}" for name in class_names), "in_distribution", "ood_score", "ood_reason", "tta", "error"]
+
+    def write(staged):
+        # A file name that is not valid UTF-8 is written byte for byte (see open_csv): it reads back as the path.
+        with open_csv(staged, "w") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                flat = {key: row.get(key) for key in fields}
+                flat["prediction"] = row.get("label")
+                for name, value in (row.get("class_probabilities") or {}).items():
+                    flat[f"p_{name}"] = round(value, 6)
+                if row.get("in_distribution") is False:
+                    # No probability stands where a diagnosis would (predict --json keeps them for developers).
+                    flat["prediction"] = "REFUSED"
+                    for key in ("correct", "probability", "probability_raw", "probability_calibrated", "spread", *(f"p_{name}" for name in class_names)):
+                        flat[key] = None
+                writer.writerow(flat)
+
+    # Staged, then renamed: a failure leaves the previous file (or none), never half of one.
+    write_atomically(Path(path), write)
+
+
+def describe_prediction(row: dict, threshold: float) -> str:
+    """One line per image: the class, its probability and spread, the scale and the threshold."""
+    scale = f"{row.get('scale', 'raw')} " if row.get("probability_calibrated") is not None else ""
+    if row.get("threshold") is not None:
+        other = ""
+        if row.get("probability_calibrated") is not None:
+            other_scale = "raw" if row.get("scale") == "calibrated" else "calibrated"
+            other = f", {other_scale} {row['probability_' + other_scale]:.3f}"
+        return (
+            f"{row['label']} ({scale}p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s{other}, "
+            f"threshold {threshold:.3f})"
+        )
+    others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
+    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s; {others})"

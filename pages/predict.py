@@ -29,7 +29,7 @@ def main() -> None:
             icon="🩻",
         )
         return
-    run, state, folds = pv.run_picker_ui(runs)
+    run, state, folds = pv.predict_run_picker_ui(runs)
     ensemble = pv.load_ensemble_ui(store, run, folds)
     if ensemble is None:
         return

@@ -27,7 +27,7 @@ from zoidberg.data.ood import REFUSAL
 from zoidberg.inference.decisions import Decision, Prediction, decide
 from zoidberg.runs.store import MODEL_FILE, Run, RunNotFoundError, RunStore
 from zoidberg.ui import figures
-from zoidberg.ui.widgets import escape_markdown, run_label
+from zoidberg.ui.widgets import escape_markdown, run_picker_ui
 
 LOGGER = logging.getLogger(__name__)
 
@@ -576,21 +576,18 @@ def process_all(ensemble: Any, run_key: tuple, items: Sequence[ImageInput]) -> l
 # ----------------------------------------------------------------------------- widgets
 
 
-def run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str, list[int]]:
-    """Draws the run selectbox (newest first) and returns the chosen entry."""
-    labels = {}
-    for run, state, folds in runs:
+def predict_run_picker_ui(runs: Sequence[tuple[Run, str, list[int]]]) -> tuple[Run, str, list[int]]:
+    """Draws the model picker (zoidberg.ui.widgets.run_picker_ui, newest first) and returns the chosen entry."""
+    extras = {}
+    for run, _, folds in runs:
         n_splits = run.config.get("n_splits", len(folds))
-        extra = (f"ensemble of {len(folds)} runs" if run.kind == "ensemble" else f"adapted from {run.config.get('parent')}"
-                 if run.kind == "adapt" else f"{len(folds)}/{n_splits} folds")
-        labels[run.id] = run_label(run, state, extra=extra)
+        extras[run.id] = (f"ensemble of {len(folds)} runs" if run.kind == "ensemble" else f"adapted from {run.config.get('parent')}"
+                          if run.kind == "adapt" else f"{len(folds)}/{n_splits} folds")
     by_id = {run.id: (run, state, folds) for run, state, folds in runs}
-    chosen = st.selectbox(
-        "Model (a finished cross-validation run, ensemble or adapted run)",
-        list(by_id),
-        format_func=lambda run_id: labels[run_id],
-        key="predict_run",
-        help="Every fold's model predicts each image; the page shows their mean and spread.",
+    chosen = run_picker_ui(
+        [run for run, _, _ in runs], {run.id: state for run, state, _ in runs}, None,
+        label="Model (a finished cross-validation run, ensemble or adapted run)", key="predict_run",
+        help_text="Every fold's model predicts each image; the page shows their mean and spread.", extras=extras,
     )
     return by_id[chosen]
 

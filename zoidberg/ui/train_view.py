@@ -28,7 +28,8 @@ from zoidberg.runs.store import (
     Run,
     RunNotFoundError,
 )
-from zoidberg.ui import adaptation_view, evaluation_view, figures, presets, state, widgets
+from zoidberg.ui import adaptation_view, evaluation_view, figures, state, widgets
+from zoidberg.ui import preset_cards as presets
 from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
 
 # Summary metrics shown as cards, in this order, when the run has them.

@@ -591,7 +591,8 @@ def run_name_ui(prefix: str = "train") -> str:
 
 
 def run_picker_ui(
-    runs: Sequence[Run], states: dict[str, str], selected: str | None, *, label: str = "Run", key: str | None = None, help_text: str = ""
+    runs: Sequence[Run], states: dict[str, str], selected: str | None, *, label: str = "Run", key: str | None = None, help_text: str = "",
+    extras: dict[str, str] | None = None,
 ) -> str | None:
     """Draws a picker of runs, newest first, with state icons.
 
@@ -602,6 +603,7 @@ def run_picker_ui(
         label: The picker's label.
         key: Widget key.
         help_text: Its tooltip.
+        extras: {run id: what each label adds} ("3/5 folds", say).
 
     Returns:
         The chosen run id, or None when there are no runs.
@@ -609,7 +611,7 @@ def run_picker_ui(
     if not runs:
         return None
     ids = [run.id for run in runs]
-    labels = {run.id: run_label(run, states.get(run.id)) for run in runs}
+    labels = {run.id: run_label(run, states.get(run.id), extra=(extras or {}).get(run.id, "")) for run in runs}
     index = ids.index(selected) if selected in ids else 0
     return st.selectbox(
         label,

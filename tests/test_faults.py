@@ -392,22 +392,22 @@ def test_an_uploaded_zip_is_unpacked_once_not_on_every_rerun(demo_dir, monkeypat
 
     import streamlit as st
 
-    from zoidberg.ui import predict_view
+    from zoidberg.ui import predict_inputs
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("NORMAL/film.jpeg", next(demo_dir.glob("test/NORMAL/*.jpeg")).read_bytes())
     upload = SimpleNamespace(name="batch.zip", file_id="upload-1", getvalue=buffer.getvalue)
     calls = []
-    real = predict_view.archive_inputs
-    monkeypatch.setattr(predict_view, "archive_inputs", lambda name, data: calls.append(name) or real(name, data))
+    real = predict_inputs.archive_inputs
+    monkeypatch.setattr(predict_inputs, "archive_inputs", lambda name, data: calls.append(name) or real(name, data))
     monkeypatch.setattr(st, "session_state", {})
-    first = predict_view.uploads_to_inputs([upload])
-    again = predict_view.uploads_to_inputs([upload])
+    first = predict_inputs.uploads_to_inputs([upload])
+    again = predict_inputs.uploads_to_inputs([upload])
     assert [item.name for item in first] == [item.name for item in again] == ["batch.zip/NORMAL/film.jpeg"]
     assert calls == ["batch.zip"], "the archive was inflated again on a rerun"
-    predict_view.uploads_to_inputs([])
-    assert st.session_state[predict_view.UNPACKED_ARCHIVES_KEY] == {}, "a removed upload's files were kept"
+    predict_inputs.uploads_to_inputs([])
+    assert st.session_state[predict_inputs.UNPACKED_ARCHIVES_KEY] == {}, "a removed upload's files were kept"
 
 
 def test_the_archives_one_session_holds_are_capped_together(demo_dir, monkeypatch):
@@ -415,7 +415,7 @@ def test_the_archives_one_session_holds_are_capped_together(demo_dir, monkeypatc
 
     import streamlit as st
 
-    from zoidberg.ui import predict_view
+    from zoidberg.ui import predict_inputs
 
     # Three archives of 200 MiB each (zero-filled, a few hundred kB compressed): each within
     # the per-archive cap, 600 MiB together.
@@ -423,13 +423,13 @@ def test_the_archives_one_session_holds_are_capped_together(demo_dir, monkeypatc
     size = 20 << 20
     uploads = [SimpleNamespace(name=f"batch{index}.zip", file_id=f"upload-{index}", getvalue=lambda: archive)
                for index, archive in enumerate([lying_zip({f"zero{entry}.png": (size, size) for entry in range(10)})] * 3)]
-    inputs = predict_view.uploads_to_inputs(uploads)
+    inputs = predict_inputs.uploads_to_inputs(uploads)
     held = sum(len(item.data) for item in inputs)
-    assert held <= predict_view.SESSION_ARCHIVE_BYTES and held == 2 * 10 * size
+    assert held <= predict_inputs.SESSION_ARCHIVE_BYTES and held == 2 * 10 * size
     refused = [item for item in inputs if item.name == "batch2.zip"]
     assert len(refused) == 1 and "this session's other archives hold 400 MB" in refused[0].reason and "Remove an archive" in refused[0].reason
     # Removing one makes room for the third.
-    inputs = predict_view.uploads_to_inputs(uploads[1:])
+    inputs = predict_inputs.uploads_to_inputs(uploads[1:])
     assert sum(len(item.data) for item in inputs) == 2 * 10 * size and not any(item.reason for item in inputs if item.name.endswith(".zip"))
 
 

@@ -18,6 +18,7 @@ from zoidberg.evaluation import compare
 from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 from zoidberg.inference.decisions import decide
 from zoidberg.runs.store import RunStore
+from zoidberg.ui import predict_inputs, predict_results
 from zoidberg.ui import predict_view as pv
 from conftest import SHARED_DATA
 
@@ -209,7 +210,7 @@ def test_predict_demo_images_and_three_class_run(use_runs, demo_dir, monkeypatch
     app.toggle(key="predict_demo").set_value(True).run()
     assert_no_exception(app)
     table = app.dataframe[0].value
-    assert len(table) == pv.DEMO_IMAGE_COUNT
+    assert len(table) == predict_inputs.DEMO_IMAGE_COUNT
     assert {"P(normal)", "P(bacterial)", "P(viral)"} <= set(table.columns)
     assert set(table["true class"]) <= {"normal", "bacterial", "viral"}
     assert np.allclose(table[["P(normal)", "P(bacterial)", "P(viral)"]].sum(axis=1), 1.0, atol=1e-3)
@@ -263,9 +264,9 @@ def test_predict_page_survives_the_odd_file_corpus(use_runs):
 
 @pytest.mark.parametrize("case_name", sorted(BAD_CASES) or [pytest.param("none", marks=pytest.mark.skip("no corpus"))])
 def test_process_image_refuses_bad_files_with_one_line(trained, case_name):
-    ensemble = pv.load_ensemble_cached(trained.store, trained.store.get(trained.ids["baseline"]))
+    ensemble = predict_results.load_ensemble_cached(trained.store, trained.store.get(trained.ids["baseline"]))
     case = BAD_CASES[case_name]
-    result = pv.process_image(ensemble, pv.ImageInput(case.filename, case.make()))
+    result = predict_results.process_image(ensemble, predict_inputs.ImageInput(case.filename, case.make()))
     assert not result.ok
     assert case.reason in result.error and "\n" not in result.error
 
@@ -274,14 +275,14 @@ def test_process_image_refuses_bad_files_with_one_line(trained, case_name):
     "case_name", sorted(ODD_VALID_CASES) or [pytest.param("none", marks=pytest.mark.skip("no corpus"))]
 )
 def test_process_image_predicts_odd_valid_files(trained, case_name):
-    ensemble = pv.load_ensemble_cached(trained.store, trained.store.get(trained.ids["baseline"]))
+    ensemble = predict_results.load_ensemble_cached(trained.store, trained.store.get(trained.ids["baseline"]))
     case = ODD_VALID_CASES[case_name]
-    result = pv.process_image(ensemble, pv.ImageInput(case.filename, case.make()))
+    result = predict_results.process_image(ensemble, predict_inputs.ImageInput(case.filename, case.make()))
     assert result.ok, result.error
     assert result.original_shape == case.shape
     decision = decide(result.prediction, 0.5)
     assert 0.0 <= decision.probability <= 1.0 and len(decision.per_fold) == 2
-    heatmap = pv.gradcam_heatmap(ensemble, result, decision.class_index)
+    heatmap = predict_results.gradcam_heatmap(ensemble, result, decision.class_index)
     assert heatmap.ndim == 2 and np.isfinite(heatmap).all()
 
 
@@ -302,12 +303,12 @@ def test_hostile_upload_names_are_shown_literally_and_nothing_is_written(use_run
 
 
 def test_empty_upload_lists_give_no_inputs_and_no_results():
-    assert pv.uploads_to_inputs(None) == [] and pv.uploads_to_inputs([]) == []
-    assert pv.process_all(None, ("run", ()), []) == []
+    assert predict_inputs.uploads_to_inputs(None) == [] and predict_inputs.uploads_to_inputs([]) == []
+    assert predict_results.process_all(None, ("run", ()), []) == []
 
 
 def test_process_image_refuses_files_over_the_upload_limit():
-    result = pv.process_image(None, pv.ImageInput("big.png", b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)))
+    result = predict_results.process_image(None, predict_inputs.ImageInput("big.png", b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)))
     assert result.error == "file too large: 50.0 MB exceeds the 50 MB limit"
 
 
@@ -315,7 +316,7 @@ def test_the_headline_names_the_class_whose_probability_it_shows():
     from zoidberg.inference.decisions import Prediction, decide
 
     decision = decide(Prediction(("normal", "pneumonia"), np.array([[0.4, 0.6], [0.2, 0.8]])), 0.75)
-    assert pv.headline(decision, ("normal", "pneumonia")) == "Normal 0.30 ± 0.10 across 2 folds"
+    assert predict_results.headline(decision, ("normal", "pneumonia")) == "Normal 0.30 ± 0.10 across 2 folds"
 
 
 @pytest.mark.shared_data
@@ -329,9 +330,9 @@ def test_predict_real_full_resolution_xray(use_runs):
     refused = row["prediction"] == "refused"
     assert "error" not in row and (row["probability"] is None if refused else 0.0 <= row["probability"] <= 1.0)
     width, height = Image.open(path).size
-    (result,) = app.session_state[pv.RESULTS_KEY].values()
+    (result,) = app.session_state[predict_results.RESULTS_KEY].values()
     assert result.original_shape == (height, width)
-    assert max(result.display.shape) == min(pv.MAX_DISPLAY_SIDE, max(height, width))
+    assert max(result.display.shape) == min(predict_results.MAX_DISPLAY_SIDE, max(height, width))
 
 
 def test_models_are_loaded_only_from_inside_the_runs_folder(trained, tmp_path):

@@ -136,7 +136,7 @@ def test_the_cli_and_the_dashboard_feed_the_network_the_same_pixels_and_get_the_
 
     from zoidberg.inference.batch import predict_files
     from zoidberg.inference.loading import load_ensemble
-    from zoidberg.ui import predict_view as pv
+    from zoidberg.ui import predict_inputs, predict_results
 
     ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
     films = sorted(demo_dir.glob("test/*/*.jpeg"))[:3]
@@ -146,7 +146,7 @@ def test_the_cli_and_the_dashboard_feed_the_network_the_same_pixels_and_get_the_
     (tmp_path / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
     paths = [*films, tmp_path / "large.jpeg", tmp_path / "large.png", tmp_path / "broken.jpeg"]
     rows = predict_files(ensemble, paths)
-    results = [pv.process_image(ensemble, pv.ImageInput(path.name, path.read_bytes())) for path in paths]
+    results = [predict_results.process_image(ensemble, predict_inputs.ImageInput(path.name, path.read_bytes())) for path in paths]
     for row, result in zip(rows, results):
         if "error" in row:
             assert result.error and not result.ok

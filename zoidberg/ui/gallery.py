@@ -110,10 +110,10 @@ def gradcam_overlay(run: Run, path: str):
     """The ensemble's Grad-CAM of the predicted class over the image (RGB), or None when it cannot be made."""
     from zoidberg.data.imaging import ImageDecodeError, decode_grayscale
     from zoidberg.inference.explain import gradcam_overlay as overlay_of
-    from zoidberg.ui import predict_view, state
+    from zoidberg.ui import predict_results, state
 
     try:
-        ensemble = predict_view.load_ensemble_cached(state.run_store(), run)
+        ensemble = predict_results.load_ensemble_cached(state.run_store(), run)
         return overlay_of(ensemble, decode_grayscale(path, draft_size=ensemble.image_size), THUMBNAIL_SIDE)
     except (ImageDecodeError, OSError, ValueError) as error:
         st.caption(f"Grad-CAM unavailable: {escape_markdown(str(error))}")

@@ -687,9 +687,9 @@ def export_zip(run: Run, fmt: str) -> bytes:
     """Exports the run (folds, members, site heads) as one model in one format into runs/<id>/exports/<format>/ and zips that folder."""
     from zoidberg.inference.export import export_run
     from zoidberg.runs.store import EXPORTS_DIR
-    from zoidberg.ui import predict_view
+    from zoidberg.ui import predict_results
 
-    ensemble = predict_view.load_ensemble_cached(state.run_store(), run)
+    ensemble = predict_results.load_ensemble_cached(state.run_store(), run)
     folder = run.path / EXPORTS_DIR / fmt
     export_run(run, ensemble, fmt, folder, check=True)
     buffer = io.BytesIO()
@@ -720,7 +720,7 @@ def _exports(run: Run) -> None:
 def _report(run: Run) -> None:
     """Draws "Make report" (HTML and PDF into runs/<id>/reports/), then the downloads of the stored report."""
     from zoidberg.reporting.report_files import REPORT_FORMATS, report_path, write_report
-    from zoidberg.ui import predict_view
+    from zoidberg.ui import predict_results
 
     left, middle, right, _ = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
     if left.button("Make report", key=f"make_report_{run.id}",
@@ -728,7 +728,7 @@ def _report(run: Run) -> None:
                    "curves, operating point, confusion matrices and the most wrong X-rays with Grad-CAM (about 10 s)."):
         with st.spinner("Writing the report (figures and Grad-CAM)…"):
             try:
-                ensemble = predict_view.load_ensemble_cached(state.run_store(), run)
+                ensemble = predict_results.load_ensemble_cached(state.run_store(), run)
                 write_report(run, REPORT_FORMATS, ensemble=ensemble)
             except (ValueError, OSError, LookupError) as error:
                 st.error(f"The report could not be written: {error}")

@@ -261,9 +261,9 @@ def test_the_run_view_leads_an_adapted_run_with_its_verdict(store, parent):
     import io
     import zipfile
 
-    from zoidberg.ui.train_view import models_zip
+    from zoidberg.inference.loading import models_archive
 
-    names = zipfile.ZipFile(io.BytesIO(models_zip(run))).namelist()
+    names = zipfile.ZipFile(io.BytesIO(models_archive(run, store))).namelist()
     assert "adaptation.json" in names and f"parent/{parent.ids['frozen']}/fold_1/model.keras" in names
 
 

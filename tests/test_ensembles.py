@@ -128,7 +128,7 @@ def test_the_run_view_offers_an_ensembles_report_export_and_models(store, traine
     import zipfile
 
     from tests.apptest_helpers import open_app
-    from zoidberg.ui.train_view import models_zip
+    from zoidberg.inference.loading import models_archive
 
     ids = (trained.ids["baseline"], trained.ids["variant"])
     run = make_ensemble(store, EnsembleConfig(members=ids, run_name="pair"))
@@ -138,7 +138,7 @@ def test_the_run_view_offers_an_ensembles_report_export_and_models(store, traine
     assert any(item.label == "Make report" for item in app.button)
     downloads = {item.label: item for item in app.get("download_button")}
     assert "⬇ keras export (.zip)" in downloads and not downloads["⬇ Fold models (.zip)"].proto.disabled
-    names = zipfile.ZipFile(io.BytesIO(models_zip(run))).namelist()
+    names = zipfile.ZipFile(io.BytesIO(models_archive(run, store))).namelist()
     assert "ensemble.json" in names and {f"members/{member}/fold_1/model.keras" for member in ids} <= set(names)
 
 

@@ -390,3 +390,20 @@ def parity_check(ensemble, path: str | Path, fmt: str, images: np.ndarray | None
     if worst > PARITY_TOLERANCE:
         raise ValueError(f"The {fmt} export differs from the run by {worst:.2e} (more than {PARITY_TOLERANCE:g}): it was not kept as correct.")
     return worst
+
+
+def export_archive(run: Run, ensemble, fmt: str) -> bytes:
+    """Exports a run in one format into runs/<id>/exports/<format>/ (checked against the run) and zips that folder in memory."""
+    import io
+    import zipfile
+
+    from zoidberg.runs.store import EXPORTS_DIR
+
+    folder = run.path / EXPORTS_DIR / fmt
+    export_run(run, ensemble, fmt, folder, check=True)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(folder.parent).as_posix())
+    return buffer.getvalue()

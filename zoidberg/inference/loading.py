@@ -172,3 +172,32 @@ def predictable_runs(store: RunStore) -> list[tuple[Run, str, list[int]]]:
         if units:
             found.append((run, run.state, units))
     return found
+
+
+def model_files(run: Run, store: RunStore, prefix: str = "") -> list[tuple]:
+    """(file, name in an archive) of everything a run predicts with: its fold models, or its members' or
+    parent's, and the files that combine and calibrate them (config, ensemble.json, adaptation.json ...)."""
+    from zoidberg.runs.store import ADAPTATION_FILE, CONFIG_FILE, ENSEMBLE_FILE, RunNotFoundError
+
+    names = (CONFIG_FILE, ENSEMBLE_FILE, ADAPTATION_FILE, CALIBRATION_FILE, OPERATING_POINT_FILE)
+    files = [(run.path / name, prefix + name) for name in names if (run.path / name).is_file()]
+    files += [(run.model_path(fold), prefix + run.model_path(fold).relative_to(run.path).as_posix()) for fold in run.folds_with(MODEL_FILE)]
+    linked = run.member_ids() if run.kind == "ensemble" else [run.config["parent"]] if run.kind == "adapt" and run.config.get("parent") else []
+    for other in linked:
+        try:
+            files += model_files(store.get(other), store, f"{prefix}{'members' if run.kind == 'ensemble' else 'parent'}/{other}/")
+        except RunNotFoundError:
+            continue  # A deleted member or parent: the run cannot predict, and its own files still zip.
+    return files
+
+
+def models_archive(run: Run, store: RunStore) -> bytes:
+    """A zip (in memory, stored, not deflated: .keras files are zips already) of model_files(run)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path, name in model_files(run, store):
+            archive.write(path, name)
+    return buffer.getvalue()

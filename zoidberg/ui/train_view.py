@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config, make_run_config
-from zoidberg.inference.loading import prediction_units
+from zoidberg.inference.loading import models_archive, prediction_units
 from zoidberg.launch import jobs
 from zoidberg.options.registry import PREPROCESSING_OPTIONS
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
 from zoidberg.runs.store import (
     ACTIVE_STATES,
-    CONFIG_FILE,
     DATA_FILE,
     MEMBERS_FILE,
     MODEL_FILE,
@@ -254,39 +250,6 @@ def per_class_frame(result: dict) -> pd.DataFrame:
         One row per class.
     """
     return pd.DataFrame([{"class": name, **values} for name, values in (result.get("per_class") or {}).items()])
-
-
-def _model_files(run: Run, prefix: str = "") -> list[tuple[Path, str]]:
-    """(file, name in the zip) of everything a run predicts with: its fold models, or its members' or parent's, and what combines them."""
-    from zoidberg.runs.store import ADAPTATION_FILE, CALIBRATION_FILE, ENSEMBLE_FILE, OPERATING_POINT_FILE
-
-    files = [(run.path / name, prefix + name) for name in (CONFIG_FILE, ENSEMBLE_FILE, ADAPTATION_FILE, CALIBRATION_FILE, OPERATING_POINT_FILE)
-             if (run.path / name).is_file()]
-    files += [(run.model_path(fold), prefix + run.model_path(fold).relative_to(run.path).as_posix()) for fold in run.folds_with(MODEL_FILE)]
-    store = state.run_store()
-    linked = run.member_ids() if run.kind == "ensemble" else [run.config["parent"]] if run.kind == "adapt" and run.config.get("parent") else []
-    for other in linked:
-        try:
-            files += _model_files(store.get(other), f"{prefix}{'members' if run.kind == 'ensemble' else 'parent'}/{other}/")
-        except RunNotFoundError:
-            continue
-    return files
-
-
-def models_zip(run: Run) -> bytes:
-    """Zips every model file a run predicts with (with config.json, and an ensemble's members or an adaptation's parent) in memory.
-
-    Args:
-        run: The run.
-
-    Returns:
-        The zip file's bytes.
-    """
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for path, name in _model_files(run):
-            archive.write(path, name)
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------
@@ -684,20 +647,11 @@ def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: b
 
 
 def export_zip(run: Run, fmt: str) -> bytes:
-    """Exports the run (folds, members, site heads) as one model in one format into runs/<id>/exports/<format>/ and zips that folder."""
-    from zoidberg.inference.export import export_run
-    from zoidberg.runs.store import EXPORTS_DIR
+    """The run's export in one format (written into the run first), zipped for the download button."""
+    from zoidberg.inference.export import export_archive
     from zoidberg.ui import predict_results
 
-    ensemble = predict_results.load_ensemble_cached(state.run_store(), run)
-    folder = run.path / EXPORTS_DIR / fmt
-    export_run(run, ensemble, fmt, folder, check=True)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file():
-                archive.write(file, file.relative_to(folder.parent).as_posix())
-    return buffer.getvalue()
+    return export_archive(run, predict_results.load_ensemble_cached(state.run_store(), run), fmt)
 
 
 def _exports(run: Run) -> None:
@@ -760,7 +714,7 @@ def _downloads(run: Run, has_models: bool) -> None:
     with right:
         st.download_button(
             "⬇ Fold models (.zip)",
-            lambda: models_zip(run),
+            lambda: models_archive(run, state.run_store()),
             file_name=f"{run.id}-models.zip",
             mime="application/zip",
             on_click="ignore",

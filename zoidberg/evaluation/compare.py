@@ -14,23 +14,13 @@ import numpy as np
 import pandas as pd
 
 from zoidberg.evaluation import metrics
+from zoidberg.evaluation.metrics import is_finite_number
 from zoidberg.runs.store import DATA_FILE, FOLDS_FILE, Run
 
 BINARY_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "pr_auc", "balanced_accuracy")
 MULTICLASS_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
-METRIC_LABELS = {
-    "accuracy": "Accuracy",
-    "sensitivity": "Sensitivity (recall)",
-    "specificity": "Specificity",
-    "precision": "Precision (PPV)",
-    "f1": "F1",
-    "roc_auc": "ROC AUC",
-    "pr_auc": "PR AUC (average precision)",
-    "balanced_accuracy": "Balanced accuracy",
-    "macro_f1": "Macro F1",
-    "macro_auc": "Macro AUC (one-vs-rest)",
-}
+METRIC_LABELS = metrics.LONG_LABELS
 
 # The statistical comparison tests these fold metrics; "roc_auc" is the macro one-vs-rest
 # AUC in three-class runs, so the same key works for both label modes.
@@ -147,11 +137,6 @@ class RunRecord:
             value = fold.get(metric_name)
             values.append(float(value) if is_finite_number(value) else None)
         return values
-
-
-def is_finite_number(value: Any) -> bool:
-    """Tells whether a value is a finite real number (bools excluded)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 
+from zoidberg.evaluation.metrics import finite_or_none
 from zoidberg.runs.store import CALIBRATION_FILE, OPERATING_POINT_FILE, Run
 
 GAP_METRICS = (
@@ -19,39 +19,34 @@ GAP_METRICS = (
 CV_COLUMN = "cross-validation"
 
 
-def _number(value) -> float | None:
-    """A finite float, or None."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
-
-
 def cross_validation_figures(run: Run) -> dict[str, dict]:
     """{metric: {"value", "std"}} of the run's cross-validation, at its operating point."""
     summary = run.summary() or {}
     scale = summary.get("probabilities", "raw")
-    figures = {name: {"value": _number(entry.get("mean")), "std": _number(entry.get("std"))} for name, entry in (summary.get("mean_std") or {}).items()}
+    figures = {name: {"value": finite_or_none(entry.get("mean")), "std": finite_or_none(entry.get("std"))} for name, entry in (summary.get("mean_std") or {}).items()}
     point = run.read_json(OPERATING_POINT_FILE) or {}
     for name in ("ppv", "npv"):
         entry = (point.get("mean_std") or {}).get(name) or {}
-        figures[name] = {"value": _number(entry.get("mean")), "std": _number(entry.get("std"))}
+        figures[name] = {"value": finite_or_none(entry.get("mean")), "std": finite_or_none(entry.get("std"))}
     calibration = ((run.read_json(CALIBRATION_FILE) or {}).get("out_of_fold") or {}).get(scale) or {}
     for name in ("ece", "brier"):
-        figures[name] = {"value": _number(calibration.get(name)), "std": None}
+        figures[name] = {"value": finite_or_none(calibration.get(name)), "std": None}
     return figures
 
 
 def evaluation_figures(evaluation: dict) -> dict[str, dict]:
     """{metric: {"value", "low", "high"}} of one evaluation (AUC with its bootstrap interval)."""
     metrics = evaluation.get("metrics") or {}
-    figures = {name: {"value": _number(metrics.get(name))} for name, _ in GAP_METRICS if name in metrics}
+    figures = {name: {"value": finite_or_none(metrics.get(name))} for name, _ in GAP_METRICS if name in metrics}
     interval = evaluation.get("auc_ci") or {}
     if "roc_auc" in figures:
-        figures["roc_auc"].update(low=_number(interval.get("low")), high=_number(interval.get("high")))
+        figures["roc_auc"].update(low=finite_or_none(interval.get("low")), high=finite_or_none(interval.get("high")))
     values = evaluation.get("predictive_values") or {}
     for name in ("ppv", "npv"):
-        figures[name] = {"value": _number(values.get(name))}
+        figures[name] = {"value": finite_or_none(values.get(name))}
     calibration = (evaluation.get("calibration") or {}).get(evaluation.get("scale", "raw")) or (evaluation.get("calibration") or {}).get("raw") or {}
     for name in ("ece", "brier"):
-        figures[name] = {"value": _number(calibration.get(name))}
+        figures[name] = {"value": finite_or_none(calibration.get(name))}
     return figures
 
 

@@ -17,18 +17,33 @@ NAN = float("nan")
 _ZERO_TOLERANCE = 1e-12
 
 # Display names for metric keys, so that verdict sentences read naturally.
-_METRIC_LABELS = {
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced accuracy",
-    "sensitivity": "sensitivity",
-    "specificity": "specificity",
-    "precision": "precision",
-    "f1": "F1 score",
-    "macro_f1": "macro F1 score",
-    "roc_auc": "AUC",
-    "macro_auc": "macro AUC",
-    "pr_auc": "average precision",
+# Every metric's names, declared once: (the short label of cards and table columns, the long
+# label of comparison tables, the name inside a sentence).
+METRIC_NAMES = {
+    "roc_auc": ("AUC", "ROC AUC", "AUC"),
+    "accuracy": ("Accuracy", "Accuracy", "accuracy"),
+    "sensitivity": ("Sensitivity", "Sensitivity (recall)", "sensitivity"),
+    "specificity": ("Specificity", "Specificity", "specificity"),
+    "precision": ("Precision", "Precision (PPV)", "precision"),
+    "f1": ("F1", "F1", "F1 score"),
+    "pr_auc": ("PR AUC", "PR AUC (average precision)", "average precision"),
+    "balanced_accuracy": ("Balanced accuracy", "Balanced accuracy", "balanced accuracy"),
+    "macro_f1": ("Macro F1", "Macro F1", "macro F1 score"),
+    "macro_auc": ("Macro AUC", "Macro AUC (one-vs-rest)", "macro AUC"),
 }
+def is_finite_number(value) -> bool:
+    """Tells whether a value is a finite real number (bools excluded)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def finite_or_none(value) -> float | None:
+    """The value as a float when it is a finite real number (bools excluded), else None."""
+    return float(value) if is_finite_number(value) else None
+
+
+SHORT_LABELS = {key: names[0] for key, names in METRIC_NAMES.items()}
+LONG_LABELS = {key: names[1] for key, names in METRIC_NAMES.items()}
+_METRIC_LABELS = {key: names[2] for key, names in METRIC_NAMES.items()}
 
 
 # ---------------------------------------------------------------------------

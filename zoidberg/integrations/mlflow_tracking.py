@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 from pathlib import Path
 
+from zoidberg.evaluation.metrics import finite_or_none
 from zoidberg.runs.store import (
     CALIBRATION_FILE,
     CONFIG_FILE,
@@ -68,31 +68,27 @@ def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
     return params
 
 
-def _finite(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
-
-
 def run_metrics(run: Run) -> list[tuple[str, float, int]]:
     """(name, value, step) of every metric: each fold's epochs, CV mean and std, pooled out of fold, evaluations."""
     metrics = []
     for fold in run.fold_metrics():
         number = fold.get("fold")
         for key, values in (fold.get("history") or {}).items():
-            metrics += [(f"fold_{number}/{key}", value, step) for step, value in enumerate(values) if _finite(value) is not None]
-        metrics += [(f"fold_{number}/final_{key}", value, 0) for key, value in (fold.get("metrics") or {}).items() if _finite(value) is not None]
+            metrics += [(f"fold_{number}/{key}", value, step) for step, value in enumerate(values) if finite_or_none(value) is not None]
+        metrics += [(f"fold_{number}/final_{key}", value, 0) for key, value in (fold.get("metrics") or {}).items() if finite_or_none(value) is not None]
     summary = run.summary() or {}
     for key, entry in (summary.get("mean_std") or {}).items():
         for statistic in ("mean", "std"):
-            if _finite((entry or {}).get(statistic)) is not None:
+            if finite_or_none((entry or {}).get(statistic)) is not None:
                 metrics.append((f"cv/{key}_{statistic}", entry[statistic], 0))
-    metrics += [(f"oof/{key}", value, 0) for key, value in (summary.get("out_of_fold") or {}).items() if _finite(value) is not None]
-    if _finite(summary.get("threshold")) is not None:
+    metrics += [(f"oof/{key}", value, 0) for key, value in (summary.get("out_of_fold") or {}).items() if finite_or_none(value) is not None]
+    if finite_or_none(summary.get("threshold")) is not None:
         metrics.append(("threshold", summary["threshold"], 0))
     for evaluation in run.evaluations():
         name = evaluation.get("name", "evaluation")
-        metrics += [(f"eval/{name}/{key}", value, 0) for key, value in (evaluation.get("metrics") or {}).items() if _finite(value) is not None]
+        metrics += [(f"eval/{name}/{key}", value, 0) for key, value in (evaluation.get("metrics") or {}).items() if finite_or_none(value) is not None]
         interval = evaluation.get("auc_ci") or {}
-        metrics += [(f"eval/{name}/roc_auc_ci_{side}", interval[side], 0) for side in ("low", "high") if _finite(interval.get(side)) is not None]
+        metrics += [(f"eval/{name}/roc_auc_ci_{side}", interval[side], 0) for side in ("low", "high") if finite_or_none(interval.get(side)) is not None]
     return [(name, float(value), int(step)) for name, value, step in metrics]
 
 

@@ -31,7 +31,11 @@ def last_line(message: str | None) -> str | None:
 
 
 def _finite(value: Any) -> float | None:
-    """Returns a float, or None for missing and non-finite values."""
+    """Returns a float, or None for missing and non-finite values.
+
+    Unlike zoidberg.evaluation.metrics.finite_or_none it converts what keras-tuner hands over
+    (NumPy float32 scalars, numeric strings), which are not Python floats.
+    """
     try:
         number = float(value)
     except (TypeError, ValueError):

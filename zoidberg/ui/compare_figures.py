@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from zoidberg.evaluation.compare import CURVE_LABELS, METRIC_LABELS, RunRecord, aggregate_history, is_finite_number
+from zoidberg.evaluation.compare import CURVE_LABELS, METRIC_LABELS, RunRecord, aggregate_history
+from zoidberg.evaluation.metrics import is_finite_number
 from zoidberg.ui.figures import color_for, nearest_threshold_point
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config, make_run_config
+from zoidberg.evaluation.metrics import SHORT_LABELS
 from zoidberg.inference.loading import models_archive, prediction_units
 from zoidberg.launch import jobs
 from zoidberg.options.registry import PREPROCESSING_OPTIONS
@@ -39,18 +40,7 @@ HEADLINE_METRICS = (
     "balanced_accuracy",
     "macro_f1",
 )
-METRIC_LABELS = {
-    "roc_auc": "AUC",
-    "accuracy": "Accuracy",
-    "sensitivity": "Sensitivity",
-    "specificity": "Specificity",
-    "precision": "Precision",
-    "f1": "F1",
-    "pr_auc": "PR AUC",
-    "balanced_accuracy": "Balanced accuracy",
-    "macro_f1": "Macro F1",
-    "macro_auc": "Macro AUC",
-}
+METRIC_LABELS = SHORT_LABELS
 # Multiclass results repeat macro_auc as roc_auc for cross-mode comparisons; tables show it once.
 DUPLICATE_KEYS = {"roc_auc": "macro_auc"}
 # Summary entries that are bookkeeping rather than model quality.

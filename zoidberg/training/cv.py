@@ -461,7 +461,7 @@ def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, v
     Returns:
         The trained full model and the history of both phases.
     """
-    from zoidberg.training.pipeline import fit_model, make_early_stopping, make_fit_inputs
+    from zoidberg.training.pipeline import fit_on_images
 
     warmup = max(1, config.train.epochs // 2)
     head, history = frozen.train_head(
@@ -470,14 +470,9 @@ def _fine_tune_from_features(frozen, config, image_tensor, labels, train_part, v
     model = frozen.fresh_model(head)
     if callbacks[0].stopped_by_request:
         return model, history
-    train_data, validation_data, class_weight = make_fit_inputs(
-        image_tensor, labels, train_part, validation_part, config.train, num_classes=num_classes, random_state=random_state
-    )
-    early_stopping = make_early_stopping(config.train.early_stopping_patience)
-    more = fit_model(
-        model, config.model, config.train, train_data, validation_data, num_classes=num_classes, class_weight=class_weight,
-        callbacks=[*callbacks, *([early_stopping] if early_stopping is not None else [])], initial_epoch=warmup,
-        validation_pass=validation_pass,
+    more = fit_on_images(
+        model, config.model, config.train, image_tensor, labels, train_part, validation_part, num_classes=num_classes,
+        random_state=random_state, callbacks=callbacks, initial_epoch=warmup, validation_pass=validation_pass,
     )
     return model, {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}
 

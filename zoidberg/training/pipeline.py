@@ -313,24 +313,60 @@ def train_model(
     image_tensor = as_image_tensor(images)
     model = build_model(model_config, image_size, num_classes)
     compile_model(model, train_config, num_classes)
-    train_data, validation_data, class_weight = make_fit_inputs(
-        image_tensor, labels, train_indices, validation_indices, train_config,
-        num_classes=num_classes, random_state=random_state,
-    )
-    early_stopping = make_early_stopping(train_config.early_stopping_patience)
-    history = fit_model(
-        model,
-        model_config,
-        train_config,
-        train_data,
-        validation_data,
-        num_classes=num_classes,
-        class_weight=class_weight,
-        callbacks=[*callbacks, *([early_stopping] if early_stopping is not None else [])],
-        verbose=verbose,
-        validation_pass=validation_pass,
+    history = fit_on_images(
+        model, model_config, train_config, image_tensor, labels, train_indices, validation_indices, num_classes=num_classes,
+        random_state=random_state, callbacks=callbacks, verbose=verbose, validation_pass=validation_pass,
     )
     return model, history
+
+
+def fit_on_images(
+    model: keras.Model,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    images: np.ndarray | tf.Tensor,
+    labels: np.ndarray,
+    train_indices: np.ndarray,
+    validation_indices: np.ndarray,
+    *,
+    num_classes: int,
+    random_state: int,
+    callbacks: list[keras.callbacks.Callback] | tuple = (),
+    initial_epoch: int = 0,
+    verbose: int = 0,
+    validation_pass=None,
+    early_stopping: bool = True,
+) -> dict:
+    """The one fit sequence of a fold, a trial and a plain training: its batches, early stopping, then fit_model.
+
+    Args:
+        model: A model compiled by compile_model.
+        model_config: Architecture and hyperparameters (fine-tune's two phases).
+        train_config: Optimizer, epochs, batch size, augmentation, class weighting, patience.
+        images: uint8 (N, S, S) images, or their tensor.
+        labels: int labels (N,).
+        train_indices: Samples to train on.
+        validation_indices: Samples to validate on.
+        num_classes: Number of classes.
+        random_state: Seed of the shuffling and augmentation.
+        callbacks: Extra Keras callbacks (the run-store callback first).
+        initial_epoch: The epoch to start from (a fine-tune fold after its cached warm-up, a Hyperband round).
+        verbose: Keras fit verbosity.
+        validation_pass: A ValidationPass whose kept outputs are the out-of-fold probabilities.
+        early_stopping: Add early stopping at train_config's patience (a search leaves it to its tuner).
+
+    Returns:
+        The history {metric: [per-epoch values]}.
+    """
+    train_data, validation_data, class_weight = make_fit_inputs(
+        images, labels, train_indices, validation_indices, train_config, num_classes=num_classes, random_state=random_state,
+    )
+    stopper = make_early_stopping(train_config.early_stopping_patience) if early_stopping else None
+    return fit_model(
+        model, model_config, train_config, train_data, validation_data, num_classes=num_classes, class_weight=class_weight,
+        callbacks=[*callbacks, *([stopper] if stopper is not None else [])], initial_epoch=initial_epoch, verbose=verbose,
+        validation_pass=validation_pass,
+    )
 
 
 def fit_model(

@@ -112,28 +112,18 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
         """
         import keras
 
-        from zoidberg.training.pipeline import fit_model, make_fit_inputs
+        from zoidberg.training.pipeline import fit_on_images
 
         epochs = int(epochs or self.config.epochs_per_trial)
         model_config, train_config = self._configs(hp, epochs)
         seed = self.config.seed + self.trial_number
-        train_data, validation_data, class_weight = make_fit_inputs(
-            self.images, self.labels, self.train_positions, self.validation_positions, train_config,
-            num_classes=self.num_classes, random_state=seed,
-        )
         progress = RunStoreCallback(self.run, self.trial_number, self.config.max_trials, epochs, scope="trial")
-        # The same training as cross-validation, fine-tune's two phases included.
-        history = fit_model(
-            model,
-            model_config,
-            train_config,
-            train_data,
-            validation_data,
-            num_classes=self.num_classes,
-            class_weight=class_weight,
-            callbacks=[*callbacks, progress],
-            initial_epoch=int(initial_epoch or 0),
-            verbose=verbose,
+        # The same training as cross-validation, fine-tune's two phases included; the tuner
+        # brings its own stopping, so no early stopping is added.
+        history = fit_on_images(
+            model, model_config, train_config, self.images, self.labels, self.train_positions, self.validation_positions,
+            num_classes=self.num_classes, random_state=seed, callbacks=[*callbacks, progress],
+            initial_epoch=int(initial_epoch or 0), verbose=verbose, early_stopping=False,
         )
         if progress.stopped_by_request:
             raise SearchStopped()

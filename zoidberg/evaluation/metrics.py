@@ -16,7 +16,6 @@ NAN = float("nan")
 # (0.9 - 0.8 is not exactly 0.85 - 0.75) does not turn a zero variance into a huge t.
 _ZERO_TOLERANCE = 1e-12
 
-# Display names for metric keys, so that verdict sentences read naturally.
 # Every metric's names, declared once: (the short label of cards and table columns, the long
 # label of comparison tables, the name inside a sentence).
 METRIC_NAMES = {
@@ -31,6 +30,11 @@ METRIC_NAMES = {
     "macro_f1": ("Macro F1", "Macro F1", "macro F1 score"),
     "macro_auc": ("Macro AUC", "Macro AUC (one-vs-rest)", "macro AUC"),
 }
+SHORT_LABELS = {key: names[0] for key, names in METRIC_NAMES.items()}
+LONG_LABELS = {key: names[1] for key, names in METRIC_NAMES.items()}
+_METRIC_LABELS = {key: names[2] for key, names in METRIC_NAMES.items()}
+
+
 def is_finite_number(value) -> bool:
     """Tells whether a value is a finite real number (bools excluded)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -39,11 +43,6 @@ def is_finite_number(value) -> bool:
 def finite_or_none(value) -> float | None:
     """The value as a float when it is a finite real number (bools excluded), else None."""
     return float(value) if is_finite_number(value) else None
-
-
-SHORT_LABELS = {key: names[0] for key, names in METRIC_NAMES.items()}
-LONG_LABELS = {key: names[1] for key, names in METRIC_NAMES.items()}
-_METRIC_LABELS = {key: names[2] for key, names in METRIC_NAMES.items()}
 
 
 # ---------------------------------------------------------------------------

@@ -15,7 +15,8 @@ PACKAGE = REPO_ROOT / "zoidberg"
 # but never zoidberg.ui or zoidberg.cli.
 ALLOWED_IMPORTS = {
     "zoidberg.options.registry": (),
-    "zoidberg.runs.store": (),
+    "zoidberg.runs.files": (),
+    "zoidberg.runs.store": ("zoidberg.runs.files",),
     "zoidberg.runs.progress": (),
     "zoidberg.evaluation.metrics": (),
     "zoidberg.versions": (),

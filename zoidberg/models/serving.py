@@ -107,9 +107,9 @@ class _Graph:
 
     def __init__(self, served):
         self.served = served
+        self._preparations = serving_inputs(served)
         self.inputs = {name: keras.Input((prep["image_size"], prep["image_size"], 1), dtype="uint8", name=name)
-                       for name, prep in serving_inputs(served).items()}
-        self._preparations = {name: prep for name, prep in serving_inputs(served).items()}
+                       for name, prep in self._preparations.items()}
         self._scaled: dict = {}
         self._features: dict = {}
 

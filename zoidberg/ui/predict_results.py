@@ -121,11 +121,14 @@ def decode_input(item: ImageInput, image_size: int | None) -> tuple[ImageResult,
     if gray is None:
         result.error = error
         return result, None
-    # The page shows the whole film (and its size); the run reads a JPEG drafted at its own size, as the CLI does.
-    full = gray if result.kind != "jpeg" or image_size is None else decode_for_run(item.data, name=item.name, image_size=None)[0]
-    full = gray if full is None else full
-    result.original_shape = (int(full.shape[0]), int(full.shape[1]))
-    result.display = downscale(full, MAX_DISPLAY_SIDE)
+    # The run reads a JPEG drafted at its own size, as the CLI does; the page shows it drafted at
+    # the display's size (never a full decode of a large original) and states the file's own size.
+    shown = gray
+    if result.kind == "jpeg" and image_size is not None and image_size < MAX_DISPLAY_SIDE:
+        drafted = decode_for_run(item.data, name=item.name, image_size=MAX_DISPLAY_SIDE)[0]
+        shown = gray if drafted is None else drafted
+    result.original_shape = _stored_shape(item.data) or (int(shown.shape[0]), int(shown.shape[1]))
+    result.display = downscale(shown, MAX_DISPLAY_SIDE)
     if result.kind == "dicom":
         from zoidberg.data.dicom_facts import read_dicom_facts
 
@@ -357,3 +360,16 @@ def process_all(ensemble: Any, run_key: tuple, items: Sequence[ImageInput]) -> l
     while len(cache) > max(MAX_CACHED_RESULTS, len(keys)):
         cache.popitem(last=False)
     return results
+
+
+def _stored_shape(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a JPEG as decoded (its header, turned by its EXIF orientation), read without decoding pixels; None for other files."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "JPEG":
+                return None
+            # EXIF orientations 5 to 8 turn the film a quarter, as decoding does.
+            turned = image.getexif().get(0x0112) in (5, 6, 7, 8)
+            return (int(image.width), int(image.height)) if turned else (int(image.height), int(image.width))
+    except (OSError, ValueError):
+        return None

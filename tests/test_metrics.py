@@ -18,7 +18,9 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from zoidberg.evaluation import metrics
+from zoidberg.config import OperatingPointChoice
+from zoidberg.evaluation import curves, metrics, significance
+from zoidberg.evaluation.operating import choose_threshold
 
 # Ten cases built to give tn=4, fp=2, fn=1, tp=3 at threshold 0.5.
 KNOWN_LABELS = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
@@ -222,32 +224,35 @@ def test_evaluate_predictions_multiclass_has_shared_keys():
 
 
 # ---------------------------------------------------------------------------
-# youden_threshold and ROC points
+# The Youden rule the runs use (operating.choose_threshold), and ROC points
 # ---------------------------------------------------------------------------
+
+YOUDEN = OperatingPointChoice(method="youden")
 
 
 def test_youden_threshold_unique_best():
     labels = [0, 0, 0, 1, 1, 1]
     probs = [0.1, 0.2, 0.3, 0.65, 0.8, 0.9]
-    threshold = metrics.youden_threshold(labels, probs)
+    threshold = choose_threshold(np.array(labels), np.array(probs), YOUDEN)
     assert threshold == pytest.approx(0.65)
     result = metrics.binary_metrics(labels, probs, threshold)
     assert result["sensitivity"] == 1.0
     assert result["specificity"] == 1.0
 
 
-def test_youden_threshold_tie_goes_to_closest_to_half():
-    # J is 0.75 at both 0.7 (tpr 3/4, fpr 0) and 0.4 (tpr 1, fpr 1/4); 0.4 is closer to 0.5.
+def test_youden_threshold_tie_goes_to_the_higher_threshold():
+    # J is 0.75 at both 0.7 (tpr 3/4, fpr 0) and 0.4 (tpr 1, fpr 1/4); the first ROC point
+    # reaching the best J wins, the higher threshold, so the run raises fewer false alarms.
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     probs = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
-    assert metrics.youden_threshold(labels, probs) == pytest.approx(0.4)
+    assert choose_threshold(np.array(labels), np.array(probs), YOUDEN) == pytest.approx(0.7)
 
 
 def test_youden_threshold_maximizes_j_on_random_data():
     generator = np.random.default_rng(1)
     labels = generator.integers(0, 2, size=200)
     probs = np.clip(0.3 * labels + generator.uniform(0, 0.7, size=200), 0, 1)
-    threshold = metrics.youden_threshold(labels, probs)
+    threshold = choose_threshold(labels, probs, YOUDEN)
     false_positive_rate, true_positive_rate, _ = roc_curve(labels, probs)
     result = metrics.binary_metrics(labels, probs, threshold)
     achieved = result["sensitivity"] + result["specificity"] - 1
@@ -260,18 +265,24 @@ def test_youden_threshold_maximizes_j_on_random_data():
     [
         ([1, 1, 1], [0.2, 0.5, 0.9]),
         ([0, 0], [0.2, 0.9]),
-        # Perfectly wrong ranking: no threshold beats chance.
+        # Perfectly wrong ranking: no threshold beats chance, so nobody is called positive.
         ([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]),
     ],
 )
-def test_youden_threshold_degenerate_returns_half(labels, probs):
+def test_youden_threshold_degenerate(labels, probs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert metrics.youden_threshold(labels, probs) == 0.5
+        if len(set(labels)) < 2:
+            with pytest.raises(ValueError, match="both classes"):
+                choose_threshold(np.array(labels), np.array(probs), YOUDEN)
+        else:
+            threshold = choose_threshold(np.array(labels), np.array(probs), YOUDEN)
+            assert threshold == 1.0
+            assert metrics.binary_metrics(labels, probs, threshold)["sensitivity"] == 0.0
 
 
 def test_youden_threshold_is_finite_when_probability_is_one():
-    threshold = metrics.youden_threshold([0, 1, 1], [0.2, 1.0, 1.0])
+    threshold = choose_threshold(np.array([0, 1, 1]), np.array([0.2, 1.0, 1.0]), YOUDEN)
     assert threshold == 1.0
 
 
@@ -279,7 +290,7 @@ def test_roc_curve_points_keep_endpoints_and_downsample():
     generator = np.random.default_rng(2)
     labels = generator.integers(0, 2, size=2000)
     probs = generator.uniform(size=2000)
-    points = metrics.roc_curve_points(labels, probs, max_points=50)
+    points = curves.roc_curve_points(labels, probs, max_points=50)
     assert 2 < len(points["fpr"]) <= 50
     assert len(points["fpr"]) == len(points["tpr"]) == len(points["thresholds"])
     assert (points["fpr"][0], points["tpr"][0]) == (0.0, 0.0)
@@ -291,7 +302,7 @@ def test_roc_curve_points_keep_endpoints_and_downsample():
 
 
 def test_roc_curve_points_small_curve_is_not_downsampled():
-    points = metrics.roc_curve_points(KNOWN_LABELS, KNOWN_PROBS)
+    points = curves.roc_curve_points(KNOWN_LABELS, KNOWN_PROBS)
     expected_fpr, expected_tpr, _ = roc_curve(KNOWN_LABELS, KNOWN_PROBS)
     assert points["fpr"] == pytest.approx(expected_fpr.tolist())
     assert points["tpr"] == pytest.approx(expected_tpr.tolist())
@@ -301,11 +312,11 @@ def test_roc_curve_points_small_curve_is_not_downsampled():
 def test_roc_curves_one_vs_rest_handles_missing_class():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        curves = metrics.roc_curves_one_vs_rest(MISSING_LABELS, MISSING_PROBS, CLASS_NAMES)
-    assert set(curves) == set(CLASS_NAMES)
-    assert curves["BACTERIA"]["fpr"] == []
-    assert math.isnan(curves["BACTERIA"]["auc"])
-    assert curves["VIRUS"]["fpr"][0] == 0.0 and curves["VIRUS"]["tpr"][-1] == 1.0
+        per_class = curves.roc_curves_one_vs_rest(MISSING_LABELS, MISSING_PROBS, CLASS_NAMES)
+    assert set(per_class) == set(CLASS_NAMES)
+    assert per_class["BACTERIA"]["fpr"] == []
+    assert math.isnan(per_class["BACTERIA"]["auc"])
+    assert per_class["VIRUS"]["fpr"][0] == 0.0 and per_class["VIRUS"]["tpr"][-1] == 1.0
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +360,7 @@ def test_summarize_folds_single_fold_and_explicit_keys():
 
 
 def test_corrected_ttest_hand_calculated():
-    result = metrics.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
+    result = significance.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
     # Differences are 0.10, 0.03, 0.09, 0.07, 0.06: mean 0.07, squared deviations sum 0.003.
     mean_difference = 0.07
     variance = 0.003 / 4
@@ -369,27 +380,27 @@ def test_corrected_ttest_hand_calculated():
 
 
 def test_corrected_ttest_is_more_conservative_than_naive_paired_t():
-    result = metrics.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
+    result = significance.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
     naive = stats.ttest_rel(SCORES_A, SCORES_B)
     assert abs(result["t_statistic"]) < abs(naive.statistic)
     assert result["p_value"] > naive.pvalue
 
 
 def test_corrected_ttest_p_value_matches_scipy_with_swapped_sign():
-    result = metrics.corrected_resampled_ttest(SCORES_B, SCORES_A, n_train=900, n_test=100)
+    result = significance.corrected_resampled_ttest(SCORES_B, SCORES_A, n_train=900, n_test=100)
     assert result["t_statistic"] < 0
     assert result["p_value"] == pytest.approx(2 * stats.t.cdf(result["t_statistic"], result["df"]))
 
 
 def test_corrected_ttest_identical_scores():
-    result = metrics.corrected_resampled_ttest(SCORES_A, SCORES_A, n_train=800, n_test=200)
+    result = significance.corrected_resampled_ttest(SCORES_A, SCORES_A, n_train=800, n_test=200)
     assert result["t_statistic"] == 0.0
     assert result["p_value"] == 1.0
     assert result["ci_low"] == result["ci_high"] == 0.0
 
 
 def test_corrected_ttest_constant_nonzero_difference():
-    result = metrics.corrected_resampled_ttest([0.9, 0.85, 0.8], [0.8, 0.75, 0.7], 100, 50)
+    result = significance.corrected_resampled_ttest([0.9, 0.85, 0.8], [0.8, 0.75, 0.7], 100, 50)
     assert result["t_statistic"] == math.inf
     assert result["p_value"] == 0.0
     assert metrics.to_jsonable(result)["t_statistic"] is None
@@ -407,12 +418,12 @@ def test_corrected_ttest_constant_nonzero_difference():
 )
 def test_corrected_ttest_validation(scores_a, scores_b, n_train, n_test, message):
     with pytest.raises(ValueError, match=message):
-        metrics.corrected_resampled_ttest(scores_a, scores_b, n_train, n_test)
+        significance.corrected_resampled_ttest(scores_a, scores_b, n_train, n_test)
 
 
 def test_verdict_significant():
-    result = metrics.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
-    text = metrics.comparison_verdict(result, "roc_auc", "MobileNetV2", "CNN")
+    result = significance.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
+    text = significance.comparison_verdict(result, "roc_auc", "MobileNetV2", "CNN")
     assert text.startswith("MobileNetV2 has a higher mean AUC than CNN by 0.070 (95% CI 0.019 to 0.121)")
     assert "is statistically significant" in text
     assert "not statistically significant" not in text
@@ -425,9 +436,9 @@ def test_verdict_not_significant_names_the_better_model_first():
     # Differences -0.02, 0.02, -0.03, -0.02, -0.01: B is ahead on average but noisily.
     scores_a = [0.88, 0.87, 0.85, 0.90, 0.86]
     scores_b = [0.90, 0.85, 0.88, 0.92, 0.87]
-    result = metrics.corrected_resampled_ttest(scores_a, scores_b, n_train=800, n_test=200)
+    result = significance.corrected_resampled_ttest(scores_a, scores_b, n_train=800, n_test=200)
     assert result["p_value"] > 0.05
-    text = metrics.comparison_verdict(result, "roc_auc", "MobileNetV2", "CNN")
+    text = significance.comparison_verdict(result, "roc_auc", "MobileNetV2", "CNN")
     assert text.startswith("CNN has a higher mean AUC than MobileNetV2 by 0.012")
     # The interval is flipped to describe CNN minus MobileNetV2.
     low, high = -result["ci_high"], -result["ci_low"]
@@ -438,23 +449,23 @@ def test_verdict_not_significant_names_the_better_model_first():
 
 
 def test_verdict_respects_alpha_and_identical_scores():
-    result = metrics.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
-    strict = metrics.comparison_verdict(result, "accuracy", "A", "B", alpha=0.01)
+    result = significance.corrected_resampled_ttest(SCORES_A, SCORES_B, n_train=800, n_test=200)
+    strict = significance.comparison_verdict(result, "accuracy", "A", "B", alpha=0.01)
     assert "not statistically significant" in strict
     assert "mean accuracy" in strict
-    same = metrics.corrected_resampled_ttest(SCORES_A, SCORES_A, n_train=800, n_test=200)
-    text = metrics.comparison_verdict(same, "F1", "A", "B")
+    same = significance.corrected_resampled_ttest(SCORES_A, SCORES_A, n_train=800, n_test=200)
+    text = significance.comparison_verdict(same, "F1", "A", "B")
     assert "same mean F1" in text
     assert "p = 1.00" in text
 
 
 def test_verdict_p_value_rounding_never_contradicts_alpha():
     result = {"mean_difference": 0.01, "ci_low": -0.001, "ci_high": 0.021, "p_value": 0.0496, "k": 5}
-    text = metrics.comparison_verdict(result, "roc_auc", "A", "B")
+    text = significance.comparison_verdict(result, "roc_auc", "A", "B")
     # Two or three decimals would print 0.05 or 0.050, which reads as not below alpha.
     assert "p = 0.0496 < 0.05" in text
     assert "is statistically significant" in text
-    above = metrics.comparison_verdict({**result, "p_value": 0.0504}, "roc_auc", "A", "B")
+    above = significance.comparison_verdict({**result, "p_value": 0.0504}, "roc_auc", "A", "B")
     assert "p = 0.05)" in above
     assert "not statistically significant" in above
 

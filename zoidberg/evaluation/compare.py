@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zoidberg.evaluation import metrics
+from zoidberg.evaluation import metrics, significance
 from zoidberg.evaluation.metrics import is_finite_number
 from zoidberg.runs.store import DATA_FILE, FOLDS_FILE, Run
 
@@ -452,7 +452,7 @@ class PairedTest:
     Attributes:
         metric: Metric key in summary["folds"].
         label: Display name of the metric.
-        result: Output of metrics.corrected_resampled_ttest, or None when it could not run.
+        result: Output of significance.corrected_resampled_ttest, or None when it could not run.
         verdict: Plain-language sentences (or why the test could not run).
     """
 
@@ -491,8 +491,8 @@ def paired_tests(first: RunRecord, second: RunRecord) -> list[PairedTest]:
             )
             continue
         try:
-            result = metrics.corrected_resampled_ttest(scores_a, scores_b, n_train, n_test)
-            verdict = metrics.comparison_verdict(result, verdict_name, first.label, second.label)
+            result = significance.corrected_resampled_ttest(scores_a, scores_b, n_train, n_test)
+            verdict = significance.comparison_verdict(result, verdict_name, first.label, second.label)
         except ValueError as error:
             tests.append(PairedTest(metric_name, label, None, f"Cannot test {label}: {error}"))
             continue

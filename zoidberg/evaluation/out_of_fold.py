@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoidberg.evaluation import metrics
+from zoidberg.evaluation import curves, metrics
 from zoidberg.config import OperatingPointChoice
 from zoidberg.evaluation.calibration import Calibration
 from zoidberg.evaluation.operating import operating_point, operating_point_table
@@ -87,8 +87,8 @@ def read_out_of_fold(run: Run) -> OutOfFold:
 def roc_payload(labels: np.ndarray, probabilities: np.ndarray, class_names) -> dict:
     """ROC curve points: of pneumonia for binary runs, one vs rest per class otherwise."""
     if len(class_names) == 2:
-        return {"pneumonia": metrics.roc_curve_points(labels, probabilities[:, 1])}
-    return metrics.roc_curves_one_vs_rest(labels, probabilities, list(class_names))
+        return {"pneumonia": curves.roc_curve_points(labels, probabilities[:, 1])}
+    return curves.roc_curves_one_vs_rest(labels, probabilities, list(class_names))
 
 
 def figures_at_threshold(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from zoidberg.evaluation import metrics
+from zoidberg.evaluation import curves, metrics
 from zoidberg.evaluation.calibration import calibration_summary
 from zoidberg.evaluation.operating import DECISION_CURVE_THRESHOLDS, net_benefit, predictive_values
 from zoidberg.evaluation.statistics import bootstrap_interval
@@ -40,8 +40,8 @@ def evaluation_name(data_dir: str | os.PathLike, split: str) -> str:
 def _curves(labels: np.ndarray, probabilities: np.ndarray, class_names) -> tuple[dict, dict]:
     """ROC and precision-recall curves (binary: of pneumonia; multiclass: one vs rest ROC)."""
     if len(class_names) != 2:
-        return metrics.roc_curves_one_vs_rest(labels, probabilities, list(class_names)), {}
-    roc = {"pneumonia": metrics.roc_curve_points(labels, probabilities[:, 1])}
+        return curves.roc_curves_one_vs_rest(labels, probabilities, list(class_names)), {}
+    roc = {"pneumonia": curves.roc_curve_points(labels, probabilities[:, 1])}
     if len(np.unique(labels)) < 2:
         return roc, {}
     precision, recall, _ = precision_recall_curve(labels, probabilities[:, 1])

@@ -123,7 +123,7 @@ def nearest_threshold_point(
     """Finds the ROC point whose threshold is closest to a chosen one.
 
     Args:
-        curve: {"fpr": [...], "tpr": [...], "thresholds": [...]} from metrics.roc_curve_points.
+        curve: {"fpr": [...], "tpr": [...], "thresholds": [...]} from curves.roc_curve_points.
         threshold: The decision threshold of the run.
 
     Returns:

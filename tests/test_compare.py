@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from zoidberg.evaluation import compare
+from zoidberg.evaluation import compare, paired
 
 
 def test_comparability_trusts_folds_csv(trained):
@@ -15,17 +15,17 @@ def test_comparability_trusts_folds_csv(trained):
         name: compare.load_run_record(trained.store.get(run_id)) for name, run_id in trained.ids.items() if name != "stopped"
     }
     baseline, variant = records["baseline"], records["variant"]
-    assert compare.check_comparability(baseline, variant).comparable
+    assert paired.check_comparability(baseline, variant).comparable
     moved = dataclasses.replace(variant, data={**variant.data, "fingerprint": "0000", "root": "/elsewhere"})
-    verdict = compare.check_comparability(baseline, moved)
+    verdict = paired.check_comparability(baseline, moved)
     assert verdict.comparable and "same fold" in verdict.notes[0]
     rows = list(variant.folds_csv)
     rows[1] = rows[1][:-1] + ("2" if rows[1][-1] == "1" else "1",)
     shuffled = dataclasses.replace(variant, folds_csv=tuple(rows))
-    verdict = compare.check_comparability(baseline, shuffled)
+    verdict = paired.check_comparability(baseline, shuffled)
     assert not verdict.comparable and "folds.csv differ" in verdict.reasons[0]
-    assert not compare.check_comparability(baseline, dataclasses.replace(variant, folds_csv=None)).comparable
-    tests = compare.paired_tests(baseline, variant)
+    assert not paired.check_comparability(baseline, dataclasses.replace(variant, folds_csv=None)).comparable
+    tests = paired.paired_tests(baseline, variant)
     assert [test.metric for test in tests] == ["roc_auc", "accuracy"]
     assert all(test.verdict for test in tests)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from zoidberg.evaluation.metrics import finite_or_none
 from zoidberg.runs.store import CALIBRATION_FILE, OPERATING_POINT_FILE, Run
 

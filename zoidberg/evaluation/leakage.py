@@ -16,7 +16,6 @@ from zoidberg.runs.store import (
     Run,
 )
 
-
 # How many shared patients or identical files an evaluation lists by name.
 LISTED = 20
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoidberg.evaluation import curves, metrics
 from zoidberg.config import OperatingPointChoice
+from zoidberg.evaluation import curves, metrics
 from zoidberg.evaluation.calibration import Calibration
 from zoidberg.evaluation.operating import operating_point, operating_point_table
 from zoidberg.runs.store import (

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from zoidberg.launch.kinds import get_kind
 from zoidberg.launch.processes import start_detached_worker
-from zoidberg.runs.worker import RESUMABLE_STATES, reopen
 from zoidberg.runs.store import (
     ACTIVE_STATES,
     EVALUATION_FILE,
@@ -30,6 +29,7 @@ from zoidberg.runs.store import (
     validate_evaluation_name,
     write_json_atomic,
 )
+from zoidberg.runs.worker import reopen
 
 # config.json facts that are not part of what the user configured.
 REPRODUCIBILITY_FACTS = ("versions", "data_fingerprint")

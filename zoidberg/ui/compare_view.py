@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from zoidberg.evaluation import compare
+from zoidberg.evaluation import compare, paired
 from zoidberg.evaluation.stored import current_evaluations
 from zoidberg.evaluation.gap import GAP_METRICS, evaluation_figures
 from zoidberg.runs.store import Run
@@ -142,7 +142,7 @@ def statistical_comparison_ui(records: Sequence[compare.RunRecord]) -> None:
     if pair is None:
         return
     first, second = pair
-    check = compare.check_comparability(first, second)
+    check = paired.check_comparability(first, second)
     for note in check.notes:
         st.info(note)
     if not check.comparable:
@@ -150,7 +150,7 @@ def statistical_comparison_ui(records: Sequence[compare.RunRecord]) -> None:
             f"**{first.label} and {second.label} are not comparable with a paired test**: they were not "
             "evaluated on the same folds.\n\n"
             + "\n".join(f"- {reason}" for reason in check.reasons)
-            + f"\n\n{compare.FIX_ADVICE}",
+            + f"\n\n{paired.FIX_ADVICE}",
             icon="🚫",
         )
     else:
@@ -159,8 +159,8 @@ def statistical_comparison_ui(records: Sequence[compare.RunRecord]) -> None:
             f"(folds.csv matches: k = {first.n_splits}, seed {first.random_state}). The paired test applies.",
             icon="✅",
         )
-        tests = compare.paired_tests(first, second)
-        table = compare.tests_table(tests)
+        tests = paired.paired_tests(first, second)
+        table = paired.tests_table(tests)
         if not table.empty:
             st.dataframe(table, hide_index=True, width="stretch")
             st.caption(
@@ -271,7 +271,7 @@ def comparison_basis_ui(records: Sequence[compare.RunRecord]) -> str | None:
         None for the cross-validation folds, else the evaluation's name.
     """
     runs = [state.run_store().get(record.run_id) for record in records]
-    names = compare.shared_evaluation_names(runs)
+    names = paired.shared_evaluation_names(runs)
     options = [None, *names]
     if not names:
         st.caption("Compare on new data: evaluate each run on the same folder (Train page, run view, **Evaluations**) "
@@ -314,7 +314,7 @@ def evaluation_comparison_ui(records: Sequence[compare.RunRecord], name: str) ->
         first, second = pair
         index_a, index_b = records.index(first), records.index(second)
         try:
-            result = compare.paired_evaluation_tests(runs[index_a], evaluations[index_a], runs[index_b], evaluations[index_b])
+            result = paired.paired_evaluation_tests(runs[index_a], evaluations[index_a], runs[index_b], evaluations[index_b])
         except ValueError as error:
             st.warning(str(error), icon="🚫")
         else:

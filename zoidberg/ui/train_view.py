@@ -25,6 +25,7 @@ from zoidberg.runs.store import (
     Run,
     RunNotFoundError,
 )
+from zoidberg.runs.worker import RESUMABLE_STATES
 from zoidberg.ui import adaptation_view, evaluation_view, figures, state, widgets
 from zoidberg.ui import preset_cards as presets
 from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
@@ -513,7 +514,7 @@ def finished_view(run: Run, status: dict) -> None:
         st.warning(escape_markdown(status.get("error") or "The worker stopped without finishing."), icon="⚠️")
     elif run_state == "stopped":
         st.info(f"Stopped by request; {len(run.fold_metrics())} finished fold(s) kept.", icon="⏹")
-    if run_state in jobs.RESUMABLE_STATES:
+    if run_state in RESUMABLE_STATES:
         widgets.resume_button_ui(run)
     fold_metrics = run.fold_metrics()
     if run.kind == "ensemble":

@@ -9,11 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config
-from zoidberg.options.registry import PREPROCESSING_OPTIONS
-from zoidberg.options.registry import ArchitectureSpec, HyperParameter
-from zoidberg.launch import jobs
+from zoidberg.options.registry import PREPROCESSING_OPTIONS, ArchitectureSpec, HyperParameter
 from zoidberg.runs.progress import Progress, format_duration, read_progress
 from zoidberg.runs.store import Run
+from zoidberg.runs.worker import RESUMABLE_STATES
 from zoidberg.tuning import config as tuning
 from zoidberg.tuning import results
 from zoidberg.tuning import space as tuning_space
@@ -475,7 +474,7 @@ def finished_view(run: Run, status: dict) -> None:
         )
     elif run_state == "stopped":
         st.info(f"Stopped by request; {finished} finished trial(s) kept. Resume continues the search.", icon="⏹")
-    if run_state in jobs.RESUMABLE_STATES:
+    if run_state in RESUMABLE_STATES:
         widgets.resume_button_ui(run)
     results_block(run, config, live_run=False)
     if config is not None:

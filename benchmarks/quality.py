@@ -128,7 +128,8 @@ def train(store: RunStore, name: str, config, trained: dict[str, str]) -> tuple[
     The best preset's members are the runs trained for their own rows when those exist, so
     it combines them instead of training them twice; its time is then theirs summed.
     """
-    from zoidberg.training.cv import prepare_run, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import prepare_run
     from zoidberg.training.ensemble import prepare_ensemble, run_ensemble
 
     start = time.perf_counter()

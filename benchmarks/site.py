@@ -105,7 +105,8 @@ def run_seconds(run) -> float:
 def train(store: RunStore, name: str, data: Path, quick: bool) -> tuple[str, float, bool]:
     """Trains a candidate (or finds it trained); returns (run id, wall seconds, reused)."""
     from zoidberg.config import EnsembleConfig
-    from zoidberg.training.cv import prepare_run, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import prepare_run
     from zoidberg.training.ensemble import prepare_ensemble, run_ensemble
 
     existing = find_run(store, name)

@@ -89,7 +89,8 @@ def cross_validate(label: str, config: RunConfig, runs_dir: Path) -> dict:
         {"label", "auc_mean", "auc_std", "seconds", "features_seconds", "epochs_trained", ...}.
     """
     from zoidberg.runs.store import RunStore
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     run = RunStore(runs_dir).create_run("cv", config_payload(config))
     say(f"{label}: cross-validating ...")

@@ -143,7 +143,8 @@ def _stopped_copy(store, source) -> str:
 def trained(tmp_path_factory, demo_dir):
     """Four tiny real runs (two comparable, one other seed, one three-class) and a stopped copy, once per session."""
     from zoidberg.runs.store import RunStore
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     base = tmp_path_factory.mktemp("compare-predict")
     runs_dir = base / "runs"

@@ -28,7 +28,8 @@ def parent(tmp_path_factory, demo_dir):
     import keras
 
     from zoidberg.data.demo import make_demo_dataset
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     base = tmp_path_factory.mktemp("adaptation")
     keras.utils.set_random_seed(5)

@@ -16,9 +16,12 @@ PACKAGE = REPO_ROOT / "zoidberg"
 ALLOWED_IMPORTS = {
     "zoidberg.options.registry": (),
     "zoidberg.runs.files": (),
-    "zoidberg.runs.store": ("zoidberg.runs.files",),
+    "zoidberg.runs.liveness": ("zoidberg.runs.files",),
+    "zoidberg.runs.store": ("zoidberg.runs.files", "zoidberg.runs.liveness"),
     "zoidberg.runs.progress": (),
     "zoidberg.evaluation.metrics": (),
+    "zoidberg.evaluation.curves": ("zoidberg.evaluation.metrics",),
+    "zoidberg.evaluation.significance": ("zoidberg.evaluation.metrics",),
     "zoidberg.versions": (),
     "zoidberg.data": ("zoidberg.data",),
     "zoidberg.config": ("zoidberg.options.registry",),

@@ -35,7 +35,8 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 
-from zoidberg.runs.store import ACTIVE_STATES, RunStore, pid_is_alive
+from zoidberg.runs.liveness import pid_is_alive
+from zoidberg.runs.store import ACTIVE_STATES, RunStore
 
 pytestmark = pytest.mark.browser
 

@@ -253,12 +253,12 @@ def test_a_folder_is_predicted_in_batches_to_csv_with_labels_and_skipped_files(t
 def test_a_full_disk_is_one_sentence_without_a_traceback(demo_dir, runs_dir, capsys, monkeypatch):
     import errno
 
-    from zoidberg.training import cv
+    from zoidberg.training import fold_training
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(runs_dir / "fold_1" / "model.keras"))
 
-    monkeypatch.setattr(cv, "_train_fold", full)
+    monkeypatch.setattr(fold_training, "train_fold", full)
     code, out, err = run_in_process(capsys, "cv", "--data", demo_dir, "--image-size", 32, "--epochs", 1, "--folds", 2)
     assert code == 1 and "Traceback" not in out + err
     assert "error: The disk is full" in err and "fold_1" in err and "resume" in err

@@ -58,12 +58,12 @@ def test_cv_and_evaluate_show_progress_in_a_log_and_none_with_json(demo_dir, tmp
 
 
 def test_a_run_that_fails_in_the_foreground_prints_one_line_and_keeps_the_traceback_in_the_run(demo_dir, tmp_path, capsys, monkeypatch):
-    from zoidberg.training import cv
+    from zoidberg.training import fold_training
 
     def broken(*args, **kwargs):
         raise RuntimeError("the fold exploded")
 
-    monkeypatch.setattr(cv, "_train_fold", broken)
+    monkeypatch.setattr(fold_training, "train_fold", broken)
     runs_dir = str(tmp_path / "runs")
     tiny = ["--image-size", "32", "--folds", "2", "--epochs", "1", "--conv-blocks", "1", "--base-filters", "4", "--dense-units", "8"]
     assert main(["--runs-dir", runs_dir, "cv", "--data", str(demo_dir), *tiny]) == 1

@@ -8,7 +8,8 @@ import pytest
 
 from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from zoidberg.runs.store import RunStore
-from zoidberg.training.cv import config_payload, run_cross_validation
+from zoidberg.training.cv import run_cross_validation
+from zoidberg.training.run_setup import config_payload
 
 TINY_MODEL = ModelConfig(architecture="cnn", conv_blocks=2, base_filters=8, dense_units=16, dropout_rate=0.0)
 

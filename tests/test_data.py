@@ -233,12 +233,12 @@ def test_a_file_name_that_is_not_utf8_loads_and_caches(tmp_path):
 
 
 def test_a_set_larger_than_the_stream_limit_is_decoded_block_by_block_into_the_same_cache(demo_dir, tmp_path, monkeypatch):
-    from zoidberg.data import dataset as dataset_module
+    from zoidberg.data import decoding_cache
 
     in_memory = load_dataset(demo_dir, image_size=32, cache_dir=tmp_path / "a")
     # Every set counts as large, and blocks are small, so the demo set spans several.
     monkeypatch.setenv("ZOIDBERG_STREAM_BYTES", "1")
-    monkeypatch.setattr(dataset_module, "STREAM_BLOCK_IMAGES", 7)
+    monkeypatch.setattr(decoding_cache, "STREAM_BLOCK_IMAGES", 7)
     streamed = load_dataset(demo_dir, image_size=32, cache_dir=tmp_path / "b")
     assert not streamed.from_cache
     np.testing.assert_array_equal(streamed.images, in_memory.images)

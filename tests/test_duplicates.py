@@ -70,7 +70,8 @@ def test_group_policy_keeps_copies_in_one_fold_and_drop_removes_them(leaky_data)
 def test_cross_validation_records_the_policy_and_groups_the_copies(leaky_data, runs_dir):
     from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from zoidberg.runs.store import RunStore
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     root, exact_name, near_name = leaky_data
     config = RunConfig(

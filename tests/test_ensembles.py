@@ -168,7 +168,8 @@ def test_an_ensemble_trains_its_recipes_as_runs_then_combines_them(tmp_path, dem
 def test_members_of_other_sizes_each_read_the_folder_at_their_own(store, trained, demo_dir, tmp_path):
     from conftest import _config
     from zoidberg.inference.evaluate import evaluate_run
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     import dataclasses
 

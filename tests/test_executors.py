@@ -24,7 +24,8 @@ def _tiny(demo_dir, **options) -> RunConfig:
 
 
 def _train(store: RunStore, config: RunConfig):
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     run = store.create_run("cv", config_payload(config), name=config.engine)
     run_cross_validation(run)
@@ -53,7 +54,8 @@ def test_three_folds_in_child_processes_match_the_in_process_loop(demo_dir, tmp_
 
 
 def test_a_stop_request_reaches_the_fold_children_and_keeps_finished_folds(demo_dir, tmp_path):
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     store = RunStore(tmp_path / "runs")
     config = dataclasses.replace(_tiny(demo_dir, engine="local"), train=TrainConfig(epochs=200, batch_size=16, early_stopping_patience=0))

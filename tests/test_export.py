@@ -62,7 +62,8 @@ def stacked(trained, demo_dir, tmp_path_factory):
     from tests.conftest import _config
     from zoidberg.config import DataConfig, EnsembleConfig
     from zoidberg.inference.loading import load_ensemble
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
     from zoidberg.training.ensemble import prepare_ensemble, run_ensemble
 
     store = RunStore(tmp_path_factory.mktemp("export-ensemble") / "runs")

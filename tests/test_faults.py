@@ -690,7 +690,8 @@ def test_cv_trains_on_a_file_whose_name_is_not_utf8(demo_dir, runs_dir, tmp_path
 
     from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from zoidberg.evaluation.out_of_fold import read_out_of_fold
-    from zoidberg.training.cv import config_payload, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
 
     data = tmp_path / "data"
     shutil.copytree(demo_dir / "train", data)

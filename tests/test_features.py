@@ -15,7 +15,9 @@ from zoidberg.data.dataset import default_cache_dir, load_dataset
 from zoidberg.models.build import build_backbone_feature_extractor, build_model, compile_model
 from zoidberg.runs.store import RunStore
 from zoidberg.inference import features as features_module
-from zoidberg.training.cv import _frozen_backbone, config_payload, run_cross_validation
+from zoidberg.training.cv import run_cross_validation
+from zoidberg.training.fold_training import load_frozen_backbone
+from zoidberg.training.run_setup import config_payload
 from zoidberg.inference.features import compute_features, feature_cache_path, load_or_compute_features
 
 MOBILENET_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -217,7 +219,7 @@ def test_frozen_cv_end_to_end_saves_full_models_equal_to_heads(flat_demo_dir, ru
             np.testing.assert_allclose(full_model_output, oof["probabilities"][:, 1], atol=1e-5)
 
     # A resumed run whose folds are all finished needs no features at all.
-    assert _frozen_backbone(run, config, dataset, dataset.training_indices(), print) is None
+    assert load_frozen_backbone(run, config, dataset, dataset.training_indices(), print) is None
 
 
 def test_stop_during_the_backbone_pass_leaves_no_cache(flat_demo_dir, runs_dir, fake_weights, counted_builds):

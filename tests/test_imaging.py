@@ -12,8 +12,9 @@ import imagegen
 import numpy as np
 import pytest
 
-from zoidberg.data import imaging
-from zoidberg.data.imaging import ImageDecodeError, decode_grayscale, load_image, resize_square, sniff_kind
+from zoidberg.data import imaging, sniffing
+from zoidberg.data.imaging import ImageDecodeError, decode_grayscale, load_image, resize_square
+from zoidberg.data.sniffing import sniff_kind
 from conftest import SHARED_DATA
 
 FULLRES_DIR = SHARED_DATA / "chest_xray_fullres"
@@ -230,10 +231,10 @@ def test_sniff_kind(data, name, kind):
 
 
 def test_header_size_reads_png_and_jpeg_without_decoding():
-    assert imaging.header_size(imagegen.png_bomb_bytes(1234, 567)) == (1234, 567)
+    assert sniffing.header_size(imagegen.png_bomb_bytes(1234, 567)) == (1234, 567)
     jpeg = imagegen.exif_rotated_jpeg()  # EXIF segment before the frame header.
-    assert imaging.header_size(jpeg) == (64, 40)
-    assert imaging.header_size(b"GIF89a") is None
+    assert sniffing.header_size(jpeg) == (64, 40)
+    assert sniffing.header_size(b"GIF89a") is None
 
 
 # --------------------------------------------------------------------------- resizing

@@ -114,7 +114,8 @@ def test_preprocessing_is_identical_in_training_and_predict(demo_dir, runs_dir):
     from zoidberg.data.imaging import decode_grayscale
     from zoidberg.inference.loading import load_ensemble
     from zoidberg.runs.store import RunStore
-    from zoidberg.training.cv import prepare_run, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import prepare_run
 
     data = DataConfig(str(demo_dir), "binary", 40, resize="pad", enhance="clahe")
     run = RunStore(runs_dir).create_run("cv", prepare_run(dataclasses.replace(_config(demo_dir), data=data)), "pad+clahe")

@@ -21,7 +21,8 @@ def tiny(name: str, demo_dir, **changes):
 @pytest.mark.parametrize("name", SINGLE)
 def test_each_preset_builds_and_trains_a_tiny_epoch_and_is_recorded(name, demo_dir, runs_dir, imagenet_weights_dir, monkeypatch):
     from zoidberg.runs.store import RunStore
-    from zoidberg.training.cv import prepare_run, run_cross_validation
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import prepare_run
 
     # Random stand-ins under the official names: the recipe resolves "imagenet" as it would here.
     monkeypatch.setenv("ZOIDBERG_WEIGHTS_DIR", str(imagenet_weights_dir))

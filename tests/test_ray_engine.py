@@ -17,7 +17,8 @@ import pytest
 from zoidberg.config import DataConfig, RunConfig, TrainConfig
 from zoidberg.runs.store import RunStore
 from zoidberg.runs.worker import reopen
-from zoidberg.training.cv import config_payload, run_cross_validation
+from zoidberg.training.cv import run_cross_validation
+from zoidberg.training.run_setup import config_payload
 
 from conftest import REPO_ROOT
 from test_cv import tiny_config as cv_tiny_config

@@ -14,7 +14,7 @@ from zoidberg.config import TrainConfig
 from zoidberg.data.dataset import load_dataset
 from zoidberg.launch.jobs import start_run
 from zoidberg.runs.store import RunStore
-from zoidberg.training.cv import config_payload
+from zoidberg.training.run_setup import config_payload
 
 
 def wait_for(predicate, timeout, interval=0.2):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from zoidberg.runs import liveness
 from zoidberg.runs import store as runstore
 from zoidberg.runs.store import RunNotFoundError, RunStore, validate_run_id, write_json_atomic
 
@@ -102,7 +103,7 @@ def test_stale_heartbeat_is_interrupted(runs_dir, monkeypatch):
     run.set_status("running", pid=os.getpid(), host="another-host")
     run.heartbeat()
     assert run.state == "running"
-    monkeypatch.setattr(runstore, "HEARTBEAT_TIMEOUT_S", -1)
+    monkeypatch.setattr(liveness, "HEARTBEAT_TIMEOUT_S", -1)
     assert run.state == "interrupted"
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from zoidberg.launch import jobs
-from zoidberg.runs.store import RunStore, pid_is_alive
+from zoidberg.runs.liveness import pid_is_alive
+from zoidberg.runs.store import RunStore
 from zoidberg.launch.warm import claim_warm_worker, ensure_warm_worker, live_warm_workers
-from zoidberg.training.cv import config_payload
+from zoidberg.training.run_setup import config_payload
 
 
 def wait_until(predicate, timeout_s: float = 120.0, what: str = "condition"):

@@ -28,7 +28,7 @@ def section_startup(ctx: Context) -> list[Row]:
     """From Start (jobs.start_run) to the first progress event, dataset cached."""
     from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from zoidberg.data.dataset import load_dataset
-    from zoidberg.training.cv import config_payload
+    from zoidberg.training.run_setup import config_payload
     from zoidberg.versions import package_versions
 
     size = ctx.image_size

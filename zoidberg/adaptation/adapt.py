@@ -207,7 +207,7 @@ def _adapt(run: Run, say: Reporter) -> dict:
         "heads": [head.to_dict() for head in crossfit.heads],
     })
     seconds = time.perf_counter() - start
-    from zoidberg.training.cv import finish_summary, summarize_out_of_fold
+    from zoidberg.training.run_end import finish_summary, summarize_out_of_fold
 
     oof = np.stack([1.0 - crossfit.positive, crossfit.positive], axis=1)
     summary = summarize_out_of_fold(

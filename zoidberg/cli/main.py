@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoidberg.cli import adapt, data, evaluate, outputs, predict, runs
+from zoidberg.cli import adapt, data, evaluate, outputs, predict, run_configs, runs
 from zoidberg.cli.options import EXIT_USAGE, CliError
 
 # The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         args.runs_dir = None
     try:
         if getattr(args, "preset", None):
-            args = runs.with_preset(parser, args, argv)
+            args = run_configs.with_preset(parser, args, argv)
             args.runs_dir = getattr(args, "runs_dir", None)
         return args.handler(args)
     except (CliError, ValueError, FileNotFoundError, LookupError) as error:

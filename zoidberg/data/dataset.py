@@ -6,17 +6,16 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from zoidberg.data.arraycache import StreamedArrayFile, aligned_empty, aligned_take, read_array_file, stream_bytes, write_array_file
+from zoidberg.data.arraycache import aligned_take, stream_bytes
+from zoidberg.data.decoding_cache import CACHE_FORMAT_VERSION, ProgressCallback, decode_records, decode_records_to_cache, read_cache, write_cache
 from zoidberg.data.demo import is_synthetic_dataset
-from zoidberg.data.imaging import ImageDecodeError, load_image
 
 SPLITS = ("train", "val", "test")
 CLASS_FOLDERS = ("NORMAL", "PNEUMONIA")
@@ -26,7 +25,6 @@ CLASS_NAMES = {
 }
 CACHE_DIR_ENV = "ZOIDBERG_CACHE_DIR"
 PURPOSES = ("training", "evaluation")
-CACHE_FORMAT_VERSION = 4
 EXPECTED_LAYOUTS = (
     "Expected one of these layouts (class folder names are case-insensitive):\n"
     "  Kaggle:  <root>/train/NORMAL/*.jpeg, <root>/train/PNEUMONIA/*.jpeg "
@@ -37,8 +35,6 @@ EXPECTED_LAYOUTS = (
 # One alternation instead of three patterns: a warm load parses thousands of names, and a
 # single match per name keeps that a few milliseconds.
 _PATIENT = re.compile(r"(?:(person\d+)_|(NORMAL2-IM-\d+)-\d+|(IM-\d+)-\d+)", re.IGNORECASE)
-
-ProgressCallback = Callable[[int, int], None]
 
 
 class DatasetError(ValueError):
@@ -353,112 +349,26 @@ def load_dataset(
     # The default preprocessing keeps the cache names of earlier versions, so their caches stay valid.
     preprocessing = "" if (resize, enhance) == ("stretch", "none") else f"-{resize}-{enhance}"
     cache_path = Path(cache_dir or default_cache_dir()) / f"images-{fingerprint}-{image_size}px{preprocessing}-v{CACHE_FORMAT_VERSION}"
-    decoded = _read_cache(cache_path, records) if use_cache else None
+    decoded = read_cache(cache_path, records) if use_cache else None
     from_cache = decoded is not None
     if decoded is None and use_cache and len(records) * image_size * image_size >= stream_bytes():
         # Larger than this, the images are decoded block by block into the cache file and
         # then read back through its mapping: the data set never has to fit in memory.
         try:
-            _decode_records_to_cache(cache_path, root, records, image_size, progress, max_workers, resize, enhance)
-            decoded = _read_cache(cache_path, records)
+            decode_records_to_cache(cache_path, root, records, image_size, progress, max_workers, resize, enhance)
+            decoded = read_cache(cache_path, records)
         except OSError:
             decoded = None  # The cache folder cannot be written: decoded in memory below.
     if decoded is None:
-        decoded = _decode_records(root, records, image_size, progress, max_workers, resize, enhance)
+        decoded = decode_records(root, records, image_size, progress, max_workers, resize, enhance)
         if use_cache:
-            _write_cache(cache_path, records, *decoded)
+            write_cache(cache_path, records, *decoded)
     images, ok_mask, reasons = decoded
     dataset = _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
     dataset.resize, dataset.enhance = resize, enhance
     _check_decoded(dataset, purpose)
     dataset.skipped += unreadable + unknown_folders(root)
     return dataset
-
-
-def _decode_records(
-    root: Path,
-    records: Sequence[FileRecord],
-    image_size: int,
-    progress: ProgressCallback | None,
-    max_workers: int | None,
-    resize: str = "stretch",
-    enhance: str = "none",
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decodes every record; returns images, a success mask and failure reasons."""
-    # Aligned so that training can hand the array to TensorFlow without copying it.
-    images = aligned_empty((len(records), image_size, image_size), np.uint8)
-    images.fill(0)
-    ok_mask = np.zeros(len(records), dtype=bool)
-    reasons = [""] * len(records)
-
-    def decode(index: int) -> None:
-        try:
-            images[index] = load_image(root / records[index].path, image_size, resize=resize, enhance=enhance)
-            ok_mask[index] = True
-        except ImageDecodeError as error:
-            reasons[index] = str(error)
-        except (OSError, ValueError, MemoryError) as error:
-            reasons[index] = f"unreadable: {error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-
-    workers = max_workers or min(8, (os.cpu_count() or 2) + 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, _ in enumerate(pool.map(decode, range(len(records))), start=1):
-            if progress and (done % 64 == 0 or done == len(records)):
-                progress(done, len(records))
-    return images, ok_mask, reasons
-
-
-# Images decoded at once into one block of the streamed cache file.
-STREAM_BLOCK_IMAGES = 2048
-
-
-def _decode_records_to_cache(
-    path: Path, root: Path, records: Sequence[FileRecord], image_size: int, progress, max_workers, resize: str, enhance: str
-) -> None:
-    """Decodes the records block by block straight into the cache file (StreamedArrayFile), for data sets larger than memory."""
-    writer = StreamedArrayFile(path, (len(records), image_size, image_size), np.uint8)
-    ok_mask = np.zeros(len(records), dtype=bool)
-    reasons = [""] * len(records)
-    try:
-        for start in range(0, len(records), STREAM_BLOCK_IMAGES):
-            block = records[start : start + STREAM_BLOCK_IMAGES]
-            images, ok, why = _decode_records(root, block, image_size, None, max_workers, resize, enhance)
-            writer.write_rows(images)
-            ok_mask[start : start + len(block)] = ok
-            reasons[start : start + len(block)] = why
-            if progress:
-                progress(start + len(block), len(records))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.finish({"version": CACHE_FORMAT_VERSION, "paths": [record.path for record in records], "ok": ok_mask.astype(int).tolist(), "reasons": reasons})
-
-
-def _write_cache(path: Path, records: Sequence[FileRecord], images, ok_mask, reasons) -> None:
-    """Writes the decoded images with the file list and each file's outcome."""
-    header = {
-        "version": CACHE_FORMAT_VERSION,
-        "paths": [record.path for record in records],
-        "ok": ok_mask.astype(int).tolist(),
-        "reasons": reasons,
-    }
-    write_array_file(path, header, images)
-
-
-def _read_cache(path: Path, records: Sequence[FileRecord]):
-    """Reads and validates a cache file; returns None when absent, stale or corrupt."""
-    paths = [record.path for record in records]
-
-    def accept(header: dict) -> bool:
-        return header.get("version") == CACHE_FORMAT_VERSION and header.get("paths") == paths
-
-    found = read_array_file(path, np.uint8, accept)
-    if found is None:
-        return None
-    header, images = found
-    if images.ndim != 3 or len(images) != len(records) or len(header["ok"]) != len(records):
-        return None
-    return images, np.asarray(header["ok"], dtype=bool), list(header["reasons"])
 
 
 def _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache) -> Dataset:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoidberg.data.dataset import CLASS_FOLDERS, parse_label
-from zoidberg.data.imaging import SNIFF_BYTES, sniff_kind
+from zoidberg.data.sniffing import SNIFF_BYTES, sniff_kind
 
 # What sniff_kind calls a file that decode_grayscale can read.
 DECODABLE_KINDS = ("jpeg", "png", "gif", "bmp", "tiff", "webp", "dicom")

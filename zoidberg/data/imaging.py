@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import struct
 import threading
 import warnings
 from pathlib import Path
@@ -14,14 +13,11 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-MAX_IMAGE_PIXELS = 50_000_000
+from zoidberg.data.dicom_decoding import decode_dicom
+from zoidberg.data.pixels import MAX_IMAGE_PIXELS, ImageDecodeError, check_pixel_count, error_detail, scale_to_uint8, too_large_reason
+from zoidberg.data.sniffing import SNIFF_BYTES, has_dicom_suffix, header_size, sniff_kind
+
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-
-# How many leading bytes sniffing looks at: enough for the DICOM preamble, an HTML
-# head and the JPEG segments (EXIF, ICC) that usually come before the frame header.
-SNIFF_BYTES = 64 * 1024
-
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 # Pillow formats that decode_grayscale accepts, by sniffed kind. Image.open is only
 # ever given the one format that sniffing found, so that no other Pillow plugin (EPS
@@ -57,167 +53,11 @@ _FORMAT_LABELS = {
     "dicom": "DICOM",
 }
 
-# JPEG start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC)
-# share the range but are not frame headers.
-_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
 # Image.open under warnings.catch_warnings is serialized because catch_warnings swaps
 # process-wide state: two threads entering it at once could leave the filters wrong.
 _OPEN_LOCK = threading.Lock()
 
 Source = Union[bytes, bytearray, memoryview, str, os.PathLike, BinaryIO]
-
-
-class ImageDecodeError(ValueError):
-    """An input file cannot be turned into an image; str() is a one-line reason for a user."""
-
-    def __init__(self, reason: str):
-        super().__init__(_one_line(reason))
-
-    @property
-    def reason(self) -> str:
-        """Returns the one-line reason."""
-        return str(self)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """Collapses whitespace so that a message always fits on one line."""
-    line = re.sub(r"\s+", " ", str(text)).strip()
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-# --------------------------------------------------------------------------- sniffing
-
-
-def sniff_kind(data: bytes, name: str = "") -> str:
-    """Guesses what a file is from its first bytes, using the name only as a hint.
-
-    Args:
-        data: The file's content, or at least its first few kilobytes.
-        name: The file's name, used only to recognise DICOM files that lack the
-            128-byte preamble and "DICM" marker.
-
-    Returns:
-        One of "jpeg", "png", "gif", "bmp", "tiff", "webp", "dicom" (decodable), or
-        "empty", "html", "svg", "xml", "text", "pdf", "zip", "gzip", "unknown".
-    """
-    head = bytes(data[:SNIFF_BYTES])
-    if not head:
-        return "empty"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    image_kind = _sniff_image_signature(head)
-    if image_kind:
-        return image_kind
-    if _has_dicom_suffix(name) and _looks_like_raw_dicom(head):
-        return "dicom"
-    return _sniff_document(head)
-
-
-def _sniff_image_signature(head: bytes) -> str | None:
-    """Returns the image format named by the file's magic number, if any."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:2] == b"BM" and len(head) >= 26:
-        return "bmp"
-    return None
-
-
-def _looks_like_raw_dicom(head: bytes) -> bool:
-    """Tells whether bytes look like a DICOM data set written without its preamble.
-
-    Such files start directly with an element of group 0x0002 (file meta) or
-    0x0008 (identification), little-endian.
-    """
-    if len(head) < 8:
-        return False
-    group = struct.unpack("<H", head[:2])[0]
-    return group in (0x0002, 0x0008)
-
-
-def _sniff_document(head: bytes) -> str:
-    """Names the kind of a non-image file so that the user gets a useful reason."""
-    if head.startswith(b"%PDF"):
-        return "pdf"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    text = _as_text(head[:4096])
-    if text is None:
-        return "unknown"
-    lowered = text.lstrip().lower()
-    if lowered.startswith(("<!doctype html", "<html")) or re.search(r"<(html|head|body)[\s>]", lowered):
-        return "html"
-    if "<svg" in lowered:
-        return "svg"
-    if lowered.startswith("<?xml"):
-        return "xml"
-    return "text"
-
-
-def _as_text(sample: bytes) -> str | None:
-    """Decodes a byte sample as text, or returns None when it is binary."""
-    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
-        if sample.startswith(bom):
-            return sample[len(bom) :].decode(encoding, errors="replace")
-    if b"\x00" in sample:
-        return None
-    text = sample.decode("utf-8", errors="replace")
-    printable = sum(character.isprintable() or character in "\r\n\t" for character in text)
-    return text if printable >= 0.95 * len(text) else None
-
-
-def _has_dicom_suffix(name: str | os.PathLike) -> bool:
-    """Tells whether a file name ends with a DICOM extension."""
-    return str(name).lower().endswith(DICOM_SUFFIXES)
-
-
-def header_size(head: bytes) -> tuple[int, int] | None:
-    """Reads (width, height) from a PNG or JPEG header without decoding pixels.
-
-    Args:
-        head: The first bytes of the file (the JPEG frame header must be among them).
-
-    Returns:
-        (width, height), or None when the format is not PNG/JPEG or the size is not
-        within `head`.
-    """
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
-        return struct.unpack(">II", head[16:24])
-    if head.startswith(b"\xff\xd8"):
-        return _jpeg_header_size(head)
-    return None
-
-
-def _jpeg_header_size(head: bytes) -> tuple[int, int] | None:
-    """Walks JPEG segments up to the start-of-frame marker and reads the size there."""
-    offset = 2
-    while offset + 9 <= len(head):
-        if head[offset] != 0xFF:
-            return None
-        marker = head[offset + 1]
-        if marker == 0xFF:
-            # Fill bytes may pad a marker; skip one and look again.
-            offset += 1
-            continue
-        if marker in _JPEG_SOF_MARKERS:
-            height, width = struct.unpack(">HH", head[offset + 5 : offset + 9])
-            return width, height
-        if marker in (0x01, *range(0xD0, 0xD8)):
-            offset += 2
-            continue
-        segment_length = struct.unpack(">H", head[offset + 2 : offset + 4])[0]
-        offset += 2 + segment_length
-    return None
 
 
 # --------------------------------------------------------------------------- reading
@@ -452,10 +292,10 @@ def _decode_stream(stream: BinaryIO, head: bytes, *, name: str, draft_size: int 
     """Sniffs the content and hands the stream to the Pillow or the DICOM decoder."""
     kind = sniff_kind(head, name)
     if kind == "dicom":
-        return Image.fromarray(_decode_dicom(stream, force=head[128:132] != b"DICM"))
+        return Image.fromarray(decode_dicom(stream, force=head[128:132] != b"DICM"))
     if kind in PILLOW_FORMATS:
         return _decode_with_pillow(stream, head, kind, draft_size=draft_size)
-    if _has_dicom_suffix(name) and kind != "empty":
+    if has_dicom_suffix(name) and kind != "empty":
         reason = _NOT_AN_IMAGE_REASONS.get(kind, "")
         detail = reason.split(": ", 1)[1] if reason.startswith("not an image: ") else "no DICM marker at byte 128"
         raise ImageDecodeError(f"not a DICOM file: {detail}")
@@ -465,30 +305,16 @@ def _decode_stream(stream: BinaryIO, head: bytes, *, name: str, draft_size: int 
 # --------------------------------------------------------------------------- Pillow
 
 
-def _too_large_reason(width: int, height: int) -> str:
-    """Words the decompression-bomb refusal."""
-    return (
-        f"image too large: {width}×{height} px exceeds the "
-        f"{MAX_IMAGE_PIXELS / 1e6:g} MP limit"
-    )
-
-
-def _check_pixel_count(width: int, height: int) -> None:
-    """Refuses images whose pixels would not fit the memory budget."""
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ImageDecodeError(_too_large_reason(width, height))
-
-
 def _decode_with_pillow(stream: BinaryIO, head: bytes, kind: str, *, draft_size: int | None) -> Image.Image:
     """Opens, checks the size of, and decodes a JPEG/PNG/GIF/BMP/TIFF/WebP stream."""
     label = _FORMAT_LABELS[kind]
     declared_size = header_size(head)
     if declared_size is not None:
         # Refused from the header bytes alone, before Pillow parses anything.
-        _check_pixel_count(*declared_size)
+        check_pixel_count(*declared_size)
     image = _open_with_pillow(stream, kind, label, declared_size)
     try:
-        _check_pixel_count(*image.size)
+        check_pixel_count(*image.size)
         if draft_size and image.format in ("JPEG", "MPO"):
             image.draft("L", (draft_size, draft_size))
         image.load()
@@ -499,7 +325,7 @@ def _decode_with_pillow(stream: BinaryIO, head: bytes, kind: str, *, draft_size:
     except Exception as error:
         # Pillow reports bad data with many exception types (OSError, SyntaxError,
         # ValueError, struct.error...); all of them mean the same thing to a user.
-        raise ImageDecodeError(f"truncated or corrupt {label}: {_pillow_detail(error)}") from error
+        raise ImageDecodeError(f"truncated or corrupt {label}: {error_detail(error)}") from error
 
 
 def _open_with_pillow(
@@ -516,7 +342,7 @@ def _open_with_pillow(
             return Image.open(stream, formats=formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         if declared_size is not None:
-            raise ImageDecodeError(_too_large_reason(*declared_size)) from error
+            raise ImageDecodeError(too_large_reason(*declared_size)) from error
         raise ImageDecodeError(_bomb_reason(str(error))) from error
     except Exception as error:
         raise ImageDecodeError(f"truncated or corrupt {label}: unreadable header") from error
@@ -542,18 +368,12 @@ def _bomb_reason(pillow_message: str) -> str:
     return f"image too large: {size}exceeds the {MAX_IMAGE_PIXELS / 1e6:g} MP limit"
 
 
-def _pillow_detail(error: Exception) -> str:
-    """Turns a Pillow exception into a short lowercase detail for the reason."""
-    text = _one_line(str(error), limit=120)
-    return text[:1].lower() + text[1:] if text else type(error).__name__
-
-
 def _to_gray(image: Image.Image) -> Image.Image:
     """Converts a loaded Pillow image of any mode to mode "L"."""
     if image.mode == "L":
         return image
     if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        return Image.fromarray(_scale_to_uint8(np.asarray(image)))
+        return Image.fromarray(scale_to_uint8(np.asarray(image)))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
@@ -568,167 +388,6 @@ def _composite_on_black(image: Image.Image) -> Image.Image:
     gray_alpha = image.convert("LA") if image.mode in ("LA", "RGBA") else image.convert("RGBA").convert("LA")
     gray, alpha = gray_alpha.split()
     return Image.composite(gray, Image.new("L", gray.size, 0), alpha)
-
-
-def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Min-max scales numbers of any type to 0..255; a constant image becomes black."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros(values.shape, dtype=np.uint8)
-    low = values[finite].min()
-    high = values[finite].max()
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (np.where(finite, values, low) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-# --------------------------------------------------------------------------- DICOM
-
-
-def _decode_dicom(stream: BinaryIO, *, force: bool) -> np.ndarray:
-    """Reads a DICOM stream and returns its first frame as display-ready uint8."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        dataset = pydicom.dcmread(stream, force=force)
-    except InvalidDicomError as error:
-        raise ImageDecodeError("not a DICOM file: no DICM marker at byte 128") from error
-    except Exception as error:
-        raise ImageDecodeError(f"truncated or corrupt DICOM: {_pillow_detail(error)}") from error
-    try:
-        return _dataset_to_display(dataset)
-    except ImageDecodeError:
-        raise
-    except Exception as error:
-        # pydicom parses elements lazily, so a malformed value surfaces only here.
-        raise ImageDecodeError(f"corrupt DICOM: {_pillow_detail(error)}") from error
-
-
-def _dataset_to_display(dataset) -> np.ndarray:
-    """Checks a parsed data set, decodes its first frame and maps it to display uint8."""
-    if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ImageDecodeError("DICOM has no pixel data")
-    _check_pixel_count(int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0))
-    _ensure_transfer_syntax(dataset)
-    pixels = _dicom_first_frame(dataset)
-    return _dicom_to_display(pixels, dataset)
-
-
-def _ensure_transfer_syntax(dataset) -> None:
-    """Fills in the Transfer Syntax UID of a data set read without file meta.
-
-    Old or preamble-less files often lack it; pydicom then knows the encoding it
-    actually read, which for uncompressed pixels is all the decoder needs.
-    """
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-    file_meta = getattr(dataset, "file_meta", None)
-    if file_meta is not None and "TransferSyntaxUID" in file_meta:
-        return
-    if file_meta is None:
-        dataset.file_meta = file_meta = FileMetaDataset()
-    implicit, little_endian = getattr(dataset, "original_encoding", (True, True))
-    if implicit:
-        file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-    else:
-        file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
-
-
-def _dicom_first_frame(dataset) -> np.ndarray:
-    """Decodes the first frame's stored values as a 2-D (or RGB 3-D) array."""
-    from pydicom.pixels import pixel_array
-
-    try:
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-        pixels = pixel_array(dataset, index=0) if frames > 1 else dataset.pixel_array
-    except (NotImplementedError, RuntimeError) as error:
-        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-        syntax_name = getattr(syntax, "name", None) or "this transfer syntax"
-        raise ImageDecodeError(f"unsupported DICOM compression: {syntax_name}") from error
-    except Exception as error:
-        raise ImageDecodeError(f"truncated or corrupt DICOM pixel data: {_pillow_detail(error)}") from error
-    if str(dataset.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        pixels = apply_color_lut(pixels, dataset)
-    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
-        # Colour DICOM (secondary captures): luminance, as Pillow's convert("L") does.
-        pixels = pixels[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    elif pixels.ndim != 2:
-        raise ImageDecodeError(f"unsupported DICOM pixel layout: shape {pixels.shape}")
-    return pixels
-
-
-def _dicom_to_display(pixels: np.ndarray, dataset) -> np.ndarray:
-    """Applies rescale, VOI LUT or window, and MONOCHROME1 inversion; returns uint8."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    is_monochrome = photometric.startswith("MONOCHROME")
-    try:
-        values = apply_modality_lut(pixels, dataset) if is_monochrome else pixels
-        if is_monochrome and "VOILUTSequence" in dataset:
-            display = _scale_to_uint8(apply_voi_lut(values, dataset, prefer_lut=True))
-        elif is_monochrome:
-            display = _window(values, dataset)
-            if display is None:
-                display = _scale_to_uint8(values)
-        else:
-            display = _colour_to_uint8(values)
-    except ImageDecodeError:
-        raise
-    except Exception as error:
-        raise ImageDecodeError(f"corrupt DICOM lookup table or rescale: {_pillow_detail(error)}") from error
-    if photometric == "MONOCHROME1":
-        # MONOCHROME1 stores bone as low values; invert so that bone is bright.
-        display = 255 - display
-    return display
-
-
-def _colour_to_uint8(luminance: np.ndarray) -> np.ndarray:
-    """Keeps 8-bit colour luminance as it is; min-max scales deeper colour data."""
-    if luminance.size and luminance.min() >= 0 and luminance.max() <= 255:
-        return np.rint(luminance).astype(np.uint8)
-    return _scale_to_uint8(luminance)
-
-
-def _window(values: np.ndarray, dataset) -> np.ndarray | None:
-    """Applies the first Window Center/Width (DICOM PS3.3 C.11.2.1.2) mapped to 0..255.
-
-    Returns:
-        The windowed uint8 image, or None when the data set has no usable window.
-    """
-    center = _first_number(dataset.get("WindowCenter"))
-    width = _first_number(dataset.get("WindowWidth"))
-    if center is None or width is None or width < 1:
-        return None
-    function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper()
-    values = np.asarray(values, dtype=np.float64)
-    if function == "SIGMOID":
-        scaled = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    elif function == "LINEAR_EXACT":
-        scaled = (values - center) / width + 0.5
-    else:
-        if width < 2:
-            return None
-        scaled = (values - (center - 0.5)) / (width - 1) + 0.5
-    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
-
-
-def _first_number(value) -> float | None:
-    """Returns the first value of a possibly multi-valued DICOM number, or None."""
-    from pydicom.multival import MultiValue
-
-    if isinstance(value, (list, tuple, MultiValue)):
-        value = value[0] if len(value) else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def downscale(gray: np.ndarray, max_side: int) -> np.ndarray:

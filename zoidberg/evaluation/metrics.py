@@ -318,7 +318,7 @@ def is_scalar_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating))
 
 
-def _scalar_or_missing(value: Any) -> bool:
+def scalar_or_missing(value: Any) -> bool:
     """Says whether a value is a real number or a missing one (None, as to_jsonable writes NaN)."""
     return value is None or is_scalar_number(value)
 
@@ -329,7 +329,7 @@ def _summary_keys(fold_metrics: Sequence[Mapping[str, Any]]) -> list[str]:
     for key in fold_metrics[0]:
         values = [fold[key] for fold in fold_metrics if key in fold]
         in_every_fold = len(values) == len(fold_metrics)
-        all_scalar = all(_scalar_or_missing(value) for value in values)
+        all_scalar = all(scalar_or_missing(value) for value in values)
         if in_every_fold and all_scalar and any(is_scalar_number(value) for value in values):
             keys.append(key)
     return keys
@@ -369,7 +369,7 @@ def summarize_folds(
     for key in keys:
         values = []
         for fold_index, fold in enumerate(fold_metrics):
-            if key not in fold or not _scalar_or_missing(fold[key]):
+            if key not in fold or not scalar_or_missing(fold[key]):
                 raise ValueError(f"Fold {fold_index} has no numeric value for metric {key!r}.")
             values.append(NAN if fold[key] is None else float(fold[key]))
         summary[key] = {**_describe(values), "values": values}

@@ -24,11 +24,11 @@ from zoidberg.runs.store import (
     Run,
     RunStore,
     now_iso,
-    pid_is_alive,
     read_json,
     validate_evaluation_name,
     write_json_atomic,
 )
+from zoidberg.runs.liveness import pid_is_alive
 from zoidberg.runs.worker import reopen
 
 # config.json facts that are not part of what the user configured.

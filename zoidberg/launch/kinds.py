@@ -14,7 +14,7 @@ Reporter = Callable[[str], None]
 
 
 def _prepare_cv(config, dataset=None, runs_dir=None) -> dict:
-    from zoidberg.training.cv import prepare_run
+    from zoidberg.training.run_setup import prepare_run
 
     return prepare_run(config, dataset)
 

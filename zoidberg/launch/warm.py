@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from zoidberg.launch.processes import start_detached_worker
-from zoidberg.runs.store import WORKER_LOG, RunStore, pid_is_alive
+from zoidberg.runs.liveness import pid_is_alive
+from zoidberg.runs.store import WORKER_LOG, RunStore
 from zoidberg.runs.worker import mark_warm_process
 
 # runs/.warm/<pid>.json says a warm worker lives (and whether it is ready); <pid>.claim

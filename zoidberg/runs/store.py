@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 # The store reads and writes through these; callers keep importing them from here.
 from zoidberg.runs.files import json_default, open_csv, read_json, write_atomically, write_json_atomic  # noqa: F401
+from zoidberg.runs.liveness import last_failure, worker_is_dead
 
 RUNS_DIR_ENV = "ZOIDBERG_RUNS_DIR"
 RUN_KINDS = ("cv", "tune", "ensemble", "adapt")
@@ -62,10 +63,6 @@ PREDICTIONS_FILE = "predictions.csv"  # An evaluation's per-image probabilities 
 EVALUATION_STATUS_FILE = "status.json"  # An evaluation started from the dashboard: running, completed or failed.
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
 
-# A worker writes a heartbeat every few seconds; one silent for this long, or whose
-# process is gone, is dead and its run is shown as interrupted.
-HEARTBEAT_TIMEOUT_S = 60.0
-
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")
 
 
@@ -104,23 +101,6 @@ def validate_evaluation_name(name: str) -> str:
 def now_iso() -> str:
     """Returns the current UTC time as an ISO-8601 string."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def pid_is_alive(pid: int | None) -> bool:
-    """Tells whether a process with `pid` exists and is not a zombie."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
-            return handle.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def make_event(event_type: str, **data: Any) -> dict:
@@ -263,8 +243,8 @@ class Run:
         status = self.read_json(STATUS_FILE, default=None)
         if not isinstance(status, dict):
             status = self._status_when_damaged() if (self.path / STATUS_FILE).exists() else {"state": "queued"}
-        if status.get("state") in ACTIVE_STATES and self._worker_is_dead(status):
-            failure = self._last_failure()
+        if status.get("state") in ACTIVE_STATES and worker_is_dead(status, self.path / HEARTBEAT_FILE):
+            failure = last_failure(self.path / EVENTS_FILE)
             status = {
                 **status,
                 "state": "interrupted",
@@ -276,23 +256,6 @@ class Run:
                 "Resume the run to continue from its first unfinished fold.",
             }
         return status
-
-    def _last_failure(self) -> str | None:
-        """The error of the last "failed" event (zoidberg.runs.progress.FAILED) in the tail of events.jsonl, if any."""
-        try:
-            with open(self.path / EVENTS_FILE, "rb") as handle:
-                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 65536))
-                tail = handle.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return None
-        for line in reversed(tail):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("type") == "failed":
-                return str(event.get("error") or "") or None
-        return None
 
     def _status_when_damaged(self) -> dict:
         """The state a damaged status.json stands for: completed when summary.json is whole, else interrupted."""
@@ -309,18 +272,6 @@ class Run:
     def state(self) -> str:
         """The run's state after the liveness check."""
         return self.status().get("state", "queued")
-
-    def _worker_is_dead(self, status: dict) -> bool:
-        pid = status.get("pid")
-        if status.get("state") == "queued":
-            # A queued run has no worker yet; it is dead only if its launcher gave up.
-            created = status.get("updated_unix", time.time())
-            return time.time() - created > HEARTBEAT_TIMEOUT_S and not pid_is_alive(pid)
-        if pid and status.get("host") == os.uname().nodename and not pid_is_alive(pid):
-            return True
-        heartbeat = self.read_json(HEARTBEAT_FILE, default={}) or {}
-        last = heartbeat.get("unix", status.get("updated_unix", time.time()))
-        return time.time() - last > HEARTBEAT_TIMEOUT_S
 
     def set_status(self, state: str, **fields: Any) -> dict:
         """Records a new state, keeping earlier fields unless overridden."""

@@ -79,7 +79,7 @@ def prepare_ensemble(config: EnsembleConfig, store: RunStore | None = None) -> d
     Raises:
         ValueError, FileNotFoundError: As load_members and prepare_run.
     """
-    from zoidberg.training.cv import prepare_run
+    from zoidberg.training.run_setup import prepare_run
     from zoidberg.versions import package_versions
 
     store = store or RunStore()
@@ -211,7 +211,7 @@ def run_ensemble(run: Run, *, report: Reporter | None = None) -> dict:
 
 
 def _build(run: Run, say: Reporter) -> dict:
-    from zoidberg.training.cv import finish_summary, summarize_out_of_fold
+    from zoidberg.training.run_end import finish_summary, summarize_out_of_fold
 
     config = EnsembleConfig.from_dict(run.config)
     store = RunStore(run.path.parent)

@@ -9,7 +9,7 @@ import streamlit as st
 from zoidberg.data.dataset import Dataset
 from zoidberg.data.folds import check_fold_count, fold_overview, make_folds, shared_patients
 from zoidberg.data.summary import images_per_patient, patients_in_several_splits, split_class_rows
-from zoidberg.ui import figures, state, widgets
+from zoidberg.ui import figures, form_widgets, state, widgets
 
 PREVIEW_SIZES = (64, 128, 224)
 SAMPLES_PER_CLASS = 6
@@ -27,11 +27,11 @@ def folder_section_ui() -> tuple[str, str, int]:
     """Draws the folder, label-mode and preview-size inputs; remembers the folder."""
     left, button, middle, right = st.columns([4, 1.4, 2, 1], vertical_alignment="bottom")
     with left:
-        data_dir = widgets.data_dir_ui(default=state.chosen_data_dir(), key=DATA_DIR_WIDGET)
+        data_dir = form_widgets.data_dir_ui(default=state.chosen_data_dir(), key=DATA_DIR_WIDGET)
     with button:
         st.button("🧪 Demo data", on_click=use_demo_data, help="Use the generated synthetic dataset (not real X-rays).")
     with middle:
-        label_mode = widgets.label_mode_ui("data_label_mode")
+        label_mode = form_widgets.label_mode_ui("data_label_mode")
     with right:
         image_size = st.selectbox(
             "Preview size (px)", PREVIEW_SIZES, index=1, key="data_preview_size", persist_state="session"

@@ -12,10 +12,7 @@ from typing import Any
 import streamlit as st
 
 from zoidberg.data.archives import MAX_ARCHIVE_BYTES, declared_bytes, read_zip
-from zoidberg.data.imaging import (
-    SNIFF_BYTES,
-    sniff_kind,
-)
+from zoidberg.data.sniffing import SNIFF_BYTES, sniff_kind
 
 LOGGER = logging.getLogger(__name__)
 

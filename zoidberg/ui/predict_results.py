@@ -14,11 +14,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from zoidberg.data.imaging import (
-    SNIFF_BYTES,
-    downscale,
-    sniff_kind,
-)
+from zoidberg.data.imaging import downscale
+from zoidberg.data.sniffing import SNIFF_BYTES, sniff_kind
 from zoidberg.inference.decisions import Decision, Prediction, decide
 from zoidberg.runs.store import MODEL_FILE, Run, RunNotFoundError, RunStore
 from zoidberg.ui.predict_inputs import ImageInput

@@ -9,9 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from zoidberg.data.imaging import (
-    MAX_UPLOAD_BYTES,
-)
+from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 from zoidberg.data.ood import REFUSAL
 from zoidberg.inference.decisions import Decision, decide
 from zoidberg.runs.store import Run, RunNotFoundError, RunStore

@@ -9,7 +9,7 @@ from zoidberg.options.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAI
 from zoidberg.ui import state
 from zoidberg.ui.widgets import escape_markdown, show_error
 
-# The form's widget keys of the run options (widgets.run_options_ui, evaluation_options_ui).
+# The form's widget keys of the run options (form_widgets.run_options_ui, evaluation_options_ui).
 RUN_OPTION_KEYS = {"image_size": "train_image_size", "n_splits": "train_k", "random_state": "train_seed"}
 OPERATING_POINT_KEYS = {"method": "train_threshold_method", "target": "train_threshold_target"}
 # Remembers which preset last filled the form, so that its run records it.

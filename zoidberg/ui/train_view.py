@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from zoidberg.config import make_data_config, make_run_config
-from zoidberg.evaluation.metrics import SHORT_LABELS
-from zoidberg.inference.loading import models_archive, prediction_units
+from zoidberg.inference.loading import prediction_units
 from zoidberg.launch import jobs
 from zoidberg.options.registry import PREPROCESSING_OPTIONS
 from zoidberg.runs.progress import Progress, eta_seconds, format_duration, overall_fraction, read_progress
@@ -26,26 +23,9 @@ from zoidberg.runs.store import (
     RunNotFoundError,
 )
 from zoidberg.runs.worker import RESUMABLE_STATES
-from zoidberg.ui import adaptation_view, evaluation_view, figures, state, widgets
+from zoidberg.ui import adaptation_view, evaluation_view, figures, form_widgets, run_downloads, run_results, state, widgets
 from zoidberg.ui import preset_cards as presets
-from zoidberg.ui.widgets import escape_markdown, format_number, metrics_table, show_error, state_badge
-
-# Summary metrics shown as cards, in this order, when the run has them.
-HEADLINE_METRICS = (
-    "roc_auc",
-    "macro_auc",
-    "accuracy",
-    "sensitivity",
-    "specificity",
-    "f1",
-    "balanced_accuracy",
-    "macro_f1",
-)
-METRIC_LABELS = SHORT_LABELS
-# Multiclass results repeat macro_auc as roc_auc for cross-mode comparisons; tables show it once.
-DUPLICATE_KEYS = {"roc_auc": "macro_auc"}
-# Summary entries that are bookkeeping rather than model quality.
-NON_METRIC_KEYS = ("n", "threshold", "train_seconds")
+from zoidberg.ui.widgets import escape_markdown, metrics_table, show_error, state_badge
 
 
 # ---------------------------------------------------------------------------------------
@@ -58,20 +38,20 @@ def form_section_ui(data_dir: str) -> None:
     # Started when the form is shown, so that Start finds TensorFlow already imported.
     state.keep_warm_worker()
     presets.presets_ui(data_dir)
-    spec = widgets.architecture_ui()
+    spec = form_widgets.architecture_ui()
     with st.form("train_form"):
         st.markdown(f"**{spec.label} hyperparameters**")
-        model_values = widgets.hyperparameters_ui(spec)
+        model_values = form_widgets.hyperparameters_ui(spec)
         st.markdown("**Training**")
         first, second, third = st.columns(3)
         with first:
-            run_options = widgets.run_options_ui()
-        train_values = widgets.training_options_ui(columns=(second, third))
+            run_options = form_widgets.run_options_ui()
+        train_values = form_widgets.training_options_ui(columns=(second, third))
         with third:
-            run_name = widgets.run_name_ui()
-        engine_options = widgets.engine_ui()
+            run_name = form_widgets.run_name_ui()
+        engine_options = form_widgets.engine_ui()
         with st.expander("Operating point, calibration, duplicates and test-time augmentation"):
-            evaluation_options = widgets.evaluation_options_ui()
+            evaluation_options = form_widgets.evaluation_options_ui()
         submitted = st.form_submit_button("🚀 Start cross-validation", type="primary")
     if submitted:
         start(data_dir, spec.name, model_values, train_values, {**run_options, **engine_options, **evaluation_options}, run_name)
@@ -135,112 +115,6 @@ def runs_section_ui() -> None:
     if chosen:
         state.select_run(chosen)
         run_view(chosen)
-
-
-# ---------------------------------------------------------------------------------------
-# Tables of run-store data.
-# ---------------------------------------------------------------------------------------
-
-
-def fold_metrics_frame(fold_metrics: Sequence[dict]) -> pd.DataFrame:
-    """Tabulates finished folds' metrics (as fold_k/metrics.json holds them).
-
-    Args:
-        fold_metrics: Payloads of fold_k/metrics.json.
-
-    Returns:
-        One row per fold with its scalar metrics, epochs and training time.
-    """
-    rows = []
-    for payload in fold_metrics:
-        metrics = payload.get("metrics", {})
-        row = {"fold": payload.get("fold")}
-        row.update({METRIC_LABELS.get(key, key): metrics[key] for key in shown_keys(metrics)})
-        row["images (val)"] = payload.get("n_validation")
-        row["epochs"] = payload.get("epochs_trained")
-        row["train time"] = format_duration(payload.get("train_seconds"))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def shown_keys(metrics: dict) -> list[str]:
-    """Returns the scalar metric keys worth a column, without bookkeeping or duplicates.
-
-    Args:
-        metrics: One metrics dict (or a mean_std dict).
-
-    Returns:
-        Keys in their original order.
-    """
-    return [
-        key
-        for key, value in metrics.items()
-        if key not in NON_METRIC_KEYS
-        and not (key in DUPLICATE_KEYS and DUPLICATE_KEYS[key] in metrics)
-        and ((isinstance(value, dict) and "mean" in value) or _is_number(value))
-    ]
-
-
-def _is_number(value: Any) -> bool:
-    """Tells whether a value is a real number (bools excluded) or a missing one."""
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-
-
-def summary_frame(summary: dict) -> pd.DataFrame:
-    """Tabulates mean ± std of each metric across folds.
-
-    Args:
-        summary: summary.json.
-
-    Returns:
-        Rows metric, mean, std, per-fold values.
-    """
-    rows = []
-    mean_std = summary.get("mean_std", {})
-    for key in shown_keys(mean_std):
-        entry = mean_std[key]
-        values = entry.get("values") or []
-        rows.append(
-            {
-                "metric": METRIC_LABELS.get(key, key),
-                "mean": entry.get("mean"),
-                "std": entry.get("std"),
-                "mean ± std": f"{format_number(entry.get('mean'))} ± {format_number(entry.get('std'))}",
-                "per fold": ", ".join(format_number(value) for value in values),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def per_fold_frame(summary: dict) -> pd.DataFrame:
-    """Tabulates each fold's metrics at the run's threshold.
-
-    Args:
-        summary: summary.json.
-
-    Returns:
-        One row per fold.
-    """
-    rows = []
-    for index, fold in enumerate(summary.get("folds", []), start=1):
-        row = {"fold": index}
-        row.update({METRIC_LABELS.get(key, key): fold[key] for key in shown_keys(fold)})
-        row["images (val)"] = fold.get("n")
-        row["train time"] = format_duration(fold.get("train_seconds"))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def per_class_frame(result: dict) -> pd.DataFrame:
-    """Tabulates per-class metrics of a multiclass result.
-
-    Args:
-        result: A multiclass metrics dict with "per_class".
-
-    Returns:
-        One row per class.
-    """
-    return pd.DataFrame([{"class": name, **values} for name, values in (result.get("per_class") or {}).items()])
 
 
 # ---------------------------------------------------------------------------------------
@@ -353,7 +227,7 @@ def live_view(run: Run, status: dict) -> None:
     fold_metrics = run.fold_metrics()
     if fold_metrics:
         st.markdown("**Finished folds**")
-        metrics_table(fold_metrics_frame(fold_metrics))
+        metrics_table(run_results.fold_metrics_frame(fold_metrics))
 
 
 def _ensemble_live_view(run: Run, status: dict) -> None:
@@ -529,10 +403,10 @@ def finished_view(run: Run, status: dict) -> None:
         adaptation_view.adapt_to_site_ui(run)
     if summary:
         evaluation_view.honest_numbers_ui(run)
-        _summary_block(summary, has_test_evaluation=any(item.get("name") == "test" for item in run.evaluations()))
+        run_results.summary_block(summary, has_test_evaluation=any(item.get("name") == "test" for item in run.evaluations()))
     elif fold_metrics:
         st.markdown("**Finished folds**")
-        metrics_table(fold_metrics_frame(fold_metrics))
+        metrics_table(run_results.fold_metrics_frame(fold_metrics))
         if run.folds_with(MODEL_FILE):
             with st.expander("Evaluate the finished folds on a folder"):
                 evaluation_view.evaluations_ui(run, evaluation_view.current_evaluations(run))
@@ -540,177 +414,6 @@ def finished_view(run: Run, status: dict) -> None:
     if progress.epoch_rows:
         with st.expander("Learning curves", expanded=not summary):
             _curves(progress, key_prefix=f"done_{run.id}")
-    _downloads(run, has_models=prediction_units(run) is not None)
+    run_downloads.downloads_ui(run, has_models=prediction_units(run) is not None)
 
 
-def _summary_block(summary: dict, has_test_evaluation: bool = False) -> None:
-    """Draws mean ± std cards, tables, the confusion matrix, the ROC curve and test metrics."""
-    mean_std = summary.get("mean_std", {})
-    class_names = summary.get("class_names", [])
-    binary = len(class_names) == 2
-    if summary.get("adaptation"):
-        st.markdown(f"##### The site's films, cross-fitted: mean ± std over {len(summary.get('folds', []))} parts")
-    else:
-        st.markdown(f"##### Cross-validation: mean ± std over {len(summary.get('folds', []))} folds")
-    cards = [key for key in HEADLINE_METRICS if key in shown_keys(mean_std)][:5]
-    for column, key in zip(st.columns(len(cards) or 1), cards):
-        entry = mean_std[key]
-        column.metric(
-            METRIC_LABELS.get(key, key),
-            format_number(entry.get("mean")),
-            f"± {format_number(entry.get('std'))}",
-            delta_color="off",
-            delta_arrow="off",
-            border=True,
-        )
-    threshold_text = (
-        f"Decision threshold {format_number(summary.get('threshold'))} ({summary.get('operating_point') or summary.get('threshold_method')}, "
-        f"{summary.get('probabilities', 'raw')} probabilities, chosen on out-of-fold predictions)."
-        if binary
-        else "Prediction: the most probable class (argmax)."
-    )
-    st.caption(threshold_text)
-    summary_tab, folds_tab = st.tabs(["Mean ± std", "Per fold"])
-    with summary_tab:
-        st.dataframe(summary_frame(summary)[["metric", "mean ± std", "per fold"]], hide_index=True, width="stretch")
-    with folds_tab:
-        metrics_table(per_fold_frame(summary))
-    _out_of_fold_block(summary, class_names, binary)
-    # Runs made before evaluations existed keep their test split in the summary only.
-    if summary.get("test") and not has_test_evaluation:
-        _test_block(summary["test"], summary, class_names, binary)
-
-
-def _out_of_fold_block(summary: dict, class_names: Sequence[str], binary: bool) -> None:
-    """Draws the out-of-fold confusion matrix and ROC curve(s)."""
-    out_of_fold = summary.get("out_of_fold") or {}
-    st.markdown("##### Out-of-fold predictions (every image scored by the fold model that never saw it)")
-    left, right = st.columns(2)
-    with left:
-        if out_of_fold.get("confusion_matrix"):
-            st.plotly_chart(
-                figures.confusion_matrix_figure(out_of_fold["confusion_matrix"], class_names, title="Confusion matrix")
-            )
-    with right:
-        _roc_chart(summary.get("roc") or {}, summary.get("threshold") if binary else None, "ROC curve")
-        if binary:
-            st.caption(
-                "The pooled out-of-fold AUC ranks all images together, so it can sit below the mean per-fold AUC "
-                "when the fold models score on different scales. ✕ marks the decision threshold."
-            )
-    if not binary and out_of_fold.get("per_class"):
-        st.markdown("**Per class (one vs rest)**")
-        metrics_table(per_class_frame(out_of_fold))
-
-
-def _roc_chart(curves: dict, threshold: float | None, title: str) -> None:
-    """Draws ROC curves with the run's threshold marked on binary ones."""
-    if not any(curve.get("fpr") for curve in curves.values()):
-        st.caption("No ROC curve: the predictions hold one class only.")
-        return
-    points = {}
-    if threshold is not None:
-        for label, curve in curves.items():
-            point = figures.nearest_threshold_point(curve, threshold)
-            if point:
-                points[label] = point
-    st.plotly_chart(figures.roc_figure(curves, threshold_points=points, title=title))
-
-
-def _test_block(test: dict, summary: dict, class_names: Sequence[str], binary: bool) -> None:
-    """Draws the held-out test split's metrics of the fold ensemble."""
-    st.markdown(
-        f"##### Held-out test split ({test.get('n', '?')} images, mean of the {len(summary.get('folds', []))} fold models)"
-    )
-    cards = [key for key in HEADLINE_METRICS if key in shown_keys(test) and test.get(key) is not None][:5]
-    for column, key in zip(st.columns(len(cards) or 1), cards):
-        column.metric(METRIC_LABELS.get(key, key), format_number(test.get(key)), border=True)
-    left, right = st.columns(2)
-    with left:
-        if test.get("confusion_matrix"):
-            st.plotly_chart(
-                figures.confusion_matrix_figure(test["confusion_matrix"], class_names, title="Test confusion matrix")
-            )
-    with right:
-        _roc_chart(test.get("roc") or {}, summary.get("threshold") if binary else None, "Test ROC curve")
-    if not binary and test.get("per_class"):
-        metrics_table(per_class_frame(test))
-
-
-def export_zip(run: Run, fmt: str) -> bytes:
-    """The run's export in one format (written into the run first), zipped for the download button."""
-    from zoidberg.inference.export import export_archive
-    from zoidberg.ui import predict_results
-
-    return export_archive(run, predict_results.load_ensemble_cached(state.run_store(), run), fmt)
-
-
-def _exports(run: Run) -> None:
-    """Draws the export of the run as one model: a format, then its zip (model and model card)."""
-    from zoidberg.config import EXPORT_FORMATS
-
-    left, right, _ = st.columns([1, 1.3, 1.7], vertical_alignment="bottom")
-    fmt = left.selectbox("Export as", EXPORT_FORMATS, key=f"export_format_{run.id}",
-                         help="One model: uint8 input at the run's size (an ensemble of runs at several sizes: one input per "
-                         "size); scaling, every fold, an ensemble's combination, an adapted run's site heads and the calibration "
-                         "inside; model_card.json beside it. Each export is reloaded with its own runtime and checked "
-                         "against the run's probabilities before it is offered.")
-    with right:
-        st.download_button(
-            f"⬇ {fmt} export (.zip)", lambda: export_zip(run, fmt), file_name=f"{run.id}-{fmt}.zip", mime="application/zip",
-            on_click="ignore", key=f"download_export_{run.id}_{fmt}", help="Built on demand: seconds for one run, about a minute for an ensemble of runs or an adapted one.",
-        )
-
-
-def _report(run: Run) -> None:
-    """Draws "Make report" (HTML and PDF into runs/<id>/reports/), then the downloads of the stored report."""
-    from zoidberg.reporting.report_files import REPORT_FORMATS, report_path, write_report
-    from zoidberg.ui import predict_results
-
-    left, middle, right, _ = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
-    if left.button("Make report", key=f"make_report_{run.id}",
-                   help="One document for a clinician: intended use, data, method, CV and external results with CIs, "
-                   "curves, operating point, confusion matrices and the most wrong X-rays with Grad-CAM (about 10 s)."):
-        with st.spinner("Writing the report (figures and Grad-CAM)…"):
-            try:
-                ensemble = predict_results.load_ensemble_cached(state.run_store(), run)
-                write_report(run, REPORT_FORMATS, ensemble=ensemble)
-            except (ValueError, OSError, LookupError) as error:
-                st.error(f"The report could not be written: {error}")
-    for column, fmt in zip((middle, right), REPORT_FORMATS):
-        path = report_path(run, fmt)
-        if path.is_file():
-            column.download_button(
-                f"⬇ Report (.{fmt})", path.read_bytes(), file_name=f"{run.id}-report.{fmt}",
-                mime="text/html" if fmt == "html" else "application/pdf", on_click="ignore", key=f"download_report_{run.id}_{fmt}",
-                help=f"Made {time.strftime('%Y-%m-%d %H:%M', time.localtime(path.stat().st_mtime))}; self-contained, opens offline.",
-            )
-
-
-def _downloads(run: Run, has_models: bool) -> None:
-    """Draws the report, downloads of config.json, of a zip of the fold models and of the one-model exports."""
-    if has_models:
-        _report(run)
-        _exports(run)
-    left, right, _ = st.columns([1, 1, 2])
-    with left:
-        st.download_button(
-            "⬇ config.json",
-            json.dumps(run.config, indent=2),
-            file_name=f"{run.id}-config.json",
-            mime="application/json",
-            on_click="ignore",
-            key=f"download_config_{run.id}",
-        )
-    with right:
-        st.download_button(
-            "⬇ Fold models (.zip)",
-            lambda: models_archive(run, state.run_store()),
-            file_name=f"{run.id}-models.zip",
-            mime="application/zip",
-            on_click="ignore",
-            disabled=not has_models,
-            key=f"download_models_{run.id}",
-            help="Every fold's model.keras and config.json (an ensemble's members, an adapted run's parent and its site heads "
-            "inside), zipped on demand.",
-        )

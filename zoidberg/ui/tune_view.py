@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -16,94 +16,14 @@ from zoidberg.runs.worker import RESUMABLE_STATES
 from zoidberg.tuning import config as tuning
 from zoidberg.tuning import results
 from zoidberg.tuning import space as tuning_space
-from zoidberg.ui import figures, state, widgets
+from zoidberg.ui import figures, form_widgets, state, trials_table, widgets
 from zoidberg.ui.widgets import PERSIST, format_number, state_badge
 
 STARTED_CV_KEY = "zoidberg_tune_started_cv"
-BEST_ROW_COLOR = "rgba(0, 204, 150, 0.28)"
-BEST_MARK = "★"
 NAS_NOTE = (
     "Searching over the number of conv blocks and the filters per block changes the network itself, "
     "so for the custom CNN this is a small **neural architecture search**, not only a tuning of training knobs."
 )
-
-
-# ---------------------------------------------------------------------------------------
-# Tables and figures (pure functions of run-store data).
-# ---------------------------------------------------------------------------------------
-
-
-def objective_label(objective: str) -> str:
-    """Returns a readable name of an objective ("val_auc" -> "validation AUC")."""
-    return tuning.OBJECTIVE_LABELS.get(objective, objective)
-
-
-def best_trial_number(rows: Sequence[dict], direction: str) -> int | None:
-    """Returns the number of the best completed trial, or None."""
-    best = results.best_row(list(rows), direction)
-    return best["trial"] if best else None
-
-
-def trials_frame(rows: Sequence[dict], objective: str, direction: str) -> pd.DataFrame:
-    """Tabulates trials: number, best mark, status, objective, hyperparameters, epochs, time.
-
-    Args:
-        rows: trials.json rows.
-        objective: The objective's name (the column title).
-        direction: "max" or "min".
-
-    Returns:
-        One row per trial, in trial order.
-    """
-    best = best_trial_number(rows, direction)
-    names = results.hyperparameter_names(rows)
-    records = []
-    for row in rows:
-        record = {
-            "trial": row["trial"],
-            "best": BEST_MARK if row["trial"] == best else "",
-            "status": row["status"],
-            objective: row.get("objective"),
-        }
-        values = row.get("hyperparameters") or {}
-        record.update({name: _cell(values.get(name)) for name in names})
-        record["epochs"] = row.get("epochs")
-        record["seconds"] = row.get("seconds")
-        record["note"] = row.get("message") or (f"continues trial {row['continues_trial']}" if row.get("continues_trial") else "")
-        records.append(record)
-    return pd.DataFrame(records)
-
-
-def _cell(value: Any) -> Any:
-    """Makes a value table-friendly (None and booleans as text, so columns keep one type)."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return value
-
-
-def highlight_best(frame: pd.DataFrame, objective: str, dimensions: Sequence[tuning_space.Dimension] = ()):
-    """Returns a Styler that colours the best trial's row and formats numbers readably.
-
-    Args:
-        frame: From trials_frame.
-        objective: The objective's column.
-        dimensions: The search space; log-scaled columns are shown in scientific notation.
-
-    Returns:
-        A pandas Styler (st.dataframe keeps the table sortable on the raw values).
-    """
-
-    def color(row):
-        return [f"background-color: {BEST_ROW_COLOR}" if row.get("best") == BEST_MARK else ""] * len(row)
-
-    log_names = {dimension.name for dimension in dimensions if dimension.log}
-    formats = {objective: "{:.4f}", "seconds": "{:.1f}"}
-    for column in frame.columns:
-        if column not in formats and pd.api.types.is_float_dtype(frame[column]):
-            formats[column] = "{:.2e}" if column in log_names else "{:.3g}"
-    return frame.style.apply(color, axis=1).format(formats, na_rep="—")
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,8 +47,8 @@ def search_options_ui(prefix: str = "tune") -> dict[str, Any]:
             "Image size (px)", min_value=16, max_value=512, value=64, step=16, key=f"{prefix}_image_size",
             persist_state=PERSIST, help="Side of the square grayscale input; default ranges shrink to what fits.",
         )
-        label_mode = widgets.label_mode_ui(f"{prefix}_label_mode")
-        preprocessing = widgets.preprocessing_ui(prefix)
+        label_mode = form_widgets.label_mode_ui(f"{prefix}_label_mode")
+        preprocessing = form_widgets.preprocessing_ui(prefix)
         algorithm = st.selectbox(
             "Algorithm", tuning.ALGORITHMS, index=tuning.ALGORITHMS.index("bayesian"), key=f"{prefix}_algorithm",
             persist_state=PERSIST, format_func=lambda name: tuning.ALGORITHM_LABELS[name],
@@ -138,7 +58,7 @@ def search_options_ui(prefix: str = "tune") -> dict[str, Any]:
     with second:
         objective = st.selectbox(
             "Objective", list(tuning.OBJECTIVES), key=f"{prefix}_objective", persist_state=PERSIST,
-            format_func=lambda name: f"{objective_label(name)} ({'higher' if tuning.OBJECTIVES[name] == 'max' else 'lower'} is better)",
+            format_func=lambda name: f"{trials_table.objective_label(name)} ({'higher' if tuning.OBJECTIVES[name] == 'max' else 'lower'} is better)",
             help="Measured on the patient-grouped validation part of the pooled train+val images; the test split is never used.",
         )
         max_trials = st.number_input(
@@ -161,7 +81,7 @@ def search_options_ui(prefix: str = "tune") -> dict[str, Any]:
         run_name = st.text_input(
             "Run name", value="", key=f"{prefix}_run_name", persist_state=PERSIST, max_chars=80, placeholder="optional",
         )
-    engine = widgets.engine_ui(prefix, tuning.TUNE_ENGINES, "inprocess", tuning.TUNE_ENGINE_HELP, unit="trials")
+    engine = form_widgets.engine_ui(prefix, tuning.TUNE_ENGINES, "inprocess", tuning.TUNE_ENGINE_HELP, unit="trials")
     return {
         **engine,
         "image_size": int(image_size),
@@ -223,7 +143,7 @@ def _dimension_row_ui(
     )
     with settings:
         if not tuned:
-            value = widgets.option_ui(parameter, key=f"{key}_value")
+            value = form_widgets.option_ui(parameter, key=f"{key}_value")
             return _UNCHANGED if not default.tuned and value == default.value else value
         if default.kind == "bool":
             st.caption("searches on and off")
@@ -241,7 +161,7 @@ def _choices_ui(default: tuning_space.Dimension, key: str, changed_from_default:
     """Draws the choices of a tuned choice hyperparameter."""
     chosen = st.multiselect(
         "Choices", list(default.choices), default=list(default.choices), key=f"{key}_choices", persist_state=PERSIST,
-        format_func=widgets.format_choice, label_visibility="collapsed",
+        format_func=form_widgets.format_choice, label_visibility="collapsed",
     )
     if list(chosen) == list(default.choices) and not changed_from_default:
         return _UNCHANGED
@@ -314,7 +234,7 @@ def configure_section_ui(data_dir: str) -> None:
     """Draws the architecture, options and search space; validates and starts a search."""
     # Started when the form is shown, so that Start finds TensorFlow already imported.
     state.keep_warm_worker()
-    spec = widgets.architecture_ui(key="tune_architecture")
+    spec = form_widgets.architecture_ui(key="tune_architecture")
     options = search_options_ui()
     st.markdown(f"**Search space for {spec.label}** — tick a hyperparameter to search it, untick it to fix it.")
     space = search_space_ui(spec, options["image_size"])
@@ -427,7 +347,7 @@ def _progress_block(progress: Progress, status: dict, stop_requested: bool) -> N
     st.progress(fraction, text=f"{len(progress.finished)} of at most {progress.total} trials finished")
     if progress.hyperparameters and progress.current not in progress.finished:
         st.caption(f"Trial {progress.current}: " + ", ".join(
-            f"`{name}` {widgets.format_choice(value) if not isinstance(value, float) else f'{value:.4g}'}"
+            f"`{name}` {form_widgets.format_choice(value) if not isinstance(value, float) else f'{value:.4g}'}"
             for name, value in progress.hyperparameters.items()
         ))
 
@@ -443,13 +363,13 @@ def results_block(run: Run, config: tuning.TuneConfig | None, live_run: bool) ->
     best = results.best_row(rows, direction)
     if best:
         st.markdown(
-            f"**Best so far: trial {best['trial']}** — {objective_label(objective)} **{format_number(best['objective'], 4)}**"
+            f"**Best so far: trial {best['trial']}** — {trials_table.objective_label(objective)} **{format_number(best['objective'], 4)}**"
         )
     st.markdown("**Trials** (click a column title to sort; ★ marks the best)")
-    frame = trials_frame(rows, objective, direction)
+    frame = trials_table.trials_frame(rows, objective, direction)
     dimensions = config.dimensions() if config else ()
     st.dataframe(
-        highlight_best(frame, objective, dimensions), hide_index=True, width="stretch", placeholder="—",
+        trials_table.highlight_best(frame, objective, dimensions), hide_index=True, width="stretch", placeholder="—",
         key=f"tune_trials_{run.id}_{'live' if live_run else 'done'}",
     )
     st.plotly_chart(figures.best_so_far_figure(rows, objective, direction), key=f"tune_best_{run.id}_{live_run}")
@@ -490,7 +410,7 @@ def cross_validate_ui(run: Run, config: tuning.TuneConfig) -> None:
     st.markdown("##### Best configuration")
     values = {dimension.name: getattr(train if dimension.target == "train" else model, dimension.name) for dimension in config.dimensions()}
     st.dataframe(
-        pd.DataFrame([{"hyperparameter": name, "value": widgets.format_choice(value) if not isinstance(value, float) else f"{value:.4g}",
+        pd.DataFrame([{"hyperparameter": name, "value": form_widgets.format_choice(value) if not isinstance(value, float) else f"{value:.4g}",
                        "searched": "yes" if dimension.tuned else "fixed"}
                       for (name, value), dimension in zip(values.items(), config.dimensions())]),
         hide_index=True, width="content", column_config={"value": st.column_config.TextColumn("value", width="medium")},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,18 @@ def test_the_layer_check_finds_an_upward_import_and_a_package_without_a_layer():
         "zoidberg.attic.box -> zoidberg.config (give attic a layer)",
         "zoidberg.training.cv -> zoidberg.launch.warm (training sits below launch)",
     ]
+
+
+def test_the_kinds_table_names_functions_that_exist_below_launch():
+    # launch.kinds imports each kind's engine functions by "module:name" when it runs them, so the
+    # import graph does not see those edges: this checks them instead.
+    from zoidberg.launch.kinds import KINDS
+
+    for kind in KINDS.values():
+        for path in (kind.config_class, kind.prepare_function, kind.run_function):
+            module, _, name = path.partition(":")
+            assert LAYERS.index(layer_of(module)) < LAYERS.index("launch"), path
+            assert callable(getattr(importlib.import_module(module), name)), path
 
 
 def test_layers_import_only_downwards():

@@ -9,7 +9,7 @@ import streamlit as st
 
 from zoidberg.data.dataset import Dataset, DatasetError, fingerprint_records, load_dataset, scan_dataset
 from zoidberg.launch import jobs
-from zoidberg.launch.kinds import get_kind
+from zoidberg.launch.kinds import prepare_within_roots
 from zoidberg.runs.store import ACTIVE_STATES, Run, RunStore, default_runs_dir
 
 # Session-state keys read by more than one page; the run selection has one key per run kind.
@@ -223,41 +223,6 @@ def forget_events(run_id: str) -> None:
     st.session_state.get(EVENTS_CACHE_KEY, {}).pop(run_id, None)
 
 
-def prepare_payload(kind: str, config) -> dict:
-    """Checks a configuration against the cached dataset and its weights; returns its config.json payload.
-
-    Args:
-        kind: "cv" or "tune".
-        config: A RunConfig or TuneConfig.
-
-    Returns:
-        The payload (config, data fingerprint, package versions).
-
-    Raises:
-        ValueError: The image is too small, k is too large for the data, or the folder
-            cannot be read as a dataset (DatasetError is a ValueError).
-        FileNotFoundError: Pretrained weights were asked for and no local file has them
-            (WeightsNotFoundError).
-    """
-    if kind == "ensemble":
-        # An ensemble reads its members' stored predictions, not images; the runs it trains read their folder.
-        from zoidberg.data.roots import check_folder_allowed
-
-        for recipe in config.recipes:
-            check_folder_allowed(recipe.data.data_dir)
-        return get_kind(kind).prepare(config, runs_dir=runs_dir())
-    if kind == "adapt":
-        # A shared dashboard reads only folders under $ZOIDBERG_DATA_ROOTS: the site's films too.
-        from zoidberg.data.roots import check_folder_allowed
-
-        for folder in (config.site_dir, config.unlabeled_dir):
-            if folder:
-                check_folder_allowed(folder)
-        return get_kind(kind).prepare(config, runs_dir=runs_dir())
-    dataset = load_dataset_cached(config.data.data_dir, **config.data.loader_options())
-    return get_kind(kind).prepare(config, dataset)
-
-
 def start_or_attach(kind: str, config) -> tuple[str, bool]:
     """Checks a configuration once, then starts its worker or attaches to an identical active run.
 
@@ -269,10 +234,10 @@ def start_or_attach(kind: str, config) -> tuple[str, bool]:
         (run id, attached): attached is True when no new run was started.
 
     Raises:
-        ValueError, FileNotFoundError: As prepare_payload, or an unwritable runs folder.
+        ValueError, FileNotFoundError: As kinds.prepare_within_roots, or an unwritable runs folder.
     """
     with st.spinner("Checking the configuration against the data ..."):
-        payload = prepare_payload(kind, config)
+        payload = prepare_within_roots(kind, config, runs_dir(), load_dataset_cached)
     with st.spinner("Starting the worker ..."):
         return jobs.start_or_attach(kind, payload, name=config.run_name, runs_dir=runs_dir())
 

@@ -134,15 +134,15 @@ def measure(root: Path, cache_dir: Path) -> dict:
     indices, fold_of = timed("folds (duplicates audit + 5 grouped folds)", folds)
 
     def train():
-        from zoidberg.training.callbacks import PageRelease
-        from zoidberg.training.pipeline import rows_as_tensor, train_model
+        from zoidberg.training.image_rows import ImageRows
+        from zoidberg.training.pipeline import train_model
 
         _, train_part, validation_part = next(iter_fold_indices(fold_of))
-        tensor = rows_as_tensor(dataset.images, indices)
+        images = ImageRows(dataset.images, indices)
         model, history = train_model(
             ModelConfig(**CNN), TrainConfig(epochs=1, batch_size=64, augmentation=False, early_stopping_patience=0, class_weighting="none"),
-            tensor, dataset.labels[indices], train_part, validation_part, num_classes=2, image_size=IMAGE_SIZE,
-            callbacks=[PageRelease(dataset.images)],
+            images, dataset.labels[indices], train_part, validation_part, num_classes=2, image_size=IMAGE_SIZE,
+            callbacks=images.callbacks(),
         )
         return len(train_part), history
 

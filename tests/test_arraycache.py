@@ -72,7 +72,7 @@ def test_unwritable_folder_returns_false_and_leaves_nothing(tmp_path):
 def test_data_starts_on_a_page_and_images_reach_tensorflow_without_a_copy(tmp_path):
     import tensorflow as tf
 
-    from zoidberg.training.pipeline import as_image_tensor
+    from zoidberg.training.image_rows import ImageRows
 
     array = np.random.randint(0, 256, size=(5, 16, 16), dtype=np.uint8)
     path = tmp_path / "cache.bin"
@@ -80,13 +80,13 @@ def test_data_starts_on_a_page_and_images_reach_tensorflow_without_a_copy(tmp_pa
     _, mapped = arraycache.read_array_file(path, np.uint8, accept_all)
     assert mapped.ctypes.data % arraycache.DATA_ALIGNMENT == 0
     for source in (mapped, arraycache.aligned_take(array, np.array([4, 0, 2]))):
-        tensor = as_image_tensor(source)
+        tensor = ImageRows(source).tensor
         np.testing.assert_array_equal(tensor.numpy(), source)
         # Shared, not copied: TensorFlow sees a change made through NumPy.
         source[0, 0, 0] ^= 0xFF
         assert int(tf.gather(tensor, [0])[0, 0, 0]) == int(source[0, 0, 0])
     unaligned = np.frombuffer(bytes(5 * 16 * 16 + 1), dtype=np.uint8, offset=1).reshape(5, 16, 16)
-    np.testing.assert_array_equal(as_image_tensor(unaligned).numpy(), unaligned)  # Copied, never shared.
+    np.testing.assert_array_equal(ImageRows(unaligned).tensor.numpy(), unaligned)  # Copied, never shared.
     assert path.read_bytes()[-1] == array[-1, -1, -1], "writes go to private pages, never to the file"
 
 

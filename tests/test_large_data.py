@@ -1,12 +1,14 @@
 """Data sets larger than memory: batches read from a large array one at a time, the same as from a tensor."""
 
 import numpy as np
+import pytest
 
 
 def test_a_large_array_is_read_batch_by_batch_with_the_same_batches(monkeypatch):
     import tensorflow as tf
 
-    from zoidberg.training.pipeline import RowsOf, as_image_tensor, make_batches, rows_as_tensor
+    from zoidberg.training.image_rows import ImageRows
+    from zoidberg.training.pipeline import make_batches
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 16, 16), dtype=np.uint8)
@@ -16,11 +18,17 @@ def test_a_large_array_is_read_batch_by_batch_with_the_same_batches(monkeypatch)
     expected = [(x.numpy(), y.numpy()) for x, y in make_batches(images[rows], labels[rows], positions, 8)]
     # From here on every array counts as larger than memory.
     monkeypatch.setenv("ZOIDBERG_STREAM_BYTES", "1")
-    assert isinstance(as_image_tensor(images), np.ndarray)
-    view = rows_as_tensor(images, rows)
-    assert isinstance(view, RowsOf) and len(view) == 30
-    assert isinstance(rows_as_tensor(images, np.arange(40)), np.ndarray)
-    for source in (view, images[rows]):
+    assert ImageRows(images).streamed and len(ImageRows(images).callbacks()) == 1
+    view = ImageRows(images, rows)
+    assert view.streamed and len(view) == 30 and view.shape == (30, 16, 16)
+    with pytest.raises(ValueError, match="per batch"):
+        view.tensor
+    monkeypatch.delenv("ZOIDBERG_STREAM_BYTES")
+    in_memory = ImageRows(images, rows)
+    assert not in_memory.streamed and in_memory.callbacks() == [] and in_memory.tensor.shape == (30, 16, 16)
+    np.testing.assert_array_equal(in_memory.take(np.array([0, 5])), images[rows[[0, 5]]])
+    monkeypatch.setenv("ZOIDBERG_STREAM_BYTES", "1")
+    for source in (view, images[rows], in_memory):
         got = [(x.numpy(), y.numpy()) for x, y in make_batches(source, labels[rows], positions, 8)]
         assert len(got) == len(expected)
         for (x, y), (want_x, want_y) in zip(got, expected):

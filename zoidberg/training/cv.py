@@ -95,14 +95,15 @@ def _run_folds(run: Run, say: Reporter) -> dict:
 
 def _train_folds_here(run, config, dataset, indices, labels, tasks, say) -> None:
     """Trains the folds one after another in this process (engine inprocess)."""
-    from zoidberg.training.pipeline import release_memory, rows_as_tensor
+    from zoidberg.training.image_rows import ImageRows
+    from zoidberg.training.pipeline import release_memory
 
-    image_tensor = rows_as_tensor(dataset.images, indices)
+    images = ImageRows(dataset.images, indices)
     frozen = fold_training.load_frozen_backbone(run, config, dataset, indices, say)
     for task in tasks:
         if run.stop_requested:
             raise RunStopped()
-        fold_training.train_fold(run, config, dataset, image_tensor, labels, task.train_part, task.validation_part, task.fold_number, say, frozen)
+        fold_training.train_fold(run, config, dataset, images, labels, task.train_part, task.validation_part, task.fold_number, say, frozen)
         release_memory()
 
 

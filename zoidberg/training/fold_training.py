@@ -18,7 +18,7 @@ from zoidberg.runs.worker import Reporter, RunStopped
 def train_fold_task(run: Run, task) -> None:
     """Trains one fold in a fold child (engine local): the dataset and any backbone features come from the disk caches."""
     from zoidberg.data.dataset import load_dataset
-    from zoidberg.training.pipeline import rows_as_tensor
+    from zoidberg.training.image_rows import ImageRows
 
     # The pool hands a child its next fold before the last one ends; after a stop request
     # that fold must not start.
@@ -31,9 +31,9 @@ def train_fold_task(run: Run, task) -> None:
         print(message, flush=True)
 
     labels = dataset.labels[task.indices]
-    image_tensor = rows_as_tensor(dataset.images, task.indices)
+    images = ImageRows(dataset.images, task.indices)
     frozen = load_frozen_backbone(run, config, dataset, task.indices, say, announce=False)
-    train_fold(run, config, dataset, image_tensor, labels, task.train_part, task.validation_part, task.fold_number, say, frozen)
+    train_fold(run, config, dataset, images, labels, task.train_part, task.validation_part, task.fold_number, say, frozen)
 
 
 def train_fold_on_ray_node(config_payload: dict, task, inputs, channel, num_cpus: float) -> dict[str, bytes]:
@@ -60,12 +60,12 @@ def train_fold_on_ray_node(config_payload: dict, task, inputs, channel, num_cpus
         if run.stop_requested:
             raise RunStopped()
         set_thread_pools(num_cpus)
-        from zoidberg.training.pipeline import as_image_tensor
+        from zoidberg.training.image_rows import ImageRows
 
         config = RunConfig.from_dict(config_payload)
         frozen = frozen_head_inputs(config, inputs.features, inputs.num_classes)
         train_fold(
-            run, config, inputs, as_image_tensor(np.ascontiguousarray(inputs.images)), inputs.labels, task.train_part,
+            run, config, inputs, ImageRows(np.ascontiguousarray(inputs.images)), inputs.labels, task.train_part,
             task.validation_part, task.fold_number, lambda message: print(message, flush=True), frozen,
         )
         fold_dir = run.fold_dir(task.fold_number).relative_to(run.path).as_posix()
@@ -120,7 +120,7 @@ def load_frozen_backbone(run: Run, config: RunConfig, dataset: Dataset, indices:
 
 
 def train_fold(
-    run, config, dataset, image_tensor, labels, train_part, validation_part, fold_number, say, frozen=None
+    run, config, dataset, images, labels, train_part, validation_part, fold_number, say, frozen=None
 ) -> None:
     """Trains one fold and saves its model, out-of-fold probabilities and metrics.
 
@@ -136,13 +136,8 @@ def train_fold(
     say(f"Fold {fold_number}/{n_folds}: training on {len(train_part)} images, validating on {len(validation_part)} ...")
     callback = RunStoreCallback(run, fold_number, n_folds, config.train.epochs)
     logged = [callback, make_tensorboard(run, fold_number)] if config.tensorboard else [callback]
-    from zoidberg.data.arraycache import stream_bytes
-
-    if getattr(dataset, "images", None) is not None and dataset.images.nbytes >= stream_bytes():
-        from zoidberg.training.callbacks import PageRelease
-
-        # A data set this large is read through its cache file's mapping and must not stay resident.
-        logged.append(PageRelease(dataset.images))
+    # Streamed images are read through their cache file's mapping and must not stay resident.
+    logged += images.callbacks()
     start = time.perf_counter()
     random_state = config.random_state + fold_number
     from zoidberg.inference.decisions import as_class_probabilities
@@ -157,13 +152,13 @@ def train_fold(
             say(f"Each fold trains data-parallel over {strategy.num_replicas_in_sync} GPUs (MirroredStrategy).")
         if frozen is not None and config.model.transfer_mode == "fine-tune":
             model, history = fine_tune_from_features(
-                frozen, config, image_tensor, labels, train_part, validation_part, logged, random_state, dataset.num_classes, validation_pass
+                frozen, config, images, labels, train_part, validation_part, logged, random_state, dataset.num_classes, validation_pass
             )
         elif frozen is None:
             model, history = train_model(
                 config.model,
                 config.train,
-                image_tensor,
+                images,
                 labels,
                 train_part,
                 validation_part,
@@ -183,9 +178,9 @@ def train_fold(
     if config.model.transfer_mode == "frozen" and frozen is not None:
         model = frozen.full_model(head)
         # Test-time augmentation needs the backbone on every variant, so it scores with the full model.
-        probabilities = predict_probabilities(model, image_tensor, validation_part, tta=True) if config.tta else frozen.probabilities(head, validation_part)
+        probabilities = predict_probabilities(model, images, validation_part, tta=True) if config.tta else frozen.probabilities(head, validation_part)
     elif config.tta or validation_pass.kept_outputs is None:
-        probabilities = predict_probabilities(model, image_tensor, validation_part, tta=config.tta)
+        probabilities = predict_probabilities(model, images, validation_part, tta=config.tta)
     else:
         # The last validation pass of the kept weights already predicted the fold: no second pass.
         probabilities = as_class_probabilities(validation_pass.kept_outputs)
@@ -219,7 +214,7 @@ def train_fold(
     )
 
 
-def fine_tune_from_features(frozen, config, image_tensor, labels, train_part, validation_part, callbacks, random_state, num_classes, validation_pass=None):
+def fine_tune_from_features(frozen, config, images, labels, train_part, validation_part, callbacks, random_state, num_classes, validation_pass=None):
     """Fine-tunes one fold: the head's warm-up on cached features, then the top layers on the images.
 
     The warm-up half of the epochs costs a head's training instead of full forward passes;
@@ -239,7 +234,7 @@ def fine_tune_from_features(frozen, config, image_tensor, labels, train_part, va
     if callbacks[0].stopped_by_request:
         return model, history
     more = fit_on_images(
-        model, config.model, config.train, image_tensor, labels, train_part, validation_part, num_classes=num_classes,
+        model, config.model, config.train, images, labels, train_part, validation_part, num_classes=num_classes,
         random_state=random_state, callbacks=callbacks, initial_epoch=warmup, validation_pass=validation_pass,
     )
     return model, {key: list(history.get(key, [])) + list(more.get(key, [])) for key in set(history) | set(more)}

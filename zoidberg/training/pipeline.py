@@ -11,102 +11,18 @@ import numpy as np
 import tensorflow as tf
 
 from zoidberg.config import ModelConfig, TrainConfig
-from zoidberg.data.arraycache import TENSOR_ALIGNMENT, aligned_take, stream_bytes
 from zoidberg.models.build import build_model, compile_model
 from zoidberg.inference.decisions import as_class_probabilities
 from zoidberg.inference.tta import tta_variants
 from zoidberg.models.layers import unfreeze_top_layers
 from zoidberg.training.augmentation import make_augmentation
+from zoidberg.training.image_rows import ImageRows
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def as_image_tensor(images: np.ndarray | tf.Tensor) -> tf.Tensor:
-    """Returns images as a tensor, sharing the NumPy buffer instead of copying it when possible.
-
-    tf.constant copies a NumPy array (and briefly holds two copies): 500 MB for the 5,232
-    training images at 224 px. A C-contiguous, writable array aligned to 64 bytes (as
-    load_dataset returns, decoded or memory-mapped from its cache) is handed over through
-    DLPack at no cost instead. The images must then not be modified while the tensor lives;
-    nothing in Zoidberg modifies a loaded dataset.
-
-    Args:
-        images: An array or a tensor.
-
-    Returns:
-        A tensor with the same contents.
-    """
-    if isinstance(images, (tf.Tensor, RowsOf)):
-        return images
-    array = np.asarray(images)
-    if array.nbytes >= stream_bytes():
-        # A data set this large (usually read through its cache file's mapping) stays a NumPy
-        # array: tf.data would copy a captured tensor whole, so make_batches gathers each
-        # batch from the array instead.
-        return array
-    shareable = (
-        array.size > 0
-        and array.flags.c_contiguous
-        and array.flags.writeable
-        and array.ctypes.data % TENSOR_ALIGNMENT == 0
-    )
-    if shareable:
-        try:
-            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-        except (BufferError, TypeError, ValueError):
-            pass
-    return tf.constant(array)
-
-
-def rows_as_tensor(images: np.ndarray, indices: np.ndarray) -> tf.Tensor:
-    """Returns images[indices] as one tensor for all folds or trials, one byte per pixel, held once.
-
-    When `indices` selects every row in order (no held-out test split), the tensor shares
-    the dataset's own buffer; otherwise the rows are gathered once into an aligned array
-    that TensorFlow shares (see as_image_tensor).
-
-    Args:
-        images: uint8 images (N, S, S), as load_dataset returns them.
-        indices: Rows to keep, in the order the tensor should have them.
-    """
-    indices = np.asarray(indices)
-    if np.array_equal(indices, np.arange(len(images))):
-        return as_image_tensor(images)
-    if images.nbytes >= stream_bytes():
-        # Gathering the rows would copy a data set larger than memory: they are read per batch.
-        return RowsOf(images, indices)
-    return as_image_tensor(aligned_take(images, indices))
-
-
-class RowsOf:
-    """Some rows of a large image array, read only when a batch asks for them (no copy of the whole).
-
-    Args:
-        images: The (N, S, S) array, usually memory-mapped.
-        indices: The rows, in the order positions refer to them.
-    """
-
-    def __init__(self, images: np.ndarray, indices: np.ndarray):
-        self.images = images
-        self.indices = np.asarray(indices)
-        self.shape = (len(self.indices), *images.shape[1:])
-        self.dtype = images.dtype
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def take(self, positions: np.ndarray) -> np.ndarray:
-        """The images at these positions."""
-        return self.images[self.indices[positions]]
-
-
-def _take_rows(source, positions: np.ndarray) -> np.ndarray:
-    """Rows of a NumPy array or a RowsOf, for one batch."""
-    return source.take(positions) if isinstance(source, RowsOf) else source[positions]
-
-
 def make_batches(
-    images: np.ndarray | tf.Tensor,
+    images: ImageRows | np.ndarray,
     labels: np.ndarray,
     indices: np.ndarray,
     batch_size: int,
@@ -134,7 +50,7 @@ def make_batches(
     Returns:
         A tf.data.Dataset of (float32 (B, S, S, 1) in [0, 1], labels).
     """
-    image_tensor = as_image_tensor(images)
+    rows = ImageRows.of(images)
     label_tensor = tf.constant(np.asarray(labels, dtype=np.int32))
     dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int32))
     if shuffle:
@@ -142,14 +58,7 @@ def make_batches(
     dataset = dataset.batch(batch_size)
 
     def gather(batch_indices):
-        if isinstance(image_tensor, tf.Tensor):
-            rows = tf.gather(image_tensor, batch_indices)
-        else:
-            # A large array is read batch by batch (see as_image_tensor).
-            side = image_tensor.shape[1]
-            rows = tf.numpy_function(lambda positions: _take_rows(image_tensor, positions), [batch_indices], tf.uint8, stateful=False)
-            rows = tf.reshape(rows, [-1, side, side])
-        batch = tf.cast(rows, tf.float32) * (1.0 / 255.0)
+        batch = tf.cast(rows.gather(batch_indices), tf.float32) * (1.0 / 255.0)
         return batch[..., tf.newaxis], tf.gather(label_tensor, batch_indices)
 
     dataset = dataset.map(gather, num_parallel_calls=AUTOTUNE)
@@ -177,7 +86,7 @@ def make_early_stopping(patience: int) -> keras.callbacks.Callback | None:
 
 
 def make_fit_inputs(
-    images: np.ndarray | tf.Tensor,
+    images: ImageRows | np.ndarray,
     labels: np.ndarray,
     train_indices: np.ndarray,
     validation_indices: np.ndarray,
@@ -197,6 +106,7 @@ def make_fit_inputs(
         num_classes: Number of classes.
         random_state: Seed of the shuffling and augmentation.
     """
+    images = ImageRows.of(images)  # Held once for both the training and the validation batches.
     train_data = make_batches(
         images,
         labels,
@@ -217,7 +127,7 @@ def make_fit_inputs(
 def train_model(
     model_config: ModelConfig,
     train_config: TrainConfig,
-    images: np.ndarray | tf.Tensor,
+    images: ImageRows | np.ndarray,
     labels: np.ndarray,
     train_indices: np.ndarray,
     validation_indices: np.ndarray,
@@ -254,11 +164,11 @@ def train_model(
         The trained model and a history dict {metric: [per-epoch values]}.
     """
     keras.utils.set_random_seed(random_state)
-    image_tensor = as_image_tensor(images)
+    image_rows = ImageRows.of(images)
     model = build_model(model_config, image_size, num_classes)
     compile_model(model, train_config, num_classes)
     history = fit_on_images(
-        model, model_config, train_config, image_tensor, labels, train_indices, validation_indices, num_classes=num_classes,
+        model, model_config, train_config, image_rows, labels, train_indices, validation_indices, num_classes=num_classes,
         random_state=random_state, callbacks=callbacks, verbose=verbose, validation_pass=validation_pass,
     )
     return model, history
@@ -268,7 +178,7 @@ def fit_on_images(
     model: keras.Model,
     model_config: ModelConfig,
     train_config: TrainConfig,
-    images: np.ndarray | tf.Tensor,
+    images: ImageRows | np.ndarray,
     labels: np.ndarray,
     train_indices: np.ndarray,
     validation_indices: np.ndarray,
@@ -287,7 +197,7 @@ def fit_on_images(
         model: A model compiled by compile_model.
         model_config: Architecture and hyperparameters (fine-tune's two phases).
         train_config: Optimizer, epochs, batch size, augmentation, class weighting, patience.
-        images: uint8 (N, S, S) images, or their tensor.
+        images: uint8 (N, S, S) images, or their ImageRows.
         labels: int labels (N,).
         train_indices: Samples to train on.
         validation_indices: Samples to validate on.
@@ -443,7 +353,7 @@ def make_probability_function(model: keras.Model):
 
 
 def predict_probabilities(
-    model: keras.Model, images: np.ndarray | tf.Tensor, indices: np.ndarray, batch_size: int = 64, *, tta: bool = False
+    model: keras.Model, images: ImageRows | np.ndarray, indices: np.ndarray, batch_size: int = 64, *, tta: bool = False
 ) -> np.ndarray:
     """Predicts class probabilities for `indices`, optionally averaged over the TTA variants.
 
@@ -452,7 +362,8 @@ def predict_probabilities(
         (1 - p, p) so callers treat both label modes alike.
     """
     infer = make_probability_function(model)
-    labels = np.zeros(len(images) if not isinstance(images, tf.Tensor) else images.shape[0], dtype=np.int32)
+    images = ImageRows.of(images)
+    labels = np.zeros(len(images), dtype=np.int32)
 
     def score(batch):
         if not tta:

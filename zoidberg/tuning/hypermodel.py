@@ -49,7 +49,7 @@ class ZoidbergHyperModel(keras_tuner.HyperModel):
     Args:
         config: The tuning configuration.
         run: The run that receives per-epoch events.
-        images: uint8 tensor of the pooled train+val images.
+        images: ImageRows of the pooled train+val images.
         labels: Their int labels.
         train_positions: Rows of `images` to train on.
         validation_positions: Rows for the objective.

@@ -62,11 +62,11 @@ def train_trial_on_node(config_payload: dict, hyperparameters, number: int, inpu
         if run.stop_requested:
             raise SearchStopped()
         set_thread_pools(num_cpus)
-        from zoidberg.training.pipeline import as_image_tensor
+        from zoidberg.training.image_rows import ImageRows
 
         config = TuneConfig.from_dict(config_payload)
         hypermodel = ZoidbergHyperModel(
-            config, run, as_image_tensor(np.ascontiguousarray(inputs.images)), inputs.labels, inputs.train_positions,
+            config, run, ImageRows(np.ascontiguousarray(inputs.images)), inputs.labels, inputs.train_positions,
             inputs.validation_positions, inputs.num_classes,
         )
         hypermodel.trial_number = number

@@ -261,7 +261,7 @@ def _readable_error(error: Exception) -> Exception:
 
 def _search(run: Run, say: Reporter) -> dict:
     """Loads the data, splits it by patient and runs keras-tuner's search."""
-    from zoidberg.training.pipeline import rows_as_tensor
+    from zoidberg.training.image_rows import ImageRows
 
     config = TuneConfig.from_dict(run.config)
     mark_running(
@@ -286,7 +286,7 @@ def _search(run: Run, say: Reporter) -> dict:
         config,
         run,
         # Only the pooled train+val images are ever given to the tuner.
-        rows_as_tensor(dataset.images, pooled),
+        ImageRows(dataset.images, pooled),
         dataset.labels[pooled],
         np.arange(len(train_indices)),
         np.arange(len(train_indices), len(pooled)),

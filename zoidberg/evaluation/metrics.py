@@ -29,9 +29,16 @@ SHORT_LABELS = {key: names[0] for key, names in METRIC_NAMES.items()}
 LONG_LABELS = {key: names[1] for key, names in METRIC_NAMES.items()}
 
 
+def is_scalar_number(value: Any) -> bool:
+    """Says whether a value is a real number (bools excluded)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, float, np.integer, np.floating))
+
+
 def is_finite_number(value) -> bool:
     """Tells whether a value is a finite real number (bools excluded)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_scalar_number(value) and math.isfinite(value)
 
 
 def finite_or_none(value) -> float | None:
@@ -309,13 +316,6 @@ def evaluate_predictions(
 # ---------------------------------------------------------------------------
 # Fold summaries.
 # ---------------------------------------------------------------------------
-
-
-def is_scalar_number(value: Any) -> bool:
-    """Says whether a value is a real number (bools excluded)."""
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    return isinstance(value, (int, float, np.integer, np.floating))
 
 
 def scalar_or_missing(value: Any) -> bool:

@@ -12,6 +12,7 @@ import pytest
 from zoidberg.config import OperatingPointChoice
 from zoidberg.data.dataset import DatasetError
 from zoidberg.inference.evaluate import evaluate_run
+from zoidberg.evaluation.leakage import evaluation_notes
 from zoidberg.evaluation.stored import current_evaluations, read_predictions
 from zoidberg.evaluation.out_of_fold import read_out_of_fold, set_operating_point
 from zoidberg.runs.store import EVALUATIONS_DIR, RunStore
@@ -70,7 +71,71 @@ def test_evaluating_the_training_folder_reports_the_leak(copy_of, demo_dir):
     evaluation = evaluate_run(run, demo_dir, split="all", name="itself")
     leakage = evaluation["leakage"]
     assert not leakage["clean"] and leakage["n_shared_patients"] > 0 and leakage["n_identical_files"] > 0
-    assert any("seen in training" in note for note in evaluation["notes"])
+    notes = evaluation_notes(evaluation)
+    assert any("byte-identical to training films" in note and "optimistic" in note for note in notes)
+
+
+def _training_patient_numbers(run) -> list[str]:
+    import csv
+
+    with run.open_text("folds.csv") as handle:
+        return sorted({row["patient"] for row in csv.DictReader(handle) if row["patient"].startswith("person")})
+
+
+def test_a_patient_number_match_alone_is_weak_evidence_and_another_site_sets_it_aside(copy_of, demo_dir, tmp_path, capsys):
+    from zoidberg.cli import main
+
+    run = copy_of("baseline")
+    number = _training_patient_numbers(run)[0]
+    folder = tmp_path / "other-hospital"
+    # Films of other children (the demo's test split), named with a training patient's number.
+    for index, path in enumerate(sorted(demo_dir.glob("test/PNEUMONIA/*.jpeg"))[:3] + sorted(demo_dir.glob("test/NORMAL/*.jpeg"))[:3]):
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / path.parent.name / (f"{number}_bacteria_{900 + index}.jpeg" if index < 3 else path.name))
+    evaluation = evaluate_run(run, folder, name="other-hospital")
+    leakage = evaluation["leakage"]
+    assert leakage["n_shared_patients"] == 1 and leakage["n_identical_files"] == 0 and leakage["n_near_duplicates"] == 0
+    assert leakage["near_checked"] and leakage["clean"]
+    (sentence,) = evaluation_notes(evaluation)
+    assert "same file-name patient number" in sentence and "weak evidence" in sentence and number in sentence
+    assert "not called optimistic" in sentence and "scores are optimistic" not in sentence
+    # Stated to come from another site (the CLI's --other-site): the match is set aside, nothing is scored again.
+    code = main(["--runs-dir", str(run.path.parent), "evaluate", "--run", run.id, "--data", str(folder), "--name", "other-hospital", "--other-site"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "another site" in out and "reused" in out
+    stored = json.loads(run.evaluation_path("other-hospital", "evaluation.json").read_text())
+    assert stored["leakage"]["other_site"] and stored["created"] == evaluation["created"]
+    (sentence,) = evaluation_notes(stored)
+    assert "stated to come from another site" in sentence and "optimistic" not in sentence
+
+
+def test_a_training_film_saved_again_is_a_near_duplicate_and_called_optimistic(copy_of, demo_dir, tmp_path):
+    from PIL import Image
+
+    run = copy_of("baseline")
+    folder = tmp_path / "resaved" / "PNEUMONIA"
+    folder.mkdir(parents=True)
+    (film,) = sorted(demo_dir.glob("train/PNEUMONIA/*.jpeg"))[:1]
+    # The same film, shrunk a little and saved at another quality: not byte-identical, nearly the same picture.
+    image = Image.open(film)
+    image.resize((image.width - 3, image.height - 3)).save(folder / "resaved_1.jpeg", quality=70)
+    shutil.copy(sorted(demo_dir.glob("test/PNEUMONIA/*.jpeg"))[0], folder / "other_1.jpeg")
+    evaluation = evaluate_run(run, folder.parent, name="resaved")
+    leakage = evaluation["leakage"]
+    assert leakage["n_identical_files"] == 0 and leakage["n_near_duplicates"] == 1 and not leakage["clean"]
+    assert leakage["near_duplicates"][0]["file"].endswith("resaved_1.jpeg") and film.name in leakage["near_duplicates"][0]["training_file"]
+    assert any("near-duplicates of training films" in note and "optimistic" in note for note in evaluation_notes(evaluation))
+
+
+def test_an_older_evaluation_is_shown_with_todays_leakage_wording():
+    old = {
+        "notes": ["3 patient(s) of this folder are in the run's training data (e.g. person1): their images were seen in training, so the scores are optimistic.", "Another note."],
+        "leakage": {"shared_patients": ["person1"], "n_shared_patients": 3, "identical_files": [], "n_identical_files": 0},
+    }
+    notes = evaluation_notes(old)
+    assert notes[0] == "Another note." and len(notes) == 2
+    assert "weak evidence" in notes[1] and "near-duplicates not checked" in notes[1] and "scores are optimistic" not in notes[1]
 
 
 def test_a_one_class_folder_is_evaluated_without_an_auc(copy_of, demo_dir, tmp_path):

@@ -72,3 +72,28 @@ def test_bad_requests_get_one_line(runs, tmp_path, capsys):
     assert ".html or .pdf" in capsys.readouterr().err
     assert main(["--runs-dir", str(store.root), "report", "--run", "no-such-run"]) == 2
     assert "no-such-run" in capsys.readouterr().err
+
+
+def test_the_report_carries_the_pages_leakage_sentence(runs, demo_dir, tmp_path):
+    import csv
+    import html as html_module
+
+    from zoidberg.evaluation.leakage import evaluation_notes
+    from zoidberg.inference.evaluate import evaluate_run
+    from zoidberg.reporting.content import build_report
+    from zoidberg.reporting.html import render_html
+
+    store, ids = runs
+    run = store.get(ids["baseline"])
+    with run.open_text("folds.csv") as handle:
+        number = sorted(row["patient"] for row in csv.DictReader(handle) if row["patient"].startswith("person"))[0]
+    folder = tmp_path / "elsewhere" / "PNEUMONIA"
+    folder.mkdir(parents=True)
+    for index, path in enumerate(sorted(demo_dir.glob("test/PNEUMONIA/*.jpeg"))[:3]):
+        shutil.copy(path, folder / f"{number}_bacteria_{800 + index}.jpeg")
+    evaluation = evaluate_run(run, folder.parent, name="elsewhere")
+    (sentence,) = [note for note in evaluation_notes(evaluation) if "patient number" in note]
+    text = html_module.unescape(re.sub(r"<[^>]+>", " ", render_html(build_report(run, examples=0, gradcam=False))))
+    text = re.sub(r"\s+", " ", text)
+    assert f"Evaluation elsewhere: {sentence}" in text and "weak evidence" in text
+    shutil.rmtree(run.evaluation_path("elsewhere"))

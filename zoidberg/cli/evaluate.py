@@ -22,6 +22,7 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--name", default=None, help="The evaluation's name [default: the folder's name].")
     evaluate.add_argument("--force", action="store_true", help="Score again even when this folder was evaluated with these models.")
     evaluate.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes; the evaluation records it [default: the run's setting].")
+    evaluate.add_argument("--other-site", action="store_true", help="The folder comes from another site (another hospital): a file-name patient number that also names a training patient is another child there, so it is not reported as shared. Identical and near-duplicate films are still checked.")
     evaluate.add_argument("--json", action="store_true", help="Print the evaluation as JSON.")
     add_runs_dir(evaluate)
     evaluate.set_defaults(handler=command_evaluate)
@@ -47,7 +48,7 @@ def command_evaluate(args) -> int:
 
     run = RunStore(args.runs_dir).get(args.run)
     with progress_tasks(enabled=not args.json) as progress:
-        evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, tta=args.tta,
+        evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, tta=args.tta, other_site=args.other_site or None,
                                   report=None if args.json else print, progress=progress)
     if args.json:
         print(json.dumps(evaluation, indent=2))
@@ -101,7 +102,9 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
         lines.append("  Cross-validation -> this folder: " + "; ".join(gap))
     if evaluation.get("shift"):
         lines.append(f"  Shift check: {evaluation['shift']['sentence']}")
-    lines += [f"  Note: {note}" for note in evaluation.get("notes") or []]
+    from zoidberg.evaluation.leakage import evaluation_notes
+
+    lines += [f"  Note: {note}" for note in evaluation_notes(evaluation)]
     return lines
 
 

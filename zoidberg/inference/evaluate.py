@@ -59,6 +59,7 @@ def evaluate_run(
     ensemble=None,
     tta: bool | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    other_site: bool | None = None,
 ) -> dict:
     """Evaluates a run's fold ensemble on a labeled folder and stores the result inside the run.
 
@@ -81,6 +82,8 @@ def evaluate_run(
             stored with the other setting is scored again.
         progress: Called as progress(task, done, total) while loading ("Loading images")
             and scoring ("Scoring").
+        other_site: The user states the folder comes from another site, so a file-name patient
+            number matching a training patient names another child (None: as stored, else no).
 
     Returns:
         The evaluation (also written to evaluations/<name>/evaluation.json).
@@ -116,6 +119,12 @@ def evaluate_run(
     same_data = bool(existing) and existing.get("fingerprint") == dataset.fingerprint and existing.get("split") == split
     same_scoring = bool(existing) and existing.get("models_signature") == signature and bool(existing.get("tta", False)) == tta
     if same_data and same_scoring and not force:
+        stated = (existing.get("leakage") or {}).get("other_site", False)
+        if other_site is not None and bool(other_site) != stated and isinstance(existing.get("leakage"), dict):
+            # Where the folder comes from changes the leakage sentence only: nothing is scored again.
+            existing = {**existing, "leakage": {**existing["leakage"], "other_site": bool(other_site)}}
+            write_json_atomic(run.evaluation_path(name, EVALUATION_FILE), existing)
+            say(f"Evaluation {name}: the folder is now stated to come from {'another' if other_site else 'the training'} site.")
         if existing.get("threshold") == ensemble.threshold and existing.get("scale") == ensemble.scale:
             say(f"Evaluation {name} is stored for these models and this folder: reused (--force scores again).")
             return existing
@@ -132,7 +141,7 @@ def evaluate_run(
         return updated
     digests = file_digests(dataset.root, [dataset.paths[row] for row in rows])
     refuse_adaptation_films(run, digests)
-    leakage = leakage_check(run, dataset, rows, digests)
+    leakage = leakage_check(run, dataset, rows, digests, other_site=bool(other_site))
     for line in describe_leakage(leakage):
         say(f"Warning: {line}")
     how = " (backbone features once per image)" if ensemble.frozen and not tta else ""
@@ -179,7 +188,6 @@ def evaluate_run(
             f"This folder holds images of one class only ({class_names[int(labels[0])]}): AUC, its interval and "
             "the ROC curve are undefined; accuracy, sensitivity or specificity and calibration still hold."
         )
-    notes += describe_leakage(leakage)
     evaluation = {
         "name": name,
         "created": now_iso(),

@@ -263,7 +263,8 @@ EVALUATION_JOBS_DIR = ".jobs"
 
 
 def start_evaluation(
-    run_id: str, data_dir: str, *, split: str = "auto", name: str, force: bool = False, tta: bool | None = None, runs_dir=None
+    run_id: str, data_dir: str, *, split: str = "auto", name: str, force: bool = False, tta: bool | None = None, other_site: bool = False,
+    runs_dir=None,
 ) -> dict:
     """Starts `python -m zoidberg evaluate` for a run in a background process and returns its job.
 
@@ -277,6 +278,7 @@ def start_evaluation(
         name: The evaluation's name (decided before it starts, so the page can follow it).
         force: Score again even when a matching evaluation is stored.
         tta: Average test-time variants (None: the run's own setting).
+        other_site: The folder comes from another site (evaluate --other-site).
         runs_dir: The run store folder.
 
     Returns:
@@ -292,6 +294,8 @@ def start_evaluation(
                "--data", str(data_dir), "--split", split, "--name", name] + (["--force"] if force else [])
     if tta is not None:
         command += ["--tta", str(bool(tta)).lower()]
+    if other_site:
+        command.append("--other-site")
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     package_root = str(Path(__file__).resolve().parents[2])
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))

@@ -8,6 +8,7 @@ import os
 
 from zoidberg.inference.decisions import INTENDED_USE
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
+from zoidberg.evaluation.leakage import evaluation_notes
 from zoidberg.evaluation.operating import predictive_values
 from zoidberg.reporting.document import Example, Report, Section, Table
 from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_KINDS, OPERATING_POINT_FILE, Run, now_iso
@@ -145,6 +146,8 @@ def results_section(run: Run, evaluations: list[dict]) -> Section:
              for item in evaluations],
             "External evaluations, on folders the run never trained on; the AUC interval is a bootstrap over patients.",
         ))
+        # The same sentences as the run view's: where an evaluation's films come from, and what they share with training.
+        section.paragraphs += [f"Evaluation {item['name']}: {note}" for item in evaluations for note in evaluation_notes(item)]
         gap = gap_table(run, evaluations)
         names = [item["name"] for item in evaluations]
         section.tables.append(Table(

@@ -10,6 +10,7 @@ from zoidberg.config import PROBABILITY_SCALES, THRESHOLD_METHOD_LABELS, THRESHO
 from zoidberg.data.dataset import DatasetError, find_class_folders
 from zoidberg.evaluation.stored import current_evaluations, evaluation_name, score_histogram
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
+from zoidberg.evaluation.leakage import evaluation_notes
 from zoidberg.evaluation.out_of_fold import read_out_of_fold, set_operating_point
 from zoidberg.launch import jobs
 from zoidberg.runs.store import CALIBRATION_FILE, OPERATING_POINT_FILE, Run
@@ -210,7 +211,7 @@ def evaluation_detail_ui(run: Run, evaluation: dict) -> None:
     models = evaluation.get("models") or f"{len(evaluation['folds_used'])} fold models"
     tta = " with test-time augmentation" if evaluation.get("tta") else ""
     st.markdown(f"##### {what} ({evaluation['n_images']} images, ensemble of {models}{tta})")
-    for note in evaluation.get("notes") or []:
+    for note in evaluation_notes(evaluation):
         st.warning(escape_markdown(note), icon="⚠️")
     if evaluation.get("synthetic"):
         st.caption("🧪 **Synthetic demo data — not real X-rays.**")
@@ -276,12 +277,17 @@ def evaluate_folder_ui(run: Run) -> None:
         except ValueError:
             default_name = ""
     name = right.text_input("Name", value=default_name, key=f"evaluate_name_{run.id}_{default_name}")
-    force_column, tta_column = st.columns(2)
+    force_column, tta_column, site_column = st.columns(3)
     force = force_column.checkbox("Score again even if stored", key=f"evaluate_force_{run.id}")
     tta = tta_column.checkbox(
         "Test-time augmentation", value=bool(run.config.get("tta", False)), key=f"evaluate_tta_{run.id}",
         help="Average each image over 4 variants (identity, a 90 % zoom, darker, brighter): 4x the forward passes, "
         "so about 4x the scoring time; frozen-backbone runs then cannot use their cached features.",
+    )
+    other_site = site_column.checkbox(
+        "From another site", key=f"evaluate_other_site_{run.id}",
+        help="The folder comes from another hospital: a file-name patient number that also names a training patient is "
+        "another child there. Identical and near-duplicate films are still checked.",
     )
     if st.button("🧪 Evaluate", key=f"evaluate_start_{run.id}", disabled=not folder.strip()):
         try:
@@ -291,7 +297,7 @@ def evaluate_folder_ui(run: Run) -> None:
             if not path.is_dir():
                 raise ValueError(f"{folder.strip()} does not exist or is not a folder.")
             find_class_folders(path)
-            jobs.start_evaluation(run.id, str(path.resolve()), split=split, name=name.strip() or default_name, force=force, tta=tta, runs_dir=state.runs_dir())
+            jobs.start_evaluation(run.id, str(path.resolve()), split=split, name=name.strip() or default_name, force=force, tta=tta, other_site=other_site, runs_dir=state.runs_dir())
             st.session_state.setdefault("zoidberg_evaluation_jobs", {})[run.id] = name.strip() or default_name
         except (ValueError, OSError, DatasetError) as error:
             show_error(error, "Not evaluated.")

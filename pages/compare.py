@@ -47,6 +47,7 @@ def main() -> None:
     if basis is not None:
         view.evaluation_comparison_ui(selected, basis)
         return
+    view.measured_first_ui(selected)
     st.subheader("Summary")
     view.summary_table_ui(selected)
     view.differences_ui(selected)

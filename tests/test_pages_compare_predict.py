@@ -378,6 +378,11 @@ def test_run_view_shows_the_gap_and_changes_the_operating_point(evaluated_runs, 
     assert "demo-test" in gap.columns and list(gap["metric"])[:4] == ["AUC", "Accuracy", "Sensitivity", "Specificity"]
     assert "Evaluation demo-test" in texts(app.markdown)
     assert {"Evaluations", "Operating point", "Calibration", "Decision curve", "Score distributions"} <= {tab.label for tab in app.tabs}
+    # The operating point leads with what the evaluations measured; carried rates name their assumption.
+    assert "Measured on new films" in texts(app.markdown)
+    measured = next(frame.value for frame in app.dataframe if "rates" in frame.value.columns)
+    assert any(str(rates).startswith("measured on demo-test") for rates in measured["rates"])
+    assert "assumes the site's films look like the training films" in texts(app.caption)
     app.selectbox(key=f"op_method_{run_id}").set_value("target-specificity")
     app.number_input(key=f"op_target_{run_id}").set_value(0.9)
     app.radio(key=f"op_scale_{run_id}").set_value("calibrated")
@@ -398,6 +403,13 @@ def test_compare_on_a_shared_evaluation_runs_delong_and_mcnemar(evaluated_runs):
     table = app.dataframe[0].value
     assert list(table.columns) == ["baseline", "variant"] and "AUC" in table.index
     assert plotly_count(app) >= 2
+    # On the cross-validation folds, what the runs measured on the shared films leads, and no metric
+    # winner is marked without a test that supports it.
+    app.radio(key="compare_basis").set_value(None).run()
+    assert_no_exception(app)
+    measured = texts(app.info)
+    assert "Measured on demo-test" in measured and "baseline" in measured and "Quote these before the cross-validation" in measured
+    assert "the smallest is marked" in texts(app.caption) and ("No winner is marked" in texts(app.caption) or "Marked: where" in texts(app.caption))
 
 
 def test_an_evaluation_started_from_the_page_runs_in_the_background(evaluated_runs, demo_dir):

@@ -97,3 +97,29 @@ def test_the_report_carries_the_pages_leakage_sentence(runs, demo_dir, tmp_path)
     text = re.sub(r"\s+", " ", text)
     assert f"Evaluation elsewhere: {sentence}" in text and "weak evidence" in text
     shutil.rmtree(run.evaluation_path("elsewhere"))
+
+
+def test_the_operating_point_section_leads_with_measured_rates_and_names_its_assumption(runs, tmp_path):
+    import html as html_module
+    import json
+
+    from zoidberg.evaluation.operating import SAME_FILMS_ASSUMPTION
+    from zoidberg.reporting.content import build_report
+    from zoidberg.reporting.html import render_html
+
+    store, ids = runs
+    run = store.get(ids["baseline"])
+    text = html_module.unescape(re.sub(r"<[^>]+>", " ", render_html(build_report(run, examples=0, gradcam=False))))
+    text = re.sub(r"\s+", " ", text)
+    section = text[text.index("The operating point"):]
+    assert "measured on test" in section and SAME_FILMS_ASSUMPTION in section
+    assert section.index("measured on test") < section.index("cross-validation, out of fold") < section.index("cross-validation carried to test")
+    assert "images in a test split, scored once" in text
+    # A run without a test split says nothing about one.
+    copy = RunStore(tmp_path / "runs")
+    shutil.copytree(run.path, copy.root / run.id)
+    copied = copy.get(run.id)
+    data = json.loads((copied.path / "data.json").read_text())
+    (copied.path / "data.json").write_text(json.dumps({**data, "n_test": 0}))
+    text = html_module.unescape(re.sub(r"<[^>]+>", " ", render_html(build_report(copied, examples=0, gradcam=False))))
+    assert "in a test split" not in text

@@ -214,3 +214,52 @@ def net_benefit(labels: np.ndarray, positive: np.ndarray, thresholds: np.ndarray
 
 
 DECISION_CURVE_THRESHOLDS = np.round(np.arange(0.01, 0.991, 0.01), 2)
+
+
+# What the out-of-fold rates carried to another prevalence take for granted.
+SAME_FILMS_ASSUMPTION = "assumes the site's films look like the training films"
+
+
+def rates_to_read(point: dict, evaluations: list[dict]) -> list[dict]:
+    """The rates at a run's operating point in the order a clinician should read them.
+
+    First what each evaluation measured on its films (sensitivity and specificity counted
+    there; PPV and NPV at that folder's own prevalence, or at the stated one). Then the
+    pooled out-of-fold rates of cross-validation, and those carried by Bayes' rule to each
+    evaluation's prevalence and to 10 % and 50 %: rows that only hold where the films look like
+    the training films, and say so.
+
+    Args:
+        point: operating_point.json.
+        evaluations: The run's current evaluations (binary ones count).
+
+    Returns:
+        [{"rates", "measured" (bool), "prevalence", "sensitivity", "specificity", "ppv", "npv"}].
+    """
+    rows = []
+    for item in evaluations:
+        measured = item.get("metrics") or {}
+        values = item.get("predictive_values") or {}
+        if measured.get("sensitivity") is None or measured.get("specificity") is None:
+            continue
+        where = "at the stated prevalence" if values.get("source") == "stated" else "at its own prevalence"
+        rows.append({
+            "rates": f"measured on {item['name']} ({item.get('n_images', '?')} films; PPV and NPV {where})", "measured": True,
+            "prevalence": values.get("prevalence"), "sensitivity": measured["sensitivity"], "specificity": measured["specificity"],
+            "ppv": values.get("ppv"), "npv": values.get("npv"),
+        })
+    pooled = point.get("pooled") or {}
+    sensitivity, specificity = pooled.get("sensitivity"), pooled.get("specificity")
+    if sensitivity is None or specificity is None:
+        return rows
+    carried = [("cross-validation, out of fold (the training data's prevalence)", point.get("prevalence"))]
+    carried += [(f"cross-validation carried to {item['name']}'s prevalence ({SAME_FILMS_ASSUMPTION})",
+                 (item.get("predictive_values") or {}).get("prevalence")) for item in evaluations]
+    carried += [(f"cross-validation carried to {share:.0%} prevalence ({SAME_FILMS_ASSUMPTION})", share) for share in (0.10, 0.50)]
+    for label, prevalence in carried:
+        if prevalence is None:
+            continue
+        ppv, npv = predictive_values(sensitivity, specificity, prevalence)
+        rows.append({"rates": label, "measured": False, "prevalence": prevalence, "sensitivity": sensitivity,
+                     "specificity": specificity, "ppv": ppv, "npv": npv})
+    return rows

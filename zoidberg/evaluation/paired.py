@@ -255,3 +255,45 @@ def _paired_verdicts(result: dict) -> list[str]:
         + ("the decisions differ beyond chance." if mcnemar["p_value"] < 0.05 else "no difference beyond chance.")
     )
     return sentences
+
+
+def supported_best(records: Sequence[RunRecord], best: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Keeps a metric row's "best" mark only where a paired test supports it, and says why where none can.
+
+    A mean ± std over a few folds names no winner by itself: the marks of the metric rows
+    stay only where the corrected resampled t-test finds the difference (p < 0.05), on the
+    winner's side. The cost rows (parameters, training time) keep theirs: they are counted,
+    not estimated.
+
+    Args:
+        records: The compared runs, as summary_table got them.
+        best: summary_table's marks.
+
+    Returns:
+        (the marks to draw, one sentence on what they mean or why there are none).
+    """
+    from zoidberg.evaluation.compare import PARAMETERS_ROW, TIME_ROW
+
+    supported = best.copy()
+    metric_rows = [row for row in best.index if row not in (PARAMETERS_ROW, TIME_ROW)]
+    supported.loc[metric_rows, :] = False
+    if len(records) != 2:
+        return supported, ("No winner is marked on the metrics: a paired test compares two runs; choose two, or test a "
+                           "pair under \"Is the difference real?\".")
+    first, second = records
+    check = check_comparability(first, second)
+    if not check.comparable:
+        return supported, "No winner is marked on the metrics: no paired test is possible. " + " ".join(check.reasons)
+    found = []
+    for test in paired_tests(first, second):
+        if test.result is None or test.result["p_value"] >= 0.05:
+            continue
+        row = METRIC_LABELS.get(test.metric, test.metric)
+        if row in supported.index:
+            supported.loc[row, (first if test.result["mean_difference"] > 0 else second).label] = True
+            found.append(test.label)
+    if found:
+        return supported, (f"Marked: where the corrected resampled t-test finds a difference (p < 0.05): {', '.join(found)}. "
+                           "The other metrics are not tested, or differ within fold noise.")
+    return supported, ("No winner is marked on the metrics: the corrected resampled t-test finds no difference beyond fold "
+                       "noise in AUC or accuracy, and the other metrics are not tested.")

@@ -9,7 +9,7 @@ import os
 from zoidberg.inference.decisions import INTENDED_USE
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
 from zoidberg.evaluation.leakage import evaluation_notes
-from zoidberg.evaluation.operating import predictive_values
+from zoidberg.evaluation.operating import SAME_FILMS_ASSUMPTION, rates_to_read
 from zoidberg.reporting.document import Example, Report, Section, Table
 from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_KINDS, OPERATING_POINT_FILE, Run, now_iso
 
@@ -63,7 +63,7 @@ def data_section(run: Run) -> Section:
     if counts:
         total = sum(counts.values())
         section.tables.append(Table(["Class", "Images", "Share"], [[name, str(count), percent(count / total if total else None)] for name, count in counts.items()]
-                                    + [["All", str(total), "100 %"]], f"{data.get('n_patients', '–')} patients; {data.get('n_test', 0)} images in a test split, scored once at the end."))
+                                    + [["All", str(total), "100 %"]], f"{data.get('n_patients', '–')} patients" + (f"; {data['n_test']} images in a test split, scored once at the end." if data.get("n_test") else ".")))
     skipped = data.get("skipped") or []
     section.paragraphs.append(f"Skipped files: {len(skipped)}." + ("" if not skipped else " First: " + "; ".join(
         f"{os.path.basename(str(item.get('path', item))) if isinstance(item, dict) else os.path.basename(str(item))}"
@@ -171,24 +171,17 @@ def operating_point_section(run: Run, evaluations: list[dict]) -> Section:
         section.paragraphs.append(f"Threshold {number(summary.get('threshold'))} ({summary.get('operating_point', 'the most probable class')}).")
         return section
     choice = point.get("choice") or {}
-    pooled = point.get("pooled") or {}
     section.paragraphs.append(
         f"Threshold {number(point.get('threshold'))} on {choice.get('probabilities', 'raw')} probabilities, chosen by "
         f"{summary.get('operating_point') or choice.get('method')} on out-of-fold predictions (never on a test split). "
         f"An X-ray is called pneumonia when its probability is at least the threshold."
     )
-    rows = []
-    sensitivity, specificity = pooled.get("sensitivity"), pooled.get("specificity")
-    prevalences = [(f"training data ({percent(point.get('prevalence'))})", point.get("prevalence"))]
-    prevalences += [(f"{item['name']} ({percent((item.get('predictive_values') or {}).get('prevalence'))})", (item.get("predictive_values") or {}).get("prevalence")) for item in evaluations]
-    prevalences += [("10 %", 0.10), ("50 %", 0.50)]
-    for label, prevalence in prevalences:
-        if prevalence is None or sensitivity is None or specificity is None:
-            continue
-        ppv, npv = predictive_values(sensitivity, specificity, prevalence)
-        rows.append([label, percent(sensitivity), percent(specificity), percent(ppv), percent(npv)])
-    section.tables.append(Table(["Prevalence", "Sensitivity", "Specificity", "PPV", "NPV"], rows,
-                                "Sensitivity and specificity are the pooled out-of-fold ones; PPV and NPV follow by Bayes' rule at each prevalence."))
+    rows = [[row["rates"], percent(row["prevalence"]), percent(row["sensitivity"]), percent(row["specificity"]), percent(row["ppv"]), percent(row["npv"])]
+            for row in rates_to_read(point, evaluations)]
+    section.tables.append(Table(["Rates", "Prevalence", "Sensitivity", "Specificity", "PPV", "NPV"], rows,
+                                "Measured rates first: what the model did on each evaluation's films. The cross-validation "
+                                "rows carry the out-of-fold sensitivity and specificity to other prevalences by Bayes' rule, "
+                                f"which {SAME_FILMS_ASSUMPTION}: where a measured row exists, quote it."))
     return section
 
 

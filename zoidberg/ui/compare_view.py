@@ -14,7 +14,7 @@ from zoidberg.runs.store import Run
 from zoidberg.ui import compare_figures, figures, state
 from zoidberg.ui import evaluation_figures as curves_figures
 from zoidberg.ui.figures import confusion_matrix_figure
-from zoidberg.ui.widgets import run_label
+from zoidberg.ui.widgets import escape_markdown, run_label
 
 BEST_CELL_STYLE = "font-weight: 700; background-color: rgba(79, 179, 191, 0.28)"
 
@@ -105,14 +105,14 @@ def pair_selection_ui(records: Sequence[compare.RunRecord]) -> tuple[compare.Run
 
 
 def summary_table_ui(records: Sequence[compare.RunRecord]) -> None:
-    """Draws the mean ± std table with the best value of each row highlighted."""
+    """Draws the mean ± std table, a metric's winner marked only where a paired test supports it."""
     text, best = compare.summary_table(records)
+    best, meaning = paired.supported_best(records, best)
     styled = text.style.apply(lambda _: best.replace({True: BEST_CELL_STYLE, False: ""}), axis=None)
     st.dataframe(styled, width="stretch", height=min(38 + 35 * len(text), 640))
     st.caption(
         "Mean ± standard deviation over folds, each run at its own decision threshold (last row). "
-        "Highlighted: the best run of each row (highest; lowest for parameters and training time). "
-        "— = not defined for that run's label mode."
+        f"{meaning} Parameters and training time: the smallest is marked. — = not defined for that run's label mode."
     )
 
 
@@ -286,6 +286,27 @@ def comparison_basis_ui(records: Sequence[compare.RunRecord]) -> str | None:
         help="On an evaluation the runs are compared on the same new images, with DeLong's test for the AUC and "
         "McNemar's for accuracy.",
     )
+
+
+def measured_first_ui(records: Sequence[compare.RunRecord]) -> None:
+    """Leads the cross-validation comparison with what the runs measured on the films they share, when they share any."""
+    runs = [state.run_store().get(record.run_id) for record in records]
+    for name in paired.shared_evaluation_names(runs):
+        lines = []
+        for record, run in zip(records, runs):
+            evaluation = next((item for item in current_evaluations(run) if item["name"] == name), None)
+            if evaluation is None:
+                continue
+            numbers = evaluation_figures(evaluation)
+            shown = [f"{label} {numbers[key]['value']:.3f}" for key, label in GAP_METRICS[:4] if (numbers.get(key) or {}).get("value") is not None]
+            lines.append(f"- **{escape_markdown(record.label)}**: " + ", ".join(shown))
+        if lines:
+            st.info(
+                f"**Measured on {escape_markdown(name)}** ({evaluation['n_images']} films none of them trained on), each at "
+                "its own operating point. Quote these before the cross-validation figures below; choose "
+                f"*Compare on: evaluation: {escape_markdown(name)}* above for the paired tests on them.\n\n" + "\n".join(lines),
+                icon="📏",
+            )
 
 
 def evaluation_comparison_ui(records: Sequence[compare.RunRecord], name: str) -> None:

@@ -11,6 +11,7 @@ from zoidberg.data.dataset import DatasetError, find_class_folders
 from zoidberg.evaluation.stored import current_evaluations, evaluation_name, score_histogram
 from zoidberg.evaluation.gap import CV_COLUMN, gap_table
 from zoidberg.evaluation.leakage import evaluation_notes
+from zoidberg.evaluation.operating import SAME_FILMS_ASSUMPTION, rates_to_read
 from zoidberg.evaluation.out_of_fold import read_out_of_fold, set_operating_point
 from zoidberg.launch import jobs
 from zoidberg.runs.store import CALIBRATION_FILE, OPERATING_POINT_FILE, Run
@@ -73,6 +74,13 @@ def operating_point_ui(run: Run) -> None:
         return
     choice = OperatingPointChoice.from_dict(point["choice"])
     spread = point["mean_std"]
+    measured = [row for row in rates_to_read(point, current_evaluations(run)) if row["measured"]]
+    if measured:
+        # What the model did on new films comes first: the cross-validation rates below hold only where films look alike.
+        st.markdown("**Measured on new films** — quote these")
+        widgets.metrics_table(pd.DataFrame([{"rates": row["rates"], "prevalence": row["prevalence"], "sensitivity": row["sensitivity"],
+                                             "specificity": row["specificity"], "PPV": row["ppv"], "NPV": row["npv"]} for row in measured]))
+        st.markdown("**Cross-validation, out of fold**")
     columns = st.columns(5)
     columns[0].metric("Threshold", format_number(point["threshold"]), help=f"{choice.describe()}, on {choice.probabilities} probabilities")
     for column, name, label in zip(columns[1:], ("sensitivity", "specificity", "ppv", "npv"), ("Sensitivity", "Specificity", "PPV", "NPV")):
@@ -80,6 +88,7 @@ def operating_point_ui(run: Run) -> None:
     st.caption(
         f"**{choice.describe()}** on **{choice.probabilities}** probabilities. PPV and NPV at a prevalence of "
         f"**{point['prevalence']:.1%}** ({point['prevalence_source']}). " + OPERATING_POINT_HELP
+        + (f" Carried to another prevalence, these rates {SAME_FILMS_ASSUMPTION}." if measured else "")
     )
     if "table" in point:
         table = pd.DataFrame(point["table"])[["description", "threshold", "sensitivity", "sensitivity_std", "specificity", "specificity_std", "ppv", "npv"]]

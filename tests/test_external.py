@@ -233,3 +233,24 @@ def test_evaluate_and_operating_point_commands(copy_of, demo_dir, capsys):
     assert "prevalence must be from 0.01 to 0.99" in capsys.readouterr().err
     assert main(["--runs-dir", runs_dir, "evaluate", "--run", run.id, "--data", "/nowhere"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_gap_verdict_judges_changes_by_harm_and_counts_children(copy_of, demo_dir):
+    from zoidberg.evaluation.gap import gap_table, gap_verdict, harm_of
+
+    assert harm_of("specificity", -0.329) == "worse" and harm_of("sensitivity", 0.036) == "better"
+    assert harm_of("ece", 0.05) == "worse" and harm_of("brier", -0.05) == "better" and harm_of("accuracy", 0.01) == "same"
+    run = copy_of("baseline")
+    evaluation = evaluate_run(run, demo_dir, split="test", name="demo-test")
+    # What the site sample showed `best`: specificity fell by a third, sensitivity rose a little.
+    cv = {row["key"]: row for row in gap_table(run, [evaluation])}
+    site = {**evaluation, "name": "site", "metrics": {**evaluation["metrics"],
+            "specificity": cv["specificity"]["cross-validation"]["value"] - 0.329,
+            "sensitivity": min(1.0, cv["sensitivity"]["cross-validation"]["value"] + 0.036),
+            "confusion_matrix": [[77, 40], [11, 184]]}}
+    verdict = gap_verdict(run, site)
+    assert verdict["large"] and verdict["level"] in ("worse", "mixed") and "Specificity" in verdict["headline"]
+    assert verdict["counts"] == ("On these 312 films, 40 of 117 healthy children would be called pneumonia, "
+                                 "and 11 of 195 children with pneumonia would be missed.")
+    harms = {item["key"]: item["harm"] for item in verdict["changes"]}
+    assert harms["specificity"] == "worse" and harms["sensitivity"] in ("better", "same")

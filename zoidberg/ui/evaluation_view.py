@@ -9,7 +9,7 @@ import streamlit as st
 from zoidberg.config import PROBABILITY_SCALES, THRESHOLD_METHOD_LABELS, THRESHOLD_METHODS, OperatingPointChoice
 from zoidberg.data.dataset import DatasetError, find_class_folders
 from zoidberg.evaluation.stored import current_evaluations, evaluation_name, score_histogram
-from zoidberg.evaluation.gap import CV_COLUMN, gap_table
+from zoidberg.evaluation.gap import CV_COLUMN, NOTABLE_CHANGE, gap_table, gap_verdict, harm_of
 from zoidberg.evaluation.leakage import evaluation_notes
 from zoidberg.evaluation.operating import SAME_FILMS_ASSUMPTION, rates_to_read
 from zoidberg.evaluation.out_of_fold import read_out_of_fold, set_operating_point
@@ -44,8 +44,29 @@ def _cell(entry: dict | None, *, with_std: bool = False) -> str:
     return text
 
 
+# Cell colours of the gap table, by what a change does to patients (not by its sign).
+HARM_STYLES = {"worse": "background-color: rgba(214, 39, 40, 0.22)", "better": "background-color: rgba(44, 160, 44, 0.18)", "same": ""}
+
+
+def gap_verdict_ui(run: Run, evaluations: list[dict]) -> bool:
+    """Leads the run view with what each evaluation says against cross-validation; returns whether a gap is large."""
+    large = False
+    for evaluation in evaluations:
+        verdict = gap_verdict(run, evaluation)
+        large = large or verdict["large"]
+        text = f"**{escape_markdown(verdict['headline'])}**" + (f" {verdict['counts']}" if verdict["counts"] else "")
+        if verdict["level"] == "holds":
+            st.success(text, icon="✅")
+        elif verdict["large"]:
+            st.error(text, icon="⚠️")
+        else:
+            st.warning(text, icon="⚠️")
+    return large
+
+
 def gap_table_ui(run: Run, evaluations: list[dict]) -> None:
-    """Draws cross-validation against every evaluation, metric by metric, with the change."""
+    """Draws cross-validation against every evaluation, metric by metric, coloured by harm (gap_verdict_ui leads the run view)."""
+    large = any(gap_verdict(run, evaluation)["large"] for evaluation in evaluations)
     rows = gap_table(run, evaluations)
     names = [evaluation["name"] for evaluation in evaluations]
     frame = pd.DataFrame(
@@ -54,14 +75,20 @@ def gap_table_ui(run: Run, evaluations: list[dict]) -> None:
             for row in rows
         ]
     )
-    st.dataframe(frame, hide_index=True, width="stretch")
+    harms = pd.DataFrame(
+        [{column: HARM_STYLES[harm_of(row["key"], (row.get(column) or {}).get("change"))] if column in names else "" for column in frame.columns}
+         for row in rows],
+        index=frame.index,
+    )
+    st.dataframe(frame.style.apply(lambda _: harms, axis=None), hide_index=True, width="stretch")
     counts = "; ".join(f"**{escape_markdown(item['name'])}**: {item['n_images']} images of {item['n_patients']} patients ({item['split']} of `{escape_markdown(item['data_dir'])}`)" for item in evaluations)
     st.caption(
         ("Each evaluation at the run's operating point; AUC with its 95 % interval from a bootstrap over patients, "
-         "and the change from cross-validation in brackets. " + counts) if evaluations else
+         "and the change from cross-validation in brackets. Red: worse for patients (a rate that fell, an error that "
+         f"rose) by {NOTABLE_CHANGE} or more; green: better. " + counts) if evaluations else
         "No evaluation on new data yet: evaluate this run on a folder it never trained on (tab **Evaluations**)."
     )
-    with st.expander("Why the two differ"):
+    with st.expander("Why the two differ", expanded=large):
         st.markdown(GAP_EXPLANATION)
 
 

@@ -390,6 +390,9 @@ def finished_view(run: Run, status: dict) -> None:
         st.info(f"Stopped by request; {len(run.fold_metrics())} finished fold(s) kept.", icon="⏹")
     if run_state in RESUMABLE_STATES:
         widgets.resume_button_ui(run)
+    if summary:
+        # The verdict on new films leads: what cross-validation promised and what new children got.
+        evaluation_view.gap_verdict_ui(run, evaluation_view.current_evaluations(run))
     fold_metrics = run.fold_metrics()
     if run.kind == "ensemble":
         st.markdown("**Members**")

@@ -16,6 +16,7 @@ def main() -> None:
         "Patient-grouped stratified k-fold cross-validation. Training runs in a separate worker process: "
         "switching pages, reloading or closing the tab does not stop it."
     )
+    train_view.active_banner_ui()
     data_dir = widgets.chosen_data_folder_ui()
     train_view.form_section_ui(data_dir)
     st.divider()

@@ -379,8 +379,8 @@ def test_run_view_shows_the_gap_and_changes_the_operating_point(evaluated_runs, 
     assert "Evaluation demo-test" in texts(app.markdown)
     assert {"Evaluations", "Operating point", "Calibration", "Decision curve", "Score distributions"} <= {tab.label for tab in app.tabs}
     # The run view leads with the verdict on new films, in children.
-    verdict = texts(app.error) + texts(app.warning) + texts(app.success)
-    assert "demo-test" in verdict and "healthy children would be called pneumonia" in verdict
+    verdict = texts(app.markdown)
+    assert "new films**]" in verdict and "demo-test" in verdict and "healthy children would be called pneumonia" in verdict
     # The operating point leads with what the evaluations measured; carried rates name their assumption.
     assert "Measured on new films" in texts(app.markdown)
     measured = next(frame.value for frame in app.dataframe if "rates" in frame.value.columns)

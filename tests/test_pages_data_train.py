@@ -212,6 +212,10 @@ def test_stop_ends_the_run_stopped_and_keeps_finished_folds(demo_dir, runs_dir, 
     start_button(app).click().run()
     assert_no_exception(app)
     run = RunStore(runs_dir).list_runs()[0]
+    # The started run shows at the top of the page, where the user clicked, with a link down to its live view.
+    app.run()
+    banner = texts(app.info)
+    assert run.id in banner and "[Live view ↓](#runs)" in banner
 
     def first_fold_finished():
         return run.fold_metrics()

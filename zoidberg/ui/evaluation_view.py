@@ -44,6 +44,8 @@ def _cell(entry: dict | None, *, with_std: bool = False) -> str:
     return text
 
 
+# The verdict's badge colour and word: by harm to patients.
+VERDICT_BADGES = {"holds": ("green", "Holds on new films"), "worse": ("orange", "Worse on new films"), "large": ("red", "Clearly worse on new films")}
 # Cell colours of the gap table, by what a change does to patients (not by its sign).
 HARM_STYLES = {"worse": "background-color: rgba(214, 39, 40, 0.22)", "better": "background-color: rgba(44, 160, 44, 0.18)", "same": ""}
 
@@ -54,13 +56,11 @@ def gap_verdict_ui(run: Run, evaluations: list[dict]) -> bool:
     for evaluation in evaluations:
         verdict = gap_verdict(run, evaluation)
         large = large or verdict["large"]
-        text = f"**{escape_markdown(verdict['headline'])}**" + (f" {verdict['counts']}" if verdict["counts"] else "")
-        if verdict["level"] == "holds":
-            st.success(text, icon="✅")
-        elif verdict["large"]:
-            st.error(text, icon="⚠️")
-        else:
-            st.warning(text, icon="⚠️")
+        text = escape_markdown(verdict["headline"]) + (f" {verdict['counts']}" if verdict["counts"] else "")
+        # Coloured by harm: red when new children fare clearly worse than cross-validation said.
+        colour, badge = VERDICT_BADGES["holds" if verdict["level"] == "holds" else "large" if verdict["large"] else "worse"]
+        with st.container(border=True):
+            st.markdown(f":{colour}-background[**{badge}**] {text}")
     return large
 
 

@@ -404,3 +404,26 @@ def test_messages_show_literally_and_their_web_addresses_stay_links():
     escaped = escape_markdown(message)
     assert "mobilenet\\_v2\\_0.5.h5" in escaped and "\\$ZOIDBERG" in escaped and "\\*here\\*" in escaped
     assert "https://example.org/a_b/c_0.5.h5." in escaped  # Whole, with the sentence's full stop after it.
+
+
+def test_a_reloaded_tab_keeps_its_data_folder_and_the_cards_name_it(demo_dir, tmp_path):
+    from zoidberg.ui.state import DATA_DIR_PARAM
+
+    folder = tmp_path / "hospital"
+    shutil.copytree(demo_dir, folder)
+    (folder / "SYNTHETIC.md").unlink()
+    app = open_app(folder, "pages/train.py")
+    # The chosen folder is kept in the page's address...
+    assert app.query_params[DATA_DIR_PARAM] == [str(folder)] or app.query_params[DATA_DIR_PARAM] == str(folder)
+    # ...so a reload (a new session on that address) trains on it, not on the demo data.
+    reloaded = AppTest.from_file(str(APP), default_timeout=120)
+    reloaded.query_params[DATA_DIR_PARAM] = str(folder)
+    reloaded.run()
+    reloaded.switch_page("pages/train.py").run()
+    assert_no_exception(reloaded)
+    captions = texts(reloaded.caption)
+    assert f"Data folder: `{folder}`" in captions
+    assert f"📁 Trains on `{folder}`" in captions and "synthetic demo data, not X-rays" not in captions
+    # On the demo folder the cards say so.
+    demo = open_app(demo_dir, "pages/train.py")
+    assert "the synthetic demo data, not X-rays" in texts(demo.caption)

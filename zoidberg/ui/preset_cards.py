@@ -63,6 +63,8 @@ def presets_ui(data_dir: str) -> None:
 def _card(preset: Preset, data_dir: str) -> None:
     """One preset's card."""
     st.markdown(f"**{preset.label}** · `{preset.name}`")
+    synthetic = state.is_synthetic(data_dir)
+    st.caption(f"📁 Trains on `{data_dir}`" + (" — 🧪 **the synthetic demo data, not X-rays**" if synthetic else ""))
     st.caption(escape_markdown(preset.description))
     st.caption(f"⏱ {preset.expected_time}")
     if preset.site_figures:

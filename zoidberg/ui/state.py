@@ -14,6 +14,8 @@ from zoidberg.runs.store import ACTIVE_STATES, Run, RunStore, default_runs_dir
 
 # Session-state keys read by more than one page; the run selection has one key per run kind.
 DATA_DIR_KEY = "zoidberg_data_dir"
+# The address parameter that keeps the chosen folder across a reload (?data=/path/to/folder).
+DATA_DIR_PARAM = "data"
 SELECTED_RUN_KEY = "zoidberg_selected_run"
 KNOWN_RUNS_KEY = "zoidberg_known_runs"
 EVENTS_CACHE_KEY = "zoidberg_event_cache"
@@ -104,18 +106,32 @@ def chosen_data_dir() -> str:
         The folder path as typed by the user (or the demo folder).
     """
     value = st.session_state.get(DATA_DIR_KEY)
+    if not (value and str(value).strip()):
+        # A reloaded tab starts a new session: the folder comes back from its address.
+        value = st.query_params.get(DATA_DIR_PARAM)
+        if value and str(value).strip():
+            st.session_state[DATA_DIR_KEY] = str(value).strip()
     if value and str(value).strip():
-        return str(value).strip()
+        folder = str(value).strip()
+        # Every page keeps the folder in its own address, so that a reload there finds it too.
+        if st.query_params.get(DATA_DIR_PARAM) != folder:
+            st.query_params[DATA_DIR_PARAM] = folder
+        return folder
     return demo_data_dir()
 
 
 def remember_data_dir(data_dir: str) -> None:
-    """Stores the chosen data folder so other pages use it by default.
+    """Stores the chosen data folder so other pages, and a reload of the tab, use it by default.
 
     Args:
         data_dir: Dataset root.
     """
-    st.session_state[DATA_DIR_KEY] = str(data_dir).strip()
+    folder = str(data_dir).strip()
+    st.session_state[DATA_DIR_KEY] = folder
+    if folder:
+        st.query_params[DATA_DIR_PARAM] = folder
+    else:
+        st.query_params.pop(DATA_DIR_PARAM, None)
 
 
 def dataset_fingerprint(data_dir: str) -> str:

@@ -21,12 +21,14 @@ def test_a_large_array_is_read_batch_by_batch_with_the_same_batches(monkeypatch)
     assert ImageRows(images).streamed and len(ImageRows(images).callbacks()) == 1
     view = ImageRows(images, rows)
     assert view.streamed and len(view) == 30 and view.shape == (30, 16, 16)
+    np.testing.assert_array_equal(view.numpy(), images[rows])
     with pytest.raises(ValueError, match="per batch"):
         view.tensor
     monkeypatch.delenv("ZOIDBERG_STREAM_BYTES")
     in_memory = ImageRows(images, rows)
     assert not in_memory.streamed and in_memory.callbacks() == [] and in_memory.tensor.shape == (30, 16, 16)
     np.testing.assert_array_equal(in_memory.take(np.array([0, 5])), images[rows[[0, 5]]])
+    np.testing.assert_array_equal(in_memory.numpy(), images[rows])
     monkeypatch.setenv("ZOIDBERG_STREAM_BYTES", "1")
     for source in (view, images[rows], in_memory):
         got = [(x.numpy(), y.numpy()) for x, y in make_batches(source, labels[rows], positions, 8)]

@@ -316,7 +316,15 @@ def test_the_headline_names_the_class_whose_probability_it_shows():
     from zoidberg.inference.decisions import Prediction, decide
 
     decision = decide(Prediction(("normal", "pneumonia"), np.array([[0.4, 0.6], [0.2, 0.8]])), 0.75)
-    assert predict_results.headline(decision, ("normal", "pneumonia")) == "Normal 0.30 ± 0.10 across 2 folds"
+    # P(pneumonia) 0.70 under the threshold 0.75: the card says so in those terms, not "Normal 0.30".
+    assert predict_results.headline(decision, ("normal", "pneumonia")) == (
+        "P(pneumonia) 0.700 ± 0.100 across 2 folds, below the threshold 0.750: normal"
+    )
+    called = decide(Prediction(("normal", "pneumonia"), np.array([[0.0002, 0.9998], [0.0001, 0.9999]])), 0.75)
+    assert predict_results.headline(called, ("normal", "pneumonia")).startswith("P(pneumonia) > 0.999 ± 0.000 across 2 folds, at or above")
+    assert predict_results.format_probability(0.0004) == "< 0.001" and predict_results.format_probability(0.5) == "0.500"
+    three = decide(Prediction(("normal", "bacteria", "virus"), np.array([[0.1, 0.7, 0.2], [0.1, 0.5, 0.4]])), None)
+    assert predict_results.headline(three, ("normal", "bacteria", "virus")) == "P(bacteria) 0.600 ± 0.100 across 2 folds: the most probable class"
 
 
 @pytest.mark.shared_data

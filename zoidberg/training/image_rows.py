@@ -84,6 +84,12 @@ class ImageRows:
     def __len__(self) -> int:
         return int(self.shape[0])
 
+    def numpy(self) -> np.ndarray:
+        """All the rows as one NumPy array (shared with the tensor in memory; read, and so copied, when streamed)."""
+        if self._tensor is not None:
+            return self._tensor.numpy()
+        return self._array if self._rows is None else self._array[self._rows]
+
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The images at these positions, as a NumPy array."""
         if self._tensor is not None:

@@ -119,7 +119,7 @@ def search_on_ray(tuner, run, config: TuneConfig, hypermodel, say: Reporter) -> 
         channel = ray.remote(RunChannel).options(num_cpus=0).remote()
         inputs_ref = ray.put(
             TrialInputs(
-                np.asarray(hypermodel.images), hypermodel.labels, hypermodel.train_positions, hypermodel.validation_positions,
+                hypermodel.images.numpy(), hypermodel.labels, hypermodel.train_positions, hypermodel.validation_positions,
                 hypermodel.num_classes,
             )
         )

@@ -147,18 +147,29 @@ def predict_decoded(ensemble: Any, pairs: Sequence[tuple[ImageResult, np.ndarray
     return [result for result, _ in pairs]
 
 
-def headline(decision: Decision, class_names: Sequence[str]) -> str:
-    """Returns e.g. "Pneumonia 0.87 ± 0.04 across 5 folds" (the probability of the class named).
+def format_probability(value: float) -> str:
+    """Three digits, or "> 0.999" / "< 0.001": a calibrated probability is never shown as a bare 1 or 0."""
+    if value > 0.999:
+        return "> 0.999"
+    if value < 0.001:
+        return "< 0.001"
+    return f"{value:.3f}"
 
-    For a binary "normal" call the probability shown is P(normal), so the number
-    always belongs to the word before it.
+
+def headline(decision: Decision, class_names: Sequence[str]) -> str:
+    """The card's headline in a clinician's terms: P(pneumonia) against the threshold, then the call.
+
+    Binary runs: e.g. "P(pneumonia) 0.638 ± 0.170 across 3 members, below the threshold 0.712: normal".
+    Three-class runs: the probability of the most probable class, which is the call.
     """
     folds = len(decision.per_fold)
     fold_text = f"across {folds} {decision.unit}{'s' if folds != 1 else ''}"
-    probability = decision.probability
-    if len(class_names) == 2 and decision.class_index == 0:
-        probability = 1.0 - decision.probability
-    return f"{decision.label.capitalize()} {probability:.2f} ± {decision.spread:.2f} {fold_text}"
+    spread = f"± {decision.spread:.3f} {fold_text}"
+    if len(class_names) == 2 and decision.threshold is not None:
+        side = "at or above" if decision.probability >= decision.threshold else "below"
+        return (f"P({class_names[1]}) {format_probability(decision.probability)} {spread}, {side} the threshold "
+                f"{decision.threshold:.3f}: {decision.label}")
+    return f"P({decision.label}) {format_probability(decision.probability)} {spread}: the most probable class"
 
 
 def gradcam_heatmap(ensemble: Any, result: ImageResult, class_index: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from zoidberg.ui.predict_inputs import ImageInput, demo_inputs, folder_inputs, u
 from zoidberg.ui.predict_results import (
     ImageResult,
     display_jpeg,
+    format_probability,
     headline,
     load_ensemble_cached,
     models_signature,
@@ -331,8 +332,9 @@ def _show_decision(decision: Decision, class_names: Sequence[str], result: Image
     color = "red" if positive or (len(class_names) > 2 and decision.class_index > 0) else "green"
     st.markdown(f"### :{color}[{decision.label.capitalize()}]")
     st.markdown(headline(decision, class_names))
-    if decision.threshold is not None:
-        st.caption(f"P({class_names[1]}) = {decision.probability:.3f}; threshold {decision.threshold:.3f}")
+    if decision.threshold is not None and decision.calibrated_probability is not None and decision.raw_probability is not None:
+        st.caption(f"The threshold applies to {decision.scale} probabilities: raw {format_probability(decision.raw_probability)}, "
+                   f"calibrated {format_probability(decision.calibrated_probability)}.")
     if result.true_label is not None:
         mark = "✅ matches" if result.true_label == decision.label else "❌ differs"
         where = "synthetic" if result.source == "demo" else "from its folder"

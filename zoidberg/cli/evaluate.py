@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from zoidberg.cli.options import add_operating_point_options, add_runs_dir, choice_from_args, fmt, parse_bool
+from zoidberg.inference.attention import DEFAULT_SAMPLE
 
 
 def add_parsers(commands) -> None:
@@ -23,9 +24,24 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--force", action="store_true", help="Score again even when this folder was evaluated with these models.")
     evaluate.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes; the evaluation records it [default: the run's setting].")
     evaluate.add_argument("--other-site", action="store_true", help="The folder comes from another site (another hospital): a file-name patient number that also names a training patient is another child there, so it is not reported as shared. Identical and near-duplicate films are still checked.")
+    evaluate.add_argument("--attention-sample", type=int, default=DEFAULT_SAMPLE, metavar="N",
+                          help=f"Then measure where the model looks on up to N of the films: the share of Grad-CAM evidence inside the lung fields, films with most of it outside flagged; 0 skips it [default: {DEFAULT_SAMPLE}].")
     evaluate.add_argument("--json", action="store_true", help="Print the evaluation as JSON.")
     add_runs_dir(evaluate)
     evaluate.set_defaults(handler=command_evaluate)
+
+    attention = commands.add_parser(
+        "attention",
+        help="Measure where a run looks: the share of its Grad-CAM evidence inside the lung fields.",
+        description="Grad-CAM of the decided class on out-of-fold films (default) or an evaluation's films, the share of its "
+        "mass inside a lung-field box (x 15-85 %%, y 12-78 %% of the film), and the films with most of it outside. Stored in the run.",
+    )
+    attention.add_argument("--run", required=True, help="Run id.")
+    attention.add_argument("--evaluation", default=None, help="An evaluation's name [default: the out-of-fold films].")
+    attention.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, help=f"Films to measure at most [default: {DEFAULT_SAMPLE}].")
+    attention.add_argument("--json", action="store_true", help="Print the check as JSON.")
+    add_runs_dir(attention)
+    attention.set_defaults(handler=command_attention)
 
     point = commands.add_parser(
         "operating-point",
@@ -46,16 +62,63 @@ def command_evaluate(args) -> int:
 
     from zoidberg.cli.terminal_progress import progress_tasks
 
+    from zoidberg.inference.attention import attention_path, measure_and_store
+    from zoidberg.inference.loading import load_ensemble
+    from zoidberg.runs.files import read_json
+    from zoidberg.runs.store import EVALUATION_FILE
+
     run = RunStore(args.runs_dir).get(args.run)
+    # Loaded once for the scores and Grad-CAM both.
+    ensemble = load_ensemble(run.id, runs_dir=run.path.parent) if args.attention_sample > 0 else None
     with progress_tasks(enabled=not args.json) as progress:
         evaluation = evaluate_run(run, args.data, split=args.split, name=args.name, force=args.force, tta=args.tta, other_site=args.other_site or None,
-                                  report=None if args.json else print, progress=progress)
+                                  report=None if args.json else print, progress=progress, ensemble=ensemble)
+    if ensemble is not None:
+        stored = attention_path(run, evaluation["name"])
+        current = stored.is_file() and stored.stat().st_mtime >= run.evaluation_path(evaluation["name"], EVALUATION_FILE).stat().st_mtime
+        if current:
+            check = read_json(stored)
+        else:
+            with progress_tasks(enabled=not args.json) as progress:
+                check = measure_and_store(run, ensemble, evaluation, sample=args.attention_sample,
+                                          progress=(lambda done, total: progress("Grad-CAM", done, total)) if progress else None)
+        evaluation = {**evaluation, "attention": check}
     if args.json:
         print(json.dumps(evaluation, indent=2))
         return 0
     for line in describe_evaluation(evaluation, run.summary() or {}):
         print(line)
     print(f"Stored in {run.evaluation_path(evaluation['name'])}/ (evaluation.json, predictions.csv)")
+    return 0
+
+
+def command_attention(args) -> int:
+    from zoidberg.inference.attention import attention_sentence, measure_and_store
+    from zoidberg.inference.loading import load_ensemble
+    from zoidberg.runs.store import RunStore
+
+    from zoidberg.cli.terminal_progress import progress_tasks
+
+    if args.sample < 1:
+        raise ValueError(f"--sample must be at least 1, not {args.sample}.")
+    run = RunStore(args.runs_dir).get(args.run)
+    evaluation = None
+    if args.evaluation:
+        from zoidberg.evaluation.stored import current_evaluations
+
+        evaluation = next((item for item in current_evaluations(run) if item["name"] == args.evaluation), None)
+        if evaluation is None:
+            names = ", ".join(item["name"] for item in current_evaluations(run)) or "none yet"
+            raise ValueError(f"Run {run.id} has no evaluation named {args.evaluation!r} (it has: {names}).")
+    with progress_tasks(enabled=not args.json) as progress:
+        check = measure_and_store(run, load_ensemble(run.id, runs_dir=run.path.parent), evaluation, sample=args.sample,
+                                  progress=(lambda done, total: progress("Grad-CAM", done, total)) if progress else None)
+    if args.json:
+        print(json.dumps(check, indent=2))
+        return 0
+    print(attention_sentence(check))
+    for item in check["outside"][:10]:
+        print(f"  {item['share']:.0%} inside: {item['path']} ({item['label']} called {item['predicted']})")
     return 0
 
 
@@ -105,6 +168,10 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
     from zoidberg.evaluation.leakage import evaluation_notes
 
     lines += [f"  Note: {note}" for note in evaluation_notes(evaluation)]
+    if isinstance(evaluation.get("attention"), dict):
+        from zoidberg.inference.attention import attention_sentence
+
+        lines.append(f"  Where it looks: {attention_sentence(evaluation['attention'])}")
     return lines
 
 

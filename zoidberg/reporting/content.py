@@ -313,6 +313,30 @@ def example_picture(path: str, ensemble) -> tuple[bytes, bool] | None:
     return buffer.getvalue(), made
 
 
+def attention_section(run: Run, evaluations: list[dict]) -> Section:
+    """Where the model looks: the stored Grad-CAM checks (share of evidence inside the lung fields), and the films flagged."""
+    from zoidberg.inference.attention import LUNG_BOX, OUTSIDE_SHARE, attention_sentence, stored_checks
+
+    section = Section("Where the model looks")
+    checks = stored_checks(run, evaluations)
+    x0, y0, x1, y1 = (round(100 * value) for value in LUNG_BOX)
+    section.paragraphs.append(
+        f"The share of each film's Grad-CAM evidence (for the class it was called) inside a lung-field box, x {x0}-{x1} % and "
+        f"y {y0}-{y1} % of the film. Evidence on a marker, the neck or the abdomen is a shortcut, not medicine; a film with "
+        f"less than {OUTSIDE_SHARE:.0%} inside is flagged."
+    )
+    if not checks:
+        section.paragraphs.append("Not measured yet: `python -m zoidberg attention --run ID` (out-of-fold films) or "
+                                  "`--evaluation NAME` measures it and stores it in the run.")
+        return section
+    section.paragraphs += [attention_sentence(check) for check in checks]
+    rows = [[check["source"], f"{item['share']:.0%}", f"{item['label']} → {item['predicted']}", os.path.basename(item["path"])]
+            for check in checks for item in check["outside"][:5]]
+    if rows:
+        section.tables.append(Table(["Films of", "Inside the lungs", "Called", "File"], rows, "Flagged films, least evidence inside first (at most five per source)."))
+    return section
+
+
 def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = True, ensemble=None) -> Report:
     """Reads everything the report says from the run store.
 
@@ -343,6 +367,7 @@ def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = 
         intended_use_section(), data_section(run), method_section(run), results_section(run, evaluations),
         figures_section(run, evaluations), operating_point_section(run, evaluations), confusion_section(run, evaluations),
     ]
+    sections.append(attention_section(run, evaluations))
     if examples > 0:
         sections.append(examples_section(run, evaluations, examples, gradcam, ensemble))
     return Report(

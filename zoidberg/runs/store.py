@@ -61,6 +61,7 @@ EVALUATIONS_DIR = "evaluations"  # evaluations/<name>/: one folder per evaluatio
 EVALUATION_FILE = "evaluation.json"  # An evaluation's metrics, intervals, curves, calibration and checks.
 PREDICTIONS_FILE = "predictions.csv"  # An evaluation's per-image probabilities and decisions.
 EVALUATION_STATUS_FILE = "status.json"  # An evaluation started from the dashboard: running, completed or failed.
+ATTENTION_FILE = "attention.json"  # Where the model looks: the share of Grad-CAM evidence inside the lung fields (run: out of fold; evaluation: its films).
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
 
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,79}$")

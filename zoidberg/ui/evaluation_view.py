@@ -364,7 +364,7 @@ def honest_numbers_ui(run: Run) -> None:
     evaluations = current_evaluations(run)
     st.markdown("##### Cross-validation against new data")
     gap_table_ui(run, evaluations)
-    tabs = st.tabs(["Evaluations", "Operating point", "Calibration", "Decision curve", "Score distributions", "Errors"])
+    tabs = st.tabs(["Evaluations", "Operating point", "Calibration", "Decision curve", "Score distributions", "Errors", "Where it looks"])
     with tabs[0]:
         evaluations_ui(run, evaluations)
     with tabs[1]:
@@ -379,3 +379,7 @@ def honest_numbers_ui(run: Run) -> None:
         from zoidberg.ui.gallery import gallery_ui
 
         gallery_ui(run, evaluations)
+    with tabs[6]:
+        from zoidberg.ui.attention_view import attention_ui
+
+        attention_ui(run, evaluations)

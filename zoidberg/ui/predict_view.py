@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.data.imaging import MAX_UPLOAD_BYTES
+from zoidberg.inference.attention import describe_share, lung_share
 from zoidberg.data.ood import REFUSAL
 from zoidberg.inference.decisions import Decision, decide
 from zoidberg.runs.store import Run, RunNotFoundError, RunStore
@@ -20,6 +21,7 @@ from zoidberg.ui.predict_results import (
     ImageResult,
     display_jpeg,
     format_probability,
+    gradcam_heatmap,
     headline,
     load_ensemble_cached,
     models_signature,
@@ -324,6 +326,9 @@ def _show_gradcam(ensemble: Any, result: ImageResult, decision: Decision, alpha:
         st.caption(f"Grad-CAM unavailable for this model ({type(error).__name__}).")
         return
     st.image(overlay, caption=f"Grad-CAM: evidence for {decision.label}", width="stretch")
+    warning = describe_share(lung_share(gradcam_heatmap(ensemble, result, decision.class_index)))
+    if warning:
+        st.warning(warning, icon="🫁")
 
 
 def _show_decision(decision: Decision, class_names: Sequence[str], result: ImageResult, index: int) -> None:

@@ -52,6 +52,8 @@ def test_the_cli_measures_out_of_fold_films_and_an_evaluation_and_the_report_tel
     assert main(["--runs-dir", str(store.root), "evaluate", "--run", run.id, "--data", str(demo_dir), "--name", "demo-test", "--attention-sample", "8"]) == 0
     out = capsys.readouterr().out
     assert "Where it looks: demo-test: on 8 films" in out
+    # The console leads the gap with the verdict, in children.
+    assert re.search(r"Verdict: .*On these \d+ films, \d+ of \d+ healthy children would be called pneumonia", out)
     assert (run.evaluation_path("demo-test") / ATTENTION_FILE).is_file()
     assert main(["--runs-dir", str(store.root), "evaluate", "--run", run.id, "--data", str(demo_dir), "--name", "again", "--attention-sample", "0"]) == 0
     assert "Where it looks" not in capsys.readouterr().out and not (run.evaluation_path("again") / ATTENTION_FILE).exists()

@@ -86,7 +86,7 @@ def command_evaluate(args) -> int:
     if args.json:
         print(json.dumps(evaluation, indent=2))
         return 0
-    for line in describe_evaluation(evaluation, run.summary() or {}):
+    for line in describe_evaluation(evaluation, run.summary() or {}, run):
         print(line)
     print(f"Stored in {run.evaluation_path(evaluation['name'])}/ (evaluation.json, predictions.csv)")
     return 0
@@ -122,7 +122,7 @@ def command_attention(args) -> int:
     return 0
 
 
-def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
+def describe_evaluation(evaluation: dict, summary: dict, run=None) -> list[str]:
     """The console report of an evaluation: headline with CI, predictive values, calibration, the gap to CV."""
     metrics = evaluation["metrics"]
     lines = [
@@ -163,6 +163,11 @@ def describe_evaluation(evaluation: dict, summary: dict) -> list[str]:
             gap.append(f"{label} {cv:.3f} -> {external:.3f} ({external - cv:+.3f})")
     if gap:
         lines.append("  Cross-validation -> this folder: " + "; ".join(gap))
+    if run is not None and len(evaluation["class_names"]) == 2:
+        from zoidberg.evaluation.gap import gap_verdict
+
+        verdict = gap_verdict(run, evaluation)
+        lines.append(f"  Verdict: {verdict['headline']}" + (f" {verdict['counts']}" if verdict["counts"] else ""))
     if evaluation.get("shift"):
         lines.append(f"  Shift check: {evaluation['shift']['sentence']}")
     from zoidberg.evaluation.leakage import evaluation_notes

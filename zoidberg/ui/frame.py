@@ -13,6 +13,8 @@ from zoidberg.ui.auth import auth_configured, login_gate_ui
 FRAMED_KEY = "_zoidberg_framed"
 # The page a session asked for by its own address, opened once the entry script has framed it.
 REQUESTED_PAGE_KEY = "_zoidberg_requested_page"
+# Its address's parameters (?data=...), kept across the detour through the entry script.
+REQUESTED_QUERY_KEY = "_zoidberg_requested_query"
 ENTRY_SCRIPT = "streamlit_app.py"
 
 
@@ -43,16 +45,35 @@ def page_frame_ui(page_path: str) -> None:
         page_path: The page file, as the entry script names it ("pages/data.py").
     """
     if st.session_state.pop(FRAMED_KEY, False):
+        # The address's parameters (the chosen folder, say) were set aside for the detour: back into it.
+        kept = st.session_state.pop(REQUESTED_QUERY_KEY, None)
+        if kept:
+            st.query_params.update(kept)
         return
-    if auth_configured():
+    # A browser's session (it has request headers; Streamlit's test runner has none) goes through the
+    # entry script, login or not: the same gate, the same navigation and footer, and once a session
+    # has run the entry script the server serves no page file on its own any more.
+    if auth_configured() or _from_a_browser():
         st.session_state[REQUESTED_PAGE_KEY] = page_path
+        # Switching pages clears the address's parameters: they are kept for the page asked for.
+        st.session_state[REQUESTED_QUERY_KEY] = st.query_params.to_dict()
         try:
             st.switch_page(ENTRY_SCRIPT)
         except StreamlitAPIException:
-            # Should the entry script not be reachable, the gate still stands before any content.
-            login_gate_ui()
-            st.stop()
+            st.session_state.pop(REQUESTED_PAGE_KEY, None)
+            if auth_configured():
+                # Should the entry script not be reachable, the gate still stands before any content.
+                login_gate_ui()
+                st.stop()
     sidebar_footer()
+
+
+def _from_a_browser() -> bool:
+    """Whether this session came over HTTP (request headers present), not from Streamlit's test runner."""
+    try:
+        return bool(st.context.headers)
+    except Exception:  # No script run context at all: nothing to route.
+        return False
 
 
 def requested_page() -> str | None:

@@ -244,6 +244,9 @@ def show_batch_table(
     }
     # Columns with nothing to say (no demo images, no errors) are hidden on screen but kept in the CSV.
     shown = table.drop(columns=_empty_columns(table, ("error", "true class", "correct")))
+    # On screen a probability reads "> 0.999", never a bare 1 (the CSV keeps the numbers).
+    for column in [name for name in shown.columns if name in ("raw", "calibrated") or name.startswith("P(")]:
+        shown[column] = [format_probability(value) if isinstance(value, (int, float)) and value == value else "" for value in shown[column]]
     st.dataframe(shown, hide_index=True, width="stretch", column_config=column_config)
     failed = int(sum(1 for result in results if not result.ok))
     st.download_button(

@@ -29,6 +29,8 @@ import socket
 import subprocess
 import sys
 import time
+import shutil
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -553,3 +555,27 @@ def test_a_fresh_server_shows_only_the_login_at_every_page_address(chromium, pri
     assert "log in to see its runs and X-rays" in body and "not a medical device" in body
     shown = [text for text in PAGE_CONTENT if text in body]
     assert not shown, f"/{address} showed {shown} before any login"
+
+
+@pytest.mark.timeout(300)
+def test_without_a_login_a_page_address_gets_the_same_frame_and_keeps_its_folder(chromium, private_dirs, demo_dir, tmp_path):
+    folder = tmp_path / "hospital"
+    shutil.copytree(demo_dir, folder)
+    with started_app(private_dirs, demo_dir, [], log_name="streamlit-frame.log") as (base_url, _):
+        page = chromium.new_page(viewport={"width": 1200, "height": 900})
+        try:
+            # The first address a fresh server is asked for, with a folder in it, as a reloaded tab sends.
+            page.goto(f"{base_url}/train?data={urllib.parse.quote(str(folder))}", timeout=PAGE_TIMEOUT_MS)
+            page.get_by_text("Start cross-validation").first.wait_for(timeout=PAGE_TIMEOUT_MS)
+            settle(page)
+            navigation = page.locator('[data-testid="stSidebarNav"]').inner_text()
+            body = page.inner_text("body")
+            address = page.url
+            page.screenshot(path=str(artifacts_dir() / "frame-train-address.png"))
+        finally:
+            page.close()
+    # The entry script's navigation (titles), not the raw page files, and the footer.
+    assert "Train" in navigation and "Predict" in navigation and "streamlit app" not in navigation
+    assert "not a medical device" in body
+    # The folder in the address survives the detour through the entry script.
+    assert f"Data folder: {folder}" in body and "data=" in address

@@ -14,8 +14,8 @@ def test_mixed_precision_builds_float16_layers_and_keeps_the_output_float32():
     from zoidberg.models.build import build_model
     from zoidberg.models.layers import OUTPUT_NAME
 
-    with precision_policy("mixed", force=True) as mixed:
-        assert mixed and keras.mixed_precision.global_policy().name == "mixed_float16"
+    with precision_policy("mixed", force="mixed_float16") as policy:
+        assert policy == "mixed_float16" and keras.mixed_precision.global_policy().name == "mixed_float16"
         model = build_model(ModelConfig(architecture="cnn", conv_blocks=1, base_filters=4, dense_units=8), 32, 2)
     assert keras.mixed_precision.global_policy().name == "float32"
     convolution = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
@@ -24,17 +24,60 @@ def test_mixed_precision_builds_float16_layers_and_keeps_the_output_float32():
     assert output.compute_dtype == "float32" and model.output.dtype == "float32"
 
 
-def test_mixed_precision_stays_float32_on_a_cpu_and_refuses_unknown_precisions():
+def test_mixed_precision_on_a_cpu_is_bfloat16_where_it_has_it_else_float32(monkeypatch):
     import keras
     import tensorflow as tf
 
+    from zoidberg.training import devices
+
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
-    with precision_policy("mixed") as mixed:
-        assert not mixed and keras.mixed_precision.global_policy().name == "float32"
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
+    with precision_policy("mixed") as policy:
+        assert policy is None and keras.mixed_precision.global_policy().name == "float32"
+    assert "training in float32" in devices.describe_precision(policy)
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    with precision_policy("mixed") as policy:
+        assert policy == "mixed_bfloat16" and keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert "bfloat16 on this CPU" in devices.describe_precision(policy)
+    with precision_policy("float32") as policy:
+        assert policy is None
     with pytest.raises(ValueError, match="float32, mixed"):
         with precision_policy("half"):
             pass
+
+
+def test_the_cpu_flags_say_whether_it_computes_bfloat16():
+    from zoidberg.training.devices import cpu_has_bfloat16, mixed_policy
+
+    assert cpu_has_bfloat16("processor : 0\nflags : fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_bfloat16("flags : fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_bfloat16("flags : fpu sse avx2 avx512f avx512bw\n") and not cpu_has_bfloat16("")
+    assert mixed_policy(True, True) == "mixed_float16" and mixed_policy(False, True) == "mixed_bfloat16"
+    assert mixed_policy(False, False) is None
+
+
+def test_a_bfloat16_model_trains_on_this_cpu_with_a_float32_output():
+    import keras
+    import numpy as np
+
+    from zoidberg.config import ModelConfig, TrainConfig
+    from zoidberg.models.layers import OUTPUT_NAME
+    from zoidberg.training.pipeline import train_model
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 2, 24)
+    with precision_policy("mixed", force="mixed_bfloat16"):
+        model, history = train_model(
+            ModelConfig(architecture="cnn", conv_blocks=1, base_filters=4, dense_units=8),
+            TrainConfig(epochs=1, batch_size=8, augmentation=False, early_stopping_patience=0),
+            images, labels, np.arange(16), np.arange(16, 24), num_classes=2, image_size=32,
+        )
+    convolution = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert convolution.compute_dtype == "bfloat16" and model.get_layer(OUTPUT_NAME).compute_dtype == "float32"
+    assert np.isfinite(history["loss"][0]) and model.output.dtype == "float32"
 
 
 def test_fold_children_take_the_visible_gpus_in_turn():

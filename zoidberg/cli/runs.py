@@ -53,7 +53,7 @@ def add_parsers(commands) -> None:
     add_engine_options(cv, ENGINES, "auto", ENGINE_HELP, unit="folds",
                        auto_help="local: by cores and memory; ray: every fold at once, sharing the cluster's CPUs")
     cv.add_argument("--precision", choices=("float32", "mixed"), default="float32",
-                    help="mixed: mixed_float16 on a GPU (the output layer stays float32); float32 on a CPU, where it would be slower [default: float32].")
+                    help="mixed: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AVX-512 BF16 or AMX (the output layer stays float32); float32 on other CPUs, where it would be slower [default: float32].")
     cv.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URI",
                     help="Log the finished run to MLflow: parameters, every fold's epochs, summary, evaluations and a keras "
                     "export (file:///folder, a folder, http://host:5000) [default: $MLFLOW_TRACKING_URI; needs requirements-mlflow.txt].")

@@ -1,4 +1,4 @@
-"""Devices for a fold: one GPU per fold child, memory growth, and mixed precision on GPUs."""
+"""Devices for a fold: one GPU per fold child, memory growth, and mixed precision (float16 on GPUs, bfloat16 on CPUs that have it)."""
 
 from __future__ import annotations
 
@@ -35,24 +35,67 @@ def enable_memory_growth() -> int:
     return len(gpus)
 
 
-@contextlib.contextmanager
-def precision_policy(precision: str, *, force: bool = False) -> Iterator[bool]:
-    """Builds and trains under mixed_float16 when asked for and a GPU is visible; yields whether it is on.
+# /proc/cpuinfo flags of CPUs that compute bfloat16 in hardware: AVX-512 BF16 (recent AMD and Intel) and AMX.
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-    On a CPU mixed precision is slower, not faster, so it stays float32 there unless `force`
-    (the tests, which check that the float16 graph builds with a float32 output).
+
+def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo's flags.
+
+    Args:
+        cpuinfo: The text of /proc/cpuinfo (read when None; no such file means no).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return any(flag in flags for flag in BFLOAT16_FLAGS)
+
+
+def mixed_policy(has_gpu: bool, has_bfloat16: bool) -> str | None:
+    """The Keras policy "mixed" means here: float16 on a GPU, bfloat16 on a CPU that has it, else None (float32)."""
+    if has_gpu:
+        return "mixed_float16"
+    return "mixed_bfloat16" if has_bfloat16 else None
+
+
+def describe_precision(policy: str | None) -> str:
+    """What a fold says when mixed precision was asked for."""
+    if policy == "mixed_float16":
+        return "Mixed precision: float16 on the GPU, the output layer in float32."
+    if policy == "mixed_bfloat16":
+        return "Mixed precision: bfloat16 on this CPU (it has AVX-512 BF16 or AMX), the output layer in float32."
+    return ("Mixed precision asked for, but there is neither a GPU nor a CPU with bfloat16 (AVX-512 BF16 or AMX): "
+            "training in float32 (float16 would be slower on this CPU).")
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str, *, force: str | None = None) -> Iterator[str | None]:
+    """Builds and trains under the mixed policy this machine supports when asked for; yields the policy (None: float32).
+
+    Args:
+        precision: "float32" or "mixed".
+        force: A policy to use whatever the machine (the tests: "mixed_float16" on a CPU).
     """
     import keras
     import tensorflow as tf
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
-    mixed = precision == "mixed" and (force or bool(tf.config.list_physical_devices("GPU")))
+    policy = None
+    if precision == "mixed":
+        policy = force or mixed_policy(bool(tf.config.list_physical_devices("GPU")), cpu_has_bfloat16())
     previous = keras.mixed_precision.global_policy()
-    if mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
     try:
-        yield mixed
+        yield policy
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

@@ -142,12 +142,12 @@ def train_fold(
     random_state = config.random_state + fold_number
     from zoidberg.inference.decisions import as_class_probabilities
     from zoidberg.training.callbacks import ValidationPass
-    from zoidberg.training.devices import distribution_scope, precision_policy
+    from zoidberg.training.devices import describe_precision, distribution_scope, precision_policy
 
     validation_pass = ValidationPass()
-    with precision_policy(config.precision) as mixed, distribution_scope() as strategy:
-        if config.precision == "mixed" and not mixed and fold_number == 1:
-            say("Mixed precision asked for, but no GPU is visible: training in float32 (float16 is slower on a CPU).")
+    with precision_policy(config.precision) as policy, distribution_scope() as strategy:
+        if config.precision == "mixed" and fold_number == 1:
+            say(describe_precision(policy))
         if strategy is not None and fold_number == 1:
             say(f"Each fold trains data-parallel over {strategy.num_replicas_in_sync} GPUs (MirroredStrategy).")
         if frozen is not None and config.model.transfer_mode == "fine-tune":

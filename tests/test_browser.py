@@ -469,9 +469,13 @@ def test_dashboard_end_to_end_in_chromium(chromium, app_server, demo_dir, tmp_pa
             known, foreign = upload_images(demo_dir, tmp_path)
             page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(known), str(foreign)])
             expect(page.get_by_text("Results (2 images)")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-            headline = page.get_by_text(re.compile(rf"^(Normal|Pneumonia) \d\.\d\d ± \d\.\d\d across {FOLDS} folds$"))
+            # Headed by P(pneumonia) against the threshold, then the call, in three digits (or "> 0.999").
+            probability = r"(\d\.\d{3}|> 0\.999|< 0\.001)"
+            headline = page.get_by_text(re.compile(
+                rf"^P\(pneumonia\) {probability} ± \d\.\d{{3}} across {FOLDS} folds, (below|at or above) the threshold \d\.\d{{3}}: (normal|pneumonia)$"
+            ))
             expect(headline).to_have_count(1, timeout=PAGE_TIMEOUT_MS)
-            expect(page.get_by_text(re.compile(r"P\(pneumonia\) = \d\.\d{3}; threshold \d\.\d{3}"))).to_have_count(1)
+            expect(page.get_by_text(re.compile(rf"The threshold applies to (raw|calibrated) probabilities: raw {probability}, calibrated {probability}"))).to_have_count(1)
             expect(page.get_by_role("switch", name="Grad-CAM heatmap")).to_be_checked()
             overlay = page.locator('[data-testid="stImage"]').filter(has_text="Grad-CAM: evidence for").locator("img")
             expect(overlay).to_have_count(1, timeout=PAGE_TIMEOUT_MS)

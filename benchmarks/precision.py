@@ -31,13 +31,14 @@ MODELS = {
 POLICIES = ("float32", "mixed_bfloat16")
 
 
-def done_epochs() -> dict[tuple[str, str], int]:
-    """How many epochs each contestant has in the results file."""
+def done_epochs() -> dict[tuple[str, str, int], int]:
+    """How many epochs each contestant (model, policy, images per epoch) has in the results file."""
     counts: dict[tuple[str, str], int] = {}
     if RESULTS.is_file():
         for line in RESULTS.read_text().splitlines():
             row = json.loads(line)
-            counts[(row["model"], row["policy"])] = counts.get((row["model"], row["policy"]), 0) + 1
+            key = (row["model"], row["policy"], row["images"])
+            counts[key] = counts.get(key, 0) + 1
     return counts
 
 
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
         for round_number in range(args.rounds):
             order = POLICIES if round_number % 2 == 0 else POLICIES[::-1]
             for policy in order:
-                if done.get((model_name, policy), 0) > round_number:
+                if done.get((model_name, policy, len(rows)), 0) > round_number:
                     continue
                 start, cpu_start = time.perf_counter(), time.process_time()
                 model = models[policy]
@@ -114,15 +115,16 @@ def print_table() -> None:
     import numpy as np
 
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
-    print("\n| model | float32 img/s | mixed_bfloat16 img/s | speed-up | epochs each | load |")
-    print("|---|---|---|---|---|---|")
-    for model_name in dict.fromkeys(row["model"] for row in rows):
-        speeds = {policy: [row["images_per_second"] for row in rows if row["model"] == model_name and row["policy"] == policy] for policy in POLICIES}
-        loads = [row["load"] for row in rows if row["model"] == model_name]
+    print("\n| model | images per epoch | float32 img/s | mixed_bfloat16 img/s | speed-up | epochs each | load |")
+    print("|---|---|---|---|---|---|---|")
+    for model_name, images in dict.fromkeys((row["model"], row["images"]) for row in rows):
+        mine = [row for row in rows if row["model"] == model_name and row["images"] == images]
+        speeds = {policy: [row["images_per_second"] for row in mine if row["policy"] == policy] for policy in POLICIES}
+        loads = [row["load"] for row in mine]
         if not all(speeds.values()):
             continue
         f32, bf16 = (float(np.median(speeds[policy])) for policy in POLICIES)
-        print(f"| {model_name} | {f32:.1f} | {bf16:.1f} | {bf16 / f32:.2f}x | {min(map(len, speeds.values()))} | {min(loads):.1f}-{max(loads):.1f} |")
+        print(f"| {model_name} | {images} | {f32:.1f} | {bf16:.1f} | {bf16 / f32:.2f}x | {min(map(len, speeds.values()))} | {min(loads):.1f}-{max(loads):.1f} |")
 
 
 if __name__ == "__main__":

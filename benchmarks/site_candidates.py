@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from benchmarks.quality import SENSITIVE, shrink
 from zoidberg.models.presets import make_preset_config
 
@@ -24,6 +26,9 @@ CANDIDATES: dict[str, dict] = {
     "best-mobilenets": {"description": "fast, balanced and balanced at 160 px averaged (scratch left out)",
                         "members": ("fast", "balanced", "balanced-160")},
     "best-four": {"description": "fast, balanced, balanced at 160 px and scratch averaged", "members": ("fast", "balanced", "balanced-160", "scratch")},
+    # Issue 20: the same recipes under mixed bfloat16 (this CPU has AVX-512 BF16), to price its quality on the site.
+    "scratch-bf16": {"description": "the scratch preset under --precision mixed (bfloat16 on this CPU)", "preset": "scratch", "precision": "mixed"},
+    "balanced-bf16": {"description": "the balanced preset under --precision mixed (bfloat16 on this CPU)", "preset": "balanced", "precision": "mixed"},
 }
 
 
@@ -39,4 +44,7 @@ def candidate_config(name: str, data_dir: str, *, quick: bool = False):
     if "members" in candidate:
         raise ValueError(f"{name} combines {', '.join(candidate['members'])}: train those, then combine them.")
     config = make_preset_config(candidate["preset"], data_dir, run_name=name, **candidate.get("changes", {}))
+    if candidate.get("precision"):
+        # How the run computes, not what the recipe is: set on the run, never on a preset.
+        config = dataclasses.replace(config, precision=candidate["precision"])
     return shrink(config) if quick else config

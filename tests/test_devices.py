@@ -108,3 +108,38 @@ def test_one_fold_trains_under_mirrored_strategy_when_it_has_devices_to_mirror_o
         )
     assert type(model.trainable_weights[0].value).__name__ == "MirroredVariable"
     assert np.isfinite(history["loss"][0]) and "val_auc" in history
+
+
+def test_a_run_trained_in_bfloat16_predicts_and_exports_in_float32(demo_dir, runs_dir, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import keras
+
+    from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from zoidberg.inference.export import export_run
+    from zoidberg.inference.loading import load_ensemble
+    from zoidberg.runs.store import RunStore
+    from zoidberg.training import devices
+    from zoidberg.training.cv import run_cross_validation
+    from zoidberg.training.run_setup import config_payload
+
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: True)
+    config = RunConfig(
+        data=DataConfig(str(demo_dir), "binary", 32),
+        model=ModelConfig(architecture="cnn", conv_blocks=1, base_filters=4, dense_units=8),
+        train=TrainConfig(epochs=1, batch_size=16, early_stopping_patience=0),
+        n_splits=2, engine="inprocess", precision="mixed",
+    )
+    run = RunStore(runs_dir).create_run("cv", config_payload(config))
+    lines = []
+    run_cross_validation(run, report=lines.append)
+    assert run.state == "completed" and any("bfloat16 on this CPU" in line for line in lines)
+    saved = keras.models.load_model(run.model_path(1), safe_mode=True, compile=False)
+    assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in saved.layers), "trained in bfloat16"
+    ensemble = load_ensemble(run.id, runs_dir=runs_dir)
+    assert all(layer.dtype_policy.name == "float32" for model in ensemble.models for layer in model.layers)
+    # ONNX Runtime has no bfloat16 convolution: the export is float32, and matches the run.
+    import json
+
+    path = export_run(run, ensemble, "onnx", runs_dir / "onnx", check=True)
+    card = json.loads((path.parent / "model_card.json").read_text()) if path.is_file() else json.loads((path / "model_card.json").read_text())
+    assert card["parity_max_difference"] < 1e-4

@@ -76,6 +76,9 @@ def test_auto_trains_tiny_runs_here_and_real_ones_in_children():
     assert choose_engine("auto", 1_300, 32) == "inprocess"
     assert choose_engine("auto", 5_232, 224) == "local"
     assert choose_engine("inprocess", 5_232, 224) == "inprocess"
+    # A frozen backbone trains only heads on cached features: here, whatever the pixels.
+    assert choose_engine("auto", 5_232, 224, heads_only=True) == "inprocess"
+    assert choose_engine("local", 5_232, 224, heads_only=True) == "local"
 
 
 def test_parallel_auto_is_bounded_by_cores_memory_and_folds():

@@ -192,9 +192,11 @@ def test_frozen_cv_end_to_end_saves_full_models_equal_to_heads(flat_demo_dir, ru
     demo_dir = flat_demo_dir
     config = frozen_run_config(demo_dir, best_weights, augmentation=True)
     run = RunStore(runs_dir).create_run("cv", config_payload(config))
-    summary = run_cross_validation(run)
+    lines = []
+    summary = run_cross_validation(run, report=lines.append)
     assert run.state == "completed" and len(summary["folds"]) == 2
     assert len(counted_builds) == 1, "the backbone runs once for all folds"
+    assert config.engine == "auto" and any("trains only its head on the cached features, here in the worker" in line for line in lines)
     events = run.events()
     types = [event["type"] for event in events]
     assert types.count("features_ready") == 1 and types.count("epoch") == 4 and types.count("fold_finished") == 2

@@ -16,9 +16,12 @@ def load_fold_model(run, fold: int):
 
     import keras
 
+    from zoidberg.models.layers import as_float32
+
     path = run.model_path(fold)
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        # Trained under mixed precision or not, a run predicts in float32.
+        return as_float32(keras.models.load_model(path, safe_mode=True, compile=False))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         from zoidberg.models.layers import unsafe_layers
 

@@ -186,3 +186,24 @@ def unsafe_layers(path) -> list[str]:
 
     walk(config)
     return found
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same model computing in float32 (a model trained under a mixed policy keeps that policy in its saved layers).
+
+    Predicting, Grad-CAM and every export then run one numeric type on every machine:
+    ONNX Runtime, for one, has no bfloat16 convolution, and bfloat16 inference is no faster
+    on most CPUs. The weights are float32 under a mixed policy already, so they are copied
+    as they are.
+    """
+    import keras
+
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=float32_layer)
+    copy.set_weights(model.get_weights())
+    return copy

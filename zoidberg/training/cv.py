@@ -68,7 +68,11 @@ def _run_folds(run: Run, say: Reporter) -> dict:
             say(f"Fold {fold + 1}/{config.n_splits}: {problem}; it is trained again.")
             run.fold_path(fold + 1, FOLD_METRICS_FILE).unlink()
         tasks.append(FoldTask(fold + 1, train_part, validation_part, indices))
-    engine = choose_engine(config.engine, len(indices), config.data.image_size)
+    heads_only = config.model.transfer_mode == "frozen"
+    engine = choose_engine(config.engine, len(indices), config.data.image_size, heads_only=heads_only)
+    if engine == "inprocess" and heads_only and config.engine == "auto" and tasks:
+        say("Frozen backbone: every fold trains only its head on the cached features, here in the worker (a fold child's "
+            "TensorFlow start-up would cost more than the head).")
     from zoidberg.runs.worker import is_warm_process
 
     if engine == "local" and tasks and is_warm_process():

@@ -38,10 +38,21 @@ class FoldTask:
     indices: np.ndarray
 
 
-def choose_engine(engine: str, n_images: int, image_size: int) -> str:
-    """The engine a run uses: "inprocess" or "local" (a child per fold); "auto" picks by the run's size."""
+def choose_engine(engine: str, n_images: int, image_size: int, *, heads_only: bool = False) -> str:
+    """The engine a run uses: "inprocess" or "local" (a child per fold); "auto" decides by what actually trains.
+
+    Args:
+        engine: The run's engine option.
+        n_images: Images the folds train on.
+        image_size: Their side.
+        heads_only: Only small heads train, on cached backbone features (a frozen backbone): each
+            takes seconds, less than a fold child's TensorFlow start-up, so they train here
+            whatever the pixels.
+    """
     if engine != "auto":
         return engine
+    if heads_only:
+        return "inprocess"
     return "inprocess" if n_images * image_size * image_size <= IN_PROCESS_PIXEL_BUDGET else "local"
 
 

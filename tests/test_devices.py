@@ -43,7 +43,15 @@ def test_mixed_precision_on_a_cpu_is_bfloat16_where_it_has_it_else_float32(monke
     assert "bfloat16 on this CPU" in devices.describe_precision(policy)
     with precision_policy("float32") as policy:
         assert policy is None
-    with pytest.raises(ValueError, match="float32, mixed"):
+    # auto: bfloat16 only for an architecture measured faster in it, and only where the CPU has it.
+    with precision_policy("auto", architecture="cnn") as policy:
+        assert policy == "mixed_bfloat16" and "twice float32's speed" in devices.describe_precision(policy, "auto")
+    with precision_policy("auto", architecture="mobilenetv2") as policy:
+        assert policy is None and devices.describe_precision(policy, "auto") is None
+    monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: False)
+    with precision_policy("auto", architecture="cnn") as policy:
+        assert policy is None
+    with pytest.raises(ValueError, match="auto, float32, mixed"):
         with precision_policy("half"):
             pass
 

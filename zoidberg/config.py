@@ -271,7 +271,7 @@ class RunConfig:
     mlflow_uri: str | None = None
     engine: str = "auto"
     parallel: int | str = 1
-    precision: str = "float32"
+    precision: str = "auto"
     ray_address: str | None = None
     preset: str | None = None
     run_name: str = ""
@@ -297,7 +297,7 @@ class RunConfig:
         )
         require(isinstance(self.tta, bool), f"tta must be true or false, not {self.tta!r}.")
         require(isinstance(self.tensorboard, bool), f"tensorboard must be true or false, not {self.tensorboard!r}.")
-        require(self.precision in ("float32", "mixed"), f"precision must be float32 or mixed, not {self.precision!r}.")
+        require(self.precision in ("auto", "float32", "mixed"), f"precision must be auto, float32 or mixed, not {self.precision!r}.")
         check_engine_choice(self.engine, self.parallel, self.ray_address, ENGINES, unit="folds")
         require(
             self.mlflow_uri is None or (isinstance(self.mlflow_uri, str) and self.mlflow_uri.strip() != ""),

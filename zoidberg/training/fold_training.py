@@ -145,9 +145,10 @@ def train_fold(
     from zoidberg.training.devices import describe_precision, distribution_scope, precision_policy
 
     validation_pass = ValidationPass()
-    with precision_policy(config.precision) as policy, distribution_scope() as strategy:
-        if config.precision == "mixed" and fold_number == 1:
-            say(describe_precision(policy))
+    with precision_policy(config.precision, architecture=config.model.architecture) as policy, distribution_scope() as strategy:
+        said = describe_precision(policy, config.precision)
+        if said and fold_number == 1:
+            say(said)
         if strategy is not None and fold_number == 1:
             say(f"Each fold trains data-parallel over {strategy.num_replicas_in_sync} GPUs (MirroredStrategy).")
         if frozen is not None and config.model.transfer_mode == "fine-tune":

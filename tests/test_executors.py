@@ -38,10 +38,14 @@ def _out_of_fold(run) -> np.ndarray:
     return np.concatenate([part["probabilities"] for part in parts])[np.argsort(order)]
 
 
-def test_three_folds_in_child_processes_match_the_in_process_loop(demo_dir, tmp_path):
+def test_three_folds_in_child_processes_match_the_in_process_loop(demo_dir, tmp_path, capfd):
     store = RunStore(tmp_path / "runs")
     here = _train(store, _tiny(demo_dir, engine="inprocess"))
+    capfd.readouterr()  # This process's own TensorFlow start-up is not the children's.
     children = _train(store, _tiny(demo_dir, engine="local", parallel=2))
+    # The children's TensorFlow start-up lines (absl, oneDNN) stay out of the console.
+    err = capfd.readouterr().err
+    assert "absl::InitializeLog" not in err and "oneDNN custom operations" not in err
     assert here.state == children.state == "completed", children.status()
     assert (here.path / FOLDS_FILE).read_text() == (children.path / FOLDS_FILE).read_text()
     assert all((children.fold_dir(fold) / "model.keras").is_file() for fold in (1, 2, 3))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -109,6 +112,30 @@ class RelayRun(Run):
 _CHILD: dict = {}
 
 
+@contextlib.contextmanager
+def native_stderr_held():
+    """Holds back what C++ code writes to standard error in a block, and lets it out only if the block fails.
+
+    TensorFlow's import in every fold child writes absl and oneDNN start-up lines ("All log
+    messages before absl::InitializeLog() ...", "oneDNN custom operations are on ...") that
+    TF_CPP_MIN_LOG_LEVEL does not silence: four lines a fold between the CLI's progress lines.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _start_child(events, intra_op_threads: int, counter, visible_gpus: str | None) -> None:
     """Initializes a fold child: its event queue, its GPU (one of the driver's, in turn), TensorFlow's thread pools."""
     from zoidberg.training.devices import enable_memory_growth, gpu_for_child
@@ -121,7 +148,8 @@ def _start_child(events, intra_op_threads: int, counter, visible_gpus: str | Non
     if gpu is not None:
         # Before TensorFlow is imported: it reads the variable once.
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    import tensorflow as tf
+    with native_stderr_held():
+        import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, intra_op_threads))

@@ -71,3 +71,17 @@ def test_a_run_that_fails_in_the_foreground_prints_one_line_and_keeps_the_traceb
     assert "failed: RuntimeError: the fold exploded" in err and "Traceback" not in err
     [run] = RunStore(runs_dir).list_runs()
     assert run.state == "failed" and "Traceback" in run.status()["traceback"]
+
+
+def test_a_training_command_imports_tensorflow_quietly(demo_dir, tmp_path):
+    import subprocess
+    import sys
+
+    # A fresh process trains in itself: TensorFlow's absl and oneDNN start-up lines are held back.
+    tiny = ["--image-size", "32", "--folds", "2", "--epochs", "1", "--conv-blocks", "1", "--base-filters", "4", "--dense-units", "8"]
+    result = subprocess.run([sys.executable, "-m", "zoidberg", "--runs-dir", str(tmp_path / "runs"), "cv", "--data", str(demo_dir), *tiny],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    assert "Cross-validation done" in console
+    assert "absl::InitializeLog" not in console and "oneDNN custom operations" not in console

@@ -10,6 +10,8 @@ from zoidberg.cli.options import EXIT_USAGE, CliError
 
 # The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
 TRAINING_COMMANDS = ("cv", "tune", "ensemble", "adapt", "resume", "worker")
+# The commands that load TensorFlow anyway: its import is made quiet before they start.
+TENSORFLOW_COMMANDS = TRAINING_COMMANDS + ("predict", "evaluate", "export", "report", "attention", "mlflow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "runs_dir", None) is None:
         args.runs_dir = None
+    if getattr(args, "command", None) in TENSORFLOW_COMMANDS:
+        # TensorFlow's import writes absl and oneDNN start-up lines to standard error that its log
+        # level does not silence: held back here, once, so that they never sit between progress lines.
+        from zoidberg.training.executors import native_stderr_held
+
+        with native_stderr_held():
+            import tensorflow  # noqa: F401
     try:
         if getattr(args, "preset", None):
             args = run_configs.with_preset(parser, args, argv)

@@ -18,6 +18,7 @@ def main() -> None:
         "switching pages, reloading or closing the tab does not stop it, and a stopped search can be resumed."
     )
     st.info(tune_view.NAS_NOTE, icon="🧬")
+    tune_view.active_banner_ui()
     data_dir = widgets.chosen_data_folder_ui()
     tune_view.configure_section_ui(data_dir)
     st.divider()

@@ -121,6 +121,11 @@ def test_tiny_search_shows_trials_and_cross_validates_the_best(demo_dir, runs_di
     run = runs[0]
     assert run.config["data"]["image_size"] == 32 and run.config["max_trials"] == 2
     assert run.config["search_space"]["conv_blocks"] == 3
+    # While it searches, it shows at the top of the page with a link down to its live view.
+    if run.state in ("queued", "running"):
+        app.run()
+        banner = "\n".join(str(item.value) for item in app.info)
+        assert run.id in banner and "[Live view ↓](#tuning-runs)" in banner
 
     # A fresh session (the page reopened) reattaches to the running search.
     fresh = open_app(demo_dir, PAGE)

@@ -100,25 +100,17 @@ RUNS_ANCHOR = "runs"
 
 
 def active_banner_ui() -> None:
-    """Shows, at the top of the page, every queued or running run and where it is, linking down to its live view.
-
-    A run started from the form or a preset card appears here on the next rerun, where the user
-    is looking, instead of only in the live view far below the form.
-    """
-    st.fragment(run_every=widgets.POLL_SECONDS)(_active_banner_fragment)()
+    """Shows, at the top of the page, every queued or running run and where it is, linking down to its live view."""
+    widgets.active_runs_banner_ui(MODEL_KINDS, RUNS_ANCHOR, _where_it_is)
 
 
-def _active_banner_fragment() -> None:
-    runs = [run for run in state.list_runs(MODEL_KINDS) if run.state in ACTIVE_STATES]
-    for run in runs:
-        if run.kind == "ensemble":
-            where = "training its members"
-        else:
-            progress = read_progress(state.read_events_incrementally(run))
-            where = (f"{progress.phase}, fold {min(progress.current, progress.total) or '—'}/{progress.total or '—'}, "
-                     f"epoch {progress.epoch or progress.epochs_done}/{progress.epochs or '—'}, {overall_fraction(progress):.0%} done")
-        st.info(f"{widgets.STATE_ICONS.get(run.state, '')} **{escape_markdown(run.name)}** (`{run.id}`) is {run.state}: {where}. "
-                f"[Live view ↓](#{RUNS_ANCHOR})", icon="🚀")
+def _where_it_is(run: Run) -> str:
+    """Where an active cross-validation or ensemble run is, in one phrase."""
+    if run.kind == "ensemble":
+        return "training its members"
+    progress = read_progress(state.read_events_incrementally(run))
+    return (f"{progress.phase}, fold {min(progress.current, progress.total) or '—'}/{progress.total or '—'}, "
+            f"epoch {progress.epoch or progress.epochs_done}/{progress.epochs or '—'}, {overall_fraction(progress):.0%} done")
 
 
 def runs_section_ui() -> None:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from zoidberg.config import make_data_config
 from zoidberg.options.registry import PREPROCESSING_OPTIONS, ArchitectureSpec, HyperParameter
-from zoidberg.runs.progress import Progress, format_duration, read_progress
+from zoidberg.runs.progress import Progress, format_duration, overall_fraction, read_progress
 from zoidberg.runs.store import Run
 from zoidberg.runs.worker import RESUMABLE_STATES
 from zoidberg.tuning import config as tuning
@@ -268,9 +268,24 @@ def start_tuning(config: tuning.TuneConfig) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+# The anchor of the Tuning runs section, which the banner at the top links to.
+RUNS_ANCHOR = "tuning-runs"
+
+
+def active_banner_ui() -> None:
+    """Shows, at the top of the Tune page, every queued or running search, linking down to its live view."""
+    widgets.active_runs_banner_ui("tune", RUNS_ANCHOR, _where_it_is)
+
+
+def _where_it_is(run: Run) -> str:
+    """Where an active search is, in one phrase."""
+    progress = read_progress(state.read_events_incrementally(run))
+    return f"{progress.phase}, {overall_fraction(progress):.0%} done"
+
+
 def runs_section_ui() -> None:
     """Draws the tuning-run picker and the selected run, live or finished."""
-    st.subheader("Tuning runs")
+    st.subheader("Tuning runs", anchor=RUNS_ANCHOR)
     runs = state.list_runs("tune")
     if not runs:
         st.caption(f"No tuning runs yet in `{state.runs_dir()}`. Start one above.")

@@ -226,6 +226,26 @@ def run_picker_ui(
     )
 
 
+def active_runs_banner_ui(kinds, anchor: str, where: Callable[[Run], str]) -> None:
+    """Shows, at the top of a page, every queued or running run of some kinds, linking down to its live view.
+
+    A run started from the form (or a preset card) appears here on the next rerun, where the
+    user clicked, instead of only in the live view far below the form.
+
+    Args:
+        kinds: The run kinds the page shows.
+        anchor: The anchor of the page's runs section.
+        where: Says where an active run is, in one phrase.
+    """
+    st.fragment(run_every=POLL_SECONDS)(_active_runs_banner)(kinds, anchor, where)
+
+
+def _active_runs_banner(kinds, anchor: str, where: Callable[[Run], str]) -> None:
+    for run in [run for run in state.list_runs(kinds) if run.state in ACTIVE_STATES]:
+        st.info(f"{STATE_ICONS.get(run.state, '')} **{escape_markdown(run.name)}** (`{run.id}`) is {run.state}: {where(run)}. "
+                f"[Live view ↓](#{anchor})", icon="🚀")
+
+
 def run_view_ui(run_id: str, live_view: Callable[[Run, dict], None], finished_view: Callable[[Run, dict], None]) -> None:
     """Draws a run: live and self-refreshing while it is active, its results once it ended.
 

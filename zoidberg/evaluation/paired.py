@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from zoidberg.evaluation import significance
-from zoidberg.evaluation.compare import METRIC_LABELS, RunRecord
+from zoidberg.evaluation.compare import METRIC_LABELS, PARAMETERS_ROW, TIME_ROW, RunRecord
 from zoidberg.runs.store import Run
 
 # The statistical comparison tests these fold metrics; "roc_auc" is the macro one-vs-rest
@@ -272,8 +272,6 @@ def supported_best(records: Sequence[RunRecord], best: pd.DataFrame) -> tuple[pd
     Returns:
         (the marks to draw, one sentence on what they mean or why there are none).
     """
-    from zoidberg.evaluation.compare import PARAMETERS_ROW, TIME_ROW
-
     supported = best.copy()
     metric_rows = [row for row in best.index if row not in (PARAMETERS_ROW, TIME_ROW)]
     supported.loc[metric_rows, :] = False

@@ -33,6 +33,7 @@ def command_predict(args) -> int:
     from zoidberg.data.files import collect_images
     from zoidberg.inference.batch import predict_files
     from zoidberg.inference.loading import load_ensemble
+    from zoidberg.inference.record import make_record
 
     ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
     threshold = ensemble.threshold if args.threshold is None else args.threshold
@@ -46,6 +47,7 @@ def command_predict(args) -> int:
     rows += [{"file": item.path, "error": item.reason} for item in skipped]
     for row in rows:
         row["tta"] = tta
+    rows = [make_record(row, run_id=ensemble.run.id) for row in rows]
     if args.csv:
         write_predictions_csv(args.csv, rows, list(ensemble.class_names))
     failed = [row for row in rows if "error" in row]
@@ -83,31 +85,19 @@ def predictions_summary(rows: list[dict], seconds: float, tta: bool) -> str:
     return text + (f"; {failed} skipped or unreadable (see their rows)" if failed else "")
 
 
-def write_predictions_csv(path: str, rows: list[dict], class_names: list[str]) -> None:
-    """Writes predict's rows as CSV: the decision, both probabilities, the spread, the operating point, label and correct."""
+def write_predictions_csv(path: str, records: list[dict], class_names: list[str]) -> None:
+    """Writes predict's records as predictions.csv (zoidberg.inference.record: the documented columns, refused films without probabilities)."""
     import csv
 
+    from zoidberg.inference.record import csv_cells, csv_columns
     from zoidberg.runs.store import open_csv, write_atomically
-
-    fields = ["file", "true_label", "prediction", "correct", "probability", "probability_raw", "probability_calibrated", "spread",
-              "scale", "threshold", *(f"p_{name}" for name in class_names), "in_distribution", "ood_score", "ood_reason", "tta", "error"]
 
     def write(staged):
         # A file name that is not valid UTF-8 is written byte for byte (see open_csv): it reads back as the path.
         with open_csv(staged, "w") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer = csv.DictWriter(handle, fieldnames=csv_columns(class_names))
             writer.writeheader()
-            for row in rows:
-                flat = {key: row.get(key) for key in fields}
-                flat["prediction"] = row.get("label")
-                for name, value in (row.get("class_probabilities") or {}).items():
-                    flat[f"p_{name}"] = round(value, 6)
-                if row.get("in_distribution") is False:
-                    # No probability stands where a diagnosis would (predict --json keeps them for developers).
-                    flat["prediction"] = "REFUSED"
-                    for key in ("correct", "probability", "probability_raw", "probability_calibrated", "spread", *(f"p_{name}" for name in class_names)):
-                        flat[key] = None
-                writer.writerow(flat)
+            writer.writerows(csv_cells(record, class_names) for record in records)
 
     # Staged, then renamed: a failure leaves the previous file (or none), never half of one.
     write_atomically(Path(path), write)

@@ -270,6 +270,27 @@ def results_table(
     return frame[leading + [column for column in frame.columns if column not in leading]]
 
 
+def result_records(results: Sequence[ImageResult], threshold: float | None, scale: str, run_id: str, tta: bool | None = None) -> list[dict]:
+    """The page's results as prediction records (zoidberg.inference.record), as predict --csv writes them."""
+    from zoidberg.inference.gating import gate_fields
+    from zoidberg.inference.record import make_record
+
+    records = []
+    for result in results:
+        row: dict[str, Any] = {"file": result.name}
+        if result.true_label:
+            row["true_label"] = result.true_label
+        if result.ok:
+            decision = decide(result.prediction, threshold, scale)
+            row.update(decision.to_dict(), **gate_fields(result.verdict), tta=tta)
+            if result.true_label:
+                row["correct"] = decision.label == result.true_label
+        else:
+            row["error"] = result.error or "not predicted"
+        records.append(make_record(row, run_id=run_id))
+    return records
+
+
 # ----------------------------------------------------------------------------- figures
 
 

@@ -13,6 +13,7 @@ from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 from zoidberg.inference.attention import describe_share, lung_share
 from zoidberg.data.ood import REFUSAL
 from zoidberg.inference.decisions import Decision, decide
+from zoidberg.inference.record import RECORD_SCHEMA_VERSION, records_csv_text
 from zoidberg.runs.store import Run, RunNotFoundError, RunStore
 from zoidberg.ui import figures
 from zoidberg.ui.widgets import escape_markdown, run_picker_ui
@@ -27,6 +28,7 @@ from zoidberg.ui.predict_results import (
     models_signature,
     overlay_jpeg,
     process_all,
+    result_records,
     results_table,
 )
 
@@ -251,12 +253,13 @@ def show_batch_table(
     failed = int(sum(1 for result in results if not result.ok))
     st.download_button(
         "Download predictions (CSV)",
-        table.to_csv(index=False).encode("utf-8"),
+        records_csv_text(result_records(results, threshold, scale, run_id), class_names).encode("utf-8", "surrogateescape"),
         file_name=f"predictions_{run_id}.csv",
         mime="text/csv",
         on_click="ignore",
         icon=":material/download:",
-        help="One row per file, at the current threshold."
+        help="One row per file, at the current threshold: the prediction record documented in the README (schema "
+        f"{RECORD_SCHEMA_VERSION}), as predict --csv writes it."
         + (f" {failed} file(s) with an error keep their reason." if failed else ""),
     )
 

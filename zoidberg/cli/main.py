@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoidberg.cli import adapt, data, evaluate, outputs, predict, run_configs, runs
+from zoidberg.cli import adapt, data, evaluate, outputs, predict, run_configs, runs, serve
 from zoidberg.cli.options import EXIT_USAGE, CliError
 
 # The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
 TRAINING_COMMANDS = ("cv", "tune", "ensemble", "adapt", "resume", "worker")
 # The commands that load TensorFlow anyway: its import is made quiet before they start.
-TENSORFLOW_COMMANDS = TRAINING_COMMANDS + ("predict", "evaluate", "export", "report", "attention", "mlflow")
+TENSORFLOW_COMMANDS = TRAINING_COMMANDS + ("predict", "evaluate", "export", "report", "attention", "mlflow", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_parsers(commands)
     evaluate.add_parsers(commands)
     outputs.add_parsers(commands)
+    serve.add_parsers(commands)
     return parser
 
 

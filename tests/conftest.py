@@ -174,3 +174,21 @@ def use_runs(trained, monkeypatch):
     """Points the app at the module's runs for one test."""
     monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(trained.dir))
     return trained
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory, demo_dir):
+    """A real Orthanc on localhost holding one child's chest study (frontal, MONOCHROME1, side view) and a CT study."""
+    from PIL import Image
+
+    from tests.orthanc import clinic_study, orthanc_missing, start_orthanc
+
+    missing = orthanc_missing()
+    if missing:
+        pytest.skip(missing)
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    films = [np.asarray(Image.open(path).convert("L")) for path in sorted((demo_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[:2]]
+    for data in clinic_study(films).values():
+        server.upload(data)
+    yield server
+    server.stop()

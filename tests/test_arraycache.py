@@ -128,3 +128,38 @@ def test_pages_of_a_mapped_array_are_given_back_and_an_array_in_memory_is_left_a
     # Read again after the release: the pages come back from the file unchanged.
     np.testing.assert_array_equal(mapped, array)
     assert not arraycache.release_pages(array)
+
+
+def test_a_subset_of_rows_reads_the_shared_images_without_a_copy(tmp_path):
+    import tensorflow as tf
+
+    from zoidberg.training.image_rows import ImageRows
+
+    array = np.random.randint(0, 256, size=(6, 16, 16), dtype=np.uint8)
+    path = tmp_path / "cache.bin"
+    arraycache.write_array_file(path, {}, array)
+    _, mapped = arraycache.read_array_file(path, np.uint8, accept_all)
+    indices = np.array([5, 1, 3])
+    rows = ImageRows(mapped, indices)
+    assert len(rows) == 3 and rows.shape == (3, 16, 16) and not rows.streamed
+    np.testing.assert_array_equal(rows.numpy(), array[indices])
+    np.testing.assert_array_equal(rows.take(np.array([2, 0])), array[[3, 5]])
+    np.testing.assert_array_equal(rows.gather(tf.constant([1])).numpy(), array[[1]])
+    # Shared with the mapping, not gathered into a copy: a change made through NumPy shows.
+    mapped[1, 0, 0] ^= 0xFF
+    assert int(rows.gather(tf.constant([1]))[0, 0, 0]) == int(mapped[1, 0, 0])
+
+
+def test_the_worker_gives_back_its_images_while_fold_children_train(demo_dir, tmp_path, monkeypatch):
+    from zoidberg.config import DataConfig, RunConfig
+    from zoidberg.data.dataset import load_dataset
+    from zoidberg.training.cv import images_given_back
+
+    monkeypatch.setenv("ZOIDBERG_CACHE_DIR", str(tmp_path / "cache"))
+    config = RunConfig(data=DataConfig(data_dir=str(demo_dir), image_size=32))
+    decoded = load_dataset(demo_dir, **config.data.loader_options())  # Cold: decoded in memory, cache written.
+    assert not arraycache.release_pages(decoded.images)
+    lean = images_given_back(decoded, config)
+    assert lean.images is not decoded.images and arraycache.release_pages(lean.images)
+    np.testing.assert_array_equal(lean.images, decoded.images)
+    assert list(lean.paths) == list(decoded.paths) and lean.fingerprint == decoded.fingerprint

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from zoidberg.cli.options import add_runs_dir, parse_bool
+from zoidberg.cli.options import CliError, add_runs_dir, parse_bool
+from zoidberg.cli.pacs import add_pacs_options, command_predict_pacs
+from zoidberg.cli.prediction_lines import describe_prediction, write_predictions_csv
 
 
 def add_parsers(commands) -> None:
@@ -17,11 +18,12 @@ def add_parsers(commands) -> None:
         "Files inside NORMAL/PNEUMONIA folders get their label and a correct column; other files are listed as skipped.",
     )
     predict.add_argument("--run", required=True, help="Run id.")
-    predict.add_argument("images", nargs="+", metavar="PATH", help="Image files and folders.")
+    predict.add_argument("images", nargs="*", metavar="PATH", help="Image files and folders (or --dicomweb).")
     predict.add_argument("--csv", default=None, metavar="FILE", help="Write one row per file to this CSV file.")
     predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's operating point].")
     predict.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes [default: the run's setting].")
     predict.add_argument("--json", action="store_true", help="Print JSON.")
+    add_pacs_options(predict)
     add_runs_dir(predict)
     predict.set_defaults(handler=command_predict)
 
@@ -35,6 +37,12 @@ def command_predict(args) -> int:
     from zoidberg.inference.loading import load_ensemble
     from zoidberg.inference.record import make_record
 
+    if args.dicomweb and args.images:
+        raise CliError("Predict files or a PACS study, not both: drop the paths or --dicomweb.")
+    if not args.dicomweb and not args.images:
+        raise CliError("Name the image files or folders to predict, or a PACS: --dicomweb URL --study UID (or --since DATE).")
+    if args.dicomweb:
+        return command_predict_pacs(args)
     ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
     threshold = ensemble.threshold if args.threshold is None else args.threshold
     tta = ensemble.tta if args.tta is None else args.tta
@@ -83,37 +91,3 @@ def predictions_summary(rows: list[dict], seconds: float, tta: bool) -> str:
         text += f"; {refused} refused as unlike the training films (in_distribution false)"
     failed = len(rows) - len(predicted)
     return text + (f"; {failed} skipped or unreadable (see their rows)" if failed else "")
-
-
-def write_predictions_csv(path: str, records: list[dict], class_names: list[str]) -> None:
-    """Writes predict's records as predictions.csv (zoidberg.inference.record: the documented columns, refused films without probabilities)."""
-    import csv
-
-    from zoidberg.inference.record import csv_cells, csv_columns
-    from zoidberg.runs.store import open_csv, write_atomically
-
-    def write(staged):
-        # A file name that is not valid UTF-8 is written byte for byte (see open_csv): it reads back as the path.
-        with open_csv(staged, "w") as handle:
-            writer = csv.DictWriter(handle, fieldnames=csv_columns(class_names))
-            writer.writeheader()
-            writer.writerows(csv_cells(record, class_names) for record in records)
-
-    # Staged, then renamed: a failure leaves the previous file (or none), never half of one.
-    write_atomically(Path(path), write)
-
-
-def describe_prediction(row: dict, threshold: float) -> str:
-    """One line per image: the class, its probability and spread, the scale and the threshold."""
-    scale = f"{row.get('scale', 'raw')} " if row.get("probability_calibrated") is not None else ""
-    if row.get("threshold") is not None:
-        other = ""
-        if row.get("probability_calibrated") is not None:
-            other_scale = "raw" if row.get("scale") == "calibrated" else "calibrated"
-            other = f", {other_scale} {row['probability_' + other_scale]:.3f}"
-        return (
-            f"{row['label']} ({scale}p_pneumonia={row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s{other}, "
-            f"threshold {threshold:.3f})"
-        )
-    others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
-    return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s; {others})"

@@ -37,11 +37,19 @@ class DicomFacts:
 
 
 def _age_years(dataset) -> float | None:
-    """PatientAge ("045Y", "018M", "003W", "010D"), else PatientBirthDate against StudyDate, or None."""
-    text = str(dataset.get("PatientAge", "") or "").strip().upper()
+    """PatientAge, else PatientBirthDate against StudyDate (or AcquisitionDate), or None."""
+    return age_from_fields(str(dataset.get("PatientAge", "") or ""), str(dataset.get("PatientBirthDate", "") or ""),
+                           str(dataset.get("StudyDate", "") or dataset.get("AcquisitionDate", "") or ""))
+
+
+def age_from_fields(age: str, birth: str, study: str) -> float | None:
+    """The age in years from PatientAge ("045Y", "018M", "003W", "010D"), else birth date against study date, or None.
+
+    Shared by a file's header and a DICOMweb search's answer, which carry the same fields.
+    """
+    text = age.strip().upper()
     if len(text) == 4 and text[:3].isdigit() and text[3] in "YMWD":
         return int(text[:3]) / {"Y": 1, "M": 12, "W": 52.18, "D": 365.25}[text[3]]
-    birth, study = str(dataset.get("PatientBirthDate", "") or ""), str(dataset.get("StudyDate", "") or dataset.get("AcquisitionDate", "") or "")
     try:
         born, seen = dt.datetime.strptime(birth[:8], "%Y%m%d"), dt.datetime.strptime(study[:8], "%Y%m%d")
     except ValueError:

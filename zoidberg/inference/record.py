@@ -14,6 +14,8 @@ RECORD_FIELDS: tuple[tuple[str, str], ...] = (
     ("schema_version", f"the record's version ({RECORD_SCHEMA_VERSION}); a renamed or removed field bumps it"),
     ("run_id", "the run (or ensemble, or adapted run) that predicted"),
     ("file", "the file's path, or the name it was uploaded or retrieved under (a DICOM's SOP Instance UID)"),
+    ("study_uid", "from a PACS: the StudyInstanceUID (`file` is then the SOP Instance UID)"),
+    ("series_uid", "from a PACS: the SeriesInstanceUID"),
     ("image", "deprecated alias of `file` (its name until 2.0), kept for one release: removed in 2.2"),
     ("prediction", f"what to read: the predicted class, or {REFUSED} when the gate refused the film (no diagnosis)"),
     ("label", "the model's class whatever the gate said (binary runs: PNEUMONIA when probability ≥ threshold)"),
@@ -34,6 +36,7 @@ RECORD_FIELDS: tuple[tuple[str, str], ...] = (
     ("true_label", "the class its folder names (NORMAL/PNEUMONIA folders only)"),
     ("correct", "whether label equals true_label"),
     ("error", "why the file could not be predicted (its other fields are then absent)"),
+    ("written_back", "from a PACS with --store-results: the SOP Instance UIDs of the report and the Grad-CAM capture stored in the study"),
 )
 FIELD_NAMES = tuple(name for name, _ in RECORD_FIELDS)
 # Fields that carry a probability or a class where a refused film must show none (the CSV and the service).
@@ -71,7 +74,7 @@ def make_record(row: dict, *, run_id: str, keep_refused_scores: bool = True) -> 
 
 def csv_columns(class_names) -> list[str]:
     """The columns of predictions.csv: the record's fields, flat (a column per class probability instead of the dict)."""
-    flat = [name for name in FIELD_NAMES if name not in ("per_fold", "class_probabilities", "class_index", "unit")]
+    flat = [name for name in FIELD_NAMES if name not in ("per_fold", "class_probabilities", "class_index", "unit", "written_back")]
     position = flat.index("in_distribution")
     return [*flat[:position], *(f"p_{name}" for name in class_names), *flat[position:]]
 

@@ -93,8 +93,34 @@ def _run_folds(run: Run, say: Reporter) -> dict:
             release_memory()
         children = choose_parallel(config.parallel, len(tasks), config.data.image_size)
         say(f"Training {len(tasks)} fold(s) in child processes, {children} at a time.")
+        dataset = images_given_back(dataset, config)
         run_folds_in_children(run, tasks, fold_training.train_fold_task, parallel=children)
     return _finish_completed(run, config, dataset, indices, fold_of, say)
+
+
+def images_given_back(dataset: Dataset, config: RunConfig) -> Dataset:
+    """The dataset with its images read through the cache file's mapping and its resident pages given back.
+
+    While fold children train, the worker only waits: the images it decoded (a cold cache)
+    or paged in would stay counted in its memory beside each child's. The mapped pages are
+    read from the file again when the run ends (gate, test split). Unchanged when the images
+    are not cached (--no-cache) or the cache no longer matches.
+    """
+    import dataclasses
+
+    from zoidberg.data.arraycache import release_pages
+    from zoidberg.data.dataset import load_dataset
+
+    if release_pages(dataset.images):
+        return dataset
+    try:
+        mapped = load_dataset(config.data.data_dir, **config.data.loader_options())
+    except (OSError, ValueError):
+        return dataset
+    if mapped.fingerprint != dataset.fingerprint or mapped.images.shape != dataset.images.shape or not release_pages(mapped.images):
+        return dataset
+    # The caller rebinds its dataset to this one: the decoded array is freed then.
+    return dataclasses.replace(dataset, images=mapped.images)
 
 
 def _train_folds_here(run, config, dataset, indices, labels, tasks, say) -> None:

@@ -8,6 +8,11 @@ import tensorflow as tf
 from zoidberg.data.arraycache import TENSOR_ALIGNMENT, aligned_take, stream_bytes
 
 
+def _shareable(array: np.ndarray) -> bool:
+    """Whether a tensor can share the array's buffer (C-contiguous, writable, aligned to 64 bytes)."""
+    return array.size > 0 and array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % TENSOR_ALIGNMENT == 0
+
+
 def _shared_tensor(array: np.ndarray) -> tf.Tensor:
     """The array as a tensor, sharing its buffer through DLPack when it can, else copied.
 
@@ -17,8 +22,7 @@ def _shared_tensor(array: np.ndarray) -> tf.Tensor:
     cost instead. The images must then not be modified while the tensor lives; nothing in
     Zoidberg modifies a loaded dataset.
     """
-    shareable = array.size > 0 and array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % TENSOR_ALIGNMENT == 0
-    if shareable:
+    if _shareable(array):
         try:
             return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
         except (BufferError, TypeError, ValueError):
@@ -31,8 +35,9 @@ class ImageRows:
 
     The one choice between the two ways is made here, by the array's size against
     $ZOIDBERG_STREAM_BYTES (1 GiB by default):
-    - in memory: one tensor for all folds (sharing the array's buffer, see _shared_tensor);
-      a subset of rows is gathered once into an aligned array first;
+    - in memory: one tensor for all folds (sharing the array's buffer, see _shared_tensor); a
+      subset of rows reads the shared tensor through its row numbers, so a fold child holds no
+      copy of the rows it trains on (an array that cannot be shared is gathered once instead);
     - streamed: a data set this large is usually read through its cache file's mapping. tf.data
       would copy a captured tensor whole and gathering the rows would copy the data set, so each
       batch reads its rows from the array, and the pages read are given back (callbacks()).
@@ -46,6 +51,7 @@ class ImageRows:
         self._tensor: tf.Tensor | None = None
         self._array: np.ndarray | None = None
         self._rows: np.ndarray | None = None
+        self._row_numbers: tf.Tensor | None = None  # The subset's rows in a shared tensor of all rows.
         if isinstance(images, tf.Tensor):
             self._tensor = images if indices is None else tf.gather(images, np.asarray(indices))
             self.shape = tuple(self._tensor.shape)
@@ -56,9 +62,13 @@ class ImageRows:
             self._array = array
             self._rows = None if every_row else np.asarray(indices)
             self.shape = (len(array) if every_row else len(self._rows), *array.shape[1:])
-        else:
+        elif every_row or not _shareable(array):
             self._tensor = _shared_tensor(array if every_row else aligned_take(array, np.asarray(indices)))
             self.shape = tuple(self._tensor.shape)
+        else:
+            self._tensor = _shared_tensor(array)
+            self._row_numbers = tf.constant(np.asarray(indices, dtype=np.int64))
+            self.shape = (len(indices), *array.shape[1:])
 
     @classmethod
     def of(cls, images) -> ImageRows:
@@ -79,7 +89,7 @@ class ImageRows:
         """
         if self._tensor is None:
             raise ValueError("Streamed images are read per batch; they have no single tensor.")
-        return self._tensor
+        return self._tensor if self._row_numbers is None else tf.gather(self._tensor, self._row_numbers)
 
     def __len__(self) -> int:
         return int(self.shape[0])
@@ -87,19 +97,19 @@ class ImageRows:
     def numpy(self) -> np.ndarray:
         """All the rows as one NumPy array (shared with the tensor in memory; read, and so copied, when streamed)."""
         if self._tensor is not None:
-            return self._tensor.numpy()
+            return self.tensor.numpy()
         return self._array if self._rows is None else self._array[self._rows]
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The images at these positions, as a NumPy array."""
         if self._tensor is not None:
-            return tf.gather(self._tensor, positions).numpy()
+            return self.gather(tf.constant(np.asarray(positions))).numpy()
         return self._array[positions if self._rows is None else self._rows[positions]]
 
     def gather(self, positions: tf.Tensor) -> tf.Tensor:
         """The uint8 rows at `positions`, inside a tf.data pipeline."""
         if self._tensor is not None:
-            return tf.gather(self._tensor, positions)
+            return tf.gather(self._tensor, positions if self._row_numbers is None else tf.gather(self._row_numbers, positions))
         rows = tf.numpy_function(self.take, [positions], tf.uint8, stateful=False)
         return tf.reshape(rows, [-1, *self.shape[1:]])
 

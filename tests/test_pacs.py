@@ -1,0 +1,126 @@
+"""Predicting from a real Orthanc over DICOMweb, and writing the results back as DICOM (SR and Secondary Capture)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.orthanc import CT_STUDY_UID, PASSWORD, STUDY_UID, USER
+from zoidberg.cli import main
+from zoidberg.inference.record import REFUSED
+
+
+@pytest.fixture
+def pacs_login(monkeypatch):
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_USER", USER)
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_PASSWORD", PASSWORD)
+
+
+def predict(capsys, trained, orthanc, *args):
+    code = main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], "--dicomweb", orthanc.dicomweb, *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def instance_count(orthanc) -> int:
+    return len(orthanc.rest("GET", "/instances"))
+
+
+def test_studies_are_found_by_patient_accession_dates_and_modality(orthanc, pacs_login):
+    from zoidberg.integrations.dicomweb import connection_from, make_client, search_studies
+
+    connection = connection_from(orthanc.dicomweb)
+    client = make_client(connection)
+    assert {study["StudyInstanceUID"] for study in search_studies(client, connection, patient_id="CHILD-7")} >= {STUDY_UID, CT_STUDY_UID}
+    assert [study["StudyInstanceUID"] for study in search_studies(client, connection, accession="ACC-7")] == [STUDY_UID]
+    assert [study["StudyInstanceUID"] for study in search_studies(client, connection, since="2026-12-02")] == [CT_STUDY_UID]
+    assert [study["StudyInstanceUID"] for study in search_studies(client, connection, since="2026-11-30", until="2026-12-01")] == [STUDY_UID]
+    assert STUDY_UID not in [study["StudyInstanceUID"] for study in search_studies(client, connection, modality="CT")]
+    assert "secret" not in repr(connection) and PASSWORD not in repr(connection)
+
+
+def test_a_study_is_predicted_from_the_cli_and_the_pacs_is_left_unchanged(trained, orthanc, pacs_login, capsys):
+    from zoidberg.inference.loading import load_ensemble
+    from zoidberg.integrations.dicomweb import connection_from, make_client, retrieve_bytes, study_instances
+
+    before = instance_count(orthanc)
+    code, out, err = predict(capsys, trained, orthanc, "--study", STUDY_UID, "--json")
+    assert code == 0, err
+    records = {record["file"]: record for record in json.loads(out)}
+    assert instance_count(orthanc) == before, "reading must never change the PACS"
+    assert set(records) == {f"{STUDY_UID}.1.1", f"{STUDY_UID}.2.1", f"{STUDY_UID}.3.1"}
+    side = records[f"{STUDY_UID}.3.1"]
+    assert side["prediction"] == REFUSED and "side view" in side["ood_reason"] and side.get("probability") is None
+    for sop in (f"{STUDY_UID}.1.1", f"{STUDY_UID}.2.1"):
+        assert records[sop]["study_uid"] == STUDY_UID and records[sop]["prediction"] in ("normal", "pneumonia", REFUSED)
+    # The MONOCHROME1 film is read as the film it inverts: the same answer as its pixels given directly.
+    ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
+    connection = connection_from(orthanc.dicomweb)
+    client = make_client(connection)
+    inverted = next(item for item in study_instances(client, connection, STUDY_UID) if item.sop_uid == f"{STUDY_UID}.2.1")
+    _, source = retrieve_bytes(client, connection, inverted)
+    assert source.PhotometricInterpretation == "MONOCHROME1"
+    from tests.orthanc import film_dicom
+
+    upright = film_dicom(255 - source.pixel_array.astype(np.uint8), study="1.2.3", series="1.2.3.1", sop="1.2.3.1.1", ViewPosition="AP")
+    direct = ensemble.predict_file(upright, name="upright.dcm")
+    assert records[f"{STUDY_UID}.2.1"]["probability_raw"] in (None, pytest.approx(direct["probability_raw"], abs=1e-5))
+
+
+def test_a_ct_study_found_by_date_is_refused_in_one_line(trained, orthanc, pacs_login, capsys, tmp_path):
+    out_csv = tmp_path / "pacs.csv"
+    code, out, _ = predict(capsys, trained, orthanc, "--since", "2026-12-02", "--csv", out_csv)
+    assert code == 0
+    assert "1 study found" in out and "REFUSED" in out and "modality is CT" in out
+    assert "modality is CT" in out_csv.read_text()
+
+
+def test_results_are_written_back_only_when_asked_and_read_back_with_their_values(trained, orthanc, pacs_login, capsys):
+    from zoidberg.integrations.dicom_results import DISCLAIMER, read_result_report
+    from zoidberg.integrations.dicomweb import connection_from, make_client
+
+    before = instance_count(orthanc)
+    code, out, err = predict(capsys, trained, orthanc, "--study", STUDY_UID, "--json", "--store-results")
+    assert code == 0, err
+    records = json.loads(out)
+    diagnosed = [record for record in records if record["prediction"] not in (REFUSED, None)]
+    assert diagnosed, "the tiny run refused every film: nothing to write back"
+    assert instance_count(orthanc) == before + 2 * len(diagnosed)
+    client = make_client(connection_from(orthanc.dicomweb))
+    for record in diagnosed:
+        report_uid, capture_uid = record["written_back"]
+        series = {item["0020000E"]["Value"][0]: item for item in client.search_for_series(STUDY_UID)}
+        report = next(client.retrieve_instance(STUDY_UID, uid, report_uid) for uid in series
+                      if client.search_for_instances(STUDY_UID, uid, search_filters={"SOPInstanceUID": report_uid}))
+        values = read_result_report(report)
+        assert report.Modality == "SR" and report.StudyInstanceUID == STUDY_UID and report.PatientID == "CHILD-7"
+        assert values["Zoidberg run id"] == trained.ids["baseline"] and values["Intended use"] == DISCLAIMER
+        assert values["Finding"].lower() == record["label"].lower()
+        expected = record["probability_calibrated"] if record["probability_calibrated"] is not None else record["probability"]
+        assert values["Probability of pneumonia"] == pytest.approx(expected, abs=1e-6)
+        assert values["Decision threshold"] == pytest.approx(record["threshold"], abs=1e-6)
+        capture = next(client.retrieve_instance(STUDY_UID, uid, capture_uid) for uid in series
+                       if client.search_for_instances(STUDY_UID, uid, search_filters={"SOPInstanceUID": capture_uid}))
+        assert capture.BurnedInAnnotation == "YES" and capture.PhotometricInterpretation == "RGB" and capture.PatientID == "CHILD-7"
+        assert capture.pixel_array.ndim == 3
+    # Predicting the study again leaves Zoidberg's own results out, and writes nothing.
+    code, out, _ = predict(capsys, trained, orthanc, "--study", STUDY_UID)
+    assert code == 0 and f"{2 * len(diagnosed)} report or capture object(s) left out" in out
+    assert instance_count(orthanc) == before + 2 * len(diagnosed)
+
+
+@pytest.mark.parametrize("setting, words", [("wrong-password", "refused the login"), ("unreachable", "Cannot reach")])
+def test_a_wrong_login_or_a_dead_pacs_is_one_sentence(trained, orthanc, capsys, monkeypatch, setting, words):
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_USER", USER)
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_PASSWORD", "not-the-password" if setting == "wrong-password" else PASSWORD)
+    url = orthanc.dicomweb if setting == "wrong-password" else "http://127.0.0.1:9/dicom-web"
+    code = main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], "--dicomweb", url, "--study", STUDY_UID])
+    err = capsys.readouterr().err
+    assert code != 0 and words in err and "Traceback" not in err and "not-the-password" not in err
+
+
+@pytest.mark.parametrize("args, words", [(["--dicomweb", "http://x/dicom-web"], "--study UID"), (["--dicomweb", "ftp://x", "--study", "1"], "http://"),
+                                         (["img.png", "--dicomweb", "http://x", "--study", "1"], "not both"), ([], "Name the image files")])
+def test_predict_says_what_a_pacs_request_lacks(trained, capsys, args, words):
+    code = main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], *args])
+    assert code != 0 and words in capsys.readouterr().err

@@ -1,0 +1,166 @@
+"""A prediction written back as DICOM (highdicom): a Structured Report of the finding and a Secondary Capture of its Grad-CAM."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoidberg.inference.record import REFUSED
+
+MANUFACTURER = "Zoidberg 2.0 (open source, research and teaching)"
+# Said in the report and burnt into the capture: what every result written back is for.
+DISCLAIMER = "Research and teaching, not for diagnosis"
+# Zoidberg's own concepts, in a private coding scheme (DICOM PS3.16 8.2: a local scheme designator starts with 99).
+SCHEME = "99ZOIDBERG"
+SERIES_NUMBER_REPORT, SERIES_NUMBER_CAPTURE = 9901, 9902
+
+
+def _concept(value: str, meaning: str, scheme: str = SCHEME):
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(value, scheme, meaning)
+
+
+# Standard concepts where DICOM and SNOMED CT have them.
+FINDING = ("121071", "DCM", "Finding")
+ALGORITHM_NAME = ("111001", "DCM", "Algorithm Name")
+ALGORITHM_VERSION = ("111003", "DCM", "Algorithm Version")
+FINDINGS = {"pneumonia": ("233604007", "SCT", "Pneumonia"), "normal": ("17621005", "SCT", "Normal")}
+# Zoidberg's own.
+PROBABILITY = ("P-PNEUMONIA", "Probability of pneumonia")
+PROBABILITY_RAW = ("P-PNEUMONIA-RAW", "Probability of pneumonia before calibration")
+THRESHOLD = ("THRESHOLD", "Decision threshold")
+OPERATING_POINT = ("OPERATING-POINT", "Operating point")
+RUN_ID = ("RUN-ID", "Zoidberg run id")
+MODEL_CARD = ("MODEL-CARD", "Model card")
+INTENDED_USE = ("INTENDED-USE", "Intended use")
+GATE = ("GATE", "Out-of-distribution gate")
+REPORT_TITLE = ("18748-4", "LN", "Diagnostic imaging report")
+
+
+# Patient and study attributes a result copies from its film: DICOM lets a film leave them empty (type 2), highdicom reads them.
+TYPE_2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                     "StudyID", "AccessionNumber")
+
+
+def with_type_2_attributes(source):
+    """A copy of the film's dataset with every empty-allowed patient and study attribute present (empty where absent)."""
+    import copy
+
+    complete = copy.copy(source)
+    for keyword in TYPE_2_ATTRIBUTES:
+        if keyword not in complete:
+            setattr(complete, keyword, "")
+    return complete
+
+
+def _code(triple):
+    from highdicom.sr import CodedConcept
+
+    value, scheme, meaning = triple
+    return CodedConcept(value, scheme, meaning)
+
+
+def make_result_report(source, record: dict, *, operating_point: str, model_card: str, version: str):
+    """The prediction of one film as a Comprehensive SR in the film's study, with the film as its evidence.
+
+    Args:
+        source: The film's pydicom dataset (patient, study and evidence come from it).
+        record: Its prediction record (zoidberg.inference.record), not refused.
+        operating_point: How the threshold was chosen, in words.
+        model_card: Where the model card is (the service's /v1/model, or the run's folder).
+        version: Zoidberg's version.
+
+    Returns:
+        The highdicom ComprehensiveSR.
+    """
+    import highdicom as hd
+    from highdicom.sr import CodeContentItem, ContainerContentItem, NumContentItem, TextContentItem
+    from pydicom.sr.codedict import codes
+
+    if record.get("prediction") in (None, REFUSED):
+        raise ValueError("A refused or failed prediction has no finding to report.")
+    unit = codes.UCUM.NoUnits if hasattr(codes.UCUM, "NoUnits") else hd.sr.CodedConcept("1", "UCUM", "no units")
+    probability = record["probability_calibrated"] if record.get("probability_calibrated") is not None else record["probability"]
+    finding = FINDINGS.get(str(record["label"]).lower(), (str(record["label"]).upper(), SCHEME, str(record["label"])))
+    items = [
+        TextContentItem(_code(ALGORITHM_NAME), "Zoidberg", relationship_type="HAS OBS CONTEXT"),
+        TextContentItem(_code(ALGORITHM_VERSION), version, relationship_type="HAS OBS CONTEXT"),
+        CodeContentItem(_code(FINDING), _code(finding), relationship_type="CONTAINS"),
+        NumContentItem(_concept(*PROBABILITY), float(probability), unit, relationship_type="CONTAINS"),
+        NumContentItem(_concept(*PROBABILITY_RAW), float(record["probability_raw"]), unit, relationship_type="CONTAINS"),
+        NumContentItem(_concept(*THRESHOLD), float(record["threshold"]), unit, relationship_type="CONTAINS"),
+        TextContentItem(_concept(*OPERATING_POINT), operating_point, relationship_type="CONTAINS"),
+        TextContentItem(_concept(*GATE), "passed" if record.get("in_distribution") else "not checked (the run has no gate)",
+                        relationship_type="CONTAINS"),
+        TextContentItem(_concept(*RUN_ID), record["run_id"], relationship_type="CONTAINS"),
+        TextContentItem(_concept(*MODEL_CARD), model_card, relationship_type="CONTAINS"),
+        TextContentItem(_concept(*INTENDED_USE), DISCLAIMER, relationship_type="CONTAINS"),
+    ]
+    source = with_type_2_attributes(source)
+    container = ContainerContentItem(_code(REPORT_TITLE))
+    container.ContentSequence = items
+    return hd.sr.ComprehensiveSR(
+        evidence=[source], content=container, series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_REPORT,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        series_description=f"Zoidberg prediction ({DISCLAIMER.lower()})",
+    )
+
+
+def burn_in_disclaimer(picture: np.ndarray, lines: list[str]) -> np.ndarray:
+    """The RGB picture with a dark band at its foot carrying the lines (the disclaimer first)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(np.ascontiguousarray(picture, dtype=np.uint8))
+    size = max(12, image.width // 40)
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:  # Pillow's own font where DejaVu is not installed.
+        font = ImageFont.load_default(size)
+    band = (size + 6) * len(lines) + 6
+    framed = Image.new("RGB", (image.width, image.height + band), (0, 0, 0))
+    framed.paste(image, (0, 0))
+    draw = ImageDraw.Draw(framed)
+    for index, line in enumerate(lines):
+        draw.text((6, image.height + 4 + index * (size + 6)), line, fill=(255, 255, 0) if index == 0 else (255, 255, 255), font=font)
+    return np.asarray(framed)
+
+
+def make_overlay_capture(source, overlay: np.ndarray, record: dict):
+    """The Grad-CAM overlay as a Secondary Capture in the film's study and patient, the disclaimer burnt in.
+
+    Args:
+        source: The film's pydicom dataset.
+        overlay: The uint8 RGB overlay (zoidberg.inference.explain).
+        record: Its prediction record.
+
+    Returns:
+        The highdicom SCImage (BurnedInAnnotation YES).
+    """
+    import highdicom as hd
+
+    probability = record["probability_calibrated"] if record.get("probability_calibrated") is not None else record["probability"]
+    picture = burn_in_disclaimer(overlay, [
+        f"{DISCLAIMER.upper()}.",
+        f"Zoidberg run {record['run_id']}: {record['label']} (p = {probability:.3f}, threshold {record['threshold']:.3f}). Grad-CAM.",
+    ])
+    capture = hd.sc.SCImage.from_ref_dataset(
+        with_type_2_attributes(source), picture, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
+        series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_CAPTURE, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer=MANUFACTURER, patient_orientation=("L", "F"), series_description=f"Zoidberg Grad-CAM ({DISCLAIMER.lower()})",
+    )
+    capture.BurnedInAnnotation = "YES"
+    return capture
+
+
+def read_result_report(dataset) -> dict:
+    """What a stored report says, read back by concept: finding, probabilities, threshold, run id, intended use."""
+    values: dict = {}
+    for item in dataset.ContentSequence:
+        name = item.ConceptNameCodeSequence[0].CodeMeaning
+        if item.ValueType == "NUM":
+            values[name] = float(item.MeasuredValueSequence[0].NumericValue)
+        elif item.ValueType == "TEXT":
+            values[name] = str(item.TextValue)
+        elif item.ValueType == "CODE":
+            values[name] = str(item.ConceptCodeSequence[0].CodeMeaning)
+    return values

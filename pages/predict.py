@@ -8,6 +8,7 @@ from zoidberg.inference.loading import predictable_runs
 from zoidberg.runs.store import DATA_FILE, RunStore
 from zoidberg.ui import predict_view as pv
 from zoidberg.ui.frame import page_frame_ui
+from zoidberg.ui.pacs_source import write_back_ui as pacs_write_back_ui
 
 
 def main() -> None:
@@ -48,15 +49,17 @@ def main() -> None:
             st.caption("Three-class run: the predicted class is the most probable one (no threshold).")
     with options:
         gradcam = pv.gradcam_ui()
-    items = pv.inputs_ui("binary" if ensemble.is_binary else "three-class")
+    items, pacs_target = pv.inputs_ui("binary" if ensemble.is_binary else "three-class")
     if not items:
         st.info(
             f"Drop one or more chest X-rays above (PNG, JPEG or DICOM, up to {pv.MAX_UPLOAD_MB} MB each), "
-            "or switch on **Try demo images** to see the page at work.",
+            "pick studies from a PACS, or switch on **Try demo images** to see the page at work.",
             icon="⬆️",
         )
         return
     pv.results_ui(ensemble, run, store, items, threshold, gradcam)
+    if pacs_target:
+        pacs_write_back_ui(ensemble, threshold, pacs_target)
 
 
 main()

@@ -124,3 +124,44 @@ def test_a_wrong_login_or_a_dead_pacs_is_one_sentence(trained, orthanc, capsys, 
 def test_predict_says_what_a_pacs_request_lacks(trained, capsys, args, words):
     code = main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], *args])
     assert code != 0 and words in capsys.readouterr().err
+
+
+def test_the_predict_page_searches_picks_predicts_and_writes_back_a_study(trained, orthanc, pacs_login, monkeypatch):
+    from tests.apptest_helpers import assert_no_exception, button, open_app, texts
+
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(trained.dir))
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_URL", orthanc.dicomweb)
+    before = instance_count(orthanc)
+    app = open_app(page="pages/predict.py")
+    app.selectbox(key="predict_run").set_value(trained.ids["baseline"]).run()
+    assert f"Logging in with user {USER}" in texts(app.caption) and PASSWORD not in str(app)
+    app.text_input(key="pacs_accession").set_value("ACC-7")
+    button(app, "Search the PACS").click().run()
+    assert_no_exception(app)
+    picker = app.multiselect(key="pacs_picked")
+    assert picker.options == [next(option for option in picker.options if "ACC-7" in option)]
+    picker.set_value([STUDY_UID]).run()
+    assert_no_exception(app)
+    table = app.dataframe[0].value
+    assert len(table) == 3 and set(table["source"]) == {"PACS"}
+    side = table[table["file"] == f"{STUDY_UID} / {STUDY_UID}.3.1"].iloc[0]
+    assert "side view" in side["error"]
+    assert instance_count(orthanc) == before, "searching and predicting must not write"
+    button(app, "Write the results back").click().run()
+    assert_no_exception(app)
+    assert "Wrote" in texts(app.success)
+    written = int(texts(app.success).split("Wrote ")[1].split(" ")[0])
+    assert written > 0 and instance_count(orthanc) == before + written
+
+
+def test_the_predict_page_names_a_wrong_login_without_showing_it(trained, orthanc, monkeypatch):
+    from tests.apptest_helpers import assert_no_exception, button, open_app, texts
+
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(trained.dir))
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_URL", orthanc.dicomweb)
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_USER", USER)
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_PASSWORD", "not-the-password")
+    app = open_app(page="pages/predict.py")
+    button(app, "Search the PACS").click().run()
+    assert_no_exception(app)
+    assert "refused the login" in texts(app.error) and "not-the-password" not in texts(app.error)

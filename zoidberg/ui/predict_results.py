@@ -22,7 +22,7 @@ from zoidberg.ui.predict_inputs import ImageInput
 
 LOGGER = logging.getLogger(__name__)
 
-SOURCE_LABELS = {"demo": "synthetic demo", "upload": "upload", "folder": "server folder"}
+SOURCE_LABELS = {"demo": "synthetic demo", "upload": "upload", "folder": "server folder", "pacs": "PACS"}
 
 
 # Decoded images are kept for display at most this large (long side); the network sees

@@ -145,12 +145,15 @@ def gradcam_ui() -> tuple[bool, float]:
     return show, float(alpha)
 
 
-def inputs_ui(label_mode: str) -> list[ImageInput]:
-    """Draws the uploader and the demo toggle.
+def inputs_ui(label_mode: str) -> tuple[list[ImageInput], Any]:
+    """Draws the uploader, the server folder, the PACS and the demo toggle.
 
     Returns:
-        The files to predict: uploads first, then demo images.
+        (the files to predict: uploads, the folder's, the PACS studies', then demo images;
+        what the PACS write-back needs, or None).
     """
+    from zoidberg.ui.pacs_source import pacs_inputs_ui
+
     uploads = st.file_uploader(
         f"Chest X-rays: PNG, JPEG or DICOM, up to {MAX_UPLOAD_MB} MB each, or a .zip of them",
         type=UPLOAD_TYPES,
@@ -164,6 +167,8 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
     )
     items = uploads_to_inputs(uploads)
     items += server_folder_ui()
+    pacs_items, pacs_target = pacs_inputs_ui()
+    items += pacs_items
     if st.toggle(
         "Try demo images (synthetic)",
         value=False,
@@ -171,7 +176,7 @@ def inputs_ui(label_mode: str) -> list[ImageInput]:
         help="A few images from the test split of the synthetic demo dataset, with their true class.",
     ):
         items.extend(demo_items_ui(label_mode))
-    return items
+    return items, pacs_target
 
 
 def server_folder_ui() -> list[ImageInput]:

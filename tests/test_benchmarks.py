@@ -83,3 +83,12 @@ def test_site_benchmark_appends_each_candidate_and_skips_it_when_run_again(tmp_p
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=environment, timeout=120)
     assert again.returncode == 0 and "already measured" in again.stderr
     assert len(results.read_text().splitlines()) == 1
+
+
+def test_the_service_benchmark_runs_on_a_tiny_run(tmp_path):
+    result = subprocess.run([sys.executable, "benchmarks/service.py", "--quick"], capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["step"] for line in lines] == ["latency", "throughput", "soak"]
+    assert all(line["errors"] == 0 for line in lines) and lines[0]["p50_ms"] > 0 and lines[1]["images_per_s"] > 0

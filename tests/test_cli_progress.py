@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from zoidberg.cli.main import main
 from zoidberg.cli.terminal_progress import progress_tasks
 from zoidberg.runs.store import RunStore
@@ -73,15 +75,29 @@ def test_a_run_that_fails_in_the_foreground_prints_one_line_and_keeps_the_traceb
     assert run.state == "failed" and "Traceback" in run.status()["traceback"]
 
 
-def test_a_training_command_imports_tensorflow_quietly(demo_dir, tmp_path):
+@pytest.mark.parametrize("engine", ["auto", "local"])
+def test_a_training_command_imports_tensorflow_quietly(demo_dir, tmp_path, engine):
     import subprocess
     import sys
 
-    # A fresh process trains in itself: TensorFlow's absl and oneDNN start-up lines are held back.
-    tiny = ["--image-size", "32", "--folds", "2", "--epochs", "1", "--conv-blocks", "1", "--base-filters", "4", "--dense-units", "8"]
+    # A fresh process trains in itself (auto at 32 px), or its folds in children (local): TensorFlow's absl and
+    # oneDNN start-up lines are held back wherever TensorFlow is first imported.
+    tiny = ["--image-size", "32", "--folds", "2", "--epochs", "1", "--conv-blocks", "1", "--base-filters", "4", "--dense-units", "8",
+            "--engine", engine]
     result = subprocess.run([sys.executable, "-m", "zoidberg", "--runs-dir", str(tmp_path / "runs"), "cv", "--data", str(demo_dir), *tiny],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     console = result.stdout + result.stderr
     assert "Cross-validation done" in console
     assert "absl::InitializeLog" not in console and "oneDNN custom operations" not in console
+
+
+def test_the_quiet_import_waits_for_tensorflow_to_be_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys; from zoidberg.training.executors import quiet_tensorflow_when_imported as quiet; quiet(); "
+            "assert 'tensorflow' not in sys.modules, 'imported early'; import keras; assert 'tensorflow' in sys.modules; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+    assert "absl::InitializeLog" not in result.stderr and "oneDNN custom operations" not in result.stderr

@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         args.runs_dir = None
     if getattr(args, "command", None) in TENSORFLOW_COMMANDS:
         # TensorFlow's import writes absl and oneDNN start-up lines to standard error that its log
-        # level does not silence: held back here, once, so that they never sit between progress lines.
-        from zoidberg.training.executors import native_stderr_held
+        # level does not silence: held back whenever it first happens, so that they never sit
+        # between progress lines (and a driver whose folds train in children never imports it early).
+        from zoidberg.training.executors import quiet_tensorflow_when_imported
 
-        with native_stderr_held():
-            import tensorflow  # noqa: F401
+        quiet_tensorflow_when_imported()
     try:
         if getattr(args, "preset", None):
             args = run_configs.with_preset(parser, args, argv)

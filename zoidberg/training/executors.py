@@ -136,6 +136,40 @@ def native_stderr_held():
             os.close(saved)
 
 
+class _QuietTensorFlowImport:
+    """A sys.meta_path finder that runs TensorFlow's first import inside native_stderr_held, then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            with native_stderr_held():
+                execute(module)
+
+        spec.loader.exec_module = exec_module  # This loader instance only.
+        return spec
+
+
+def quiet_tensorflow_when_imported() -> None:
+    """Makes TensorFlow's import quiet whenever it first happens in this process, without importing it now.
+
+    The CLI's driver of a run whose folds train in children needs TensorFlow only when the
+    run ends (the test split, the feature stage): importing it up front to silence its
+    start-up lines would hold about 500 MB while the children train, and delay the first
+    progress line.
+    """
+    if "tensorflow" not in sys.modules and not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
 def _start_child(events, intra_op_threads: int, counter, visible_gpus: str | None) -> None:
     """Initializes a fold child: its event queue, its GPU (one of the driver's, in turn), TensorFlow's thread pools."""
     from zoidberg.training.devices import enable_memory_growth, gpu_for_child

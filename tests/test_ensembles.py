@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -200,6 +201,11 @@ def test_the_cli_makes_an_ensemble_then_predicts_and_evaluates_with_it(store, tr
     assert main([*root, "evaluate", "--run", run_id, "--data", str(demo_dir), "--name", "cli"]) == 0
     assert "2 member runs" in capsys.readouterr().out
     assert main([*root, "runs"]) == 0
-    assert any(run_id in line and "ensemble" in line for line in capsys.readouterr().out.splitlines())
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(run_id))
+    # Its members by name, with their own folds; no fold count of its own.
+    assert "ensemble" in line and all(f"{member} (folds " in line for member in members)
+    assert main([*root, "runs", "--json"]) == 0
+    row = next(row for row in json.loads(capsys.readouterr().out) if row["id"] == run_id)
+    assert row["folds_done"] is None and len(row["members"]) == 2
     assert main([*root, "ensemble", members[0]]) == 2
     assert "at least two" in capsys.readouterr().err

@@ -127,3 +127,21 @@ def test_every_preset_quotes_its_measured_site_figures_with_intervals():
         auc = measured[name]["zero_shot"]["roc_auc"]
         assert f"zero-shot AUC {auc['estimate']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}]" in preset.site_figures, name
         assert "adapt" in preset.site_figures
+
+
+def test_a_preset_card_shows_the_last_runs_own_time(tmp_path, monkeypatch):
+    from zoidberg.runs.store import RunStore
+    from zoidberg.ui.preset_cards import last_preset_times
+
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(tmp_path / "runs"))
+    store = RunStore()
+    older = store.create_run("cv", {"preset": "fast"})
+    older.set_status("completed", started="2026-12-01T10:00:00+00:00", ended="2026-12-01T10:05:00+00:00")
+    newer = store.create_run("cv", {"preset": "fast"})
+    newer.set_status("completed", started="2026-12-02T10:00:00+00:00", ended="2026-12-02T10:01:14+00:00")
+    failed = store.create_run("cv", {"preset": "scratch"})
+    failed.set_status("failed", started="2026-12-02T10:00:00+00:00", ended="2026-12-02T10:00:03+00:00")
+    times = last_preset_times()
+    assert set(times) == {"fast"}
+    assert times["fast"].startswith("1 min 14 s") and newer.id in times["fast"]
+    assert newer.wall_seconds() == 74 and store.create_run("cv", {}).wall_seconds() is None

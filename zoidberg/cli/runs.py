@@ -318,13 +318,30 @@ def command_tune(args) -> int:
             print(f"Cross-validate it: python -m zoidberg cv --from-tuning {run_id} --data {config.data.data_dir}")
     return 0 if summary.get("best_hyperparameters") is not None else 1
 
+def ensemble_members(store, run) -> list[str]:
+    """An ensemble's members as "preset-or-architecture id (folds N)", in order."""
+    from zoidberg.runs.store import RunNotFoundError
+
+    members = []
+    for member_id in run.member_ids():
+        try:
+            member = store.get(member_id)
+        except (RunNotFoundError, ValueError):
+            members.append(f"{member_id} (missing)")
+            continue
+        what = member.config.get("preset") or (member.config.get("model") or {}).get("architecture") or member.kind
+        members.append(f"{what} {member_id} (folds {len(member.fold_metrics())})")
+    return members
+
+
 def command_runs(args) -> int:
     from zoidberg.evaluation.stored import latest_external
     from zoidberg.launch.jobs import describe_engine
     from zoidberg.runs.store import DATA_FILE, MODEL_KINDS, SPLIT_FILE, RunStore
 
     rows = []
-    for run in RunStore(args.runs_dir).list_runs():
+    store = RunStore(args.runs_dir)
+    for run in store.list_runs():
         status = run.status()
         summary = run.summary() or {}
         mean_std = summary.get("mean_std", {})
@@ -341,7 +358,10 @@ def command_runs(args) -> int:
                 "engine": describe_engine(config) if run.kind in ("cv", "tune") else None,
                 "host": ", ".join(status.get("task_hosts") or []) or status.get("host"),
                 "architecture": run.kind if run.kind in ("ensemble", "adapt") else config.get("model", {}).get("architecture") or config.get("architecture"),
-                "folds_done": len(run.fold_metrics()) if run.kind in MODEL_KINDS else None,
+                "preset": config.get("preset"),
+                # An ensemble's folds are its members': its own count would say nothing.
+                "folds_done": len(run.fold_metrics()) if run.kind in MODEL_KINDS and run.kind != "ensemble" else None,
+                "members": ensemble_members(store, run) if run.kind == "ensemble" else None,
                 "accuracy": (mean_std.get("accuracy") or {}).get("mean"),
                 "roc_auc": (mean_std.get("roc_auc") or {}).get("mean"),
                 "external": (external or {}).get("name"),
@@ -359,19 +379,20 @@ def command_runs(args) -> int:
     if not rows:
         print("No runs yet. Start one with: python -m zoidberg cv --data DIR")
         return 0
-    print(f"{'id':<32} {'kind':<8} {'arch':<14} {'state':<12} {'folds':>5} {'CV acc':>7} {'CV AUC':>7} {'ext acc':>7} {'ext AUC':>7}  name")
+    print(f"{'id':<32} {'kind':<8} {'preset/arch':<14} {'state':<12} {'folds':>5} {'CV acc':>7} {'CV AUC':>7} {'ext acc':>7} {'ext AUC':>7}  name")
     for row in rows:
         headline = f"{fmt(row['accuracy']):>7} {fmt(row['roc_auc']):>7} {fmt(row['external_accuracy']):>7} {fmt(row['external_roc_auc']):>7}"
         if row["kind"] == "tune":
             # A search has no fold metrics: its headline is the best trial's objective.
             headline = f"{'best ' + str(row['objective']) + ' ' + fmt(row['best_objective']):>31}"
-        notes = f" (external: {row['external']})" if row["external"] else ""
+        notes = f" (members: {', '.join(row['members'])})" if row["members"] else ""
+        notes += f" (external: {row['external']})" if row["external"] else ""
         notes += " (synthetic data)" if row["synthetic"] else ""
         notes += f" error: {row['error']}" if row["state"] in ("failed", "interrupted") and row["error"] else ""
         notes += f" [engine {row['engine']} on {row['host']}]" if row["engine"] and row["host"] else ""
         state = f"queued #{row['queue_position']}" if row["queue_position"] else str(row["state"])
         print(
-            f"{row['id']:<32} {row['kind']:<8} {str(row['architecture']):<14} {state:<12} "
+            f"{row['id']:<32} {row['kind']:<8} {str(row['preset'] or row['architecture']):<14} {state:<12} "
             f"{'' if row['folds_done'] is None else row['folds_done']:>5} {headline}  {row['name']}{notes}"
         )
     return 0

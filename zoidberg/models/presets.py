@@ -101,7 +101,7 @@ PRESETS: dict[str, Preset] = {
             label="Fast",
             description="MobileNetV2 0.5 with ImageNet weights, frozen, 224 px: the backbone runs once per image and "
             "only a small head trains per fold. The quickest strong baseline.",
-            expected_time="about 1 minute on 2 CPU cores for 5,232 images, seconds once the features are cached",
+            expected_time="measured 72 s on 2 CPU cores for 5,232 images with its features cold (BENCHMARKS.md), seconds once they are cached",
             data={"image_size": 224},
             model={"architecture": "mobilenetv2", "alpha": 0.5, "weights": "imagenet", "transfer_mode": "frozen", "dropout_rate": 0.3},
             train={"epochs": 15, "learning_rate": 0.001, "batch_size": 32, "early_stopping_patience": 3},
@@ -116,7 +116,7 @@ PRESETS: dict[str, Preset] = {
             description="MobileNetV2 0.35 with ImageNet weights at 128 px, fine-tuned: the head warms up on cached "
             "features for half the epochs, then the top 20 backbone layers train on the images at a tenth of the "
             "learning rate.",
-            expected_time="about 2 minutes on 2 CPU cores for 5,232 images",
+            expected_time="measured 2.8 min on 2 CPU cores for 5,232 images (BENCHMARKS.md, site sample table)",
             data={"image_size": 128},
             model={"architecture": "mobilenetv2", "alpha": 0.35, "weights": "imagenet", "transfer_mode": "fine-tune", "fine_tune_layers": 20},
             train={"epochs": 4},
@@ -134,7 +134,7 @@ PRESETS: dict[str, Preset] = {
             "overlapping fast's and balanced's), but at its sensitive threshold it calls more healthy children "
             "pneumonia than fast or balanced: `adapt` to the site is what fixes its decisions. Its threshold and "
             "calibration are fitted on the three runs' combined out-of-fold predictions.",
-            expected_time="about 9 minutes on 2 CPU cores for 5,232 images; measured 9 min 09 s",
+            expected_time="measured 6 min 36 s on 2 CPU cores for 5,232 images with warm caches, its members included (BENCHMARKS.md); longer on a loaded machine",
             operating_point=SENSITIVE,
             alternative="scratch",
             members=("fast", "balanced", "scratch"),
@@ -147,7 +147,7 @@ PRESETS: dict[str, Preset] = {
             description="The design notes' CNN (three Conv2D/MaxPooling blocks of 32, 64 and 128 filters, dense 128, "
             "dropout 0.3) trained from scratch at 128 px: needs no weights file. Alone it is weaker on new "
             "hospitals than the pretrained presets; in the best preset it errs where they do not.",
-            expected_time="about 6 minutes on 2 CPU cores for 5,232 images",
+            expected_time="measured 3.8 min on 2 CPU cores for 5,232 images in bfloat16 (BENCHMARKS.md, site sample table); about 9 min where the CPU has no bfloat16",
             data={"image_size": 128},
             model={"architecture": "cnn", "conv_blocks": 3, "base_filters": 32, "dense_units": 128, "dropout_rate": 0.3},
             train={"epochs": 4},

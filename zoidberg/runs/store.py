@@ -274,6 +274,15 @@ class Run:
         """The run's state after the liveness check."""
         return self.status().get("state", "queued")
 
+    def wall_seconds(self) -> float | None:
+        """How long a finished run took, start to end (status.json), or None while it has no end."""
+        status = self.status()
+        try:
+            started, ended = (_dt.datetime.fromisoformat(str(status[key])) for key in ("started", "ended"))
+        except (KeyError, ValueError):
+            return None
+        return max(0.0, (ended - started).total_seconds())
+
     def set_status(self, state: str, **fields: Any) -> dict:
         """Records a new state, keeping earlier fields unless overridden."""
         status = self.read_json(STATUS_FILE, default={}) or {}

@@ -6,6 +6,7 @@ import streamlit as st
 
 from zoidberg.models.presets import PRESETS, Preset, make_preset_config, missing_weights
 from zoidberg.options.registry import ARCHITECTURES, PREPROCESSING_OPTIONS, TRAINING_OPTIONS
+from zoidberg.runs.store import RunStore
 from zoidberg.ui import state
 from zoidberg.ui.widgets import escape_markdown, show_error
 
@@ -55,18 +56,39 @@ def presets_ui(data_dir: str) -> None:
     """Draws one card per preset: what it trains, its time here, the weights it needs, Start and Fill."""
     st.markdown("**Presets**: start a tested recipe with one click, or fill the form with it and change any field.")
     columns = st.columns(len(PRESETS))
+    last_times = last_preset_times()
     for column, preset in zip(columns, PRESETS.values()):
         with column, st.container(border=True):
-            _card(preset, data_dir)
+            _card(preset, data_dir, last_times.get(preset.name))
 
 
-def _card(preset: Preset, data_dir: str) -> None:
+def last_preset_times() -> dict[str, str]:
+    """Preset name → the wall time of this store's latest completed run of it, with the run's id."""
+    from zoidberg.runs.progress import format_duration
+
+    try:
+        runs = RunStore().list_runs()
+    except OSError:
+        return {}
+    times: dict[str, str] = {}
+    for run in runs:  # Newest first: the first completed run of a preset is its last.
+        name = run.config.get("preset")
+        if name in PRESETS and name not in times and run.state == "completed":
+            seconds = run.wall_seconds()
+            if seconds is not None:
+                times[name] = f"{format_duration(seconds)} (run {run.id})"
+    return times
+
+
+def _card(preset: Preset, data_dir: str, last_time: str | None) -> None:
     """One preset's card."""
     st.markdown(f"**{preset.label}** · `{preset.name}`")
     synthetic = state.is_synthetic(data_dir)
     st.caption(f"📁 Trains on `{data_dir}`" + (" — 🧪 **the synthetic demo data, not X-rays**" if synthetic else ""))
     st.caption(escape_markdown(preset.description))
     st.caption(f"⏱ {preset.expected_time}")
+    if last_time:
+        st.caption(f"⏱ Here, last time: {last_time}")
     if preset.site_figures:
         st.caption(f"🏥 {escape_markdown(preset.site_figures)}")
     missing = missing_weights(preset.name) if preset.needs_weights else []

@@ -144,7 +144,7 @@ def test_the_predict_page_searches_picks_predicts_and_writes_back_a_study(traine
     assert_no_exception(app)
     table = app.dataframe[0].value
     assert len(table) == 3 and set(table["source"]) == {"PACS"}
-    side = table[table["file"] == f"{STUDY_UID} / {STUDY_UID}.3.1"].iloc[0]
+    side = table[table["file"].str.endswith(f"(LL) · {STUDY_UID}.3.1")].iloc[0]
     assert "side view" in side["error"]
     assert instance_count(orthanc) == before, "searching and predicting must not write"
     button(app, "Write the results back").click().run()
@@ -165,3 +165,16 @@ def test_the_predict_page_names_a_wrong_login_without_showing_it(trained, orthan
     button(app, "Search the PACS").click().run()
     assert_no_exception(app)
     assert "refused the login" in texts(app.error) and "not-the-password" not in texts(app.error)
+
+
+def test_the_disclaimer_is_burnt_in_legibly_whatever_the_film_size():
+    from zoidberg.integrations.dicom_results import MIN_CAPTURE_WIDTH, burn_in_disclaimer
+
+    lines = ["RESEARCH AND TEACHING, NOT FOR DIAGNOSIS.", "Zoidberg run 20261206-194352-cv-1f9e74: pneumonia (p = 0.954, threshold 0.643)."]
+    small = burn_in_disclaimer(np.zeros((224, 224, 3), np.uint8), lines)
+    assert small.shape[1] == MIN_CAPTURE_WIDTH and small.shape[0] > MIN_CAPTURE_WIDTH
+    band = small[MIN_CAPTURE_WIDTH:]
+    yellow = (band[..., 0] > 200) & (band[..., 1] > 200) & (band[..., 2] < 80)
+    assert yellow.any() and not yellow[:, -4:].any(), "the disclaimer must fit inside the picture"
+    wide = burn_in_disclaimer(np.zeros((500, 1000, 3), np.uint8), lines)
+    assert wide.shape[1] == 1000 and (wide[:500] == 0).all()

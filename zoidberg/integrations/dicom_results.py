@@ -106,22 +106,44 @@ def make_result_report(source, record: dict, *, operating_point: str, model_card
     )
 
 
+# A capture narrower than this is enlarged first, so that its burnt-in words stay legible.
+MIN_CAPTURE_WIDTH = 640
+
+
+def _wrapped(draw, text: str, font, width: int) -> list[str]:
+    """The text in lines that fit `width` pixels, broken between words."""
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if line and draw.textlength(candidate, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return [*lines, line] if line else lines
+
+
 def burn_in_disclaimer(picture: np.ndarray, lines: list[str]) -> np.ndarray:
-    """The RGB picture with a dark band at its foot carrying the lines (the disclaimer first)."""
+    """The RGB picture (enlarged to MIN_CAPTURE_WIDTH if narrower) with a dark band at its foot carrying the lines, the disclaimer first."""
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(np.ascontiguousarray(picture, dtype=np.uint8))
-    size = max(12, image.width // 40)
+    if image.width < MIN_CAPTURE_WIDTH:
+        scale = MIN_CAPTURE_WIDTH / image.width
+        image = image.resize((MIN_CAPTURE_WIDTH, round(image.height * scale)), Image.Resampling.BILINEAR)
+    size = max(14, image.width // 36)
     try:
         font = ImageFont.truetype("DejaVuSans.ttf", size)
     except OSError:  # Pillow's own font where DejaVu is not installed.
         font = ImageFont.load_default(size)
-    band = (size + 6) * len(lines) + 6
+    measure = ImageDraw.Draw(image)
+    rows = [(index, row) for index, line in enumerate(lines) for row in _wrapped(measure, line, font, image.width - 12)]
+    band = (size + 6) * len(rows) + 8
     framed = Image.new("RGB", (image.width, image.height + band), (0, 0, 0))
     framed.paste(image, (0, 0))
     draw = ImageDraw.Draw(framed)
-    for index, line in enumerate(lines):
-        draw.text((6, image.height + 4 + index * (size + 6)), line, fill=(255, 255, 0) if index == 0 else (255, 255, 255), font=font)
+    for position, (index, row) in enumerate(rows):
+        draw.text((6, image.height + 4 + position * (size + 6)), row, fill=(255, 255, 0) if index == 0 else (255, 255, 255), font=font)
     return np.asarray(framed)
 
 

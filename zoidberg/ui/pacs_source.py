@@ -91,7 +91,8 @@ def study_inputs(connection, client, study_uid: str) -> list[ImageInput]:
     for instance in study_instances(client, connection, study_uid):
         if instance.is_result:
             continue
-        name = f"{study_uid} / {instance.sop_uid}"
+        # What a reader recognises first (the series, its view), then the UID that finds the film again.
+        name = f"{instance.description or instance.facts.modality or 'film'} ({instance.facts.view_position or 'no view'}) · {instance.sop_uid}"
         reason = instance.refusal()
         if reason:
             inputs.append(ImageInput(name, b"", source="pacs", reason=f"Not scored: {reason}"))

@@ -17,7 +17,7 @@ import numpy as np
 from zoidberg.config import EXPORT_FORMATS
 # LogitRecalibration and LogOdds are imported so that loading an export registers them.
 from zoidberg.inference.decisions import INTENDED_USE
-from zoidberg.models.serving import LogitRecalibration, LogOdds, build_serving_model, fold_ensembles, preparation_of, serving_inputs  # noqa: F401
+from zoidberg.models.whole_run_graph import LogitRecalibration, LogOdds, build_serving_model, fold_ensembles, preparation_of, serving_inputs  # noqa: F401
 from zoidberg.runs.store import ADAPTATION_FILE, Run, now_iso, write_json_atomic
 
 MODEL_CARD_FILE = "model_card.json"
@@ -30,7 +30,7 @@ PARITY_TOLERANCE = 1e-4
 
 
 def build_export_model(ensemble) -> keras.Model:
-    """One Keras model of a whole run (see zoidberg.models.serving.build_serving_model).
+    """One Keras model of a whole run (see zoidberg.models.whole_run_graph.build_serving_model).
 
     Args:
         ensemble: A loaded run: a fold ensemble, an ensemble of runs or an adapted run.

@@ -90,7 +90,7 @@ class AdaptedEnsemble(Decides):
             return None
         member = self.feature_member
         images = np.stack([member.model_input(gray) for gray in grays]).astype(np.float32)[..., None] / 255.0
-        batches = [np.asarray(member._predict.extractor(images[start : start + SCORING_BATCH_SIZE], training=False))
+        batches = [member._predict.features_of(images[start : start + SCORING_BATCH_SIZE])
                    for start in range(0, len(images), SCORING_BATCH_SIZE)]
         return np.concatenate(batches)
 

@@ -117,6 +117,17 @@ class FrozenForward:
         spec = tf.TensorSpec((None, *size), tf.float32)
         self._forward = tf.function(self._stacked, input_signature=[spec], reduce_retracing=True)
         self._heads_only = tf.function(self._stacked_heads, input_signature=[tf.TensorSpec((None, dimension), tf.float32)])
+        # The gate's feature stage reads the backbone alone; called eagerly it costs ~150 ms an image here, traced ~10 ms.
+        self._features = tf.function(lambda images: self.extractor(images, training=False), input_signature=[spec], reduce_retracing=True)
+
+    def features_of(self, image_batch) -> np.ndarray:
+        """(N, S, S, 1) float32 images -> (N, D) pooled backbone features, through a traced call."""
+        import tensorflow as tf
+
+        images = np.asarray(image_batch, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[..., np.newaxis]
+        return self._features(tf.constant(images)).numpy()
 
     def _stacked(self, images):
         import tensorflow as tf

@@ -87,7 +87,7 @@ class Decides:
             return verdicts
         films = feature_gate.prepare_films([member.model_input(inputs[index]) for index in passing])
         images = np.stack(films).astype(np.float32)[..., None] / 255.0
-        features = np.concatenate([np.asarray(member._predict.extractor(images[start : start + SCORING_BATCH_SIZE], training=False))
+        features = np.concatenate([member._predict.features_of(images[start : start + SCORING_BATCH_SIZE])
                                    for start in range(0, len(images), SCORING_BATCH_SIZE)])
         for index, verdict in zip(passing, feature_gate.verdicts(features, films)):
             if verdict is not None:

@@ -272,7 +272,8 @@ def main(argv=None) -> int:
     else:
         if not args.run:
             parser.error("--run RUN_ID is required (or --quick)")
-        image = Path(args.image) if args.image else next(sorted((REPO_ROOT.parent / "shared" / "data" / "chest_xray_site_sample").rglob("*.jpeg")).__iter__())
+        site = REPO_ROOT.parent / "shared" / "data" / "chest_xray_site_sample"
+        image = Path(args.image) if args.image else sorted(site.rglob("*.jpeg"))[0]
         steps = [step for step in args.steps.split(",") if step]
     body = Path(image).read_bytes()
     sys.path.insert(0, str(REPO_ROOT))

@@ -87,7 +87,7 @@ def test_site_benchmark_appends_each_candidate_and_skips_it_when_run_again(tmp_p
 
 def test_the_service_benchmark_runs_on_a_tiny_run(tmp_path):
     result = subprocess.run([sys.executable, "benchmarks/service.py", "--quick"], capture_output=True, text=True, timeout=600,
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["step"] for line in lines] == ["latency", "throughput", "soak"]

@@ -63,21 +63,22 @@ def presets_ui(data_dir: str) -> None:
 
 
 def last_preset_times() -> dict[str, str]:
-    """Preset name → the wall time of this store's latest completed run of it, with the run's id."""
+    """Preset name → the wall time of this store's most recently ended completed run of it, with the run's id."""
     from zoidberg.runs.progress import format_duration
 
     try:
         runs = RunStore().list_runs()
     except OSError:
         return {}
-    times: dict[str, str] = {}
-    for run in runs:  # Newest first: the first completed run of a preset is its last.
+    latest: dict[str, tuple[str, str]] = {}
+    for run in runs:
         name = run.config.get("preset")
-        if name in PRESETS and name not in times and run.state == "completed":
-            seconds = run.wall_seconds()
-            if seconds is not None:
-                times[name] = f"{format_duration(seconds)} (run {run.id})"
-    return times
+        if name not in PRESETS or run.state != "completed":
+            continue
+        ended, seconds = str(run.status().get("ended") or ""), run.wall_seconds()
+        if seconds is not None and ended > latest.get(name, ("", ""))[0]:
+            latest[name] = (ended, f"{format_duration(seconds)} (run {run.id})")
+    return {name: text for name, (_, text) in latest.items()}
 
 
 def _card(preset: Preset, data_dir: str, last_time: str | None) -> None:

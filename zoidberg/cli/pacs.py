@@ -23,8 +23,9 @@ def add_pacs_options(predict) -> None:
 
 
 def command_predict_pacs(args) -> int:
-    from zoidberg.cli.prediction_lines import describe_prediction, write_predictions_csv
+    from zoidberg.cli.prediction_lines import prediction_line, write_predictions_csv
     from zoidberg.inference.loading import load_ensemble
+    from zoidberg.inference.record import REFUSED
     from zoidberg.integrations.dicomweb import connection_from, make_client, search_studies
     from zoidberg.integrations.pacs_predict import predict_study, store_results
 
@@ -55,14 +56,8 @@ def command_predict_pacs(args) -> int:
         print(json.dumps(records, indent=2))
     else:
         for record in records:
-            where = f"{record['study_uid']} / {record['file']}"
-            if "error" in record:
-                print(f"{where}: ERROR {record['error']}")
-            elif record.get("in_distribution") is False:
-                print(f"{where}: REFUSED, no diagnosis. {record['ood_reason']}")
-            else:
-                print(f"{where}: {describe_prediction(record, threshold)}")
-        diagnosed = sum(record.get("prediction") not in (None, "REFUSED") for record in records)
+            print(prediction_line(record, threshold, where=f"{record['study_uid']} / {record['file']}"))
+        diagnosed = sum(record.get("prediction") not in (None, REFUSED) for record in records)
         print(f"{len(records)} film(s) in {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: {diagnosed} diagnosed, "
               f"{len(records) - diagnosed} refused or unreadable" + (f"; {left_out} report or capture object(s) left out" if left_out else "") + ".")
         if args.store_results:

@@ -6,7 +6,7 @@ import json
 
 from zoidberg.cli.options import CliError, add_runs_dir, parse_bool
 from zoidberg.cli.pacs import add_pacs_options, command_predict_pacs
-from zoidberg.cli.prediction_lines import describe_prediction, write_predictions_csv
+from zoidberg.cli.prediction_lines import prediction_line, write_predictions_csv
 
 
 def add_parsers(commands) -> None:
@@ -64,12 +64,7 @@ def command_predict(args) -> int:
         return 0 if not failed else 1
     if len(rows) <= 50 or not args.csv:
         for row in rows:
-            if "error" in row:
-                print(f"{row['file']}: ERROR {row['error']}")
-            elif row.get("in_distribution") is False:
-                print(f"{row['file']}: REFUSED, no diagnosis. {row['ood_reason']}")
-            else:
-                print(f"{row['file']}: {describe_prediction(row, threshold)}")
+            print(prediction_line(row, threshold))
     if ensemble.gate is None:
         print(f"Unchecked: {ensemble.gate_note}")
     print(predictions_summary(rows, seconds, tta))

@@ -37,3 +37,13 @@ def describe_prediction(row: dict, threshold: float) -> str:
         )
     others = ", ".join(f"p_{name}={value:.3f}" for name, value in row["class_probabilities"].items())
     return f"{row['label']} ({row['probability']:.3f} ± {row['spread']:.3f} across {row.get('unit', 'fold')}s; {others})"
+
+
+def prediction_line(row: dict, threshold: float, where: str | None = None) -> str:
+    """The line predict prints for one file or PACS film: its error, its refusal, or its decision."""
+    where = where or row["file"]
+    if "error" in row:
+        return f"{where}: ERROR {row['error']}"
+    if row.get("in_distribution") is False:
+        return f"{where}: REFUSED, no diagnosis. {row['ood_reason']}"
+    return f"{where}: {describe_prediction(row, threshold)}"

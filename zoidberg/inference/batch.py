@@ -129,17 +129,24 @@ def predict_files(
     return rows
 
 
+def decided_row(ensemble, scored: Scored, threshold: float | None, **fields) -> dict:
+    """A scored image's row: `fields` (file ...), then its decision at the threshold and the gate's fields, or its error.
+
+    The one place a Scored becomes a row, for predict_files, a PACS study and the HTTP service.
+    """
+    if scored.error:
+        return {**fields, "error": scored.error}
+    return {**fields, **ensemble.decide(scored.prediction, threshold).to_dict(), **gate_fields(scored.verdict)}
+
+
 def _row(ensemble, path, decode_error: str | None, scored: Scored | None, threshold: float | None, true_label: str | None) -> dict:
     """One file's row of predict_files."""
-    row: dict = {"file": str(path)}
+    fields: dict = {"file": str(path)}
     if true_label is not None:
-        row["true_label"] = true_label
-    if scored is None or scored.error:
-        row["error"] = decode_error if scored is None else scored.error
-        return row
-    decision = ensemble.decide(scored.prediction, threshold)
-    row.update(decision.to_dict())
-    row.update(gate_fields(scored.verdict))
-    if true_label is not None:
-        row["correct"] = decision.label == true_label
+        fields["true_label"] = true_label
+    if scored is None:
+        return {**fields, "error": decode_error}
+    row = decided_row(ensemble, scored, threshold, **fields)
+    if true_label is not None and "error" not in row:
+        row["correct"] = row["label"] == true_label
     return row

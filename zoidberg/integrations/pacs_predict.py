@@ -57,15 +57,14 @@ def predict_study(ensemble, client, connection: PacsConnection, study_uid: str, 
         (one PacsPrediction per film, the number of result objects left out).
     """
     from zoidberg.data.dicom_facts import read_dicom_facts
-    from zoidberg.inference.batch import decode_for_run, score_decoded
-    from zoidberg.inference.gating import gate_fields
+    from zoidberg.inference.batch import decided_row, decode_for_run, score_decoded
 
     threshold = ensemble.threshold if threshold is None else threshold
     instances = study_instances(client, connection, study_uid)
     films = [instance for instance in instances if not instance.is_result]
     predictions, to_score = [], []
     for instance in films:
-        base = {"file": instance.sop_uid, "study_uid": instance.study_uid, "series_uid": instance.series_uid}
+        base = _identity(instance)
         reason = instance.refusal()
         if reason:
             row = {**base, "in_distribution": False, "ood_score": HEADER_SCORE, "ood_reason": reason}
@@ -81,25 +80,25 @@ def predict_study(ensemble, client, connection: PacsConnection, study_uid: str, 
         predictions.append(prediction)
     scored = score_decoded(ensemble, [prediction.gray for prediction, _ in to_score], headers=[facts for _, facts in to_score]) if to_score else []
     for (prediction, _), result in zip(to_score, scored):
-        instance = prediction.instance
-        base = {"file": instance.sop_uid, "study_uid": instance.study_uid, "series_uid": instance.series_uid}
         prediction.model_input = result.model_input
-        if result.error:
-            prediction.record = make_record({**base, "error": result.error}, run_id=ensemble.run.id)
-            continue
-        decision = ensemble.decide(result.prediction, threshold)
-        row = {**base, **decision.to_dict(), **gate_fields(result.verdict), "tta": ensemble.tta}
-        prediction.record = make_record(row, run_id=ensemble.run.id, keep_refused_scores=False)
+        row = decided_row(ensemble, result, threshold, **_identity(prediction.instance))
+        prediction.record = make_record(row if "error" in row else {**row, "tta": ensemble.tta}, run_id=ensemble.run.id,
+                                        keep_refused_scores=False)
     return predictions, len(instances) - len(films)
 
 
+def _identity(instance: PacsInstance) -> dict:
+    """The record fields that name a PACS film: its SOP Instance UID as `file`, its study and series."""
+    return {"file": instance.sop_uid, "study_uid": instance.study_uid, "series_uid": instance.series_uid}
+
+
 def operating_point_words(ensemble) -> str:
-    """How the run's threshold was chosen, in words, for the report."""
-    point = ensemble.operating_point or {}
-    choice = point.get("choice") or {}
-    method = choice.get("method") if isinstance(choice, dict) else choice
-    scale = getattr(ensemble, "scale", "raw")
-    return f"{method or 'youden'} on the run's out-of-fold predictions ({scale} probabilities), threshold {ensemble.threshold:.3f}"
+    """How the run's threshold was chosen, in words, for the report (the Predict page's phrase)."""
+    from zoidberg.config import OperatingPointChoice
+
+    choice = (ensemble.operating_point or {}).get("choice")
+    method = OperatingPointChoice.from_dict(choice).describe() if choice else (ensemble.run.summary() or {}).get("threshold_method") or "default"
+    return f"{method} on the run's out-of-fold predictions ({ensemble.scale} probabilities), threshold {ensemble.threshold:.3f}"
 
 
 def store_results(ensemble, client, connection: PacsConnection, predictions: list[PacsPrediction], *, model_card: str) -> list[str]:

@@ -109,19 +109,19 @@ class PredictionService:
             UnusableUpload: For bytes that are no image, or an image the network could not score.
             zoidberg.serving.batcher.QueueFullError: When too many images wait.
         """
-        from zoidberg.inference.gating import gate_fields
+        from zoidberg.inference.batch import decided_row
 
         gray, header = await asyncio.to_thread(self.read_upload, data, name)
         scored = await self.batcher.submit((gray, header))
         if scored.error:
             raise UnusableUpload(f"{name}: {scored.error}")
-        decision = self.ensemble.decide(scored.prediction, self.ensemble.threshold)
-        row = {"file": name, **decision.to_dict(), **gate_fields(scored.verdict), "tta": self.ensemble.tta}
-        record = make_record(row, run_id=self.run_id, keep_refused_scores=False)
+        row = decided_row(self.ensemble, scored, self.ensemble.threshold, file=name)
+        class_index = row["class_index"]
+        record = make_record({**row, "tta": self.ensemble.tta}, run_id=self.run_id, keep_refused_scores=False)
         if gradcam:
             # A refused film has no diagnosis, so nothing to explain.
             record["gradcam_png"] = None if record["prediction"] == REFUSED else await asyncio.to_thread(
-                self.gradcam_png, gray, scored.model_input, decision.class_index)
+                self.gradcam_png, gray, scored.model_input, class_index)
         return record
 
     def gradcam_png(self, gray: np.ndarray, model_input: np.ndarray, class_index: int) -> str:

@@ -13,6 +13,7 @@ from zoidberg.ui.widgets import escape_markdown
 URL_VARIABLE = "ZOIDBERG_DICOMWEB_URL"
 STUDIES_KEY = "pacs_studies"
 FILMS_KEY = "pacs_films"  # SOP Instance UID → bytes already retrieved in this session.
+INSTANCES_KEY = "pacs_instances"  # Study UID → its instances, listed once per search (not on every rerun of the page).
 MODALITIES = ("any", "CR", "DX")
 
 
@@ -68,6 +69,7 @@ def study_search_ui(connection, client) -> list[dict]:
         dates = st.date_input("Study dates", value=(), key="pacs_dates", help="Leave empty for any date; pick one day or a range.")
         searched = st.form_submit_button("Search the PACS", icon=":material/search:")
     if searched:
+        st.session_state[INSTANCES_KEY] = {}
         since, until = (tuple(dates) + (None, None))[:2] if isinstance(dates, (tuple, list)) else (dates, dates)
         if since and until is None:
             until = since
@@ -86,8 +88,11 @@ def study_inputs(connection, client, study_uid: str) -> list[ImageInput]:
     from zoidberg.integrations.dicomweb import retrieve_bytes, study_instances
 
     films = st.session_state.setdefault(FILMS_KEY, {})
+    listed = st.session_state.setdefault(INSTANCES_KEY, {})
+    if study_uid not in listed:
+        listed[study_uid] = study_instances(client, connection, study_uid)
     inputs = []
-    for instance in study_instances(client, connection, study_uid):
+    for instance in listed[study_uid]:
         if instance.is_result:
             continue
         # What a reader recognises first (the series, its view), then the UID that finds the film again.

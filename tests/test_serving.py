@@ -244,3 +244,13 @@ def test_the_same_app_on_ray_serve_with_two_replicas(trained, demo_dir):
         assert httpx.get(f"{url}/v1/model").status_code == 401
     finally:
         stop_ray_service(started)
+
+
+def test_serve_names_a_port_in_use_before_loading_the_run(runs_dir, capsys):
+    from zoidberg.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        code = main(["--runs-dir", str(runs_dir), "serve", "--run", "20990101-000000-cv-000000", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code != 0 and f"Port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err

@@ -49,11 +49,25 @@ def settings_from_args(args):
     )
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuses, in one sentence, an address this machine cannot listen on (before the run is loaded)."""
+    import errno
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        reason = "is in use by another program" if error.errno == errno.EADDRINUSE else f"cannot be listened on ({error.strerror or error})"
+        raise CliError(f"Port {port} on {host} {reason}: choose another with --port, or stop what holds it.") from None
+
+
 def command_serve(args) -> int:
     try:
         settings = settings_from_args(args)
     except ValueError as error:
         raise CliError(str(error)) from None
+    check_port_free(args.host, args.port)
     if args.host not in LOCAL_HOSTS and not settings.api_key:
         print(f"Warning: serving on {args.host} without an API key: anyone who reaches this port can use the model "
               f"(--api-key or ${API_KEY_VARIABLE}).")

@@ -31,16 +31,22 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 RESULTS = BENCH_DIR / "results" / "service.jsonl"
 BEGIN, END = "<!-- service:begin -->", "<!-- service:end -->"
 STEPS = ("latency", "throughput", "soak", "ray-latency", "ray-throughput")
 
 
 def load_average() -> float:
-    return round(os.getloadavg()[0], 2)
+    """The 1-minute load (harness.load_average gives all three)."""
+    from benchmarks.harness import load_average as load_averages
+
+    return (load_averages() or [float("nan")])[0]
 
 
 def free_port() -> int:
+    """A localhost port nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -230,7 +236,6 @@ def write_doc() -> None:
 
 def quick_run(work: Path) -> tuple[str, str, Path]:
     """A tiny run on generated data, for --quick."""
-    sys.path.insert(0, str(REPO_ROOT))
     from zoidberg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from zoidberg.data.demo import make_demo_dataset
     from zoidberg.runs.store import RunStore
@@ -276,7 +281,6 @@ def main(argv=None) -> int:
         image = Path(args.image) if args.image else sorted(site.rglob("*.jpeg"))[0]
         steps = [step for step in args.steps.split(",") if step]
     body = Path(image).read_bytes()
-    sys.path.insert(0, str(REPO_ROOT))
     from zoidberg.runs.store import RunStore
 
     run = RunStore(args.runs_dir).get(args.run)

@@ -15,6 +15,15 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 # ../shared holds the real data and weights. ZOIDBERG_TEST_SHARED points elsewhere: CI sets it
 # to a missing folder for a second pass that sees what a bare clone sees (.ci/run).
 SHARED_ROOT = Path(os.environ.get("ZOIDBERG_TEST_SHARED") or REPO_ROOT.parent / "shared")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from conftest import free_port
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -27,10 +27,6 @@ def orthanc_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -67,7 +63,7 @@ def start_orthanc(folder: Path) -> OrthancServer:
     """Starts Orthanc on a free localhost port with basic auth and DICOMweb, storing into `folder`."""
     import requests
 
-    port = _free_port()
+    port = free_port()
     config = {
         "Name": "ZoidbergTest", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, free_port
 
 from zoidberg.runs.liveness import pid_is_alive
 from zoidberg.runs.store import ACTIVE_STATES, RunStore
@@ -82,11 +81,6 @@ MAIN_HEIGHT_JS = (
 # ----------------------------------------------------------------------------- fixtures
 
 
-def free_port() -> int:
-    """Returns a TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def artifacts_dir() -> Path:

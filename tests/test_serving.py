@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import uvicorn
 
+from conftest import free_port
+
 from tests import imagegen
 from zoidberg.inference.record import FIELD_NAMES, RECORD_SCHEMA_VERSION, REFUSED
 from zoidberg.serving.app import build_app
@@ -19,10 +21,6 @@ from zoidberg.serving.service import PredictionService, ServiceSettings
 KEY = "test-key-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LiveServer:

@@ -243,6 +243,44 @@ def test_the_cli_prints_both_figures_and_the_run_id_last(store, parent, capsys):
     assert json.loads(payload)["run_id"] == run_id
 
 
+def test_a_labels_file_adapts_as_its_folder_does_and_the_run_keeps_what_it_read(store, parent, tmp_path, capsys):
+    from zoidberg.cli import main
+    from zoidberg.data.site_labels import LabelEntry, append_label
+
+    # The same films, named by a CSV another tool wrote (relative paths from the file's folder), in the folder's order.
+    films = sorted((parent.site / "NORMAL").iterdir()) + sorted((parent.site / "PNEUMONIA").iterdir())
+    labels_file = tmp_path / "labels.csv"
+    labels_file.write_text("file,label\n" + "".join(
+        f"{shutil.os.path.relpath(film, tmp_path)},{film.parent.name.lower()}\n" for film in films) + "elsewhere/blurred.png,not usable\n")
+    by_folder = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=2))
+    by_labels = adapt(store, AdaptConfig(parent=parent.ids["frozen"], labels_file=str(labels_file), n_parts=2))
+    folder_figures = by_folder.summary()["adaptation"]["adapted"]
+    labels_figures = by_labels.summary()["adaptation"]["adapted"]
+    assert labels_figures["n"] == folder_figures["n"] == len(films)
+    assert labels_figures["roc_auc"]["estimate"] == pytest.approx(folder_figures["roc_auc"]["estimate"])
+    stored = by_labels.read_json(ADAPTATION_FILE)
+    assert stored["labels_file"] == str(labels_file.resolve()) and len(stored["labels_digest"]) == 64
+    assert stored["labels_counts"] == {"normal": sum(film.parent.name == "NORMAL" for film in films),
+                                       "pneumonia": sum(film.parent.name == "PNEUMONIA" for film in films), "not_usable": 1}
+    # The run reads its own copy: labels added later change nothing it says.
+    assert (by_labels.path / "site_labels.csv").read_bytes() == labels_file.read_bytes()
+    # The CLI: --labels instead of --data, the labels' line printed; both at once, or a broken file, is one sentence.
+    jsonl = tmp_path / "labels.jsonl"
+    for film in films:
+        append_label(jsonl, LabelEntry(str(film), film.parent.name.lower(), reader="ana", chosen_by="random"))
+    code = main(["adapt", "--run", parent.ids["frozen"], "--labels", str(jsonl), "--parts", "2", "--runs-dir", str(store.root)])
+    out = capsys.readouterr().out
+    assert code == 0 and f"Labels: {jsonl}" in out and "0 not usable" in out
+    with pytest.raises(SystemExit):
+        main(["adapt", "--run", parent.ids["frozen"], "--labels", str(jsonl), "--data", str(parent.site), "--runs-dir", str(store.root)])
+    assert "not allowed with" in capsys.readouterr().err
+    broken = tmp_path / "broken.csv"
+    broken.write_text("file,label\na.png,perhaps\n")
+    code = main(["adapt", "--run", parent.ids["frozen"], "--labels", str(broken), "--runs-dir", str(store.root)])
+    err = capsys.readouterr().err
+    assert code != 0 and "line 2: label 'perhaps'" in err and "Traceback" not in err
+
+
 def test_the_run_view_leads_an_adapted_run_with_its_verdict(store, parent):
     from tests.apptest_helpers import open_app, texts
 

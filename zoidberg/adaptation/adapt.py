@@ -24,6 +24,7 @@ from zoidberg.runs.store import (
     Run,
     RunNotFoundError,
     RunStore,
+    SITE_LABELS_FILE,
     open_csv,
     write_atomically,
     write_json_atomic,
@@ -70,25 +71,39 @@ def frozen_member(parent: Run, store: RunStore) -> Run | None:
     return None
 
 
-def load_site(config: AdaptConfig, data: dict, *, progress=None):
-    """The site folder read as the parent reads images (its size, resize and contrast).
+def load_site(config: AdaptConfig, data: dict, *, progress=None, labels=None):
+    """The site's labeled films (a folder, or a labels file) read as the parent reads images (its size, resize and contrast).
+
+    Args:
+        config: The adaptation.
+        data: The parent's data block (image size, resize, contrast).
+        progress: Called as progress(done, total) while decoding.
+        labels: The labels already read (an adapt run reads its own copy); default: config.labels_file.
 
     Raises:
-        ValueError: Not a labeled binary folder, or too few patients of a class for the parts.
+        ValueError: Not a labeled binary folder, an unreadable labels file, or too few patients of a class for the parts.
     """
     from zoidberg.config import DataConfig, from_mapping
     from zoidberg.data.dataset import load_dataset
 
-    if not Path(config.site_dir).is_dir():
-        raise ValueError(f"The site folder {config.site_dir} does not exist: name a folder with NORMAL/ and PNEUMONIA/ inside.")
-    options = from_mapping(DataConfig, {**data, "data_dir": config.site_dir, "label_mode": "binary"}).loader_options()
-    site = load_dataset(config.site_dir, **options, purpose="training", progress=progress)
+    if config.labels_file:
+        from zoidberg.data.labeled_films import load_labeled_films
+        from zoidberg.data.site_labels import read_labels
+
+        options = from_mapping(DataConfig, {**data, "data_dir": str(Path(config.labels_file).parent), "label_mode": "binary"}).loader_options()
+        options.pop("label_mode", None)
+        site = load_labeled_films(labels or read_labels(config.labels_file), **options, progress=progress)
+    else:
+        if not Path(config.site_dir).is_dir():
+            raise ValueError(f"The site folder {config.site_dir} does not exist: name a folder with NORMAL/ and PNEUMONIA/ inside.")
+        options = from_mapping(DataConfig, {**data, "data_dir": config.site_dir, "label_mode": "binary"}).loader_options()
+        site = load_dataset(config.site_dir, **options, purpose="training", progress=progress)
     for label, name in enumerate(site.class_names):
         patients = len(np.unique(site.patients[site.labels == label]))
         if patients < config.n_parts:
             raise ValueError(
-                f"The site folder has {patients} patient(s) with {name} films: cross-fitting in {config.n_parts} parts needs at "
-                f"least {config.n_parts} of each class (lower --parts, or add films)."
+                f"The site's films have {patients} patient(s) with {name} films: cross-fitting in {config.n_parts} parts needs at "
+                f"least {config.n_parts} of each class (lower --parts, or label more films)."
             )
     return site
 
@@ -108,7 +123,7 @@ def prepare_adaptation(config: AdaptConfig, store: RunStore | None = None) -> di
     site = load_site(config, data)
     parent_fingerprint = parent.config.get("data_fingerprint") or (parent.read_json(DATA_FILE) or {}).get("fingerprint")
     if site.fingerprint == parent_fingerprint:
-        raise ValueError(f"{config.site_dir} is the data run {parent.id} trained on: adapt on the site's own films, which it never saw.")
+        raise ValueError(f"{config.site_name} is the data run {parent.id} trained on: adapt on the site's own films, which it never saw.")
     feature = frozen_member(parent, store)
     if config.method == "head" and feature is None:
         raise ValueError(
@@ -130,6 +145,31 @@ def prepare_adaptation(config: AdaptConfig, store: RunStore | None = None) -> di
         "site_fingerprint": site.fingerprint,
         "feature_member": feature.id if feature is not None and config.method == "head" else None,
         "versions": package_versions(),
+    }
+
+
+def keep_labels(run: Run, config: AdaptConfig):
+    """The labels this run adapts on: its copy of the labels file, taken on its first start and read on every resume."""
+    from zoidberg.data.site_labels import read_labels
+
+    original = Path(config.labels_file).expanduser().resolve()
+    copy = run.path / (SITE_LABELS_FILE + (original.suffix or ".jsonl"))
+    if not copy.exists():
+        if not original.is_file():
+            raise ValueError(f"The labels file {original} does not exist.")
+        data = original.read_bytes()
+        write_atomically(copy, lambda path: path.write_bytes(data))
+    return read_labels(copy, films_folder=original.parent)
+
+
+def _labels_facts(config: AdaptConfig, labels) -> dict:
+    """Where the labels came from: the labels file, the digest of what was read, and its counts (nothing for a folder)."""
+    if labels is None:
+        return {}
+    return {
+        "labels_file": str(Path(config.labels_file).resolve()), "labels_digest": labels.digest,
+        "labels_counts": {name: labels.count(name) for name in ("normal", "pneumonia", "not_usable")},
+        "labels_disagreements": len(labels.disagreements),
     }
 
 
@@ -164,9 +204,11 @@ def _adapt(run: Run, say: Reporter) -> dict:
     mark_running(run, n_folds=config.n_parts, parent=config.parent)
     start = time.perf_counter()
     parent = load_ensemble(config.parent, runs_dir=store.root)
-    site = load_site(config, run.config.get("data") or {})
-    if site.fingerprint != run.config.get("site_fingerprint"):
-        raise ValueError(f"The files of {config.site_dir} changed since this adaptation was started: start a new `adapt`.")
+    labels_read = keep_labels(run, config) if config.labels_file else None
+    site = load_site(config, run.config.get("data") or {}, labels=labels_read)
+    # A labels file grows while its readers label: the run reads its own copy, taken when it started.
+    if labels_read is None and site.fingerprint != run.config.get("site_fingerprint"):
+        raise ValueError(f"The films or labels of {config.site_name} changed since this adaptation was started: start a new `adapt`.")
     rows = np.arange(len(site))
     labels, groups = site.labels[rows].astype(int), site.patients[rows].astype(str)
     feature = next((member for member in getattr(parent, "members", [parent]) if member.run.id == run.config.get("feature_member")), None)
@@ -201,6 +243,7 @@ def _adapt(run: Run, say: Reporter) -> dict:
         "feature_member": run.config.get("feature_member"),
         "n_prior": n_prior,
         "site_dir": str(site.root),
+        **_labels_facts(config, labels_read),
         "site_fingerprint": site.fingerprint,
         "site_digests": sorted(set(digest for digest in digests if digest)),
         "part_thresholds": crossfit.thresholds,
@@ -214,7 +257,7 @@ def _adapt(run: Run, say: Reporter) -> dict:
         run, config, labels, oof, crossfit.part_of, list(site.class_names), [seconds / config.n_parts] * config.n_parts, say,
         adaptation={
             "parent": parent.run.id, "parent_name": parent.run.name, "method": config.method, "n_parts": config.n_parts,
-            "site_dir": str(site.root), "zero_shot": zero_shot, "adapted": adapted, "shift": shift,
+            "site_dir": str(site.root), **_labels_facts(config, labels_read), "zero_shot": zero_shot, "adapted": adapted, "shift": shift,
             "part_thresholds": crossfit.thresholds, "seconds": seconds,
             "heads_c": [head.c for head in crossfit.heads],
         },

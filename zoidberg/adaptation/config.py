@@ -24,7 +24,9 @@ class AdaptConfig:
 
     Attributes:
         parent: The finished cv or ensemble run that adapts.
-        site_dir: The site's labeled folder (NORMAL/ and PNEUMONIA/, or a Kaggle layout).
+        site_dir: The site's labeled folder (NORMAL/ and PNEUMONIA/, or a Kaggle layout), or "" with labels_file.
+        labels_file: The site's labels file (data.site_labels: this tool's JSON lines, or a CSV with
+            file and label columns), read instead of class folders.
         unlabeled_dir: Optional unlabeled films of the same site: they join the feature
             standardization (what the site's films look like) and the shift check, never a fit.
         method: One of ADAPT_METHODS.
@@ -37,7 +39,8 @@ class AdaptConfig:
     """
 
     parent: str
-    site_dir: str
+    site_dir: str = ""
+    labels_file: str | None = None
     unlabeled_dir: str | None = None
     method: str = "head"
     n_parts: int = 5
@@ -49,8 +52,10 @@ class AdaptConfig:
     def __post_init__(self):
         if not self.parent:
             raise ValueError("Name the run to adapt: --run RUN_ID (see `python -m zoidberg runs`).")
-        if not self.site_dir:
-            raise ValueError("Name the site's labeled folder: --data SITE_DIR (NORMAL/ and PNEUMONIA/ inside).")
+        if not self.site_dir and not self.labels_file:
+            raise ValueError("Name the site's labeled films: --data SITE_DIR (NORMAL/ and PNEUMONIA/ inside) or --labels FILE.")
+        if self.site_dir and self.labels_file:
+            raise ValueError("Give the site's films one way: --data SITE_DIR or --labels FILE, not both.")
         if self.method not in ADAPT_METHODS:
             raise ValueError(f"method must be one of {', '.join(ADAPT_METHODS)}, not {self.method!r}.")
         if not (isinstance(self.n_parts, int) and MIN_PARTS <= self.n_parts <= MAX_PARTS):
@@ -60,11 +65,17 @@ class AdaptConfig:
         if len(self.run_name) > 80:
             raise ValueError("The run name must be at most 80 characters.")
 
+    @property
+    def site_name(self) -> str:
+        """The site's films as messages name them: the folder, or the labels file."""
+        return self.labels_file or self.site_dir
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON stored in the run."""
         return {
             "parent": self.parent,
             "site_dir": self.site_dir,
+            "labels_file": self.labels_file,
             "unlabeled_dir": self.unlabeled_dir,
             "method": self.method,
             "n_parts": self.n_parts,
@@ -77,7 +88,7 @@ class AdaptConfig:
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> AdaptConfig:
         """Reads a stored config (extra keys, such as the parent's data block, are ignored)."""
-        keys = ("parent", "site_dir", "unlabeled_dir", "method", "n_parts", "random_state", "calibration_method", "run_name")
+        keys = ("parent", "site_dir", "labels_file", "unlabeled_dir", "method", "n_parts", "random_state", "calibration_method", "run_name")
         return cls(
             **{key: payload[key] for key in keys if key in payload},
             operating_point=OperatingPointChoice.from_dict(payload["operating_point"]) if payload.get("operating_point") else None,

@@ -346,6 +346,24 @@ def load_dataset(
     records = scan_dataset(root, unreadable)
     _check_label_mode(records, label_mode, root, purpose)
     fingerprint = fingerprint_records(records)
+    decoded, from_cache = decode_with_cache(root, records, fingerprint, image_size=image_size, cache_dir=cache_dir, use_cache=use_cache,
+                                            progress=progress, max_workers=max_workers, resize=resize, enhance=enhance)
+    images, ok_mask, reasons = decoded
+    dataset = assemble_dataset(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
+    dataset.resize, dataset.enhance = resize, enhance
+    _check_decoded(dataset, purpose)
+    dataset.skipped += unreadable + unknown_folders(root)
+    return dataset
+
+
+def decode_with_cache(root: Path, records: Sequence[FileRecord], fingerprint: str, *, image_size: int, cache_dir=None, use_cache: bool = True,
+                      progress: ProgressCallback | None = None, max_workers: int | None = None, resize: str = "stretch",
+                      enhance: str = "none") -> tuple[tuple, bool]:
+    """Decodes files (paths relative to `root`), from the disk cache of this fingerprint when it is current.
+
+    Returns:
+        ((images, ok mask, reasons), whether they came from the cache).
+    """
     # The default preprocessing keeps the cache names of earlier versions, so their caches stay valid.
     preprocessing = "" if (resize, enhance) == ("stretch", "none") else f"-{resize}-{enhance}"
     cache_path = Path(cache_dir or default_cache_dir()) / f"images-{fingerprint}-{image_size}px{preprocessing}-v{CACHE_FORMAT_VERSION}"
@@ -363,15 +381,10 @@ def load_dataset(
         decoded = decode_records(root, records, image_size, progress, max_workers, resize, enhance)
         if use_cache:
             write_cache(cache_path, records, *decoded)
-    images, ok_mask, reasons = decoded
-    dataset = _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache)
-    dataset.resize, dataset.enhance = resize, enhance
-    _check_decoded(dataset, purpose)
-    dataset.skipped += unreadable + unknown_folders(root)
-    return dataset
+    return decoded, from_cache
 
 
-def _assemble(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache) -> Dataset:
+def assemble_dataset(root, records, images, ok_mask, reasons, label_mode, image_size, fingerprint, from_cache) -> Dataset:
     """Builds the Dataset from decoded arrays, skipping failures and unlabelable files."""
     class_names = CLASS_NAMES[label_mode]
     keep, labels, skipped = [], [], []

@@ -77,7 +77,7 @@ class RunKind:
         if self.name == "ensemble":
             return [recipe.data.data_dir for recipe in config.recipes]
         if self.name == "adapt":
-            return [folder for folder in (config.site_dir, config.unlabeled_dir) if folder]
+            return [folder for folder in (config.site_dir, config.labels_file, config.unlabeled_dir) if folder]
         return [config.data.data_dir]
 
 

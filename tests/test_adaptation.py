@@ -281,6 +281,53 @@ def test_a_labels_file_adapts_as_its_folder_does_and_the_run_keeps_what_it_read(
     assert code != 0 and "line 2: label 'perhaps'" in err and "Traceback" not in err
 
 
+def test_a_clinic_labels_what_label_next_names_then_adapts_on_its_labels(store, parent, tmp_path, capsys):
+    from PIL import Image
+
+    from zoidberg.cli import main
+    from zoidberg.data.site_labels import read_labels
+
+    # The clinic's films, unlabeled and mixed in one folder, and a photograph that is no X-ray at all.
+    films = tmp_path / "clinic"
+    films.mkdir()
+    truth = {}
+    for path in sorted(parent.site.rglob("*.jpeg")):
+        shutil.copy(path, films / path.name)
+        truth[path.name] = path.parent.name.lower()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(films / "holiday.png")
+    labels_file = tmp_path / "labels.jsonl"
+    rounds = []
+    for _ in range(2):
+        code = main(["label-next", "--run", parent.ids["frozen"], "--films", str(films), "--labels", str(labels_file), "--count", "8",
+                     "--json", "--runs-dir", str(store.root)])
+        picks = json.loads(capsys.readouterr().out)
+        assert code == 0 and 0 < len(picks) <= 8
+        rounds.append([pick["file"] for pick in picks])
+        for pick in picks:
+            name = pick["file"].rsplit("/", 1)[1]
+            answer = "not_usable" if pick["ask"] == "not_usable?" or name not in truth else truth[name]
+            assert main(["label", pick["file"], answer, "--labels", str(labels_file), "--reader", "script", "--chosen-by", pick["chosen_by"],
+                         "--reason", pick["reason"]]) == 0
+    # Nothing is named twice; the photograph is never offered as a diagnosis to confirm.
+    assert not set(rounds[0]) & set(rounds[1])
+    labels = read_labels(labels_file)
+    holiday = [entry for entry in labels.films.values() if entry.file.endswith("holiday.png")]
+    assert holiday and all(entry.label == "not_usable" and entry.chosen_by == "gate" for entry in holiday)
+    assert all(entry.reader == "script" and entry.file.startswith("clinic/") for entry in labels.films.values())
+    # Then the labels adapt the run (everything labeled, the rest as a clinic would label it).
+    for name, label in truth.items():
+        if not any(entry.file.endswith("/" + name) for entry in labels.films.values()):
+            main(["label", str(films / name), label, "--labels", str(labels_file), "--reader", "script"])
+    code = main(["adapt", "--run", parent.ids["frozen"], "--labels", str(labels_file), "--parts", "2", "--runs-dir", str(store.root)])
+    out = capsys.readouterr().out
+    assert code == 0 and "adapted, cross-fitted" in out
+    # Bad input is one sentence.
+    assert main(["label", str(films / "nope.png"), "normal", "--labels", str(labels_file)]) != 0
+    assert "is not a file" in capsys.readouterr().err
+    assert main(["label-next", "--run", parent.ids["frozen"], "--films", str(tmp_path / "empty"), "--runs-dir", str(store.root)]) != 0
+    assert "No image file" in capsys.readouterr().err
+
+
 def test_the_run_view_leads_an_adapted_run_with_its_verdict(store, parent):
     from tests.apptest_helpers import open_app, texts
 

@@ -17,6 +17,7 @@ PAGES = (
     ("pages/train.py", "Train", "🏋️"),
     ("pages/compare.py", "Compare", "📊"),
     ("pages/predict.py", "Predict", "🩺"),
+    ("pages/label.py", "Label", "🏷️"),
     ("pages/tune.py", "Tune", "🎛️"),
 )
 

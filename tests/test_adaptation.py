@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -326,6 +327,60 @@ def test_a_clinic_labels_what_label_next_names_then_adapts_on_its_labels(store, 
     assert "is not a file" in capsys.readouterr().err
     assert main(["label-next", "--run", parent.ids["frozen"], "--films", str(tmp_path / "empty"), "--runs-dir", str(store.root)]) != 0
     assert "No image file" in capsys.readouterr().err
+
+
+def test_the_label_page_labels_one_film_at_a_time_resumes_after_a_reload_and_adapts(store, parent, tmp_path, monkeypatch):
+    from tests.apptest_helpers import assert_no_exception, button, open_app, texts
+    from zoidberg.adaptation.labeling import labels_path_for
+    from zoidberg.data.site_labels import read_labels
+
+    monkeypatch.setenv("ZOIDBERG_LABELS_DIR", str(tmp_path / "labels"))
+    films = tmp_path / "clinic"
+    shutil.copytree(parent.site, films)
+    run_id = parent.ids["frozen"]
+
+    def opened():
+        app = open_app(parent.demo, "pages/label.py")
+        app.selectbox(key="label_run").set_value(run_id).run()
+        app.text_input(key="label_folder").input(str(films)).run()
+        assert_no_exception(app)
+        return app
+
+    app = opened()
+    assert "No label yet" in texts(app.caption)
+    shown = [app.get("image")[0].proto.imgs[0].caption]
+    button(app, "Normal (N)").click().run()
+    shown.append(app.get("image")[0].proto.imgs[0].caption)
+    button(app, "Pneumonia (P)").click().run()
+    button(app, "Skip (S)").click().run()
+    assert_no_exception(app)
+    labels_file = labels_path_for(str(films.resolve()), run_id)
+    labels = read_labels(labels_file)
+    assert [Path(entry.file).name for entry in labels.films.values()] == shown
+    assert [entry.label for entry in labels.films.values()] == ["normal", "pneumonia"]
+    assert all(entry.chosen_by and entry.reader for entry in labels.films.values())
+    # Undo takes back the last label, and that film comes back first.
+    button(app, "Undo (Z)").click().run()
+    assert app.get("image")[0].proto.imgs[0].caption == shown[1]
+    assert [Path(entry.file).name for entry in read_labels(labels_file).films.values()] == shown[:1]
+    # A reload (a new session) goes on from the file: the labeled film is never shown again.
+    again = opened()
+    assert "1 labeled of" in texts(again.caption)
+    assert again.get("image")[0].proto.imgs[0].caption != shown[0]
+    # Labeling everything (the truth as the reader) adapts in the background; the curve and its sentence follow.
+    truth = {path.name: path.parent.name.lower() for path in films.rglob("*.jpeg")}
+    for _ in range(len(truth)):
+        caption = again.get("image")[0].proto.imgs[0].caption if again.get("image") else None
+        if caption is None:
+            break
+        button(again, "Pneumonia (P)" if truth.get(caption) == "pneumonia" else "Normal (N)").click().run()
+    assert "Every film here is labeled" in texts(again.success)
+    from tests.apptest_helpers import wait_for
+
+    wait_for(lambda: [run for run in store.list_runs("adapt") if run.state == "completed"])
+    again.run()
+    assert_no_exception(again)
+    assert "adapted run" in texts(again.caption) or "Keep labeling" in texts(again.info)
 
 
 def test_the_run_view_leads_an_adapted_run_with_its_verdict(store, parent):

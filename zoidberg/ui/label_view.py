@@ -1,0 +1,288 @@
+"""Label page pieces: the site's films one at a time, large, with window and zoom; keys; the labels file; adaptation as labels come."""
+
+from __future__ import annotations
+
+import getpass
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from zoidberg.adaptation.labeling import ROUND_SIZE, labels_path_for, learning_curve, round_config, round_due, stop_sentence
+from zoidberg.adaptation.next_films import NOT_USABLE_QUESTION, NextFilm, choose_next_films, film_key
+from zoidberg.data.site_labels import LabelEntry, LabelsFileError, SiteLabels, append_label, read_labels
+from zoidberg.runs.store import RunStore
+from zoidberg.ui.widgets import escape_markdown
+
+LOGGER = logging.getLogger(__name__)
+QUEUE_KEY = "label_queue"
+SKIPPED_KEY = "label_skipped"
+# The keys the page answers to, and what each writes.
+KEYS = {"n": "normal", "p": "pneumonia", "u": "not_usable"}
+DISPLAY_SIDE = 900
+
+
+def reader_name() -> str:
+    """Who labels: the login's e-mail or name, else this machine's user."""
+    try:
+        user = st.user
+        if user.get("is_logged_in"):
+            return str(user.get("email") or user.get("name"))
+    except Exception:  # No login configured: st.user holds nothing to read.
+        pass
+    return getpass.getuser()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _scored_candidates(runs_root: str, run_id: str, signature: tuple, folder: str, listing: tuple) -> list[dict]:
+    """predict_files' rows of every film of the folder (scored, gated), once per run and folder content."""
+    from zoidberg.inference.batch import predict_files
+    from zoidberg.ui.predict_results import load_ensemble_cached
+
+    store = RunStore(runs_root)
+    ensemble = load_ensemble_cached(store, store.get(run_id))
+    return predict_files(ensemble, [Path(path) for path, _, _ in listing])
+
+
+def candidate_records(store: RunStore, run, folder: str) -> list[dict]:
+    """The films under a folder, each scored and gated as predict does (cached; a new or changed file scores again)."""
+    from zoidberg.data.files import collect_images
+    from zoidberg.ui.predict_results import models_signature
+
+    paths, _ = collect_images([folder])
+    listing = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in paths)
+    if not listing:
+        return []
+    with st.spinner(f"Scoring the {len(listing)} films once (the gate first), to choose which to label ..."):
+        return _scored_candidates(str(store.root), run.id, models_signature(run), folder, listing)
+
+
+def read_labels_ui(labels_file: Path) -> SiteLabels | None:
+    """The labels so far (None before the first); a broken file is one sentence."""
+    if not labels_file.exists():
+        return None
+    try:
+        labels = read_labels(labels_file)
+    except LabelsFileError as error:
+        st.error(str(error))
+        st.stop()
+    if labels.ignored_lines:
+        st.caption("Skipped in the labels file: " + "; ".join(labels.ignored_lines))
+    return labels
+
+
+def next_film(records: list[dict], labels: SiteLabels | None, threshold: float) -> NextFilm | None:
+    """The film to show: the head of this session's queue that is still unlabeled and not skipped; a new round when it runs dry."""
+    done = set() if labels is None else {film_key({"file": str(labels.resolve(entry)) if labels.resolve(entry) else entry.film,
+                                                   "sop_uid": entry.sop_uid}) for entry in labels.films.values()}
+    skipped = st.session_state.setdefault(SKIPPED_KEY, set())
+    queue = [film for film in st.session_state.get(QUEUE_KEY, []) if film_key({"file": film.file}) not in done | skipped]
+    if not queue:
+        queue = choose_next_films(records, labels, count=ROUND_SIZE + len(skipped), threshold=threshold)
+        queue = [film for film in queue if film_key({"file": film.file}) not in skipped]
+    st.session_state[QUEUE_KEY] = queue
+    return queue[0] if queue else None
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _display(path: str, size: int, mtime: int) -> np.ndarray:
+    """A film decoded for the eye (grayscale, at most DISPLAY_SIDE wide); cached, so the prefetched next film shows at once."""
+    from PIL import Image
+
+    from zoidberg.data.imaging import decode_grayscale
+
+    gray = decode_grayscale(path, draft_size=DISPLAY_SIDE)
+    image = Image.fromarray(gray)
+    if image.width > DISPLAY_SIDE:
+        image = image.resize((DISPLAY_SIDE, round(image.height * DISPLAY_SIDE / image.width)))
+    return np.asarray(image)
+
+
+def display_image(path: str) -> np.ndarray:
+    """The film as it is shown (cached by path, size and time)."""
+    stat = Path(path).stat()
+    return _display(path, stat.st_size, stat.st_mtime_ns)
+
+
+def windowed(gray: np.ndarray, center: int, width: int, zoom: float) -> bytes:
+    """The film with a display window (center and width on 0-255) and a zoom on its middle, as PNG bytes."""
+    from PIL import Image
+
+    low, high = center - width / 2, center + width / 2
+    shown = np.clip((gray.astype(np.float32) - low) / max(high - low, 1.0) * 255.0, 0, 255).astype(np.uint8)
+    if zoom > 1.0:
+        height, width_px = shown.shape
+        keep_h, keep_w = int(height / zoom), int(width_px / zoom)
+        top, left = (height - keep_h) // 2, (width_px - keep_w) // 2
+        shown = np.asarray(Image.fromarray(shown[top : top + keep_h, left : left + keep_w]).resize((width_px, height)))
+    buffer = io.BytesIO()
+    Image.fromarray(shown).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_label(labels_file: Path, film: NextFilm, label: str) -> None:
+    """Appends the reader's label of the film (whole or not at all), with how the film was chosen."""
+    path = Path(film.file).resolve()
+    append_label(labels_file, LabelEntry(
+        file=str(path), label=label, reader=reader_name(), chosen_by=film.chosen_by, reason=film.reason,
+        study_uid=film.uids.get("study_uid", ""), series_uid=film.uids.get("series_uid", ""), sop_uid=film.uids.get("sop_uid", ""),
+    ))
+    st.session_state["label_last"] = str(path)
+
+
+def undo_last(labels_file: Path, labels: SiteLabels | None) -> str | None:
+    """Takes back this reader's last label (a retraction line); returns the film, or None when there is nothing to undo."""
+    if labels is None:
+        return None
+    me = reader_name()
+    mine = [entry for entry in labels.films.values() if entry.reader == me]
+    if not mine:
+        return None
+    last = max(mine, key=lambda entry: entry.labeled_at)
+    append_label(labels_file, LabelEntry(file=last.file, label="retracted", reader=me, sop_uid=last.sop_uid))
+    # The film comes back first.
+    st.session_state[QUEUE_KEY] = [NextFilm(str(labels.resolve(last)), "label", last.chosen_by, last.reason)] + st.session_state.get(QUEUE_KEY, [])
+    return last.file
+
+
+def film_view_ui(film: NextFilm, ensemble) -> None:
+    """The film, large, with window and zoom; Grad-CAM only when asked for."""
+    gray = display_image(film.file)
+    view, controls = st.columns([4, 1])
+    with controls:
+        center = st.slider("Window centre", 0, 255, 128, key="label_center")
+        width = st.slider("Window width", 16, 255, 255, key="label_width")
+        zoom = st.slider("Zoom", 1.0, 4.0, 1.0, 0.25, key="label_zoom")
+        gradcam = st.toggle("Where the model looks", value=False, key="label_gradcam",
+                            help="Grad-CAM, only on request: the model should not lead the reader.")
+    with view:
+        if film.ask == NOT_USABLE_QUESTION:
+            st.warning(f"**Is this film usable at all?** {escape_markdown(film.reason)}", icon="🚫")
+        st.image(windowed(gray, center, width, zoom), use_container_width=True, caption=Path(film.file).name)
+        if gradcam and film.ask != NOT_USABLE_QUESTION:
+            from zoidberg.inference.explain import overlay_heatmap
+
+            model_input = ensemble.resized(gray)
+            st.image(overlay_heatmap(model_input, ensemble.gradcam(model_input, 1), alpha=0.4), caption="Grad-CAM (pneumonia)", width=360)
+
+
+def actions_ui(labels_file: Path, film: NextFilm | None, labels: SiteLabels | None) -> None:
+    """The five buttons and their keys: N normal, P pneumonia, U not usable, S skip, Z undo."""
+    columns = st.columns(5)
+    if film is not None:
+        for column, (key, label) in zip(columns, KEYS.items()):
+            if column.button(f"{label.replace('_', ' ').capitalize()} ({key.upper()})", key=f"label_{label}", shortcut=key,
+                             use_container_width=True, type="primary" if label != "not_usable" else "secondary"):
+                write_label(labels_file, film, label)
+                st.rerun()
+        if columns[3].button("Skip (S)", key="label_skip", shortcut="s", use_container_width=True):
+            st.session_state.setdefault(SKIPPED_KEY, set()).add(film_key({"file": film.file}))
+            st.rerun()
+    if columns[4].button("Undo (Z)", key="label_undo", shortcut="z", use_container_width=True):
+        undone = undo_last(labels_file, labels)
+        st.toast(f"Took back the label of {Path(undone).name}." if undone else "Nothing of yours to undo.")
+        st.rerun()
+
+
+def progress_ui(labels: SiteLabels | None, candidates: int) -> None:
+    """How many films are labeled, of which class."""
+    if labels is None:
+        st.caption(f"No label yet; {candidates} films to choose from.")
+        return
+    st.caption(f"{len(labels.films)} labeled of {candidates}: {labels.count('normal')} normal, {labels.count('pneumonia')} pneumonia, "
+               f"{labels.count('not_usable')} not usable; {len(labels.disagreements)} where readers disagree.")
+
+
+def adaptation_ui(store: RunStore, parent, labels_file: Path, labels: SiteLabels | None, auto: bool) -> None:
+    """Adapts in the background every ROUND_SIZE labels (or on request), then draws the learning curve and the stop sentence."""
+    from zoidberg.ui.state import start_or_attach
+
+    points = learning_curve(store, labels_file, parent.id)
+    adapted_at = [point.n_labels for point in points]
+    running = [run for run in store.list_runs("adapt") if run.state in ("queued", "running")
+               and (run.config or {}).get("labels_file") == str(labels_file.resolve())]
+    if labels is not None and not running:
+        due = round_due(labels, adapted_at)
+        if (auto and due) or st.button("Adapt now on every label so far", key="label_adapt_now", disabled=len(labels.usable()) < 4):
+            try:
+                run_id, _ = start_or_attach("adapt", round_config(parent.id, labels_file, labels))
+                st.toast(f"Adapting on {len(labels.usable())} labels in the background (run {run_id}).")
+            except (ValueError, FileNotFoundError) as error:
+                st.caption(f"Not adapted yet: {error}")
+    if running:
+        st.caption(f"Adapting in the background (run {running[0].id}); the curve grows when it ends.")
+    if not points:
+        st.caption(f"The learning curve starts after the first adaptation (every {ROUND_SIZE} labels, with at least 2 patients of each class).")
+        return
+    st.plotly_chart(learning_curve_figure(points), use_container_width=True, key="label_curve")
+    st.info(stop_sentence(points), icon="🧭")
+    st.caption(f"The last round's adapted run, {points[-1].run_id}, predicts, exports and reports as any run (Predict, Train).")
+
+
+CURVE_FIGURES = {"roc_auc": "AUC", "accuracy": "accuracy", "specificity": "specificity"}
+
+
+def learning_curve_figure(points):
+    """Cross-fitted AUC, accuracy and specificity against the number of labels, with their intervals, beside the zero-shot figures."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    counts = [point.n_labels for point in points]
+    for (name, title), color in zip(CURVE_FIGURES.items(), ("#1f77b4", "#2ca02c", "#d62728")):
+        estimates = [point.figures[name]["estimate"] for point in points]
+        low = [point.figures[name]["estimate"] - (point.figures[name].get("low") or point.figures[name]["estimate"]) for point in points]
+        high = [(point.figures[name].get("high") or point.figures[name]["estimate"]) - point.figures[name]["estimate"] for point in points]
+        figure.add_trace(go.Scatter(x=counts, y=estimates, name=f"{title}, adapted (cross-fitted)", mode="lines+markers", line={"color": color},
+                                    error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "thickness": 1}))
+        zero = (points[-1].zero_shot.get(name) or {}).get("estimate")
+        if zero is not None:
+            figure.add_trace(go.Scatter(x=[counts[0], counts[-1]], y=[zero, zero], name=f"{title}, zero-shot on these films", mode="lines",
+                                        line={"color": color, "dash": "dot"}))
+    figure.update_layout(xaxis_title="films labeled", yaxis_title="on the labeled films, cross-fitted by patient", yaxis_range=[0.4, 1.0],
+                         height=380, margin={"t": 30, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    return figure
+
+
+def films_source_ui() -> str | None:
+    """The site's films: a folder on this server (under the data roots), or uploads kept in the labels folder; None until given."""
+    from zoidberg.adaptation.labeling import default_labels_dir
+    from zoidberg.data.roots import check_folder_allowed
+
+    source = st.radio("The site's films", ("A folder on this server", "Upload films"), horizontal=True, key="label_source")
+    if source == "Upload films":
+        uploads = st.file_uploader("Films (PNG, JPEG or DICOM)", type=["png", "jpg", "jpeg", "dcm", "dicom"], accept_multiple_files=True,
+                                   key="label_uploads", help="Kept in the labels folder, so that adapt can read them again.")
+        folder = default_labels_dir() / "uploads"
+        for upload in uploads or []:
+            target = folder / Path(upload.name).name
+            data = upload.getvalue()
+            if not target.exists() or target.read_bytes() != data:
+                from zoidberg.runs.files import write_atomically
+
+                folder.mkdir(parents=True, exist_ok=True)
+                write_atomically(target, lambda path, data=data: path.write_bytes(data))
+        return str(folder.resolve()) if folder.is_dir() and any(folder.iterdir()) else None
+    typed = st.text_input("Folder of the site's films (read recursively; nothing is written there)", key="label_folder").strip()
+    if not typed:
+        return None
+    try:
+        resolved = check_folder_allowed(typed)
+    except ValueError as error:
+        st.error(str(error))
+        return None
+    if not resolved.is_dir():
+        st.error(f"{typed} is not a folder on this server.")
+        return None
+    return str(resolved)
+
+
+def prefetch_next() -> None:
+    """Decodes the film after this one now, so that it shows at once after the label."""
+    queue = st.session_state.get(QUEUE_KEY, [])
+    if len(queue) > 1:
+        try:
+            display_image(queue[1].file)
+        except (OSError, ValueError):
+            pass  # It shows its error when its turn comes.

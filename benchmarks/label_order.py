@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="Seeds of each ordering.")
     parser.add_argument("--step", type=int, default=20, help="Labels per round [default: 20].")
     parser.add_argument("--most", type=int, default=200, help="Stop after this many labels [default: 200].")
+    parser.add_argument("--with-unlabeled", action="store_true", help="The films not labeled yet join the heads' standardization "
+                        "(adapt --unlabeled); recorded as ORDER+unlabeled.")
     parser.add_argument("--timeout", type=float, default=1800, help="Seconds per ordering and seed [default: 1800].")
     parser.add_argument("--results", default=str(RESULTS_FILE), help="The results file (JSON lines).")
     parser.add_argument("--quick", action="store_true", help="Tiny generated data and runs: checks that it runs.")
@@ -89,7 +91,7 @@ def site_inputs(parent_id: str, site: Path, store) -> dict:
     }
 
 
-def adapt_point(site: dict, labeled: np.ndarray, seed: int) -> dict:
+def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool = False) -> dict:
     """Adapts on the labeled films (cross-fitted) and scores the rest with the adapted model, as adapt would."""
     from zoidberg.adaptation.crossfit import crossfit_heads
     from zoidberg.adaptation.figures import site_figures
@@ -103,7 +105,7 @@ def adapt_point(site: dict, labeled: np.ndarray, seed: int) -> dict:
         return {"skipped": f"{smallest} patient(s) of a class among the labeled films"}
     start = time.perf_counter()
     crossfit = crossfit_heads(site["inputs"][rows], labels[rows], groups[rows], site["choice"], n_prior=site["n_prior"], n_parts=parts,
-                              random_state=seed)
+                              random_state=seed, unlabeled=site["inputs"][~labeled] if with_unlabeled else None)
     threshold = choose_threshold(labels[rows], crossfit.positive, site["choice"])
     seconds = time.perf_counter() - start
     point = {"parts": parts, "threshold": float(threshold), "adapt_seconds": round(seconds, 2),
@@ -137,24 +139,25 @@ def simulate(site: dict, order: str, seed: int, args, done: set, write) -> None:
     labels = site["labels"]
     labeled = np.zeros(len(labels), dtype=bool)
     features = site["inputs"][:, site["n_prior"]:]
-    if (order, seed, 0) not in done:
-        write({"order": order, "seed": seed, "n_labels": 0, **zero_shot_point(site, labeled)})
+    name = f"{order}+unlabeled" if args.with_unlabeled else order
+    if (name, seed, 0) not in done:
+        write({"order": name, "seed": seed, "n_labels": 0, **zero_shot_point(site, labeled)})
     start = time.perf_counter()
     while labeled.sum() < min(args.most, len(labels)):
         picks = order_films(site["positive"], labeled, count=args.step, order=order, threshold=site["threshold"],
                             features=features, random_state=seed)
         labeled[[pick.index for pick in picks]] = True
         n = int(labeled.sum())
-        if (order, seed, n) in done:
+        if (name, seed, n) in done:
             continue
         if time.perf_counter() - start > args.timeout:
-            say(f"{order} seed {seed}: over {args.timeout:.0f} s, stopped at {n} labels (run again to go on)")
+            say(f"{name} seed {seed}: over {args.timeout:.0f} s, stopped at {n} labels (run again to go on)")
             return
-        point = adapt_point(site, labeled, seed)
-        write({"order": order, "seed": seed, "n_labels": n, "labeled_normal": int(np.sum(labels[labeled] == 0)), **point,
+        point = adapt_point(site, labeled, seed, args.with_unlabeled)
+        write({"order": name, "seed": seed, "n_labels": n, "labeled_normal": int(np.sum(labels[labeled] == 0)), **point,
                "load": load_average()})
         unlabeled = point.get("unlabeled") or {}
-        say(f"{order:<11} seed {seed} {n:>4} labels: cross-fitted AUC {point.get('crossfit', {}).get('roc_auc', ['–'])[0]}, "
+        say(f"{name:<11} seed {seed} {n:>4} labels: cross-fitted AUC {point.get('crossfit', {}).get('roc_auc', ['–'])[0]}, "
             f"not labeled: accuracy {unlabeled.get('accuracy', ['–'])[0]}, specificity {unlabeled.get('specificity', ['–'])[0]}, "
             f"sensitivity {unlabeled.get('sensitivity', ['–'])[0]} ({point.get('adapt_seconds')} s)")
 

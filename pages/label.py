@@ -45,7 +45,8 @@ def main() -> None:
         st.warning(f"No image file in `{folder}`.")
         return
     labels = lv.read_labels_ui(labels_file)
-    film = lv.next_film(records, labels, ensemble.threshold)
+    second_share = lv.agreement_ui(labels)
+    film = lv.next_film(records, labels, ensemble.threshold, second_share)
     lv.progress_ui(labels, len(records))
     lv.actions_ui(labels_file, film, labels)
     if film is None:

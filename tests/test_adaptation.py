@@ -383,6 +383,41 @@ def test_the_label_page_labels_one_film_at_a_time_resumes_after_a_reload_and_ada
     assert "adapted run" in texts(again.caption) or "Keep labeling" in texts(again.info)
 
 
+def test_a_second_reader_reads_a_share_blind_and_the_page_gives_their_kappa(store, parent, tmp_path, monkeypatch):
+    from tests.apptest_helpers import assert_no_exception, button, open_app, texts
+    from zoidberg.adaptation.labeling import labels_path_for
+    from zoidberg.data.site_labels import read_labels
+    from zoidberg.ui.label_view import in_second_share
+
+    monkeypatch.setenv("ZOIDBERG_LABELS_DIR", str(tmp_path / "labels"))
+    films = tmp_path / "clinic"
+    shutil.copytree(parent.site, films)
+    run_id = parent.ids["frozen"]
+
+    def opened(reader: str, share: int = 0):
+        monkeypatch.setattr("getpass.getuser", lambda: reader)
+        app = open_app(parent.demo, "pages/label.py")
+        app.selectbox(key="label_run").set_value(run_id).run()
+        app.text_input(key="label_folder").input(str(films)).run()
+        app.slider(key="label_second").set_value(share).run()
+        assert_no_exception(app)
+        return app
+
+    first = opened("ana")
+    for _ in range(10):
+        button(first, "Normal (N)").click().run()
+    labels_file = labels_path_for(str(films.resolve()), run_id)
+    twice = [film for film in read_labels(labels_file).films if in_second_share(film, 0.5)]
+    assert twice  # 10 films, half of them read twice: never none in practice
+    second = opened("bo", 50)
+    for _ in twice:
+        assert second.get("image")[0].proto.imgs[0].caption in {Path(film).name for film in twice}  # read again first, blind
+        button(second, "Pneumonia (P)").click().run()
+    labels = read_labels(labels_file)
+    assert set(labels.disagreements) == set(twice) and not set(twice) & set(labels.films)
+    assert f"{len(twice)} films read twice" in texts(second.markdown) and "kappa" in texts(second.markdown)
+
+
 def test_the_run_view_leads_an_adapted_run_with_its_verdict(store, parent):
     from tests.apptest_helpers import open_app, texts
 

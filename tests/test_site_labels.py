@@ -151,3 +151,18 @@ def test_labeled_films_of_one_class_are_refused(tmp_path):
     labels_file.write_text("file,label\na.png,normal\n")
     with pytest.raises(DatasetError, match="no usable pneumonia film"):
         load_labeled_films(read_labels(labels_file), image_size=16, use_cache=False)
+
+
+def test_labeled_films_load_again_at_another_size_from_their_labels_not_their_folder(tmp_path):
+    # An ensemble's members (and a frozen member's features) read the same films at their own size: a labels file's
+    # films live in a plain folder, which is no data set of its own.
+    from zoidberg.data.labeled_films import load_again
+
+    for name, value in (("a.png", 20), ("b.png", 220), ("c.png", 30), ("d.png", 200)):
+        _write_film(tmp_path / "flat" / name, value)
+    labels_file = tmp_path / "labels.csv"
+    labels_file.write_text("file,label\nflat/a.png,normal\nflat/b.png,pneumonia\nflat/c.png,normal\nflat/d.png,pneumonia\n")
+    site = load_labeled_films(read_labels(labels_file), image_size=16, use_cache=False)
+    again = load_again(site, label_mode="binary", image_size=8, resize="pad", enhance="none")
+    assert again.paths == site.paths and again.labels.tolist() == site.labels.tolist() and again.images.shape == (4, 8, 8)
+    assert again.resize == "pad" and again.patients.tolist() == site.patients.tolist()

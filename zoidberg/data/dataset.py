@@ -85,6 +85,8 @@ class Dataset:
     from_cache: bool = False
     resize: str = "stretch"
     enhance: str = "none"
+    # The labels file the films were named by (data.labeled_films), None for a folder: how the same films load again.
+    site_labels: object = None
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -69,11 +69,20 @@ def load_labeled_films(
     dataset = assemble_dataset(root, records, *decoded, "binary", image_size, fingerprint, from_cache)
     patient_of = {record.path: entry.patient or parse_patient_id(entry.file) for record, (_, entry) in zip(records, found)}
     dataset.patients = np.asarray([patient_of[path] for path in dataset.paths], dtype=object)
-    dataset.resize, dataset.enhance = resize, enhance
+    dataset.resize, dataset.enhance, dataset.site_labels = resize, enhance, labels
     dataset.skipped += skipped
     if len(np.unique(dataset.labels)) < len(CLASS_NAMES["binary"]):
         raise DatasetError(f"Of the films {labels.path} labels, only one class could be read: adaptation needs both.")
     return dataset
+
+
+def load_again(dataset: Dataset, *, label_mode: str, image_size: int, resize: str = "stretch", enhance: str = "none") -> Dataset:
+    """The same films read at another size or preprocessing (an ensemble member's, a frozen member's): from their folder or their labels file."""
+    from zoidberg.data.dataset import load_dataset
+
+    if dataset.site_labels is not None:
+        return load_labeled_films(dataset.site_labels, image_size=image_size, resize=resize, enhance=enhance)
+    return load_dataset(dataset.root, label_mode=label_mode, image_size=image_size, resize=resize, enhance=enhance, purpose="evaluation")
 
 
 def _fingerprint(labels: SiteLabels, records: list[FileRecord]) -> str:

@@ -84,6 +84,7 @@ class SiteLabels:
         digest: SHA-256 of its whole lines (what an adapted run records).
         films: Film key -> the entry that stands (the last of its reader; readers who agree).
         disagreements: Film key -> {reader: label} where readers disagree (left out of fits).
+        readers: Film key -> {reader: label} of every film (what the agreement between readers reads).
         ignored_lines: Lines that were not read, with why (a torn last line after a crash).
     """
 
@@ -92,6 +93,7 @@ class SiteLabels:
     digest: str
     films: dict[str, LabelEntry] = field(default_factory=dict)
     disagreements: dict[str, dict[str, str]] = field(default_factory=dict)
+    readers: dict[str, dict[str, str]] = field(default_factory=dict)
     ignored_lines: list[str] = field(default_factory=list)
 
     def usable(self) -> list[LabelEntry]:
@@ -101,6 +103,22 @@ class SiteLabels:
     def count(self, label: str) -> int:
         """How many films stand with this label."""
         return sum(entry.label == label for entry in self.films.values())
+
+    def agreement(self) -> dict:
+        """How two readers agree on the films both labeled: Cohen's kappa, the share agreed, and the films they disagree on.
+
+        With more than two readers, each film's first two readers are compared.
+        """
+        from sklearn.metrics import cohen_kappa_score
+
+        pairs = [(film, list(said.values())[:2]) for film, said in self.readers.items() if len(said) >= 2]
+        if not pairs:
+            return {"n": 0, "kappa": None, "agreed": None, "disagreements": []}
+        first, second = [labels[0] for _, labels in pairs], [labels[1] for _, labels in pairs]
+        agreed = sum(a == b for a, b in zip(first, second)) / len(pairs)
+        kappa = float(cohen_kappa_score(first, second)) if len(set(first) | set(second)) > 1 else 1.0
+        return {"n": len(pairs), "kappa": kappa, "agreed": agreed,
+                "disagreements": [{"film": film, **self.readers[film]} for film, labels in pairs if labels[0] != labels[1]]}
 
     def resolve(self, entry: LabelEntry) -> Path | None:
         """The film's path on this machine (relative paths are read from the labels file's folder), or None."""
@@ -241,4 +259,5 @@ def resolve_labels(path: Path, digest: str, entries: Iterable[LabelEntry], ignor
             disagreements[film] = {reader or "(unnamed)": entry.label for reader, entry in readers.items()}
         else:
             films[film] = next(iter(readers.values()))
-    return SiteLabels(path, films_folder or path.parent, digest, films, disagreements, list(ignored or []))
+    said_by = {film: {reader: entry.label for reader, entry in readers.items()} for film, readers in by_reader.items() if readers}
+    return SiteLabels(path, films_folder or path.parent, digest, films, disagreements, said_by, list(ignored or []))

@@ -186,10 +186,9 @@ def measure_shift(ensemble, dataset, rows: np.ndarray, *, calibrated_positive: n
         features = member._dataset_features(training, None) if getattr(member, "frozen", False) else None
         own = dataset
         if features is not None and (dataset.image_size != member.image_size):
-            from zoidberg.data.dataset import load_dataset
+            from zoidberg.data.labeled_films import load_again
 
-            own = load_dataset(dataset.root, label_mode=dataset.label_mode, image_size=member.image_size, resize=training.resize,
-                               enhance=training.enhance, purpose="evaluation")
+            own = load_again(dataset, label_mode=dataset.label_mode, image_size=member.image_size, resize=training.resize, enhance=training.enhance)
         folder_features = member._dataset_features(own, None) if features is not None else None
         if features is not None and folder_features is not None and len(own) == len(dataset):
             training_side, folder_side, representation = features[training_rows], folder_features[rows], "frozen ImageNet features"

@@ -127,7 +127,7 @@ class AdaptedEnsemble(Decides):
         per_member: the parent's score_dataset() of these rows, when the caller has it already.
         """
         from zoidberg.config import DataConfig, from_mapping
-        from zoidberg.data.dataset import load_dataset
+        from zoidberg.data.labeled_films import load_again
 
         rows = np.asarray(rows)
         if per_member is None:
@@ -139,7 +139,7 @@ class AdaptedEnsemble(Decides):
             options = from_mapping(DataConfig, {**(member.run.config.get("data") or {}), "data_dir": str(dataset.root)}).loader_options()
             own, own_rows = dataset, rows
             if own.image_size != member.image_size or own.resize != options["resize"] or own.enhance != options["enhance"]:
-                own = load_dataset(dataset.root, **options, purpose="evaluation")
+                own = load_again(dataset, **options)
                 position = {path: index for index, path in enumerate(own.paths)}
                 own_rows = np.array([position[dataset.paths[row]] for row in rows], dtype=np.int64)
             cached = member._dataset_features(own, None)

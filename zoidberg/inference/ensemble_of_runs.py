@@ -98,7 +98,7 @@ class EnsembleOfRuns(Decides):
         again with its own size and preprocessing (from the disk cache after the first time).
         """
         from zoidberg.config import DataConfig, from_mapping
-        from zoidberg.data.dataset import load_dataset
+        from zoidberg.data.labeled_films import load_again
 
         rows = np.asarray(rows)
         outputs = []
@@ -107,7 +107,7 @@ class EnsembleOfRuns(Decides):
             same = options == {"label_mode": dataset.label_mode, "image_size": dataset.image_size, "resize": dataset.resize, "enhance": dataset.enhance}
             own, own_rows = dataset, rows
             if not same:
-                own = load_dataset(dataset.root, **options, purpose="evaluation")
+                own = load_again(dataset, **options)
                 position = {path: index for index, path in enumerate(own.paths)}
                 missing = [dataset.paths[row] for row in rows if dataset.paths[row] not in position]
                 if missing:

@@ -73,17 +73,49 @@ def read_labels_ui(labels_file: Path) -> SiteLabels | None:
     return labels
 
 
-def next_film(records: list[dict], labels: SiteLabels | None, threshold: float) -> NextFilm | None:
-    """The film to show: the head of this session's queue that is still unlabeled and not skipped; a new round when it runs dry."""
-    done = set() if labels is None else {film_key({"file": str(labels.resolve(entry)) if labels.resolve(entry) else entry.film,
-                                                   "sop_uid": entry.sop_uid}) for entry in labels.films.values()}
+def in_second_share(film: str, share: float) -> bool:
+    """Whether a film is one of those read twice: a fixed share of the films, the same for every reader."""
+    import hashlib
+
+    return int(hashlib.sha256(film.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) % 1000 < share * 1000
+
+
+def next_film(records: list[dict], labels: SiteLabels | None, threshold: float, second_share: float = 0.0) -> NextFilm | None:
+    """The film to show: the head of this session's queue still to label and not skipped; a new round when it runs dry.
+
+    With a second reader, the share of films another reader labeled comes first: read again, blind to the first label.
+    """
+    me = reader_name()
+    readers = {} if labels is None else labels.readers
+    twice = [film for film, said in readers.items() if me not in said and len(said) == 1 and in_second_share(film, second_share)]
+    done = {film for film in readers if film not in twice}
     skipped = st.session_state.setdefault(SKIPPED_KEY, set())
-    queue = [film for film in st.session_state.get(QUEUE_KEY, []) if film_key({"file": film.file}) not in done | skipped]
-    if not queue:
-        queue = choose_next_films(records, labels, count=ROUND_SIZE + len(skipped), threshold=threshold)
-        queue = [film for film in queue if film_key({"file": film.file}) not in skipped]
+    # Second readings first, whenever the share asks for them (it can change between two films).
+    again = [NextFilm(film, "label", "second reader", "a second reading: another reader labeled it, and the two labels are compared")
+             for film in twice if film not in skipped]
+    queued = [film for film in st.session_state.get(QUEUE_KEY, []) if film_key({"file": film.file}) not in done | skipped | set(twice)]
+    if not queued:
+        fresh = choose_next_films(records, labels, count=ROUND_SIZE + len(skipped), threshold=threshold)
+        queued = [film for film in fresh if film_key({"file": film.file}) not in skipped]
+    queue = again + queued
     st.session_state[QUEUE_KEY] = queue
     return queue[0] if queue else None
+
+
+def agreement_ui(labels: SiteLabels | None) -> float:
+    """The second reader's share, and how the readers agree (Cohen's kappa, the films they disagree on); returns the share."""
+    with st.expander("Second reader"):
+        share = st.slider("Share of films read by a second reader (%)", 0, 50, 0, 5, key="label_second",
+                          help="A fixed share of the films one reader labeled is shown to the next reader, blind to the first label.") / 100
+        figures = labels.agreement() if labels is not None else {"n": 0}
+        if not figures["n"]:
+            st.caption("No film has two readers yet.")
+            return share
+        st.markdown(f"**{figures['n']} films read twice**: the readers agree on {figures['agreed']:.0%}, Cohen's kappa "
+                    f"{figures['kappa']:.2f}. Films they disagree on are left out of adaptation until they agree.")
+        if figures["disagreements"]:
+            st.dataframe([{**row, "film": Path(row["film"]).name} for row in figures["disagreements"]], hide_index=True)
+    return share
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

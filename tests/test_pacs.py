@@ -1,6 +1,7 @@
 """Predicting from a real Orthanc over DICOMweb, and writing the results back as DICOM (SR and Secondary Capture)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,41 @@ def test_the_disclaimer_is_burnt_in_legibly_whatever_the_film_size():
     assert yellow.any() and not yellow[:, -4:].any(), "the disclaimer must fit inside the picture"
     wide = burn_in_disclaimer(np.zeros((500, 1000, 3), np.uint8), lines)
     assert wide.shape[1] == 1000 and (wide[:500] == 0).all()
+
+
+def test_label_next_names_a_studys_films_by_their_uids_and_asks_of_the_side_view(trained, orthanc, pacs_login, capsys):
+    before = instance_count(orthanc)
+    code = main(["--runs-dir", str(trained.dir), "label-next", "--run", trained.ids["baseline"], "--dicomweb", orthanc.dicomweb,
+                 "--study", STUDY_UID, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    picks = {pick["file"]: pick for pick in json.loads(captured.out)}
+    assert set(picks) == {f"{STUDY_UID}.1.1", f"{STUDY_UID}.2.1", f"{STUDY_UID}.3.1"}
+    side = picks[f"{STUDY_UID}.3.1"]
+    assert side["ask"] == "not_usable?" and side["chosen_by"] == "gate" and "side view" in side["reason"]
+    assert all(pick["study_uid"] == STUDY_UID and pick["sop_uid"] == file for file, pick in picks.items())
+    assert instance_count(orthanc) == before, "choosing films to label never writes"
+
+
+def test_the_label_page_labels_a_pacs_studys_films_kept_beside_the_labels(trained, orthanc, pacs_login, monkeypatch, tmp_path):
+    from tests.apptest_helpers import assert_no_exception, button, open_app
+    from zoidberg.adaptation.labeling import labels_path_for
+    from zoidberg.data.site_labels import read_labels
+
+    monkeypatch.setenv("ZOIDBERG_RUNS_DIR", str(trained.dir))
+    monkeypatch.setenv("ZOIDBERG_DICOMWEB_URL", orthanc.dicomweb)
+    monkeypatch.setenv("ZOIDBERG_LABELS_DIR", str(tmp_path / "labels"))
+    app = open_app(page="pages/label.py")
+    app.selectbox(key="label_run").set_value(trained.ids["baseline"]).run()
+    app.radio(key="label_source").set_value("From a PACS (DICOMweb)").run()
+    app.text_input(key="pacs_accession").set_value("ACC-7")
+    button(app, "Search the PACS").click().run()
+    app.multiselect(key="pacs_picked").set_value([STUDY_UID]).run()
+    assert_no_exception(app)
+    kept = sorted(path.name for path in (tmp_path / "labels" / "pacs").iterdir())
+    # The side view is refused by its header and never retrieved: only the two frontal films are kept.
+    assert kept == [f"{STUDY_UID}.1.1.dcm", f"{STUDY_UID}.2.1.dcm"]
+    button(app, "Normal (N)").click().run()
+    assert_no_exception(app)
+    labels = read_labels(labels_path_for(str((tmp_path / "labels" / "pacs").resolve()), trained.ids["baseline"]))
+    assert [Path(entry.file).name for entry in labels.films.values()][0] in kept

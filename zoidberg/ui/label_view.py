@@ -277,25 +277,40 @@ def learning_curve_figure(points):
     return figure
 
 
+def keep_films(folder: Path, films: list[tuple[str, bytes]]) -> str | None:
+    """Writes uploaded or retrieved films into a folder beside the labels (whole or not at all), so adapt reads them again."""
+    from zoidberg.runs.files import write_atomically
+
+    for name, data in films:
+        target = folder / name
+        if data and (not target.exists() or target.read_bytes() != data):
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(target, lambda path, data=data: path.write_bytes(data))
+    return str(folder.resolve()) if folder.is_dir() and any(folder.iterdir()) else None
+
+
+SOURCES = ("A folder on this server", "Upload films", "From a PACS (DICOMweb)")
+
+
 def films_source_ui() -> str | None:
-    """The site's films: a folder on this server (under the data roots), or uploads kept in the labels folder; None until given."""
+    """The site's films: a folder on this server (under the data roots), uploads, or a PACS's studies; None until given.
+
+    Uploads and PACS films are kept in the labels folder (uploads/, pacs/), so that adapt reads them again.
+    """
     from zoidberg.adaptation.labeling import default_labels_dir
     from zoidberg.data.roots import check_folder_allowed
 
-    source = st.radio("The site's films", ("A folder on this server", "Upload films"), horizontal=True, key="label_source")
-    if source == "Upload films":
+    source = st.radio("The site's films", SOURCES, horizontal=True, key="label_source")
+    if source == SOURCES[1]:
         uploads = st.file_uploader("Films (PNG, JPEG or DICOM)", type=["png", "jpg", "jpeg", "dcm", "dicom"], accept_multiple_files=True,
                                    key="label_uploads", help="Kept in the labels folder, so that adapt can read them again.")
-        folder = default_labels_dir() / "uploads"
-        for upload in uploads or []:
-            target = folder / Path(upload.name).name
-            data = upload.getvalue()
-            if not target.exists() or target.read_bytes() != data:
-                from zoidberg.runs.files import write_atomically
+        return keep_films(default_labels_dir() / "uploads", [(Path(upload.name).name, upload.getvalue()) for upload in uploads or []])
+    if source == SOURCES[2]:
+        from zoidberg.ui.pacs_source import pacs_inputs_ui
 
-                folder.mkdir(parents=True, exist_ok=True)
-                write_atomically(target, lambda path, data=data: path.write_bytes(data))
-        return str(folder.resolve()) if folder.is_dir() and any(folder.iterdir()) else None
+        inputs, _ = pacs_inputs_ui()
+        # A PACS film is kept as <SOP Instance UID>.dcm: the file carries its UIDs, and adapt reads it as any film.
+        return keep_films(default_labels_dir() / "pacs", [(f"{item.name.rsplit(' · ', 1)[-1]}.dcm", item.data) for item in inputs if item.data])
     typed = st.text_input("Folder of the site's films (read recursively; nothing is written there)", key="label_folder").strip()
     if not typed:
         return None

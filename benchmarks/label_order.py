@@ -56,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--most", type=int, default=200, help="Stop after this many labels [default: 200].")
     parser.add_argument("--with-unlabeled", action="store_true", help="The films not labeled yet join the heads' standardization "
                         "(adapt --unlabeled); recorded as ORDER+unlabeled.")
+    parser.add_argument("--pool-threshold", action="store_true", help="The threshold chosen on the films not labeled yet "
+                        "(adaptation.pool_threshold); recorded as ORDER+pool.")
     parser.add_argument("--timeout", type=float, default=1800, help="Seconds per ordering and seed [default: 1800].")
     parser.add_argument("--results", default=str(RESULTS_FILE), help="The results file (JSON lines).")
     parser.add_argument("--quick", action="store_true", help="Tiny generated data and runs: checks that it runs.")
@@ -91,7 +93,7 @@ def site_inputs(parent_id: str, site: Path, store) -> dict:
     }
 
 
-def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool = False) -> dict:
+def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool = False, pool: bool = False) -> dict:
     """Adapts on the labeled films (cross-fitted) and scores the rest with the adapted model, as adapt would."""
     from zoidberg.adaptation.crossfit import crossfit_heads
     from zoidberg.adaptation.figures import site_figures
@@ -106,13 +108,18 @@ def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool
     start = time.perf_counter()
     crossfit = crossfit_heads(site["inputs"][rows], labels[rows], groups[rows], site["choice"], n_prior=site["n_prior"], n_parts=parts,
                               random_state=seed, unlabeled=site["inputs"][~labeled] if with_unlabeled else None)
-    threshold = choose_threshold(labels[rows], crossfit.positive, site["choice"])
+    rest = np.flatnonzero(~labeled)
+    positive = np.mean([head.positive(site["inputs"][rest]) for head in crossfit.heads], axis=0) if len(rest) else np.zeros(0)
+    if pool:
+        from zoidberg.adaptation.pool_threshold import choose_pool_threshold
+
+        threshold = choose_pool_threshold(labels[rows], crossfit.positive, positive, site["choice"])
+    else:
+        threshold = choose_threshold(labels[rows], crossfit.positive, site["choice"])
     seconds = time.perf_counter() - start
     point = {"parts": parts, "threshold": float(threshold), "adapt_seconds": round(seconds, 2),
              "crossfit": _short(site_figures(labels[rows], crossfit.positive, crossfit.decided, groups[rows]))}
-    rest = np.flatnonzero(~labeled)
     if len(rest) and len(np.unique(labels[rest])) == 2:
-        positive = np.mean([head.positive(site["inputs"][rest]) for head in crossfit.heads], axis=0)
         point["unlabeled"] = _short(site_figures(labels[rest], positive, (positive >= threshold).astype(int), groups[rest]))
     return point
 
@@ -139,7 +146,7 @@ def simulate(site: dict, order: str, seed: int, args, done: set, write) -> None:
     labels = site["labels"]
     labeled = np.zeros(len(labels), dtype=bool)
     features = site["inputs"][:, site["n_prior"]:]
-    name = f"{order}+unlabeled" if args.with_unlabeled else order
+    name = order + ("+unlabeled" if args.with_unlabeled else "") + ("+pool" if args.pool_threshold else "")
     if (name, seed, 0) not in done:
         write({"order": name, "seed": seed, "n_labels": 0, **zero_shot_point(site, labeled)})
     start = time.perf_counter()
@@ -153,7 +160,7 @@ def simulate(site: dict, order: str, seed: int, args, done: set, write) -> None:
         if time.perf_counter() - start > args.timeout:
             say(f"{name} seed {seed}: over {args.timeout:.0f} s, stopped at {n} labels (run again to go on)")
             return
-        point = adapt_point(site, labeled, seed, args.with_unlabeled)
+        point = adapt_point(site, labeled, seed, args.with_unlabeled, args.pool_threshold)
         write({"order": name, "seed": seed, "n_labels": n, "labeled_normal": int(np.sum(labels[labeled] == 0)), **point,
                "load": load_average()})
         unlabeled = point.get("unlabeled") or {}

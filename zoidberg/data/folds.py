@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 
 def check_fold_count(labels: np.ndarray, patients: np.ndarray, n_splits: int, class_names=None) -> None:
@@ -45,6 +44,9 @@ def make_folds(labels: np.ndarray, patients: np.ndarray, n_splits: int, random_s
     labels = np.asarray(labels)
     patients = np.asarray(patients)
     check_fold_count(labels, patients, n_splits)
+    # Imported here: the command line's parser reads this module, and scikit-learn takes seconds to import.
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     fold_of = np.full(len(labels), -1, dtype=np.int64)
     for fold, (_, validation) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups=patients)):
@@ -72,6 +74,8 @@ def make_group_split(labels: np.ndarray, patients: np.ndarray, validation_fracti
         fold_of = make_folds(labels, patients, n_splits, random_state)
         return np.flatnonzero(fold_of != 0), np.flatnonzero(fold_of == 0)
     except ValueError:
+        from sklearn.model_selection import GroupShuffleSplit
+
         splitter = GroupShuffleSplit(n_splits=1, test_size=validation_fraction, random_state=random_state)
         train, validation = next(splitter.split(np.zeros(len(labels)), labels, groups=patients))
         return train, validation

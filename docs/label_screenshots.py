@@ -33,9 +33,12 @@ def main(argv=None) -> int:
         dashboard.go("Label", settle=8)
         dashboard.select("Run to adapt", args.run, settle=6)
         dashboard.fill("Folder of the site's films (read recursively; nothing is written there)", args.films)
-        time.sleep(30)  # every film scored once, gate first
-        dashboard.page.keyboard.press("s")  # a key, as a reader would: skip to the next film
-        time.sleep(6)
+        # Every film is scored once, gate first; then the first film shows.
+        dashboard.page.wait_for_selector('[data-testid="stImage"]', timeout=300_000)
+        time.sleep(3)
+        dashboard.page.get_by_role("heading", name="Label").first.click()  # out of the folder field, as a reader would
+        dashboard.page.keyboard.press("s")  # a key: skip to the next film
+        time.sleep(8)
         dashboard.shot("label", height=1500)
         dashboard.page.get_by_text("Adapt in the background every").first.scroll_into_view_if_needed()
         time.sleep(3)

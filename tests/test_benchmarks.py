@@ -92,3 +92,19 @@ def test_the_service_benchmark_runs_on_a_tiny_run(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["step"] for line in lines] == ["latency", "throughput", "soak"]
     assert all(line["errors"] == 0 for line in lines) and lines[0]["p50_ms"] > 0 and lines[1]["images_per_s"] > 0
+
+
+def test_the_label_order_simulation_appends_each_point_and_goes_on_where_it_stopped(tmp_path):
+    results = tmp_path / "label_order.jsonl"
+    command = [sys.executable, "benchmarks/label_order.py", "--quick", "--orders", "stratified,random", "--seeds", "0", "--most", "40",
+               "--results", str(results)]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    # Per ordering: the zero-shot start, then a point every 20 labels, both curves with intervals.
+    assert [(row["order"], row["n_labels"]) for row in rows] == [(order, n) for order in ("stratified", "random") for n in (0, 20, 40)]
+    for row in rows[1:3]:
+        assert row["crossfit"]["accuracy"][1] <= row["crossfit"]["accuracy"][0] <= row["crossfit"]["accuracy"][2]
+        assert row["unlabeled"]["n"] == 90 - row["n_labels"] and row["adapt_seconds"] >= 0
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert again.returncode == 0 and len(results.read_text().splitlines()) == len(rows)

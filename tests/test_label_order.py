@@ -82,3 +82,16 @@ def test_films_in_the_labels_file_are_never_named_again_and_refused_films_are_as
     only = choose_next_films(pacs, None, count=5)
     assert [film.to_dict() for film in only] == [{"file": "1.2.3", "ask": "label", "chosen_by": "stratified", "reason": only[0].reason,
                                                    "study_uid": "1.2", "series_uid": "1.2.9", "sop_uid": "1.2.3"}]
+
+
+def test_a_film_is_one_film_whether_a_script_wrote_it_relative_or_the_page_absolute(tmp_path):
+    records = _records(tmp_path, n=10)
+    labels_file = tmp_path / "labels.jsonl"
+    append_label(labels_file, LabelEntry("films/film000.png", "normal", reader="script"))  # as `label` writes it
+    append_label(labels_file, LabelEntry(str(tmp_path / "films" / "film001.png"), "normal", reader="page"))  # as the page writes it
+    append_label(labels_file, LabelEntry("", "pneumonia", reader="page", sop_uid="1.2.840.1", study_uid="1.2"))
+    labels = read_labels(labels_file)
+    assert {labels.where(film) for film in labels.readers} == {str((tmp_path / "films" / "film000.png").resolve()),
+                                                               str((tmp_path / "films" / "film001.png").resolve()), "1.2.840.1"}
+    named = {film.file for film in choose_next_films(records, labels, count=10)}
+    assert named == {record["file"] for record in records[2:]}

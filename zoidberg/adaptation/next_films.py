@@ -51,14 +51,7 @@ def labeled_keys(labels: SiteLabels | None) -> set[str]:
     """Every film a labels file names (labeled, not usable, or disagreed on), by film_key."""
     if labels is None:
         return set()
-    keys = set()
-    for film, entry in labels.films.items():
-        path = labels.resolve(entry)
-        keys.add(entry.sop_uid or (str(path.resolve()) if path is not None else film))
-    for film in labels.disagreements:
-        keys.add(film)
-        keys.add(str((labels.films_folder / film).resolve()))
-    return keys
+    return {labels.where(film) for film in labels.readers}
 
 
 def choose_next_films(

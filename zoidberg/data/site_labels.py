@@ -85,6 +85,7 @@ class SiteLabels:
         films: Film key -> the entry that stands (the last of its reader; readers who agree).
         disagreements: Film key -> {reader: label} where readers disagree (left out of fits).
         readers: Film key -> {reader: label} of every film (what the agreement between readers reads).
+        uids: The film keys that are SOP Instance UIDs (the rest are paths).
         ignored_lines: Lines that were not read, with why (a torn last line after a crash).
     """
 
@@ -94,6 +95,7 @@ class SiteLabels:
     films: dict[str, LabelEntry] = field(default_factory=dict)
     disagreements: dict[str, dict[str, str]] = field(default_factory=dict)
     readers: dict[str, dict[str, str]] = field(default_factory=dict)
+    uids: frozenset = frozenset()
     ignored_lines: list[str] = field(default_factory=list)
 
     def usable(self) -> list[LabelEntry]:
@@ -119,6 +121,13 @@ class SiteLabels:
         kappa = float(cohen_kappa_score(first, second)) if len(set(first) | set(second)) > 1 else 1.0
         return {"n": len(pairs), "kappa": kappa, "agreed": agreed,
                 "disagreements": [{"film": film, **self.readers[film]} for film, labels in pairs if labels[0] != labels[1]]}
+
+    def where(self, film: str) -> str:
+        """A film key as one string whoever wrote it: a SOP Instance UID as it is, a path made absolute from the films folder."""
+        if film in self.uids:
+            return film
+        path = Path(film).expanduser()
+        return str((path if path.is_absolute() else self.films_folder / path).resolve())
 
     def resolve(self, entry: LabelEntry) -> Path | None:
         """The film's path on this machine (relative paths are read from the labels file's folder), or None."""
@@ -243,7 +252,10 @@ def resolve_labels(path: Path, digest: str, entries: Iterable[LabelEntry], ignor
                    films_folder: Path | None = None) -> SiteLabels:
     """Each film's standing label: a reader's last word on it counts (a retraction removes it); readers who disagree leave it out."""
     by_reader: dict[str, dict[str, LabelEntry]] = {}
+    uids = set()
     for entry in entries:
+        if entry.sop_uid:
+            uids.add(entry.sop_uid)
         readers = by_reader.setdefault(entry.film, {})
         if entry.label == RETRACTED:
             readers.pop(entry.reader, None)
@@ -260,4 +272,4 @@ def resolve_labels(path: Path, digest: str, entries: Iterable[LabelEntry], ignor
         else:
             films[film] = next(iter(readers.values()))
     said_by = {film: {reader: entry.label for reader, entry in readers.items()} for film, readers in by_reader.items() if readers}
-    return SiteLabels(path, films_folder or path.parent, digest, films, disagreements, said_by, list(ignored or []))
+    return SiteLabels(path, films_folder or path.parent, digest, films, disagreements, said_by, frozenset(uids), list(ignored or []))

@@ -86,7 +86,8 @@ def next_film(records: list[dict], labels: SiteLabels | None, threshold: float, 
     With a second reader, the share of films another reader labeled comes first: read again, blind to the first label.
     """
     me = reader_name()
-    readers = {} if labels is None else labels.readers
+    # Every film as one absolute path (or UID), whether the page, a script or another tool wrote its label.
+    readers = {} if labels is None else {labels.where(film): said for film, said in labels.readers.items()}
     twice = [film for film, said in readers.items() if me not in said and len(said) == 1 and in_second_share(film, second_share)]
     done = {film for film in readers if film not in twice}
     skipped = st.session_state.setdefault(SKIPPED_KEY, set())

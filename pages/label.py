@@ -44,18 +44,9 @@ def main() -> None:
     if not records:
         st.warning(f"No image file in `{folder}`.")
         return
-    labels = lv.read_labels_ui(labels_file)
-    second_share = lv.agreement_ui(labels)
-    film = lv.next_film(records, labels, ensemble.threshold, second_share)
-    lv.progress_ui(labels, len(records))
-    lv.actions_ui(labels_file, film, labels)
-    if film is None:
-        st.success("Every film here is labeled (or skipped this session).")
-    else:
-        lv.film_view_ui(film, ensemble)
-        lv.prefetch_next()
+    lv.labeling_ui(run, ensemble, records, labels_file)
     auto = st.toggle(f"Adapt in the background every {ROUND_SIZE} labels", value=True, key="label_auto")
-    lv.adaptation_ui(store, run, labels_file, labels, auto)
+    lv.adaptation_ui(store, run, labels_file, auto)
 
 
 main()

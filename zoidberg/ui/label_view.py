@@ -19,6 +19,7 @@ from zoidberg.ui.widgets import escape_markdown
 LOGGER = logging.getLogger(__name__)
 QUEUE_KEY = "label_queue"
 SKIPPED_KEY = "label_skipped"
+HISTORY_KEY = "label_history"  # The films this session labeled, in order: what Undo takes back first.
 # The keys the page answers to, and what each writes.
 KEYS = {"n": "normal", "p": "pneumonia", "u": "not_usable"}
 DISPLAY_SIDE = 900
@@ -140,7 +141,7 @@ def display_image(path: str) -> np.ndarray:
 
 
 def windowed(gray: np.ndarray, center: int, width: int, zoom: float) -> bytes:
-    """The film with a display window (center and width on 0-255) and a zoom on its middle, as PNG bytes."""
+    """The film with a display window (center and width on 0-255) and a zoom on its middle, as JPEG bytes (quick to encode)."""
     from PIL import Image
 
     low, high = center - width / 2, center + width / 2
@@ -151,7 +152,7 @@ def windowed(gray: np.ndarray, center: int, width: int, zoom: float) -> bytes:
         top, left = (height - keep_h) // 2, (width_px - keep_w) // 2
         shown = np.asarray(Image.fromarray(shown[top : top + keep_h, left : left + keep_w]).resize((width_px, height)))
     buffer = io.BytesIO()
-    Image.fromarray(shown).save(buffer, format="PNG")
+    Image.fromarray(shown).save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
 
 
@@ -162,7 +163,7 @@ def write_label(labels_file: Path, film: NextFilm, label: str) -> None:
         file=str(path), label=label, reader=reader_name(), chosen_by=film.chosen_by, reason=film.reason,
         study_uid=film.uids.get("study_uid", ""), series_uid=film.uids.get("series_uid", ""), sop_uid=film.uids.get("sop_uid", ""),
     ))
-    st.session_state["label_last"] = str(path)
+    st.session_state.setdefault(HISTORY_KEY, []).append(str(path))
 
 
 def undo_last(labels_file: Path, labels: SiteLabels | None) -> str | None:
@@ -170,10 +171,14 @@ def undo_last(labels_file: Path, labels: SiteLabels | None) -> str | None:
     if labels is None:
         return None
     me = reader_name()
-    mine = [entry for entry in labels.films.values() if entry.reader == me]
+    mine = {labels.where(entry.film): entry for entry in labels.films.values() if entry.reader == me}
+    history = [film for film in st.session_state.get(HISTORY_KEY, []) if film in mine]
     if not mine:
         return None
-    last = max(mine, key=lambda entry: entry.labeled_at)
+    # This session's last label first; after a reload, the reader's latest in the file.
+    last = mine[history[-1]] if history else max(mine.values(), key=lambda entry: entry.labeled_at)
+    if history:
+        st.session_state[HISTORY_KEY] = history[:-1]
     append_label(labels_file, LabelEntry(file=last.file, label="retracted", reader=me, sop_uid=last.sop_uid))
     # The film comes back first.
     st.session_state[QUEUE_KEY] = [NextFilm(str(labels.resolve(last)), "label", last.chosen_by, last.reason)] + st.session_state.get(QUEUE_KEY, [])
@@ -201,22 +206,28 @@ def film_view_ui(film: NextFilm, ensemble) -> None:
             st.image(overlay_heatmap(model_input, ensemble.gradcam(model_input, 1), alpha=0.4), caption="Grad-CAM (pneumonia)", width=360)
 
 
-def actions_ui(labels_file: Path, film: NextFilm | None, labels: SiteLabels | None) -> None:
-    """The five buttons and their keys: N normal, P pneumonia, U not usable, S skip, Z undo."""
+def _skip(film: NextFilm) -> None:
+    st.session_state.setdefault(SKIPPED_KEY, set()).add(film_key({"file": film.file}))
+
+
+def _undo(labels_file: Path) -> None:
+    undone = undo_last(labels_file, read_labels(labels_file) if labels_file.exists() else None)
+    st.toast(f"Took back the label of {Path(undone).name}." if undone else "Nothing of yours to undo.")
+
+
+def actions_ui(labels_file: Path, film: NextFilm | None) -> None:
+    """The five buttons and their keys: N normal, P pneumonia, U not usable, S skip, Z undo.
+
+    Each acts in its callback, before the rerun that its click starts: one rerun per key, which then shows the next film.
+    """
     columns = st.columns(5)
     if film is not None:
         for column, (key, label) in zip(columns, KEYS.items()):
-            if column.button(f"{label.replace('_', ' ').capitalize()} ({key.upper()})", key=f"label_{label}", shortcut=key,
-                             use_container_width=True, type="primary" if label != "not_usable" else "secondary"):
-                write_label(labels_file, film, label)
-                st.rerun()
-        if columns[3].button("Skip (S)", key="label_skip", shortcut="s", use_container_width=True):
-            st.session_state.setdefault(SKIPPED_KEY, set()).add(film_key({"file": film.file}))
-            st.rerun()
-    if columns[4].button("Undo (Z)", key="label_undo", shortcut="z", use_container_width=True):
-        undone = undo_last(labels_file, labels)
-        st.toast(f"Took back the label of {Path(undone).name}." if undone else "Nothing of yours to undo.")
-        st.rerun()
+            column.button(f"{label.replace('_', ' ').capitalize()} ({key.upper()})", key=f"label_{label}", shortcut=key,
+                          use_container_width=True, type="primary" if label != "not_usable" else "secondary",
+                          on_click=write_label, args=(labels_file, film, label))
+        columns[3].button("Skip (S)", key="label_skip", shortcut="s", use_container_width=True, on_click=_skip, args=(film,))
+    columns[4].button("Undo (Z)", key="label_undo", shortcut="z", use_container_width=True, on_click=_undo, args=(labels_file,))
 
 
 def progress_ui(labels: SiteLabels | None, candidates: int) -> None:
@@ -228,9 +239,40 @@ def progress_ui(labels: SiteLabels | None, candidates: int) -> None:
                f"{labels.count('not_usable')} not usable; {len(labels.disagreements)} where readers disagree.")
 
 
-def adaptation_ui(store: RunStore, parent, labels_file: Path, labels: SiteLabels | None, auto: bool) -> None:
-    """Adapts in the background every ROUND_SIZE labels (or on request), then draws the learning curve and the stop sentence."""
+@st.fragment
+def labeling_ui(run, ensemble, records: list[dict], labels_file: Path) -> None:
+    """The reader's part, rerun alone on every key: the labels so far, the film, its buttons; the rest of the page waits.
+
+    Every ROUND_SIZE labels the whole page runs again, so that the round's adaptation starts.
+    """
+    labels = read_labels_ui(labels_file)
+    second_share = agreement_ui(labels)
+    film = next_film(records, labels, ensemble.threshold, second_share)
+    progress_ui(labels, len(records))
+    actions_ui(labels_file, film)
+    if film is None:
+        st.success("Every film here is labeled (or skipped this session).")
+    else:
+        film_view_ui(film, ensemble)
+        prefetch_next()
+    usable = 0 if labels is None else len(labels.usable())
+    if usable and usable % ROUND_SIZE == 0 and st.session_state.get("label_round_at") != usable:
+        st.session_state["label_round_at"] = usable
+        st.rerun()
+
+
+@st.fragment(run_every=15)
+def adaptation_ui(store: RunStore, parent, labels_file: Path, auto: bool) -> None:
+    """Adapts in the background every ROUND_SIZE labels (or on request), then draws the learning curve and the stop sentence.
+
+    It looks again every 15 s, so that a round that ends in the background shows on the curve.
+    """
     from zoidberg.ui.state import start_or_attach
+
+    try:
+        labels = read_labels(labels_file) if labels_file.exists() else None
+    except LabelsFileError:
+        return  # The reader's part above says what is wrong with the file.
 
     points = learning_curve(store, labels_file, parent.id)
     adapted_at = [point.n_labels for point in points]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from zoidberg.adaptation.labeling import ROUND_SIZE, labels_path_for
+from zoidberg.adaptation.labeling import labels_path_for
 from zoidberg.inference.loading import predictable_runs
 from zoidberg.runs.store import RunStore
 from zoidberg.ui import label_view as lv
@@ -45,8 +45,8 @@ def main() -> None:
         st.warning(f"No image file in `{folder}`.")
         return
     lv.labeling_ui(run, ensemble, records, labels_file)
-    auto = st.toggle(f"Adapt in the background every {ROUND_SIZE} labels", value=True, key="label_auto")
-    lv.adaptation_ui(store, run, labels_file, auto)
+    auto, every = lv.rounds_ui()
+    lv.adaptation_ui(store, run, labels_file, auto, every)
 
 
 main()

@@ -19,6 +19,7 @@ from zoidberg.ui.widgets import escape_markdown
 LOGGER = logging.getLogger(__name__)
 QUEUE_KEY = "label_queue"
 SKIPPED_KEY = "label_skipped"
+EVERY_KEY = "label_every"  # Adapt again after this many new labels (the page's K).
 HISTORY_KEY = "label_history"  # The films this session labeled, in order: what Undo takes back first.
 # The keys the page answers to, and what each writes.
 KEYS = {"n": "normal", "p": "pneumonia", "u": "not_usable"}
@@ -243,7 +244,7 @@ def progress_ui(labels: SiteLabels | None, candidates: int) -> None:
 def labeling_ui(run, ensemble, records: list[dict], labels_file: Path) -> None:
     """The reader's part, rerun alone on every key: the labels so far, the film, its buttons; the rest of the page waits.
 
-    Every ROUND_SIZE labels the whole page runs again, so that the round's adaptation starts.
+    Every K labels (the page's round size) the whole page runs again, so that the round's adaptation starts.
     """
     labels = read_labels_ui(labels_file)
     second_share = agreement_ui(labels)
@@ -256,14 +257,23 @@ def labeling_ui(run, ensemble, records: list[dict], labels_file: Path) -> None:
         film_view_ui(film, ensemble)
         prefetch_next()
     usable = 0 if labels is None else len(labels.usable())
-    if usable and usable % ROUND_SIZE == 0 and st.session_state.get("label_round_at") != usable:
+    every = int(st.session_state.get(EVERY_KEY, ROUND_SIZE))
+    if usable and usable % every == 0 and st.session_state.get("label_round_at") != usable:
         st.session_state["label_round_at"] = usable
         st.rerun()
 
 
+def rounds_ui() -> tuple[bool, int]:
+    """Whether to adapt in the background as labels come, and every how many labels (K)."""
+    left, right = st.columns([3, 1])
+    every = right.number_input("K, labels between rounds", min_value=5, max_value=200, value=ROUND_SIZE, step=5, key=EVERY_KEY)
+    auto = left.toggle(f"Adapt in the background every {every} labels", value=True, key="label_auto")
+    return auto, int(every)
+
+
 @st.fragment(run_every=15)
-def adaptation_ui(store: RunStore, parent, labels_file: Path, auto: bool) -> None:
-    """Adapts in the background every ROUND_SIZE labels (or on request), then draws the learning curve and the stop sentence.
+def adaptation_ui(store: RunStore, parent, labels_file: Path, auto: bool, every: int = ROUND_SIZE) -> None:
+    """Adapts in the background every K labels (or on request), then draws the learning curve and the stop sentence.
 
     It looks again every 15 s, so that a round that ends in the background shows on the curve.
     """
@@ -279,7 +289,7 @@ def adaptation_ui(store: RunStore, parent, labels_file: Path, auto: bool) -> Non
     running = [run for run in store.list_runs("adapt") if run.state in ("queued", "running")
                and (run.config or {}).get("labels_file") == str(labels_file.resolve())]
     if labels is not None and not running:
-        due = round_due(labels, adapted_at)
+        due = round_due(labels, adapted_at, every)
         if (auto and due) or st.button("Adapt now on every label so far", key="label_adapt_now", disabled=len(labels.usable()) < 4):
             try:
                 run_id, _ = start_or_attach("adapt", round_config(parent.id, labels_file, labels))
@@ -289,7 +299,7 @@ def adaptation_ui(store: RunStore, parent, labels_file: Path, auto: bool) -> Non
     if running:
         st.caption(f"Adapting in the background (run {running[0].id}); the curve grows when it ends.")
     if not points:
-        st.caption(f"The learning curve starts after the first adaptation (every {ROUND_SIZE} labels, with at least 2 patients of each class).")
+        st.caption(f"The learning curve starts after the first adaptation (every {every} labels, with at least 2 patients of each class).")
         return
     st.plotly_chart(learning_curve_figure(points), use_container_width=True, key="label_curve")
     st.info(stop_sentence(points), icon="🧭")

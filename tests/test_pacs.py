@@ -100,6 +100,7 @@ def test_results_are_written_back_only_when_asked_and_read_back_with_their_value
         expected = record["probability_calibrated"] if record["probability_calibrated"] is not None else record["probability"]
         assert values["Probability of pneumonia"] == pytest.approx(expected, abs=1e-6)
         assert values["Decision threshold"] == pytest.approx(record["threshold"], abs=1e-6)
+        assert report.SpecificCharacterSet == "ISO_IR 192"
         capture = next(client.retrieve_instance(STUDY_UID, uid, capture_uid) for uid in series
                        if client.search_for_instances(STUDY_UID, uid, search_filters={"SOPInstanceUID": capture_uid}))
         assert capture.BurnedInAnnotation == "YES" and capture.PhotometricInterpretation == "RGB" and capture.PatientID == "CHILD-7"
@@ -217,3 +218,66 @@ def test_the_label_page_labels_a_pacs_studys_films_kept_beside_the_labels(traine
     assert_no_exception(app)
     labels = read_labels(labels_path_for(str((tmp_path / "labels" / "pacs").resolve()), trained.ids["baseline"]))
     assert [Path(entry.file).name for entry in labels.films.values()][0] in kept
+
+
+def test_an_unknown_study_is_an_error_not_zero_films(trained, orthanc, pacs_login, capsys):
+    code, out, err = predict(capsys, trained, orthanc, "--study", "1.2.826.0.1.999999", "--json")
+    assert code != 0 and "has no study 1.2.826.0.1.999999" in err and "Traceback" not in err
+
+
+def test_credentials_in_the_url_log_in_and_are_never_printed(trained, orthanc, capsys):
+    from zoidberg.integrations.dicomweb import connection_from
+
+    connection = connection_from("http://ana:s%40cret@localhost:8042/dicom-web/", environ={})
+    assert connection.url == "http://localhost:8042/dicom-web" and connection.username == "ana" and connection.password == "s@cret"
+    # The URL's login reaches a real Orthanc, with nothing in the environment.
+    with_login = orthanc.dicomweb.replace("http://", f"http://{USER}:{PASSWORD}@")
+    code = main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], "--dicomweb", with_login, "--study", STUDY_UID])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert PASSWORD not in captured.out + captured.err
+    # A wrong password in the URL is refused in a sentence that never shows it.
+    wrong = orthanc.dicomweb.replace("http://", f"http://{USER}:not-the-{PASSWORD}@")
+    code = main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], "--dicomweb", wrong, "--study", STUDY_UID])
+    captured = capsys.readouterr()
+    assert code != 0 and "refused the login" in captured.err and f"not-the-{PASSWORD}" not in captured.out + captured.err
+
+
+def test_the_cli_reads_the_dicomweb_secrets_the_dashboard_reads(trained, orthanc, capsys, monkeypatch, tmp_path):
+    for variable in ("ZOIDBERG_DICOMWEB_USER", "ZOIDBERG_DICOMWEB_PASSWORD", "ZOIDBERG_DICOMWEB_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text(f'[dicomweb]\nuser = "{USER}"\npassword = "{PASSWORD}"\n')
+    code, _, err = predict(capsys, trained, orthanc, "--study", STUDY_UID)
+    assert code == 0, err
+
+
+def test_the_secrets_file_is_never_committed():
+    import subprocess
+
+    from tests.apptest_helpers import APP
+
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".streamlit/secrets.toml"], cwd=APP.parent, check=False)
+    assert ignored.returncode == 0, ".streamlit/secrets.toml must be in .gitignore: the README says never to commit it"
+
+
+def test_the_report_keeps_its_unicode_through_a_dicom_file():
+    # "sensitivity ≥ 95 %" was stored as "sensitivity ? 95 %": no character set was declared.
+    import io
+
+    import pydicom
+
+    from tests.orthanc import film_dicom
+    from zoidberg.integrations.dicom_results import make_result_report, read_result_report
+
+    source = pydicom.dcmread(io.BytesIO(film_dicom(np.full((32, 32), 90, np.uint8), study="1.2.3", series="1.2.3.1", sop="1.2.3.1.1",
+                                                   ViewPosition="PA")))
+    record = {"prediction": "pneumonia", "label": "pneumonia", "probability": 0.9, "probability_calibrated": 0.9, "probability_raw": 0.8,
+              "threshold": 0.4, "in_distribution": True, "run_id": "run-1"}
+    report = make_result_report(source, record, operating_point="sensitivity ≥ 95 % on the run's out-of-fold predictions", model_card="card",
+                                version="2.0")
+    buffer = io.BytesIO()
+    report.save_as(buffer, enforce_file_format=True)
+    again = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+    assert read_result_report(again)["Operating point"] == "sensitivity ≥ 95 % on the run's out-of-fold predictions"

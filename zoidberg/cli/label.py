@@ -103,12 +103,12 @@ def _file_records(ensemble, given: list[str]) -> list[dict]:
 
 def _pacs_records(ensemble, args) -> list[dict]:
     """The prediction records of the films of the studies asked for (read only)."""
-    from zoidberg.integrations.dicomweb import connection_from, make_client, search_studies
+    from zoidberg.integrations.dicomweb import connection_from, make_client, search_studies, secrets_file_section
     from zoidberg.integrations.pacs_predict import predict_study
 
     if not args.study and not (args.since or args.patient_id or args.accession):
         raise CliError("Say which studies: --study UID, or --since DATE (with --until, --patient-id, --accession).")
-    connection = connection_from(args.dicomweb)
+    connection = connection_from(args.dicomweb, secrets_file_section())
     client = make_client(connection)
     studies = list(args.study or [])
     if not studies:

@@ -26,14 +26,14 @@ def command_predict_pacs(args) -> int:
     from zoidberg.cli.prediction_lines import prediction_line, write_predictions_csv
     from zoidberg.inference.loading import load_ensemble
     from zoidberg.inference.record import REFUSED
-    from zoidberg.integrations.dicomweb import connection_from, make_client, search_studies
+    from zoidberg.integrations.dicomweb import connection_from, make_client, search_studies, secrets_file_section
     from zoidberg.integrations.pacs_predict import predict_study, store_results
 
     if not args.study and not (args.since or args.patient_id or args.accession):
         raise CliError("Say which studies: --study UID, or --since DATE (with --until, --patient-id, --accession).")
     if args.until and not args.since:
         raise CliError("--until needs --since.")
-    connection = connection_from(args.dicomweb)
+    connection = connection_from(args.dicomweb, secrets_file_section())
     ensemble = load_ensemble(args.run, runs_dir=args.runs_dir)
     threshold = ensemble.threshold if args.threshold is None else args.threshold
     client = make_client(connection)

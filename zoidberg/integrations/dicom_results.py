@@ -99,11 +99,14 @@ def make_result_report(source, record: dict, *, operating_point: str, model_card
     source = with_type_2_attributes(source)
     container = ContainerContentItem(_code(REPORT_TITLE))
     container.ContentSequence = items
-    return hd.sr.ComprehensiveSR(
+    report = hd.sr.ComprehensiveSR(
         evidence=[source], content=container, series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_REPORT,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
         series_description=f"Zoidberg prediction ({DISCLAIMER.lower()})",
     )
+    # UTF-8: without it the text is written as plain ASCII and "sensitivity ≥ 95 %" loses its "≥".
+    report.SpecificCharacterSet = "ISO_IR 192"
+    return report
 
 
 # A capture narrower than this is enlarged first, so that its burnt-in words stay legible.

@@ -7,6 +7,7 @@ import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from zoidberg.data.dicom_facts import DicomFacts, facts_verdict
 
@@ -60,15 +61,51 @@ class PacsConnection:
         return "a bearer token" if self.token else (f"user {self.username}" if self.username else "no login")
 
 
+# Where Streamlit keeps secrets, in its order: the project's, then the user's (the command line reads the same [dicomweb]).
+SECRETS_FILES = (Path(".streamlit") / "secrets.toml", Path("~/.streamlit/secrets.toml"))
+
+
+def secrets_file_section(files=SECRETS_FILES) -> dict:
+    """The [dicomweb] section of the first Streamlit secrets file that has one, or {} (the command line's view of the secrets)."""
+    import tomllib
+
+    for path in (Path(file).expanduser() for file in files):
+        if not path.is_file():
+            continue
+        try:
+            section = tomllib.loads(path.read_text(encoding="utf-8")).get("dicomweb")
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} cannot be read as TOML ({type(error).__name__}): fix it, or move it away.") from None
+        if isinstance(section, Mapping):
+            return dict(section)
+    return {}
+
+
 def connection_from(url: str, secrets: Mapping | None = None, environ: Mapping | None = None) -> PacsConnection:
-    """A connection to `url`, its credentials from Streamlit-style secrets ([dicomweb] user/password/token) or the environment."""
+    """A connection to `url`, its credentials from Streamlit-style secrets ([dicomweb] user/password/token), the environment, or the URL.
+
+    A user and password written into the URL (http://user:pw@host/...) are taken as the login when nothing else gives one,
+    and the URL is kept without them: it appears in messages, and a secret never does.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
     secrets = dict(secrets or {})
     environ = os.environ if environ is None else environ
 
     def value(key: str, variable: str) -> str | None:
         return secrets.get(key) or environ.get(variable) or None
 
-    return PacsConnection(url.rstrip("/"), value("user", USER_VARIABLE), value("password", PASSWORD_VARIABLE), value("token", TOKEN_VARIABLE))
+    parts = urlsplit(url.strip())
+    user, password = value("user", USER_VARIABLE), value("password", PASSWORD_VARIABLE)
+    if parts.username is not None:
+        if user is None and password is None and value("token", TOKEN_VARIABLE) is None:
+            from urllib.parse import unquote
+
+            user, password = unquote(parts.username), unquote(parts.password or "")
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        parts = parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else ""))
+    return PacsConnection(urlunsplit(parts).rstrip("/"), user, password, value("token", TOKEN_VARIABLE))
 
 
 def make_client(connection: PacsConnection):

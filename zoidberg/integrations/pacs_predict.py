@@ -8,7 +8,7 @@ import numpy as np
 
 from zoidberg.data.dicom_facts import HEADER_SCORE
 from zoidberg.inference.record import REFUSED, make_record
-from zoidberg.integrations.dicomweb import PacsConnection, PacsInstance, retrieve_bytes, store_datasets, study_instances
+from zoidberg.integrations.dicomweb import PacsConnection, PacsError, PacsInstance, retrieve_bytes, store_datasets, study_instances
 
 # The long side of the Grad-CAM capture written back.
 CAPTURE_SIDE = 1024
@@ -61,6 +61,9 @@ def predict_study(ensemble, client, connection: PacsConnection, study_uid: str, 
 
     threshold = ensemble.threshold if threshold is None else threshold
     instances = study_instances(client, connection, study_uid)
+    if not instances:
+        raise PacsError(f"{connection.url} has no study {study_uid} (or nothing in it): check the StudyInstanceUID, or find studies "
+                        "with --since DATE, --patient-id or --accession.")
     films = [instance for instance in instances if not instance.is_result]
     predictions, to_score = [], []
     for instance in films:

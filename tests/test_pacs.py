@@ -281,3 +281,13 @@ def test_the_report_keeps_its_unicode_through_a_dicom_file():
     report.save_as(buffer, enforce_file_format=True)
     again = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
     assert read_result_report(again)["Operating point"] == "sensitivity ≥ 95 % on the run's out-of-fold predictions"
+
+
+def test_the_capture_names_the_probability_on_its_thresholds_scale():
+    # It read "p = 0.969, threshold 0.643": a calibrated probability beside a threshold on the raw scale.
+    from zoidberg.integrations.dicom_results import capture_caption
+
+    record = {"run_id": "r", "label": "pneumonia", "probability": 0.71, "probability_raw": 0.71, "probability_calibrated": 0.969,
+              "threshold": 0.643, "scale": "raw"}
+    caption = capture_caption(record)
+    assert "0.710 raw, threshold 0.643 on that scale" in caption and "0.969" not in caption

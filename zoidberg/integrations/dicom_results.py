@@ -163,11 +163,7 @@ def make_overlay_capture(source, overlay: np.ndarray, record: dict):
     """
     import highdicom as hd
 
-    probability = record["probability_calibrated"] if record.get("probability_calibrated") is not None else record["probability"]
-    picture = burn_in_disclaimer(overlay, [
-        f"{DISCLAIMER.upper()}.",
-        f"Zoidberg run {record['run_id']}: {record['label']} (p = {probability:.3f}, threshold {record['threshold']:.3f}). Grad-CAM.",
-    ])
+    picture = burn_in_disclaimer(overlay, [f"{DISCLAIMER.upper()}.", capture_caption(record)])
     capture = hd.sc.SCImage.from_ref_dataset(
         with_type_2_attributes(source), picture, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
         series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_CAPTURE, sop_instance_uid=hd.UID(), instance_number=1,
@@ -175,6 +171,12 @@ def make_overlay_capture(source, overlay: np.ndarray, record: dict):
     )
     capture.BurnedInAnnotation = "YES"
     return capture
+
+
+def capture_caption(record: dict) -> str:
+    """The capture's line: the finding, and the probability on the scale its threshold applies to (never one scale beside the other's threshold)."""
+    return (f"Zoidberg run {record['run_id']}: {record['label']} (P(pneumonia) {record['probability']:.3f} {record.get('scale') or 'raw'}, "
+            f"threshold {record['threshold']:.3f} on that scale). Grad-CAM.")
 
 
 def read_result_report(dataset) -> dict:

@@ -252,3 +252,24 @@ def test_serve_names_a_port_in_use_before_loading_the_run(runs_dir, capsys):
         code = main(["--runs-dir", str(runs_dir), "serve", "--run", "20990101-000000-cv-000000", "--port", str(port)])
     err = capsys.readouterr().err
     assert code != 0 and f"Port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err
+
+
+def test_the_key_comes_from_a_file_or_the_environment_and_a_flag_is_warned_of(tmp_path, capsys, monkeypatch):
+    # A key on the command line shows in every user's `ps`.
+    from zoidberg.cli.main import build_parser
+    from zoidberg.cli.serve import api_key_from
+
+    parser = build_parser()
+    key_file = tmp_path / "key"
+    key_file.write_text("a-long-enough-secret-key\n")
+    assert api_key_from(parser.parse_args(["serve", "--run", "r", "--api-key-file", str(key_file)])) == "a-long-enough-secret-key"
+    assert "Warning" not in capsys.readouterr().err
+    assert api_key_from(parser.parse_args(["serve", "--run", "r", "--api-key", "a-long-enough-secret-key"])) == "a-long-enough-secret-key"
+    assert "visible to every user" in capsys.readouterr().err
+    monkeypatch.setenv("ZOIDBERG_API_KEY", "from-the-environment-key")
+    assert api_key_from(parser.parse_args(["serve", "--run", "r"])) == "from-the-environment-key"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        api_key_from(parser.parse_args(["serve", "--run", "r", "--api-key-file", str(tmp_path / "empty")]))
+    with pytest.raises(ValueError, match="Cannot read the key file"):
+        api_key_from(parser.parse_args(["serve", "--run", "r", "--api-key-file", str(tmp_path / "none")]))

@@ -23,7 +23,11 @@ def add_parsers(commands) -> None:
     serve.add_argument("--run", required=True, help="Run id (a cross-validation, ensemble or adapted run).")
     serve.add_argument("--host", default="127.0.0.1", help="Address to listen on [default: 127.0.0.1, this machine only].")
     serve.add_argument("--port", type=int, default=8000, help="Port [default: 8000].")
-    serve.add_argument("--api-key", default=None, help=f"Require this key of every request but /healthz [default: ${API_KEY_VARIABLE}, else none].")
+    key = serve.add_mutually_exclusive_group()
+    key.add_argument("--api-key-file", default=None, metavar="FILE", help="Require the key written in FILE (its first line) of every "
+                     f"request but /healthz; or set ${API_KEY_VARIABLE} [default: none].")
+    key.add_argument("--api-key", default=None, help="The key itself: every user of this machine sees it in the process list "
+                     f"(`ps`), so the command warns; prefer --api-key-file or ${API_KEY_VARIABLE}.")
     serve.add_argument("--max-body-mb", type=float, default=32.0, help="Refuse uploads above this size, before reading them [default: 32].")
     serve.add_argument("--max-batch", type=int, default=16, help="The most images in one forward pass [default: 16].")
     serve.add_argument("--max-wait-ms", type=float, default=4.0, help="How long a request waits for others to share its pass [default: 4].")
@@ -44,9 +48,33 @@ def settings_from_args(args):
     if args.replicas < 1:
         raise ValueError(f"--replicas must be at least 1 (got {args.replicas}).")
     return ServiceSettings(
-        run_id=args.run, runs_dir=getattr(args, "runs_dir", None), api_key=args.api_key or os.environ.get(API_KEY_VARIABLE) or None,
+        run_id=args.run, runs_dir=getattr(args, "runs_dir", None), api_key=api_key_from(args),
         max_body_bytes=int(args.max_body_mb * 1024**2), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
     )
+
+
+def api_key_from(args) -> str | None:
+    """The service's key: from --api-key-file, --api-key (warned: it shows in `ps`), or $ZOIDBERG_API_KEY; None for none.
+
+    Raises:
+        ValueError: The key file cannot be read or is empty.
+    """
+    import sys
+
+    if getattr(args, "api_key_file", None):
+        try:
+            lines = open(args.api_key_file, encoding="utf-8").read().splitlines()
+        except OSError as error:
+            raise ValueError(f"Cannot read the key file {args.api_key_file}: {error.strerror or error}.") from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise ValueError(f"The key file {args.api_key_file} is empty: write the key on its first line.")
+        return key
+    if args.api_key:
+        print(f"Warning: a key given with --api-key is visible to every user of this machine (`ps`); use --api-key-file FILE or "
+              f"${API_KEY_VARIABLE} instead.", file=sys.stderr)
+        return args.api_key
+    return os.environ.get(API_KEY_VARIABLE) or None
 
 
 def check_port_free(host: str, port: int) -> None:

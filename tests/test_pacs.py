@@ -291,3 +291,31 @@ def test_the_capture_names_the_probability_on_its_thresholds_scale():
               "threshold": 0.643, "scale": "raw"}
     caption = capture_caption(record)
     assert "0.710 raw, threshold 0.643 on that scale" in caption and "0.969" not in caption
+
+
+def test_a_dead_pacs_is_tried_twice_not_five_times_with_backoff(trained, capsys):
+    # dicomweb-client's retry tried a closed connection 5 times, 30 s in all, before the one sentence came.
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted = []
+
+    def hang_up():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        code = main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], "--dicomweb", f"http://127.0.0.1:{port}/dicom-web",
+                     "--study", STUDY_UID])
+    finally:
+        server.close()
+    assert code != 0 and "Cannot reach" in capsys.readouterr().err
+    assert len(accepted) == 2

@@ -21,6 +21,8 @@ INSTANCE_FIELDS = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modali
 # Results Zoidberg wrote itself are never read back as films to diagnose.
 RESULT_MODALITIES = ("SR", "OT", "SC", "PR", "KO")
 MOST_STUDIES = 200
+# Tries of one DICOMweb request (a busy or dead server): the first and one more.
+RETRY_ATTEMPTS = 2
 
 
 class PacsError(ValueError):
@@ -118,7 +120,12 @@ def make_client(connection: PacsConnection):
         session.headers["Authorization"] = f"Bearer {connection.token}"
     elif connection.username:
         session.auth = (connection.username, connection.password)
-    return DICOMwebClient(connection.url, session=session, timeout=connection.timeout_s)
+    client = DICOMwebClient(connection.url, session=session, timeout=connection.timeout_s)
+    # dicomweb-client retries every failed request 5 times with 2, 4, 8 and 16 s between (its retry decorator
+    # retries on any exception, a refused connection included): a dead PACS took 30 s to be reported. One more
+    # try after 0.5 s still rides out a busy server's 503.
+    client.set_http_retry_params(retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=250)
+    return client
 
 
 def pacs_call(what: str, connection: PacsConnection, call):

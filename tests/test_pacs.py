@@ -101,6 +101,8 @@ def test_results_are_written_back_only_when_asked_and_read_back_with_their_value
         assert values["Probability of pneumonia"] == pytest.approx(expected, abs=1e-6)
         assert values["Decision threshold"] == pytest.approx(record["threshold"], abs=1e-6)
         assert report.SpecificCharacterSet == "ISO_IR 192"
+        # The model card is named by the run and the commands that give it, never by a path on the server.
+        assert trained.ids["baseline"] in values["Model card"] and str(trained.dir) not in values["Model card"]
         capture = next(client.retrieve_instance(STUDY_UID, uid, capture_uid) for uid in series
                        if client.search_for_instances(STUDY_UID, uid, search_filters={"SOPInstanceUID": capture_uid}))
         assert capture.BurnedInAnnotation == "YES" and capture.PhotometricInterpretation == "RGB" and capture.PatientID == "CHILD-7"

@@ -48,7 +48,7 @@ def command_predict_pacs(args) -> int:
         predictions, results = predict_study(ensemble, client, connection, study_uid, threshold=threshold)
         left_out += results
         if args.store_results:
-            written += store_results(ensemble, client, connection, predictions, model_card=f"{ensemble.run.path} (python -m zoidberg serve: GET /v1/model)")
+            written += store_results(ensemble, client, connection, predictions)
         records += [prediction.record for prediction in predictions]
     if args.csv:
         write_predictions_csv(args.csv, records, list(ensemble.class_names))

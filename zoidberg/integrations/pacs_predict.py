@@ -104,7 +104,14 @@ def operating_point_words(ensemble) -> str:
     return f"{method} on the run's out-of-fold predictions ({ensemble.scale} probabilities), threshold {ensemble.threshold:.3f}"
 
 
-def store_results(ensemble, client, connection: PacsConnection, predictions: list[PacsPrediction], *, model_card: str) -> list[str]:
+def model_card_reference(ensemble) -> str:
+    """Where a report's reader finds the model card: by the run's id and the commands that give it, never a path on this server."""
+    run_id = ensemble.run.id
+    return (f"Zoidberg run {run_id}: GET /v1/model of `python -m zoidberg serve --run {run_id}`, or model_card.json of "
+            f"`python -m zoidberg export --run {run_id}`")
+
+
+def store_results(ensemble, client, connection: PacsConnection, predictions: list[PacsPrediction], *, model_card: str | None = None) -> list[str]:
     """Writes a report and a Grad-CAM capture for every diagnosed film into its study; refused films get none.
 
     Args:
@@ -112,7 +119,7 @@ def store_results(ensemble, client, connection: PacsConnection, predictions: lis
         client: make_client's client.
         connection: The connection.
         predictions: predict_study's predictions.
-        model_card: Where the model card is, written into the report.
+        model_card: Where the model card is, written into the report (default: model_card_reference).
 
     Returns:
         The SOP Instance UIDs written, also added to each record as written_back.
@@ -129,7 +136,8 @@ def store_results(ensemble, client, connection: PacsConnection, predictions: lis
         record = prediction.record
         heatmap = ensemble.gradcam(prediction.model_input, record["class_index"])
         overlay = overlay_heatmap(downscale(prediction.gray, CAPTURE_SIDE), heatmap)
-        report = make_result_report(prediction.source, record, operating_point=operating_point_words(ensemble), model_card=model_card,
+        report = make_result_report(prediction.source, record, operating_point=operating_point_words(ensemble),
+                                    model_card=model_card or model_card_reference(ensemble),
                                     version=__version__)
         capture = make_overlay_capture(prediction.source, overlay, record)
         store_datasets(client, connection, [report, capture], prediction.instance.study_uid)

@@ -152,8 +152,7 @@ def write_back_ui(ensemble, threshold: float | None, target) -> None:
         with st.spinner("Writing the results back ..."):
             for study_uid in study_uids:
                 predictions, _ = predict_study(ensemble, client, connection, study_uid, threshold=threshold)
-                written += len(store_results(ensemble, client, connection, predictions,
-                                             model_card=f"{ensemble.run.path} (python -m zoidberg serve: GET /v1/model)"))
+                written += len(store_results(ensemble, client, connection, predictions))
     except PacsError as error:
         st.error(escape_markdown(str(error)))
         return

@@ -60,6 +60,17 @@ def _code(triple):
     return CodedConcept(value, scheme, meaning)
 
 
+def result_uid(source, record: dict, kind: str) -> str:
+    """A result's UID, the same every time one run writes the same kind of result for the same film (or study, for a series).
+
+    Writing a study's results again stores the same instances, which the PACS keeps once: --store-results is idempotent.
+    """
+    from pydicom.uid import generate_uid
+
+    film = "" if kind.endswith("series") else str(source.SOPInstanceUID)
+    return generate_uid(entropy_srcs=["zoidberg", str(record["run_id"]), str(source.StudyInstanceUID), film, kind])
+
+
 def make_result_report(source, record: dict, *, operating_point: str, model_card: str, version: str):
     """The prediction of one film as a Comprehensive SR in the film's study, with the film as its evidence.
 
@@ -100,8 +111,8 @@ def make_result_report(source, record: dict, *, operating_point: str, model_card
     container = ContainerContentItem(_code(REPORT_TITLE))
     container.ContentSequence = items
     report = hd.sr.ComprehensiveSR(
-        evidence=[source], content=container, series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_REPORT,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        evidence=[source], content=container, series_instance_uid=result_uid(source, record, "report series"), series_number=SERIES_NUMBER_REPORT,
+        sop_instance_uid=result_uid(source, record, "report"), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
         series_description=f"Zoidberg prediction ({DISCLAIMER.lower()})",
     )
     # UTF-8: without it the text is written as plain ASCII and "sensitivity ≥ 95 %" loses its "≥".
@@ -166,7 +177,8 @@ def make_overlay_capture(source, overlay: np.ndarray, record: dict):
     picture = burn_in_disclaimer(overlay, [f"{DISCLAIMER.upper()}.", capture_caption(record)])
     capture = hd.sc.SCImage.from_ref_dataset(
         with_type_2_attributes(source), picture, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
-        series_instance_uid=hd.UID(), series_number=SERIES_NUMBER_CAPTURE, sop_instance_uid=hd.UID(), instance_number=1,
+        series_instance_uid=result_uid(source, record, "capture series"), series_number=SERIES_NUMBER_CAPTURE,
+        sop_instance_uid=result_uid(source, record, "capture"), instance_number=1,
         manufacturer=MANUFACTURER, patient_orientation=("L", "F"), series_description=f"Zoidberg Grad-CAM ({DISCLAIMER.lower()})",
     )
     capture.BurnedInAnnotation = "YES"

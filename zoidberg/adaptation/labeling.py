@@ -37,7 +37,7 @@ def labels_path_for(source: str, parent: str) -> Path:
     return default_labels_dir() / f"{name}-{digest}.jsonl"
 
 
-def parts_for(labels: SiteLabels, patients: dict[str, str] | None = None) -> int:
+def parts_for(labels: SiteLabels) -> int:
     """Cross-fit parts the labels allow: MAX_PARTS, or fewer patients of the rarer class (0: too few to adapt)."""
     from zoidberg.data.dataset import parse_patient_id
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from zoidberg.adaptation.labeling import ROUND_SIZE, labels_path_for, learning_curve, round_config, round_due, stop_sentence
+from zoidberg.adaptation.labeling import ROUND_SIZE, learning_curve, round_config, round_due, stop_sentence
 from zoidberg.adaptation.next_films import NOT_USABLE_QUESTION, NextFilm, choose_next_films, film_key
 from zoidberg.data.site_labels import LabelEntry, LabelsFileError, SiteLabels, append_label, read_labels
 from zoidberg.runs.store import RunStore
@@ -54,7 +54,8 @@ def candidate_records(store: RunStore, run, folder: str) -> list[dict]:
     from zoidberg.ui.predict_results import models_signature
 
     paths, _ = collect_images([folder])
-    listing = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in paths)
+    stats = [(path, path.stat()) for path in paths]
+    listing = tuple((str(path), stat.st_size, stat.st_mtime_ns) for path, stat in stats)
     if not listing:
         return []
     with st.spinner(f"Scoring the {len(listing)} films once (the gate first), to choose which to label ..."):

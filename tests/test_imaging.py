@@ -332,3 +332,12 @@ def test_real_fullres_jpegs_load_with_draft():
         full = resize_square(decode_grayscale(path), 128).astype(float)
         assert drafted.shape == (128, 128)
         assert np.corrcoef(full.ravel(), drafted.ravel())[0, 1] > 0.98
+
+
+def test_an_8_bit_dicom_decodes_to_the_same_pixels_as_a_png():
+    """An 8-bit film with no window is shown as stored: stretching it would score the same pixels differently by format."""
+    pixels = (imagegen.xray_like(48, 40).astype(float) * 0.8 + 20).astype(np.uint8)
+    assert pixels.min() > 0 and pixels.max() < 255
+    as_png = decode_grayscale(imagegen.png_bytes(pixels), name="film.png")
+    as_dicom = decode_grayscale(imagegen.dicom_bytes(pixels, bits_stored=8), name="film.dcm")
+    np.testing.assert_array_equal(as_png, as_dicom)

@@ -102,7 +102,7 @@ def _dicom_to_display(pixels: np.ndarray, dataset) -> np.ndarray:
         elif is_monochrome:
             display = _window(values, dataset)
             if display is None:
-                display = scale_to_uint8(values)
+                display = _unwindowed(values, dataset)
         else:
             display = _colour_to_uint8(values)
     except ImageDecodeError:
@@ -114,6 +114,18 @@ def _dicom_to_display(pixels: np.ndarray, dataset) -> np.ndarray:
         display = 255 - display
     return display
 
+
+
+def _unwindowed(values: np.ndarray, dataset) -> np.ndarray:
+    """An image with no window: 8-bit values are display values already (as a PNG's are); deeper data is min-max scaled.
+
+    Stretching an 8-bit film would score the same pixels differently as a DICOM and as a PNG.
+    """
+    bits = int(dataset.get("BitsStored", 16) or 16)
+    values = np.asarray(values)
+    if bits <= 8 and values.size and values.min() >= 0 and values.max() <= 255:
+        return np.rint(values).astype(np.uint8)
+    return scale_to_uint8(values)
 
 
 def _colour_to_uint8(luminance: np.ndarray) -> np.ndarray:

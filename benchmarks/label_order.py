@@ -58,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(adapt --unlabeled); recorded as ORDER+unlabeled.")
     parser.add_argument("--pool-threshold", action="store_true", help="The threshold chosen on the films not labeled yet "
                         "(adaptation.pool_threshold); recorded as ORDER+pool.")
+    parser.add_argument("--matched-threshold", action="store_true", help="The threshold calls the same share of the site's films "
+                        "as the cross-fitted threshold calls of the labeled ones (quantile matching); recorded as ORDER+matched.")
+    parser.add_argument("--part-threshold", action="store_true", help="The threshold is the mean of the parts' own thresholds "
+                        "(each chosen on its heads' inner out-of-fold scores); recorded as ORDER+parts.")
     parser.add_argument("--timeout", type=float, default=1800, help="Seconds per ordering and seed [default: 1800].")
     parser.add_argument("--results", default=str(RESULTS_FILE), help="The results file (JSON lines).")
     parser.add_argument("--quick", action="store_true", help="Tiny generated data and runs: checks that it runs.")
@@ -93,7 +97,8 @@ def site_inputs(parent_id: str, site: Path, store) -> dict:
     }
 
 
-def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool = False, pool: bool = False) -> dict:
+def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool = False, pool: bool = False, matched: bool = False,
+                parts_mean: bool = False) -> dict:
     """Adapts on the labeled films (cross-fitted) and scores the rest with the adapted model, as adapt would."""
     from zoidberg.adaptation.crossfit import crossfit_heads
     from zoidberg.adaptation.figures import site_figures
@@ -116,6 +121,13 @@ def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool
         threshold = choose_pool_threshold(labels[rows], crossfit.positive, positive, site["choice"])
     else:
         threshold = choose_threshold(labels[rows], crossfit.positive, site["choice"])
+    if parts_mean:
+        threshold = float(np.mean(crossfit.thresholds))
+    if matched:
+        # The share of labeled films the cross-fitted threshold calls pneumonia, called among all the site's films.
+        every = np.mean([head.positive(site["inputs"]) for head in crossfit.heads], axis=0)
+        share = float(np.mean(crossfit.positive >= threshold))
+        threshold = float(np.quantile(every, 1.0 - share, method="inverted_cdf")) if 0 < share < 1 else threshold
     seconds = time.perf_counter() - start
     point = {"parts": parts, "threshold": float(threshold), "adapt_seconds": round(seconds, 2),
              "crossfit": _short(site_figures(labels[rows], crossfit.positive, crossfit.decided, groups[rows]))}
@@ -146,7 +158,7 @@ def simulate(site: dict, order: str, seed: int, args, done: set, write) -> None:
     labels = site["labels"]
     labeled = np.zeros(len(labels), dtype=bool)
     features = site["inputs"][:, site["n_prior"]:]
-    name = order + ("+unlabeled" if args.with_unlabeled else "") + ("+pool" if args.pool_threshold else "")
+    name = order + ("+unlabeled" if args.with_unlabeled else "") + ("+pool" if args.pool_threshold else "") + ("+matched" if args.matched_threshold else "") + ("+parts" if args.part_threshold else "")
     if (name, seed, 0) not in done:
         write({"order": name, "seed": seed, "n_labels": 0, **zero_shot_point(site, labeled)})
     start = time.perf_counter()
@@ -160,7 +172,7 @@ def simulate(site: dict, order: str, seed: int, args, done: set, write) -> None:
         if time.perf_counter() - start > args.timeout:
             say(f"{name} seed {seed}: over {args.timeout:.0f} s, stopped at {n} labels (run again to go on)")
             return
-        point = adapt_point(site, labeled, seed, args.with_unlabeled, args.pool_threshold)
+        point = adapt_point(site, labeled, seed, args.with_unlabeled, args.pool_threshold, args.matched_threshold, args.part_threshold)
         write({"order": name, "seed": seed, "n_labels": n, "labeled_normal": int(np.sum(labels[labeled] == 0)), **point,
                "load": load_average()})
         unlabeled = point.get("unlabeled") or {}
@@ -176,7 +188,8 @@ def read_results(path: Path) -> list[dict]:
 
 
 DOC_COUNTS = (0, 20, 40, 60, 80, 100, 120, 160, 200)
-DOC_ORDERS = ("stratified", "random", "diverse", "uncertain", "stratified+unlabeled", "random+unlabeled", "stratified+pool")
+DOC_ORDERS = ("stratified", "random", "diverse", "uncertain", "stratified+unlabeled", "random+unlabeled", "stratified+pool",
+              "stratified+matched", "random+matched", "stratified+parts")
 
 
 def summary_table(rows: list[dict], what: str = "unlabeled", target: float = 0.95) -> str:

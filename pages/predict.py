@@ -57,9 +57,9 @@ def main() -> None:
             icon="⬆️",
         )
         return
-    pv.results_ui(ensemble, run, store, items, threshold, gradcam)
+    results = pv.results_ui(ensemble, run, store, items, threshold, gradcam)
     if pacs_target:
-        pacs_write_back_ui(ensemble, threshold, pacs_target)
+        pacs_write_back_ui(ensemble, threshold, pacs_target, results)
 
 
 main()

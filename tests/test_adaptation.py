@@ -142,7 +142,7 @@ def test_an_adapted_run_records_its_lineage_and_predicts_as_any_run(store, paren
     ensemble = load_ensemble(run.id, runs_dir=store.root)
     gray = np.full((80, 80), 90, dtype=np.uint8)
     gray[20:60, 20:60] = 200
-    result = ensemble.predict_gray(gray)
+    result = ensemble.decide(ensemble.probabilities(gray)).to_dict()
     assert 0.0 <= result["probability"] <= 1.0 and result["label"] in ("normal", "pneumonia")
     assert result["threshold"] == pytest.approx(summary["threshold"]) and result["unit"] == "part"
     prediction = ensemble.probabilities(gray)

@@ -577,3 +577,44 @@ def test_without_a_login_a_page_address_gets_the_same_frame_and_keeps_its_folder
     assert "not a medical device" in body
     # The folder in the address survives the detour through the entry script.
     assert f"Data folder: {folder}" in body and "data=" in address
+
+
+def test_the_service_docs_render_in_chromium_with_no_network_beyond_the_service(chromium):
+    """Swagger UI comes from the service (a closed network has no CDN), and /docs needs the key like every route."""
+    import threading
+    import time
+
+    import uvicorn
+    from conftest import free_port
+
+    from zoidberg.serving.app import build_app
+
+    key = "docs-key-0123456789"
+    port = free_port()
+    # The docs never load the run: no service is made.
+    server = uvicorn.Server(uvicorn.Config(build_app(lambda: None, api_key=key, max_body_bytes=1024**2), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    address, outside = f"http://127.0.0.1:{port}", []
+    try:
+        page = chromium.new_page()
+
+        def only_the_service(route):
+            if route.request.url.startswith(address):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_the_service)
+        assert page.goto(f"{address}/docs").status == 401
+        page.goto(f"{address}/docs?key={key}")
+        page.wait_for_selector(".swagger-ui .info .title", timeout=30000)
+        assert page.inner_text(".swagger-ui .info .title").startswith("Zoidberg prediction service")
+        assert page.locator(".opblock-summary-path").all_inner_texts() == ["/v1/predict", "/v1/model", "/healthz"]
+        assert outside == []
+    finally:
+        server.should_exit = True

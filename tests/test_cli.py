@@ -246,7 +246,9 @@ def test_a_folder_is_predicted_in_batches_to_csv_with_labels_and_skipped_files(t
 
     ensemble = load_ensemble(run_id, runs_dir=trained.dir)
     diagnosed = next(row for row in good if row["prediction"] != "REFUSED")
-    single = ensemble.predict_file(diagnosed["file"])
+    from zoidberg.inference.scoring import FilmSource, predict_sources
+
+    (single,) = predict_sources(ensemble, [FilmSource(diagnosed["file"], Path(diagnosed["file"]))], door="cli")
     assert float(diagnosed["probability"]) == pytest.approx(single["probability"], abs=1e-5)
 
 

@@ -105,9 +105,12 @@ def test_an_ensemble_predicts_explains_and_evaluates_like_any_run(store, trained
     ensemble = load_ensemble(run.id, runs_dir=store.root)
     assert isinstance(ensemble, EnsembleOfRuns) and ensemble.threshold == run.summary()["threshold"]
     image = next(demo_dir.glob("test/PNEUMONIA/*.jpeg"))
-    decision = ensemble.predict_file(image)
+    from zoidberg.inference.scoring import FilmSource, score_films
+
+    (film,) = score_films(ensemble, [FilmSource(str(image), image)])
+    decision = ensemble.decide(film.prediction).to_dict()
     members = [load_ensemble(run_id, runs_dir=store.root) for run_id in ids]
-    # Decoded as predict_file decodes (JPEG draft at the largest member's size).
+    # Decoded as score_films decodes (JPEG draft at the largest member's size).
     gray = decode_grayscale(image, draft_size=ensemble.image_size)
     expected = np.mean([member.probabilities(gray).mean[1] for member in members])
     assert decision["unit"] == "member" and len(decision["per_fold"]) == 2

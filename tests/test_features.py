@@ -208,7 +208,7 @@ def test_frozen_cv_end_to_end_saves_full_models_equal_to_heads(flat_demo_dir, ru
 
     dataset = load_dataset(demo_dir, image_size=SIZE)
     ensemble = load_ensemble(run.id, runs_dir=runs_dir)
-    result = ensemble.predict_gray(dataset.images[0])
+    result = ensemble.decide(ensemble.probabilities(dataset.images[0])).to_dict()
     assert 0.0 <= result["probability"] <= 1.0 and len(result["per_fold"]) == 2
     pooled_images = dataset.images[dataset.training_indices()]
     for fold, model in zip((1, 2), ensemble.models):

@@ -119,6 +119,9 @@ def test_a_cross_validation_stores_its_gate_and_predict_refuses_a_photograph(gat
     assert main(["predict", "--run", gated_run.id, "--json", str(photo), str(film)]) == 0
     rows = {row["file"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows[str(photo)]["in_distribution"] is False and rows[str(photo)]["ood_score"] > 1.0
+    # No diagnosis stands beside REFUSED: a script reading label and probability reads nothing.
+    assert rows[str(photo)]["prediction"] == "REFUSED" and rows[str(photo)]["label"] is None and rows[str(photo)]["probability"] is None
+    assert set(rows[str(photo)]["not_a_diagnosis"]) == {"label", "probability"}
     assert "does not look like a frontal chest X-ray" in rows[str(photo)]["ood_reason"]
     assert rows[str(film)]["in_distribution"] is True and rows[str(film)]["ood_reason"] is None
     csv_path = tmp_path / "out.csv"
@@ -199,6 +202,7 @@ def test_the_predict_page_shows_a_refusal_card_instead_of_a_diagnosis(use_runs, 
     assert "1 of 2 image(s) do not look like the frontal chest X-rays" in texts(app.warning)
     rows = {row["file"]: row for row in app.dataframe[0].value.to_dict("records")}
     assert rows["astronaut.png"]["prediction"] == "refused" and rows["astronaut.png"]["in_distribution"] is False
+    assert rows["astronaut.png"]["probability"] is None or rows["astronaut.png"]["probability"] != rows["astronaut.png"]["probability"]
     assert rows[film.name]["prediction"] in ("normal", "pneumonia") and rows[film.name]["in_distribution"] is True
 
 
@@ -297,15 +301,16 @@ def test_what_a_dicom_header_says_settles_a_refusal(tags, reason):
 
 def test_predict_refuses_a_dicom_side_view_by_its_header(trained, tmp_path):
     from tests import imagegen
-    from zoidberg.inference.batch import predict_files
     from zoidberg.inference.loading import load_ensemble
+    from zoidberg.inference.scoring import FilmSource, predict_files, predict_sources
 
     film = tmp_path / "lateral.dcm"
     film.write_bytes(imagegen.dicom_bytes(np.full((64, 64), 100, dtype=np.uint8), tags={"ViewPosition": "LL", "BodyPartExamined": "CHEST"}))
     ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
     (row,) = predict_files(ensemble, [film])
     assert row["in_distribution"] is False and "side view (ViewPosition LL)" in row["ood_reason"]
-    assert "side view" in ensemble.predict_file(film.read_bytes(), name="lateral.dcm")["ood_reason"]
+    (record,) = predict_sources(ensemble, [FilmSource("lateral.dcm", film.read_bytes())], door="http")
+    assert "side view" in record["ood_reason"] and record["label"] is None and record["probability"] is None
 
 
 def test_a_refused_row_shows_no_probability_in_the_csv(trained, tmp_path):

@@ -40,10 +40,7 @@ def test_studies_are_found_by_patient_accession_dates_and_modality(orthanc, pacs
     assert "secret" not in repr(connection) and PASSWORD not in repr(connection)
 
 
-def test_a_study_is_predicted_from_the_cli_and_the_pacs_is_left_unchanged(trained, orthanc, pacs_login, capsys):
-    from zoidberg.inference.loading import load_ensemble
-    from zoidberg.integrations.dicomweb import connection_from, make_client, retrieve_bytes, study_instances
-
+def test_a_study_is_predicted_from_the_cli_and_the_pacs_is_left_unchanged(trained, orthanc, pacs_login, capsys, tmp_path):
     before = instance_count(orthanc)
     code, out, err = predict(capsys, trained, orthanc, "--study", STUDY_UID, "--json")
     assert code == 0, err
@@ -54,18 +51,28 @@ def test_a_study_is_predicted_from_the_cli_and_the_pacs_is_left_unchanged(traine
     assert side["prediction"] == REFUSED and "side view" in side["ood_reason"] and side.get("probability") is None
     for sop in (f"{STUDY_UID}.1.1", f"{STUDY_UID}.2.1"):
         assert records[sop]["study_uid"] == STUDY_UID and records[sop]["prediction"] in ("normal", "pneumonia", REFUSED)
-    # The MONOCHROME1 film is read as the film it inverts: the same answer as its pixels given directly.
-    ensemble = load_ensemble(trained.ids["baseline"], runs_dir=trained.dir)
+    # The PACS door scores as predict on files does: each film's pixels written as a PNG give the same record to 1e-5
+    # (the MONOCHROME1 film as the film it inverts).
+    from tests import imagegen
+    from zoidberg.integrations.dicomweb import connection_from, make_client, retrieve_bytes, study_instances
+
     connection = connection_from(orthanc.dicomweb)
     client = make_client(connection)
-    inverted = next(item for item in study_instances(client, connection, STUDY_UID) if item.sop_uid == f"{STUDY_UID}.2.1")
-    _, source = retrieve_bytes(client, connection, inverted)
-    assert source.PhotometricInterpretation == "MONOCHROME1"
-    from tests.orthanc import film_dicom
-
-    upright = film_dicom(255 - source.pixel_array.astype(np.uint8), study="1.2.3", series="1.2.3.1", sop="1.2.3.1.1", ViewPosition="AP")
-    direct = ensemble.predict_file(upright, name="upright.dcm")
-    assert records[f"{STUDY_UID}.2.1"]["probability_raw"] in (None, pytest.approx(direct["probability_raw"], abs=1e-5))
+    pngs = {}
+    for instance in study_instances(client, connection, STUDY_UID):
+        if instance.sop_uid in (f"{STUDY_UID}.1.1", f"{STUDY_UID}.2.1"):
+            _, source = retrieve_bytes(client, connection, instance)
+            pixels = source.pixel_array.astype(np.uint8)
+            upright = 255 - pixels if source.PhotometricInterpretation == "MONOCHROME1" else pixels
+            pngs[instance.sop_uid] = tmp_path / f"{instance.sop_uid}.png"
+            pngs[instance.sop_uid].write_bytes(imagegen.png_bytes(upright))
+    assert main(["--runs-dir", str(trained.dir), "predict", "--run", trained.ids["baseline"], "--json", *map(str, pngs.values())]) == 0
+    by_file = {Path(record["file"]).stem: record for record in json.loads(capsys.readouterr().out)}
+    for sop in pngs:
+        assert records[sop]["door"] == "pacs" and by_file[sop]["door"] == "cli"
+        for field in ("prediction", "label", "probability", "probability_raw", "in_distribution", "ood_score"):
+            expected = by_file[sop][field]
+            assert records[sop][field] == (pytest.approx(expected, abs=1e-5) if isinstance(expected, float) else expected), (sop, field)
 
 
 def test_a_ct_study_found_by_date_is_refused_in_one_line(trained, orthanc, pacs_login, capsys, tmp_path):
@@ -152,7 +159,8 @@ def test_the_predict_page_searches_picks_predicts_and_writes_back_a_study(traine
     table = app.dataframe[0].value
     assert len(table) == 3 and set(table["source"]) == {"PACS"}
     side = table[table["file"].str.endswith(f"(LL) · {STUDY_UID}.3.1")].iloc[0]
-    assert "side view" in side["error"]
+    # Refused by its header, unread: no diagnosis, and the reason in the table as at every door.
+    assert side["prediction"] == "refused" and "side view" in side["ood_reason"] and (side["probability"] is None or side["probability"] != side["probability"])
     assert instance_count(orthanc) == before, "searching and predicting must not write"
     button(app, "Write the results back").click().run()
     assert_no_exception(app)

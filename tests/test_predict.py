@@ -135,7 +135,7 @@ def test_the_cli_and_the_dashboard_feed_the_network_the_same_pixels_and_get_the_
     # run's size) and a PNG among them.
     from PIL import Image
 
-    from zoidberg.inference.batch import predict_files
+    from zoidberg.inference.scoring import predict_files
     from zoidberg.inference.loading import load_ensemble
     from zoidberg.ui import predict_inputs, predict_results
 
@@ -152,8 +152,13 @@ def test_the_cli_and_the_dashboard_feed_the_network_the_same_pixels_and_get_the_
         if "error" in row:
             assert result.error and not result.ok
             continue
-        assert row["probability_raw"] == pytest.approx(float(result.prediction.on("raw")[1]), abs=1e-6), row["file"]
         assert row["in_distribution"] == (result.verdict.in_distribution if result.verdict is not None else None)
+        if row["in_distribution"] is False:
+            # Refused: no probability in either, the model's answer only under not_a_diagnosis.
+            assert row["probability_raw"] is None and result.record(ensemble, None)["probability_raw"] is None
+            assert row["not_a_diagnosis"]["probability"] == pytest.approx(ensemble.decide(result.prediction).probability, abs=1e-6)
+            continue
+        assert row["probability_raw"] == pytest.approx(float(result.prediction.on("raw")[1]), abs=1e-6), row["file"]
     assert [("error" in row) for row in rows] == [False] * 5 + [True]
     # The large JPEG is drafted at the run's size in both; the page still shows it whole.
     assert results[3].original_shape == (760, 900)

@@ -4,10 +4,12 @@ import csv
 import json
 import re
 
+import pytest
+
 from conftest import REPO_ROOT
 
 from zoidberg.cli import main
-from zoidberg.inference.record import FIELD_NAMES, RECORD_SCHEMA_VERSION, REFUSED, csv_cells, csv_columns, make_record
+from zoidberg.inference.record import FIELD_NAMES, RECORD_SCHEMA_VERSION, REFUSED, csv_cells, csv_columns, make_record, read_record
 
 
 def _predict(capsys, trained, *args):
@@ -39,15 +41,29 @@ def test_predict_csv_has_the_documented_columns(trained, demo_dir, tmp_path, cap
     assert rows and all(row["schema_version"] == RECORD_SCHEMA_VERSION and row["image"] == row["file"] for row in rows)
 
 
-def test_a_refused_record_keeps_its_scores_in_json_and_blanks_them_in_csv():
+def test_a_refused_record_has_no_label_and_no_probability_and_keeps_the_answer_under_a_name_that_says_so():
     row = {"file": "lateral.png", "label": "pneumonia", "class_index": 1, "probability": 0.97, "probability_raw": 0.97,
            "class_probabilities": {"normal": 0.03, "pneumonia": 0.97}, "in_distribution": False, "ood_reason": "a side view"}
-    kept = make_record(row, run_id="r")
-    assert kept["prediction"] == REFUSED and kept["probability"] == 0.97
-    blank = make_record(row, run_id="r", keep_refused_scores=False)
-    assert blank["probability"] is None and blank["label"] is None and blank["prediction"] == REFUSED
-    cells = csv_cells(kept, ["normal", "pneumonia"])
+    record = make_record(row, run_id="r", predicted_at="2026-12-08T01:00:00.000Z", door="cli")
+    assert record["prediction"] == REFUSED and record["label"] is None and record["probability"] is None
+    assert record["probability_raw"] is None and record["class_probabilities"] is None
+    assert record["not_a_diagnosis"] == {"label": "pneumonia", "probability": 0.97}
+    assert record["predicted_at"] == "2026-12-08T01:00:00.000Z" and record["door"] == "cli"
+    cells = csv_cells(record, ["normal", "pneumonia"])
     assert cells["probability"] is None and cells["p_pneumonia"] is None and cells["prediction"] == REFUSED
+    assert "not_a_diagnosis" not in cells
+
+
+def test_records_of_version_1_1_are_read_with_a_refused_film_s_diagnosis_withheld():
+    old = {"schema_version": "1.1", "run_id": "r", "file": "lateral.png", "image": "lateral.png", "prediction": REFUSED,
+           "label": "pneumonia", "probability": 0.97, "in_distribution": False, "ood_reason": "a side view"}
+    record = read_record(old)
+    assert record["schema_version"] == RECORD_SCHEMA_VERSION and record["label"] is None and record["probability"] is None
+    assert record["not_a_diagnosis"] == {"label": "pneumonia", "probability": 0.97} and record["door"] is None
+    kept = read_record({**old, "prediction": "normal", "label": "normal", "probability": 0.1, "in_distribution": True})
+    assert kept["label"] == "normal" and kept["probability"] == 0.1
+    with pytest.raises(ValueError, match="version 0.9: this release reads versions 1.1, 2.0"):
+        read_record({**old, "schema_version": "0.9"})
 
 
 def test_an_error_record_has_no_prediction():

@@ -2,9 +2,11 @@
 
 import asyncio
 import base64
+import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -78,10 +80,39 @@ def test_the_model_card_states_the_operating_point_and_intended_use(client, trai
     assert "threshold" in card["operating_point"] and "Not a medical device" in card["intended_use"]
 
 
-def test_openapi_docs_describe_the_endpoints(url):
-    schema = httpx.get(f"{url}/openapi.json").json()
+def test_the_docs_need_the_key_and_swagger_ui_comes_from_the_service_itself(url):
+    for path in ("/openapi.json", "/docs"):
+        assert httpx.get(f"{url}{path}").status_code == 401
+        assert httpx.get(f"{url}{path}", headers={"X-API-Key": "wrong-key-000"}).status_code == 403
+    schema = httpx.get(f"{url}/openapi.json", headers={"X-API-Key": KEY}).json()
     assert {"/v1/predict", "/v1/model", "/healthz"} <= set(schema["paths"])
     assert "image/jpeg" in schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    # A browser sends no header: /docs?key= passes the key on to the schema it loads.
+    page = httpx.get(f"{url}/docs", params={"key": KEY})
+    assert page.status_code == 200 and f"/openapi.json?key={KEY}" in page.text
+    assert "cdn" not in page.text.lower() and "/docs/static/swagger-ui-bundle.js" in page.text
+    assert httpx.get(f"{url}/docs/static/swagger-ui-bundle.js").status_code == 200
+    assert httpx.get(f"{url}/openapi.json", params={"key": KEY}).status_code == 200
+
+
+def test_every_request_is_logged_without_patient_data(client, demo_dir, caplog):
+    from zoidberg.serving.access_log import LOGGER_NAME
+
+    film = films(demo_dir, 1)[0]
+    with caplog.at_level("INFO", logger=LOGGER_NAME):
+        client.post("/v1/predict", content=film.read_bytes(), headers={"Content-Type": "image/jpeg"}, params={"name": "Doe^Jane.jpeg"})
+        client.post("/v1/predict", content=b"not an image", headers={"Content-Type": "image/png"}, params={"name": "Doe^Jane.png"})
+        side = imagegen.dicom_bytes(imagegen.xray_like(64, 64), tags={"ViewPosition": "LL"})
+        client.post("/v1/predict", content=side, headers={"Content-Type": "application/dicom"}, params={"name": "Doe^Jane.dcm"})
+        httpx.get(f"{client.base_url}/v1/model")
+    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == LOGGER_NAME]
+    assert [(line["path"], line["status"]) for line in lines] == [("/v1/predict", 200), ("/v1/predict", 422), ("/v1/predict", 200),
+                                                                     ("/v1/model", 401)]
+    assert lines[0]["request_bytes"] == film.stat().st_size and lines[0]["response_bytes"] > 0 and lines[0]["latency_ms"] > 0
+    assert lines[1]["reason"] == "unreadable image" and "side view" in lines[2]["reason"] and lines[3]["reason"] == "no API key"
+    assert lines[0]["time"].endswith("Z") and set(lines[0]) == {"time", "method", "path", "status", "latency_ms", "request_bytes",
+                                                                 "response_bytes", "reason"}
+    assert "Doe" not in caplog.text and KEY not in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "png", "dicom"])
@@ -273,3 +304,51 @@ def test_the_key_comes_from_a_file_or_the_environment_and_a_flag_is_warned_of(tm
         api_key_from(parser.parse_args(["serve", "--run", "r", "--api-key-file", str(tmp_path / "empty")]))
     with pytest.raises(ValueError, match="Cannot read the key file"):
         api_key_from(parser.parse_args(["serve", "--run", "r", "--api-key-file", str(tmp_path / "none")]))
+
+
+def test_the_same_pixels_get_the_same_record_through_every_door(client, service, trained, demo_dir, tmp_path, capsys):
+    """PNG and DICOM of the same pixels, through predict, the Predict page, label-next's scoring and HTTP: one record.
+
+    A side view (refused by its DICOM header) is refused at every door, with no label and no probability.
+    """
+    from PIL import Image
+
+    from zoidberg.cli import main
+    from zoidberg.inference.scoring import predict_files
+    from zoidberg.ui import predict_inputs, predict_results
+
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for index, path in enumerate(films(demo_dir, 2)):
+        # Not the full 0..255 range: a decoder that stretched an 8-bit DICOM would score it differently.
+        pixels = (np.asarray(Image.open(path).convert("L")) * 0.75 + 20).astype(np.uint8)
+        (folder / f"film{index}.png").write_bytes(imagegen.png_bytes(pixels))
+        (folder / f"film{index}.dcm").write_bytes(imagegen.dicom_bytes(pixels, bits_stored=8))
+    (folder / "side.dcm").write_bytes(imagegen.dicom_bytes(imagegen.xray_like(64, 64), tags={"ViewPosition": "LL"}))
+    paths = sorted(folder.iterdir())
+    ensemble = service.ensemble
+    assert main(["predict", "--run", ensemble.run.id, "--runs-dir", str(trained.dir), "--json", *map(str, paths)]) == 0
+    doors = {"cli": {Path(record["file"]).name: record for record in json.loads(capsys.readouterr().out)}}
+    doors["label"] = {Path(record["file"]).name: record for record in predict_files(ensemble, paths, door="label")}
+    doors["page"] = {path.name: predict_results.process_image(ensemble, predict_inputs.ImageInput(path.name, path.read_bytes()))
+                     .record(ensemble, None) for path in paths}
+    doors["http"] = {}
+    for path in paths:
+        answer = client.post("/v1/predict", content=path.read_bytes(), params={"name": path.name},
+                             headers={"Content-Type": "application/dicom" if path.suffix == ".dcm" else "image/png"})
+        assert answer.status_code == 200, answer.text
+        doors["http"][path.name] = answer.json()
+    compared = ("prediction", "label", "probability", "probability_raw", "probability_calibrated", "threshold", "in_distribution", "ood_score")
+    for door, records in doors.items():
+        assert {record["door"] for record in records.values()} == {door}
+        for name, record in records.items():
+            assert record["schema_version"] == RECORD_SCHEMA_VERSION and record["predicted_at"].endswith("Z")
+            for field in compared:
+                expected, got = doors["cli"][name].get(field), record.get(field)
+                assert got == (pytest.approx(expected, abs=1e-5) if isinstance(expected, float) else expected), (door, name, field)
+        for index in range(2):
+            # The same pixels as PNG and as DICOM: the same probability to 1e-5.
+            assert records[f"film{index}.dcm"]["probability_raw"] == pytest.approx(records[f"film{index}.png"]["probability_raw"], abs=1e-5)
+        side = records["side.dcm"]
+        assert side["prediction"] == REFUSED and side["label"] is None and side["probability"] is None, door
+        assert "side view" in side["ood_reason"]

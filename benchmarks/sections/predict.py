@@ -40,6 +40,8 @@ def section_predict(ctx: Context) -> list[Row]:
 
     from zoidberg.config import ModelConfig
     from zoidberg.data.imaging import decode_grayscale, load_image, resize_square
+    from zoidberg.inference.batch import score_decoded
+    from zoidberg.inference.scoring import FilmSource, predict_sources, record_of, score_films
     from zoidberg.models.build import build_model
     from zoidberg.models.layers import last_conv_layer_name
     from zoidberg.inference.loading import load_ensemble
@@ -85,7 +87,7 @@ def section_predict(ctx: Context) -> list[Row]:
         times = interleaved(
             {
                 "reference": lambda: float(np.mean([reference.predict_array(model, x) for model in models])),
-                "zoidberg": lambda: ensemble.predict_gray(gray),
+                "zoidberg": lambda: ensemble.decide(score_decoded(ensemble, [gray])[0].prediction),
                 "forward_only": lambda: [output.numpy() for output in forward(ready)],
             },
             repeats,
@@ -96,7 +98,7 @@ def section_predict(ctx: Context) -> list[Row]:
                 "predict", f"Predict, {labels[name]}: decoded {size}-px image → probability", "ms",
                 median(times["reference"]) * 1000, median(times["zoidberg"]) * 1000, max_zoidberg=array_targets[name],
                 note=f"Warm models; median of {repeats} alternating calls. Reference: model.predict per model; "
-                "Zoidberg: Ensemble.predict_gray (one traced tf.function for all folds). Bound: the traced forward "
+                "Zoidberg: score_decoded, the batch step under the one prediction function (one traced tf.function for all folds, and the gate), then the decision. Bound: the traced forward "
                 f"pass alone takes {forward_ms:.1f} ms, so Zoidberg's own overhead is "
                 f"{median(times['zoidberg']) * 1000 - forward_ms:.1f} ms.",
                 samples={key: [value * 1000 for value in values] for key, values in times.items()},
@@ -104,14 +106,15 @@ def section_predict(ctx: Context) -> list[Row]:
         )
 
         def dashboard_path():
-            # What the Predict page does: full decode (kept for display), resize, predict.
-            full = decode_grayscale(upload, name="upload.jpeg")
-            return ensemble.predict_gray(resize_square(full, ensemble.image_size))
+            # What the Predict page does: the one function keeping the decoded film, a display-size decode, the record.
+            (film,) = score_films(ensemble, [FilmSource("upload.jpeg", upload)], keep_images=True)
+            decode_grayscale(upload, name="upload.jpeg", draft_size=1024)
+            return record_of(ensemble, film, door="page")
 
         times = interleaved(
             {
                 "reference": lambda: reference.predict_bytes(models, upload, size),
-                "zoidberg": lambda: ensemble.predict_file(upload, name="upload.jpeg"),
+                "zoidberg": lambda: predict_sources(ensemble, [FilmSource("upload.jpeg", upload)], door="cli"),
                 "dashboard": dashboard_path,
                 "decode_only": lambda: resize_square(decode_grayscale(upload, name="upload.jpeg", draft_size=size), size),
             },
@@ -123,7 +126,7 @@ def section_predict(ctx: Context) -> list[Row]:
                 median(times["reference"]) * 1000, median(times["zoidberg"]) * 1000, max_zoidberg=bytes_targets[name],
                 note=(
                     f"{upload_pixels[0]}x{upload_pixels[1]} px, {len(upload) / 1024:,.0f} KB JPEG. Reference: tf.image.decode_image + "
-                    "resize (as its loader) + model.predict; Zoidberg: Ensemble.predict_file (draft decode). "
+                    "resize (as its loader) + model.predict; Zoidberg: predict_sources, the one prediction function every door calls (draft decode, score, gate, record). "
                     f"Zoidberg's draft decode + resize alone: {median(times['decode_only']) * 1000:.1f} ms. "
                     f"The Predict page's path (full decode kept for display): {median(times['dashboard']) * 1000:.1f} ms."
                 ),

@@ -91,14 +91,14 @@ def _exists(path: str) -> bool:
 
 
 def _file_records(ensemble, given: list[str]) -> list[dict]:
-    """predict_files' rows of every image under the folders given."""
+    """The prediction records of every image under the folders given."""
     from zoidberg.data.files import collect_images
-    from zoidberg.inference.batch import predict_files
+    from zoidberg.inference.scoring import predict_files
 
     paths, _ = collect_images(given)
     if not paths:
         raise CliError(f"No image file in {', '.join(given)}.")
-    return predict_files(ensemble, paths)
+    return predict_files(ensemble, paths, door="label")
 
 
 def _pacs_records(ensemble, args) -> list[dict]:
@@ -116,7 +116,7 @@ def _pacs_records(ensemble, args) -> list[dict]:
         studies = [study["StudyInstanceUID"] for study in found]
     records = []
     for study_uid in studies:
-        predictions, _ = predict_study(ensemble, client, connection, study_uid)
+        predictions, _ = predict_study(ensemble, client, connection, study_uid, door="label")
         records += [{**prediction.record, "sop_uid": prediction.instance.sop_uid} for prediction in predictions]
     return records
 

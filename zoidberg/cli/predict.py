@@ -33,9 +33,8 @@ def command_predict(args) -> int:
 
     from zoidberg.cli.terminal_progress import progress_bar
     from zoidberg.data.files import collect_images
-    from zoidberg.inference.batch import predict_files
     from zoidberg.inference.loading import load_ensemble
-    from zoidberg.inference.record import make_record
+    from zoidberg.inference.scoring import FilmSource, file_sources, predict_sources
 
     if args.dicomweb and args.images:
         raise CliError("Predict files or a PACS study, not both: drop the paths or --dicomweb.")
@@ -49,13 +48,11 @@ def command_predict(args) -> int:
     files, skipped = collect_images(args.images)
     label_mode = "binary" if ensemble.is_binary else "three-class"
     start = time.perf_counter()
+    # Skipped paths (not images) go through the same function, so their records are drawn as every other.
+    sources = file_sources(files, label_mode=label_mode) + [FilmSource(str(item.path), error=item.reason) for item in skipped]
     with progress_bar("Predicting", enabled=not args.json and len(files) > 1) as progress:
-        rows = predict_files(ensemble, files, threshold=threshold, tta=tta, label_mode=label_mode, progress=progress)
+        rows = predict_sources(ensemble, sources, door="cli", threshold=threshold, tta=tta, progress=progress)
     seconds = time.perf_counter() - start
-    rows += [{"file": item.path, "error": item.reason} for item in skipped]
-    for row in rows:
-        row["tta"] = tta
-    rows = [make_record(row, run_id=ensemble.run.id) for row in rows]
     if args.csv:
         write_predictions_csv(args.csv, rows, list(ensemble.class_names))
     failed = [row for row in rows if "error" in row]
@@ -78,7 +75,8 @@ def predictions_summary(rows: list[dict], seconds: float, tta: bool) -> str:
     predicted = [row for row in rows if "error" not in row]
     text = f"{len(predicted)} image(s) predicted in {seconds:.1f} s ({1000 * seconds / max(1, len(predicted)):.0f} ms per image"
     text += ", with test-time augmentation: 4 variants per image)" if tta else ")"
-    labelled = [row for row in predicted if "correct" in row]
+    # A refused film has no diagnosis, so it is neither correct nor wrong.
+    labelled = [row for row in predicted if row.get("correct") is not None]
     if labelled:
         text += f"; {sum(row['correct'] for row in labelled)}/{len(labelled)} correct where the folder names the class"
     refused = sum(row.get("in_distribution") is False for row in predicted)

@@ -32,6 +32,9 @@ def add_parsers(commands) -> None:
     serve.add_argument("--max-batch", type=int, default=16, help="The most images in one forward pass [default: 16].")
     serve.add_argument("--max-wait-ms", type=float, default=4.0, help="How long a request waits for others to share its pass [default: 4].")
     serve.add_argument("--max-queue", type=int, default=64, help="The most images waiting; more get 503 with Retry-After [default: 64].")
+    serve.add_argument("--access-log", default=None, metavar="FILE", help="Append one JSON line per request (time, path, status, "
+                       "latency, sizes, refusal reason; never a file name, a query or a patient's data) to FILE, rotated at 10 MB "
+                       "(5 kept) [default: stderr].")
     serve.add_argument("--ray", action="store_true", help="Run the same app on Ray Serve (pip install -r requirements-ray.txt).")
     serve.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas, each with the run loaded [default: 1].")
     serve.add_argument("--ray-address", default=None, help="A Ray cluster to join [default: a private local Ray].")
@@ -96,6 +99,12 @@ def command_serve(args) -> int:
     except ValueError as error:
         raise CliError(str(error)) from None
     check_port_free(args.host, args.port)
+    from zoidberg.serving.access_log import configure_access_log
+
+    try:
+        configure_access_log(getattr(args, "access_log", None))
+    except ValueError as error:
+        raise CliError(str(error)) from None
     if args.host not in LOCAL_HOSTS and not settings.api_key:
         print(f"Warning: serving on {args.host} without an API key: anyone who reaches this port can use the model "
               f"(--api-key or ${API_KEY_VARIABLE}).")

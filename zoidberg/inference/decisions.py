@@ -95,6 +95,16 @@ class Decision:
     calibrated_probability: float | None = None
     unit: str = "fold"
 
+    @classmethod
+    def from_record(cls, record: dict) -> "Decision":
+        """The decision a diagnosed prediction record carries (what the page draws from record_of's record)."""
+        return cls(
+            label=record["label"], class_index=record["class_index"], probability=record["probability"], spread=record["spread"],
+            per_fold=tuple(record["per_fold"]), class_probabilities=dict(record["class_probabilities"]), threshold=record["threshold"],
+            scale=record["scale"], raw_probability=record["probability_raw"], calibrated_probability=record["probability_calibrated"],
+            unit=record["unit"],
+        )
+
     def to_dict(self) -> dict:
         """Returns the decision as the JSON the CLI prints."""
         return {

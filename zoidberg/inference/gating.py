@@ -20,22 +20,11 @@ def gate_fields(verdict) -> dict:
 
 
 class Decides:
-    """Decisions and file prediction for anything with probabilities(), a threshold, a scale and an image size."""
+    """Decisions and the gate for anything with probabilities(), a threshold, a scale and an image size."""
 
     def decide(self, prediction: Prediction, threshold: float | None = None, scale: str | None = None) -> Decision:
         """Applies `threshold` on `scale` (default: the run's operating point) to a prediction."""
         return decide(prediction, self.threshold if threshold is None else threshold, scale or self.scale)
-
-    def predict_gray(self, gray: np.ndarray, threshold: float | None = None, *, tta: bool | None = None, headers=None) -> dict:
-        """Predicts one decoded image at a threshold (default: the run's operating point).
-
-        Returns:
-            Decision.to_dict(): label, probability (of pneumonia for binary runs, of the
-            predicted class otherwise), spread (std across folds or members), per_fold,
-            class_probabilities, threshold, the scale and both raw and calibrated probabilities;
-            then the gate's in_distribution, ood_score and ood_reason.
-        """
-        return {**self.decide(self.probabilities(gray, tta=tta), threshold).to_dict(), **gate_fields(self.gate_verdicts([gray], headers=[headers])[0])}
 
     def gate_input(self, gray: np.ndarray) -> np.ndarray:
         """The image the gate scores: the one the models (or the first member) see."""
@@ -106,10 +95,3 @@ class Decides:
             return None, None
         gate = load_run_feature_gate(member.run)
         return (gate, member) if gate is not None else (None, None)
-
-    def predict_file(self, source, *, name: str = "", threshold: float | None = None, tta: bool | None = None) -> dict:
-        """Decodes a file or bytes (PNG, JPEG, DICOM) and predicts it (see predict_gray; tta: the run's setting by default)."""
-        from zoidberg.data.dicom_facts import read_dicom_facts
-
-        gray = decode_grayscale(source, name=name or str(source) if not isinstance(source, bytes) else name, draft_size=self.image_size)
-        return self.predict_gray(gray, threshold, tta=tta, headers=read_dicom_facts(source))

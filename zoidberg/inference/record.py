@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 # Bumped when a field is renamed, removed or changes meaning; adding a field keeps the version.
-RECORD_SCHEMA_VERSION = "1.1"
+RECORD_SCHEMA_VERSION = "2.0"
+# Older versions read_record still reads (upgraded to the current one).
+READABLE_VERSIONS = ("1.1", "2.0")
 # What the scripts written against an older release may still read, and until when.
 DEPRECATED_ALIASES = {"image": ("file", "2.2")}
 # Where a diagnosis would stand: what a reader reads for a film the gate refused.
@@ -17,10 +19,12 @@ RECORD_FIELDS: tuple[tuple[str, str], ...] = (
     ("study_uid", "from a PACS: the StudyInstanceUID (`file` is then the SOP Instance UID)"),
     ("series_uid", "from a PACS: the SeriesInstanceUID"),
     ("image", "deprecated alias of `file` (its name until 2.0), kept for one release: removed in 2.2"),
+    ("predicted_at", "when the film was scored (UTC, ISO 8601)"),
+    ("door", "how the film came: cli (predict on files), page (the Predict page), pacs (a PACS study), http (serve), label (label-next, the Label page)"),
     ("prediction", f"what to read: the predicted class, or {REFUSED} when the gate refused the film (no diagnosis)"),
-    ("label", "the model's class whatever the gate said (binary runs: PNEUMONIA when probability ≥ threshold)"),
+    ("label", "the predicted class (binary runs: PNEUMONIA when probability ≥ threshold); null when the film was refused"),
     ("class_index", "the index of `label` in the run's classes"),
-    ("probability", "P(pneumonia) for binary runs on `scale`, P(label) otherwise: the number the threshold applies to"),
+    ("probability", "P(pneumonia) for binary runs on `scale`, P(label) otherwise: the number the threshold applies to; null when refused"),
     ("probability_raw", "the same before calibration"),
     ("probability_calibrated", "the same after the run's calibration, or null when it has none"),
     ("scale", "the probabilities the threshold applies to: raw or calibrated"),
@@ -32,6 +36,7 @@ RECORD_FIELDS: tuple[tuple[str, str], ...] = (
     ("in_distribution", "false when the out-of-distribution gate refused the film, null when the run has no gate"),
     ("ood_score", "the gate's distance in threshold units (refused above 1)"),
     ("ood_reason", "why the gate refused it, in one line"),
+    ("not_a_diagnosis", "a refused film only: what the model would have said ({label, probability}), for developers of the gate; never a finding"),
     ("tta", "whether test-time variants were averaged"),
     ("true_label", "the class its folder names (NORMAL/PNEUMONIA folders only)"),
     ("correct", "whether label equals true_label"),
@@ -49,32 +54,62 @@ def is_refused(row: dict) -> bool:
     return row.get("in_distribution") is False
 
 
-def make_record(row: dict, *, run_id: str, keep_refused_scores: bool = True) -> dict:
-    """A prediction row (zoidberg.inference.batch) as the versioned record.
+def make_record(row: dict, *, run_id: str, predicted_at: str | None = None, door: str | None = None) -> dict:
+    """A decided row (zoidberg.inference.scoring.record_of) as the versioned record.
+
+    One rule at every door: a refused film's label and probabilities are null, and what the
+    model would have said sits under `not_a_diagnosis`, a name no script takes for a finding.
 
     Args:
-        row: One row of predict_files (file, the decision's fields, the gate's fields, or error).
+        row: file, the decision's fields and the gate's fields, or error.
         run_id: The run that predicted.
-        keep_refused_scores: Keep a refused film's probabilities (predict --json, for developers);
-            False blanks them as the CSV does, where a reader could take them for a diagnosis.
+        predicted_at: When the film was scored (UTC, ISO 8601).
+        door: How the film came (zoidberg.inference.scoring.DOORS).
 
     Returns:
-        The record: schema_version, run_id, the row's fields, prediction, and the alias image.
+        The record: schema_version, run_id, predicted_at, door, the row's fields, prediction, and the alias image.
     """
-    record = {"schema_version": RECORD_SCHEMA_VERSION, "run_id": run_id, **row}
+    record = {"schema_version": RECORD_SCHEMA_VERSION, "run_id": run_id, "predicted_at": predicted_at, "door": door, **row}
     if "error" not in row:
         record["prediction"] = REFUSED if is_refused(row) else row.get("label")
-        if is_refused(row) and not keep_refused_scores:
-            record.update({key: None for key in DIAGNOSIS_FIELDS if key in record})
+        if is_refused(row):
+            _withhold_diagnosis(record)
     for alias, (field, _) in DEPRECATED_ALIASES.items():
         if field in record:
             record[alias] = record[field]
     return record
 
 
+def _withhold_diagnosis(record: dict) -> None:
+    """Blanks a refused film's diagnosis fields, keeping the model's answer under not_a_diagnosis."""
+    if record.get("label") is not None and record.get("not_a_diagnosis") is None:
+        record["not_a_diagnosis"] = {"label": record["label"], "probability": record.get("probability")}
+    record.update({key: None for key in DIAGNOSIS_FIELDS if key in record})
+    record.setdefault("label", None)
+    record.setdefault("probability", None)
+
+
+def read_record(record: dict) -> dict:
+    """A record as the current version has it, from any readable version (1.1 kept a refused film's label and probability).
+
+    Raises:
+        ValueError: For a record of an unknown version.
+    """
+    version = str(record.get("schema_version", ""))
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"A prediction record of version {version or 'none'}: this release reads versions "
+                         f"{', '.join(READABLE_VERSIONS)}.")
+    upgraded = {**record, "schema_version": RECORD_SCHEMA_VERSION}
+    upgraded.setdefault("predicted_at", None)
+    upgraded.setdefault("door", None)
+    if "error" not in upgraded and is_refused(upgraded):
+        _withhold_diagnosis(upgraded)
+    return upgraded
+
+
 def csv_columns(class_names) -> list[str]:
     """The columns of predictions.csv: the record's fields, flat (a column per class probability instead of the dict)."""
-    flat = [name for name in FIELD_NAMES if name not in ("per_fold", "class_probabilities", "class_index", "unit", "written_back")]
+    flat = [name for name in FIELD_NAMES if name not in ("per_fold", "class_probabilities", "class_index", "unit", "written_back", "not_a_diagnosis")]
     position = flat.index("in_distribution")
     return [*flat[:position], *(f"p_{name}" for name in class_names), *flat[position:]]
 

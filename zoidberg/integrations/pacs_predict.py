@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoidberg.data.dicom_facts import HEADER_SCORE
-from zoidberg.inference.record import REFUSED, make_record
+from zoidberg.inference.record import REFUSED
+from zoidberg.inference.scoring import FilmSource, ScoredFilm, record_of, score_films
 from zoidberg.integrations.dicomweb import PacsConnection, PacsError, PacsInstance, retrieve_bytes, store_datasets, study_instances
 
 # The long side of the Grad-CAM capture written back.
@@ -16,83 +16,112 @@ CAPTURE_SIDE = 1024
 
 @dataclass
 class PacsPrediction:
-    """One instance of a study, predicted or given its reason.
+    """One instance of a study, scored (or refused by its header) and, once decided, its record.
 
     Attributes:
         instance: Its UIDs and header facts.
-        record: Its prediction record (file is the SOP Instance UID; study_uid and series_uid added).
+        film: What the run said of it, threshold-free (zoidberg.inference.scoring.ScoredFilm).
         source: The retrieved pydicom dataset (None when it was refused by its header, unread).
-        gray: The decoded film (None when not retrieved or unreadable).
-        model_input: The film as the network saw it.
+        record: Its prediction record at the threshold last decided (file is the SOP Instance UID).
     """
 
     instance: PacsInstance
-    record: dict
+    film: ScoredFilm
     source: object = None
-    gray: np.ndarray | None = field(default=None, repr=False)
-    model_input: np.ndarray | None = field(default=None, repr=False)
+    record: dict = field(default_factory=dict)
+
+    @property
+    def gray(self) -> np.ndarray | None:
+        """The decoded film (None when not retrieved or unreadable)."""
+        return self.film.gray
+
+    @property
+    def model_input(self) -> np.ndarray | None:
+        """The film as the network saw it."""
+        return self.film.model_input
 
     @property
     def diagnosed(self) -> bool:
         """Whether it has a finding (scored and not refused)."""
         return self.record.get("prediction") not in (None, REFUSED)
 
+    def decide(self, ensemble, threshold: float | None = None, *, door: str = "pacs") -> dict:
+        """Its record at a threshold (record_of: the one place a film gets a diagnosis); kept as `record`."""
+        self.record = record_of(ensemble, self.film, threshold, door=door)
+        return self.record
 
-def predict_study(ensemble, client, connection: PacsConnection, study_uid: str, *, threshold: float | None = None) -> tuple[list[PacsPrediction], int]:
-    """Predicts every film of a study; reads only (nothing is written to the PACS).
+
+def score_study(ensemble, client, connection: PacsConnection, study_uid: str, *, retrieved: dict | None = None) -> tuple[list[PacsPrediction], int]:
+    """Scores every film of a study, threshold-free; reads only (nothing is written to the PACS).
 
     A CT, an MR, a side view or an adult's film is refused by what the search says of it,
     before its pixels are retrieved; reports and captures (Zoidberg's own results among
-    them) are left out. The rest is retrieved, decoded (modality and VOI LUTs,
-    MONOCHROME1) and scored in one batch, then gated, as predict does with files.
+    them) are left out. The rest is retrieved and goes through score_films, as files do.
 
     Args:
         ensemble: A loaded run.
         client: make_client's client.
         connection: The connection (for messages).
         study_uid: The StudyInstanceUID.
-        threshold: The decision threshold (default: the run's operating point).
+        retrieved: SOP Instance UID → (bytes, dataset) already retrieved (the page's session); filled in.
 
     Returns:
         (one PacsPrediction per film, the number of result objects left out).
-    """
-    from zoidberg.data.dicom_facts import read_dicom_facts
-    from zoidberg.inference.batch import decided_row, decode_for_run, score_decoded
 
-    threshold = ensemble.threshold if threshold is None else threshold
+    Raises:
+        PacsError: When the PACS has no such study.
+    """
+    listed, left_out = study_films(client, connection, study_uid, retrieved=retrieved)
+    scored = score_films(ensemble, [source for _, source, _ in listed], keep_images=True)
+    return [PacsPrediction(instance, film, dataset) for (instance, _, dataset), film in zip(listed, scored)], left_out
+
+
+def study_films(client, connection: PacsConnection, study_uid: str, *, retrieved: dict | None = None) -> tuple[list[tuple], int]:
+    """A study's films as the one prediction function takes them: listed, refused by header unread, or retrieved.
+
+    Args:
+        client: make_client's client.
+        connection: The connection (for messages).
+        study_uid: The StudyInstanceUID.
+        retrieved: SOP Instance UID → (bytes, dataset) already retrieved; filled in.
+
+    Returns:
+        ([(instance, FilmSource, its pydicom dataset or None), ...], the number of result objects left out).
+
+    Raises:
+        PacsError: When the PACS has no such study.
+    """
     instances = study_instances(client, connection, study_uid)
     if not instances:
         raise PacsError(f"{connection.url} has no study {study_uid} (or nothing in it): check the StudyInstanceUID, or find studies "
                         "with --since DATE, --patient-id or --accession.")
+    retrieved = {} if retrieved is None else retrieved
     films = [instance for instance in instances if not instance.is_result]
-    predictions, to_score = [], []
+    listed = []
     for instance in films:
-        base = _identity(instance)
+        fields = {"study_uid": instance.study_uid, "series_uid": instance.series_uid}
         reason = instance.refusal()
         if reason:
-            row = {**base, "in_distribution": False, "ood_score": HEADER_SCORE, "ood_reason": reason}
-            predictions.append(PacsPrediction(instance, make_record(row, run_id=ensemble.run.id, keep_refused_scores=False)))
+            listed.append((instance, FilmSource(instance.sop_uid, fields=fields, refusal=reason), None))
             continue
-        data, source = retrieve_bytes(client, connection, instance)
-        gray, error = decode_for_run(data, name=instance.sop_uid, image_size=ensemble.image_size)
-        prediction = PacsPrediction(instance, {}, source, gray)
-        if gray is None:
-            prediction.record = make_record({**base, "error": error}, run_id=ensemble.run.id)
-        else:
-            to_score.append((prediction, read_dicom_facts(data)))
-        predictions.append(prediction)
-    scored = score_decoded(ensemble, [prediction.gray for prediction, _ in to_score], headers=[facts for _, facts in to_score]) if to_score else []
-    for (prediction, _), result in zip(to_score, scored):
-        prediction.model_input = result.model_input
-        row = decided_row(ensemble, result, threshold, **_identity(prediction.instance))
-        prediction.record = make_record(row if "error" in row else {**row, "tta": ensemble.tta}, run_id=ensemble.run.id,
-                                        keep_refused_scores=False)
-    return predictions, len(instances) - len(films)
+        if instance.sop_uid not in retrieved:
+            retrieved[instance.sop_uid] = retrieve_bytes(client, connection, instance)
+        data, dataset = retrieved[instance.sop_uid]
+        listed.append((instance, FilmSource(instance.sop_uid, data, fields), dataset))
+    return listed, len(instances) - len(films)
 
 
-def _identity(instance: PacsInstance) -> dict:
-    """The record fields that name a PACS film: its SOP Instance UID as `file`, its study and series."""
-    return {"file": instance.sop_uid, "study_uid": instance.study_uid, "series_uid": instance.series_uid}
+def predict_study(ensemble, client, connection: PacsConnection, study_uid: str, *, threshold: float | None = None,
+                  door: str = "pacs") -> tuple[list[PacsPrediction], int]:
+    """Scores a study's films (score_study) and decides each at the threshold (default: the run's operating point).
+
+    Returns:
+        (one PacsPrediction per film, its record set, the number of result objects left out).
+    """
+    predictions, left_out = score_study(ensemble, client, connection, study_uid)
+    for prediction in predictions:
+        prediction.decide(ensemble, threshold, door=door)
+    return predictions, left_out
 
 
 def operating_point_words(ensemble) -> str:

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoidberg.inference.decisions import INTENDED_USE
-from zoidberg.inference.record import RECORD_SCHEMA_VERSION
+from zoidberg.inference.record import RECORD_SCHEMA_VERSION, REFUSED
+from zoidberg.serving.access_log import AccessLogMiddleware
 from zoidberg.serving.batcher import QueueFullError
 from zoidberg.serving.service import PredictionService, UnusableUpload
 
@@ -83,8 +84,13 @@ async def upload_of(request: Request, limit: int, name: str | None) -> tuple[byt
     return data, name or files[0].filename or "upload"
 
 
-def make_key_check(api_key: str | None) -> Callable:
-    """A dependency that lets a request through when it carries the key (X-API-Key, or Authorization: Bearer), or when none is set."""
+def make_key_check(api_key: str | None, *, query: bool = False) -> Callable:
+    """A dependency that lets a request through when it carries the key (X-API-Key, or Authorization: Bearer), or when none is set.
+
+    Args:
+        api_key: The key, or None for none.
+        query: Also take it from `?key=` (the docs only: a browser opening /docs sends no header).
+    """
 
     def check(request: Request) -> None:
         if not api_key:
@@ -93,6 +99,8 @@ def make_key_check(api_key: str | None) -> Callable:
         authorization = request.headers.get("authorization", "")
         if sent is None and authorization.lower().startswith("bearer "):
             sent = authorization[7:].strip()
+        if sent is None and query:
+            sent = request.query_params.get("key")
         if not sent:
             raise ServiceError(401, "This service needs an API key: send it in the X-API-Key header (or Authorization: Bearer).",
                                {"WWW-Authenticate": "Bearer"})
@@ -100,6 +108,35 @@ def make_key_check(api_key: str | None) -> Callable:
             raise ServiceError(403, "The API key is wrong.")
 
     return check
+
+
+def add_docs(app: FastAPI, key_check) -> None:
+    """/openapi.json and /docs (Swagger UI 5, the static files of the swagger-ui-py package) behind the key, taken from ?key= too."""
+    import importlib.util
+    from pathlib import Path
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    # Only the package's files are used (its Python side is not imported): Swagger UI 5 reads OpenAPI 3.1.
+    swagger_static = Path(importlib.util.find_spec("swagger_ui").origin).parent / "static"
+    # Swagger UI's own scripts and styles: public code, nothing of the service, so no key is asked for them.
+    app.mount("/docs/static", StaticFiles(directory=str(swagger_static)), name="swagger-ui")
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[key_check])
+    async def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[key_check])
+    async def docs(request: Request):
+        from urllib.parse import urlencode
+
+        key = request.query_params.get("key")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json" + (f"?{urlencode({'key': key})}" if key else ""), title=f"{app.title}: docs",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js", swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
 
 
 def build_app(service_factory: Callable[[], PredictionService], *, api_key: str | None, max_body_bytes: int) -> FastAPI:
@@ -113,11 +150,15 @@ def build_app(service_factory: Callable[[], PredictionService], *, api_key: str 
     Returns:
         The app.
     """
+    # The docs answer behind the key, like every route but /healthz, and Swagger UI comes from this
+    # service, not a CDN (a hospital's closed network reaches none).
     app = FastAPI(
         title="Zoidberg prediction service",
         version=RECORD_SCHEMA_VERSION,
         description=f"Pneumonia on pediatric chest X-rays, from a finished Zoidberg run. {INTENDED_USE}",
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
+    app.add_middleware(AccessLogMiddleware)
     held: list[PredictionService] = []
 
     def service() -> PredictionService:
@@ -127,6 +168,8 @@ def build_app(service_factory: Callable[[], PredictionService], *, api_key: str 
 
     app.state.service = service
     key_check = Depends(make_key_check(api_key))
+    docs_key_check = Depends(make_key_check(api_key, query=True))
+    add_docs(app, docs_key_check)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_, error: ServiceError):
@@ -164,7 +207,10 @@ def build_app(service_factory: Callable[[], PredictionService], *, api_key: str 
         A film the gate refuses answers `prediction: REFUSED` with no probability."""
         data, file_name = await upload_of(request, max_body_bytes, name)
         try:
-            return await service().predict(data, file_name, gradcam=gradcam)
+            record = await service().predict(data, file_name, gradcam=gradcam)
+            if record.get("prediction") == REFUSED:
+                request.state.refusal = record.get("ood_reason")
+            return record
         except UnusableUpload as error:
             raise ServiceError(422, str(error)) from None
         except QueueFullError as error:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoidberg.inference.record import REFUSED, make_record
+from zoidberg.inference.record import REFUSED
 from zoidberg.serving.batcher import MicroBatcher
 
 # An upload larger than this is refused before it is read (a chest film as DICOM is rarely above 30 MB).
@@ -78,50 +78,31 @@ class PredictionService:
         self._explaining = threading.Lock()
         self._card: dict | None = None
 
-    def read_upload(self, data: bytes, name: str) -> tuple[np.ndarray, object]:
-        """Decodes an upload as predict does (PNG, JPEG or DICOM, by content).
+    def _score_batch(self, sources: list) -> list:
+        """The batcher's forward pass: the one prediction function on the requests waiting together."""
+        from zoidberg.inference.scoring import score_films
 
-        Returns:
-            (the grayscale image, what its DICOM header says or None).
-
-        Raises:
-            UnusableUpload: With the reason, for bytes that are no image this service reads.
-        """
-        from zoidberg.data.dicom_facts import read_dicom_facts
-        from zoidberg.inference.batch import decode_for_run
-
-        if not data:
-            raise UnusableUpload("The request body is empty: send the image's bytes (PNG, JPEG or DICOM).")
-        gray, reason = decode_for_run(data, name=name, image_size=self.ensemble.image_size)
-        if gray is None:
-            raise UnusableUpload(f"{name}: {reason}")
-        return gray, read_dicom_facts(data)
-
-    def _score_batch(self, items: list[tuple[np.ndarray, object]]) -> list:
-        from zoidberg.inference.batch import score_decoded
-
-        return score_decoded(self.ensemble, [gray for gray, _ in items], headers=[header for _, header in items], tta=self.ensemble.tta)
+        return score_films(self.ensemble, sources, keep_images=True)
 
     async def predict(self, data: bytes, name: str, *, gradcam: bool = False) -> dict:
-        """The prediction record of one upload (a refused film's probabilities blanked), with a Grad-CAM PNG on request.
+        """The prediction record of one upload (a refused film's diagnosis null), with a Grad-CAM PNG on request.
 
         Raises:
             UnusableUpload: For bytes that are no image, or an image the network could not score.
             zoidberg.serving.batcher.QueueFullError: When too many images wait.
         """
-        from zoidberg.inference.batch import decided_row
+        from zoidberg.inference.scoring import FilmSource, record_of
 
-        gray, header = await asyncio.to_thread(self.read_upload, data, name)
-        scored = await self.batcher.submit((gray, header))
-        if scored.error:
-            raise UnusableUpload(f"{name}: {scored.error}")
-        row = decided_row(self.ensemble, scored, self.ensemble.threshold, file=name)
-        class_index = row["class_index"]
-        record = make_record({**row, "tta": self.ensemble.tta}, run_id=self.run_id, keep_refused_scores=False)
+        if not data:
+            raise UnusableUpload("The request body is empty: send the image's bytes (PNG, JPEG or DICOM).")
+        film = await self.batcher.submit(FilmSource(name, data))
+        if not film.ok:
+            raise UnusableUpload(f"{name}: {film.error}")
+        record = record_of(self.ensemble, film, door="http")
         if gradcam:
             # A refused film has no diagnosis, so nothing to explain.
             record["gradcam_png"] = None if record["prediction"] == REFUSED else await asyncio.to_thread(
-                self.gradcam_png, gray, scored.model_input, class_index)
+                self.gradcam_png, film.gray, film.model_input, record["class_index"])
         return record
 
     def gradcam_png(self, gray: np.ndarray, model_input: np.ndarray, class_index: int) -> str:

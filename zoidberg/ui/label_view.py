@@ -39,13 +39,13 @@ def reader_name() -> str:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _scored_candidates(runs_root: str, run_id: str, signature: tuple, folder: str, listing: tuple) -> list[dict]:
-    """predict_files' rows of every film of the folder (scored, gated), once per run and folder content."""
-    from zoidberg.inference.batch import predict_files
+    """The prediction records of every film of the folder (scored, gated), once per run and folder content."""
+    from zoidberg.inference.scoring import predict_files
     from zoidberg.ui.predict_results import load_ensemble_cached
 
     store = RunStore(runs_root)
     ensemble = load_ensemble_cached(store, store.get(run_id))
-    return predict_files(ensemble, [Path(path) for path, _, _ in listing])
+    return predict_files(ensemble, [Path(path) for path, _, _ in listing], door="label")
 
 
 def candidate_records(store: RunStore, run, folder: str) -> list[dict]:

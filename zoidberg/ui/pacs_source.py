@@ -84,26 +84,19 @@ def study_search_ui(connection, client) -> list[dict]:
 
 
 def study_inputs(connection, client, study_uid: str) -> list[ImageInput]:
-    """A study's films as inputs: CR/DX frontal films retrieved (once per session), the rest with their one-line reason."""
-    from zoidberg.integrations.dicomweb import retrieve_bytes, study_instances
+    """A study's films as inputs, as predict --dicomweb lists them (pacs_predict.study_films): retrieved once per session."""
+    from zoidberg.integrations.pacs_predict import study_films
 
-    films = st.session_state.setdefault(FILMS_KEY, {})
+    retrieved = st.session_state.setdefault(FILMS_KEY, {})
     listed = st.session_state.setdefault(INSTANCES_KEY, {})
     if study_uid not in listed:
-        listed[study_uid] = study_instances(client, connection, study_uid)
+        listed[study_uid] = study_films(client, connection, study_uid, retrieved=retrieved)[0]
     inputs = []
-    for instance in listed[study_uid]:
-        if instance.is_result:
-            continue
+    for instance, source, _ in listed[study_uid]:
         # What a reader recognises first (the series, its view), then the UID that finds the film again.
         name = f"{instance.description or instance.facts.modality or 'film'} ({instance.facts.view_position or 'no view'}) · {instance.sop_uid}"
-        reason = instance.refusal()
-        if reason:
-            inputs.append(ImageInput(name, b"", source="pacs", reason=f"Not scored: {reason}"))
-            continue
-        if instance.sop_uid not in films:
-            films[instance.sop_uid] = retrieve_bytes(client, connection, instance)[0]
-        inputs.append(ImageInput(name, films[instance.sop_uid], source="pacs"))
+        inputs.append(ImageInput(name, source.data or b"", source="pacs", record_name=source.name, fields=tuple(source.fields.items()),
+                                 refusal=source.refusal))
     return inputs
 
 
@@ -136,10 +129,13 @@ def pacs_inputs_ui() -> tuple[list[ImageInput], Any]:
         return inputs, (connection, client, picked) if picked else None
 
 
-def write_back_ui(ensemble, threshold: float | None, target) -> None:
-    """The button that writes a report and a Grad-CAM capture of each diagnosed film into its study."""
+def write_back_ui(ensemble, threshold: float | None, target, results) -> None:
+    """The button that writes a report and a Grad-CAM capture of each diagnosed film into its study.
+
+    The films are those the page scored (results): decided again at the page's threshold, never scored twice.
+    """
     from zoidberg.integrations.dicomweb import PacsError
-    from zoidberg.integrations.pacs_predict import predict_study, store_results
+    from zoidberg.integrations.pacs_predict import PacsPrediction, store_results
 
     connection, client, study_uids = target
     if not st.button("Write the results back to the PACS", icon=":material/cloud_upload:", key="pacs_write_back",
@@ -147,12 +143,19 @@ def write_back_ui(ensemble, threshold: float | None, target) -> None:
                      "'research and teaching, not for diagnosis') and a Secondary Capture of the Grad-CAM, for every film that "
                      "got a diagnosis. Refused films get nothing."):
         return
-    written = 0
+    scored = {result.film.source.name: result for result in results if result.source == "pacs"}
+    listed = st.session_state.get(INSTANCES_KEY, {})
+    predictions = []
+    for study_uid in study_uids:
+        for instance, _, dataset in listed.get(study_uid, []):
+            result = scored.get(instance.sop_uid)
+            if result is not None:
+                prediction = PacsPrediction(instance, result.film, dataset)
+                prediction.decide(ensemble, threshold, door="page")
+                predictions.append(prediction)
     try:
         with st.spinner("Writing the results back ..."):
-            for study_uid in study_uids:
-                predictions, _ = predict_study(ensemble, client, connection, study_uid, threshold=threshold)
-                written += len(store_results(ensemble, client, connection, predictions))
+            written = len(store_results(ensemble, client, connection, predictions))
     except PacsError as error:
         st.error(escape_markdown(str(error)))
         return

@@ -38,6 +38,9 @@ class ImageInput:
         source: "upload", "folder" or "demo".
         true_label: The known class of a demo image (synthetic) or of a file in a class folder, else None.
         reason: Why the file is not predicted (an archive entry refused), else None.
+        record_name: What its record calls it when not `name` (a PACS film: its SOP Instance UID).
+        fields: More record fields that name it, as (key, value) pairs (a PACS film's study and series).
+        refusal: Why it is refused unread (what a PACS's header says), else None.
     """
 
     name: str
@@ -45,6 +48,20 @@ class ImageInput:
     source: str = "upload"
     true_label: str | None = None
     reason: str | None = None
+    record_name: str | None = None
+    fields: tuple = ()
+    refusal: str | None = None
+
+    def as_source(self):
+        """The film as the one prediction function takes it (zoidberg.inference.scoring.FilmSource)."""
+        from zoidberg.inference.scoring import FilmSource
+
+        fields = dict(self.fields)
+        if self.true_label is not None:
+            fields["true_label"] = self.true_label
+        # An empty upload is decoded (and named empty); a film refused unread has no bytes to decode.
+        data = None if self.refusal else self.data
+        return FilmSource(self.record_name or self.name, data, fields, refusal=self.refusal, error=self.reason)
 
     @property
     def digest(self) -> str:

@@ -16,7 +16,8 @@ from PIL import Image
 
 from zoidberg.data.imaging import downscale
 from zoidberg.data.sniffing import SNIFF_BYTES, sniff_kind
-from zoidberg.inference.decisions import Decision, Prediction, decide
+from zoidberg.inference.decisions import Decision
+from zoidberg.inference.scoring import ScoredFilm
 from zoidberg.runs.store import MODEL_FILE, Run, RunNotFoundError, RunStore
 from zoidberg.ui.predict_inputs import ImageInput
 
@@ -40,54 +41,78 @@ PREDICT_BATCH = 32
 
 @dataclass
 class ImageResult:
-    """What one image gave, independent of the decision threshold.
+    """What one image gave, independent of the decision threshold: the scored film and how the page shows it.
 
     Attributes:
-        name: File name.
-        source: "upload" or "demo".
+        name: File name (what the page shows).
+        source: "upload", "folder", "pacs" or "demo".
         true_label: Known class of a demo image.
         size_bytes: File size.
-        error: One-line reason when the file could not be used, else None.
+        film: The one prediction function's ScoredFilm (zoidberg.inference.scoring): every
+            record and decision the page shows is drawn from it by record_of.
         kind: Sniffed format ("jpeg", "png", "dicom", ...).
-        header: What a DICOM file's header says of itself (DicomFacts), else None.
         original_shape: (height, width) of the decoded image.
         display: Grayscale uint8 image for display (long side at most MAX_DISPLAY_SIDE).
-        model_input: The S×S uint8 image the networks saw.
-        prediction: The fold models' threshold-free probabilities.
-        verdict: The out-of-distribution gate's verdict (None when the run has no gate).
         heatmaps: Grad-CAM maps already computed, by class index.
         encoded: JPEG bytes of the display image ("image",) and of overlays
             ("overlay", class index, opacity), so reruns re-encode nothing.
     """
 
     name: str
+    film: ScoredFilm
     source: str = "upload"
     true_label: str | None = None
     size_bytes: int = 0
-    error: str | None = None
     kind: str = ""
-    header: Any = None
     original_shape: tuple[int, int] | None = None
     display: np.ndarray | None = field(default=None, repr=False)
-    model_input: np.ndarray | None = field(default=None, repr=False)
-    prediction: Prediction | None = None
-    verdict: Any = None
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     encoded: dict[tuple, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
-        """Whether the image was predicted."""
-        return self.error is None and self.prediction is not None
+        """Whether the image was scored (or refused unread by its header)."""
+        return self.film.ok
+
+    @property
+    def error(self) -> str | None:
+        """Why the file could not be used, else None."""
+        return None if self.film.ok else (self.film.error or "not predicted")
 
     @property
     def refused(self) -> bool:
-        """Whether the gate refused the image: no diagnosis is shown for it."""
-        return self.verdict is not None and not self.verdict.in_distribution
+        """Whether the gate (or a PACS header) refused the image: no diagnosis is shown for it."""
+        return self.film.refused
+
+    @property
+    def prediction(self):
+        """The threshold-free Prediction, or None."""
+        return self.film.prediction
+
+    @property
+    def verdict(self):
+        """The gate's verdict (None when the run has no gate)."""
+        return self.film.verdict
+
+    @property
+    def model_input(self) -> np.ndarray | None:
+        """The S×S image the networks saw."""
+        return self.film.model_input
+
+    @property
+    def header(self):
+        """What a DICOM file's header says of itself (DicomFacts), else None."""
+        return self.film.header
+
+    def record(self, ensemble: Any, threshold: float | None, scale: str | None = None) -> dict:
+        """Its prediction record at the page's threshold: record_of, as every door decides."""
+        from zoidberg.inference.scoring import record_of
+
+        return record_of(ensemble, self.film, threshold, scale, door="page")
 
 
 def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
-    """Decodes one file and predicts it with the run; never raises.
+    """Scores one file with the run through the one prediction function; never raises.
 
     Args:
         ensemble: A loaded run (zoidberg.inference.loading.load_ensemble).
@@ -96,55 +121,38 @@ def process_image(ensemble: Any, item: ImageInput) -> ImageResult:
     Returns:
         The result; `error` holds a one-line reason when the file is unusable.
     """
-    result, gray = decode_input(item, getattr(ensemble, "image_size", None))
-    return result if gray is None else predict_decoded(ensemble, [(result, gray)])[0]
+    return score_inputs(ensemble, [item])[0]
 
 
-def decode_input(item: ImageInput, image_size: int | None) -> tuple[ImageResult, np.ndarray | None]:
-    """Decodes one file as the CLI does for the run (zoidberg.inference.batch.decode_for_run), and for display; never raises.
+def score_inputs(ensemble: Any, items: Sequence[ImageInput]) -> list[ImageResult]:
+    """Scores files as every door does (zoidberg.inference.scoring.score_films), then readies them for display."""
+    from zoidberg.inference.scoring import score_films
 
-    Returns:
-        (the result so far, the image the run is fed, or None when the file is unusable).
-    """
+    films = score_films(ensemble, [item.as_source() for item in items], keep_images=True)
+    return [_shown(item, film, getattr(ensemble, "image_size", None)) for item, film in zip(items, films)]
+
+
+def _shown(item: ImageInput, film: ScoredFilm, image_size: int | None) -> ImageResult:
+    """A scored film with what the page shows of it: the film at display size, its format and its own size."""
     from zoidberg.inference.batch import decode_for_run
 
-    result = ImageResult(name=item.name, source=item.source, true_label=item.true_label, size_bytes=len(item.data))
-    if item.reason:
-        result.error = item.reason
-        return result, None
-    result.kind = sniff_kind(item.data[:SNIFF_BYTES], item.name)
-    # decode_grayscale also refuses files above MAX_UPLOAD_BYTES, naming the limit.
-    gray, error = decode_for_run(item.data, name=item.name, image_size=image_size)
-    if gray is None:
-        result.error = error
-        return result, None
+    result = ImageResult(name=item.name, film=film, source=item.source, true_label=item.true_label, size_bytes=len(item.data),
+                         kind=sniff_kind(item.data[:SNIFF_BYTES], item.name) if item.data else "")
+    if film.gray is None:
+        return result
     # The run reads a JPEG drafted at its own size, as the CLI does; the page shows it drafted at
     # the display's size (never a full decode of a large original) and states the file's own size.
-    shown = gray
+    shown = film.gray
     if result.kind == "jpeg" and image_size is not None and image_size < MAX_DISPLAY_SIDE:
         drafted = decode_for_run(item.data, name=item.name, image_size=MAX_DISPLAY_SIDE)[0]
-        shown = gray if drafted is None else drafted
+        shown = film.gray if drafted is None else drafted
     result.original_shape = _stored_shape(item.data) or (int(shown.shape[0]), int(shown.shape[1]))
     result.display = downscale(shown, MAX_DISPLAY_SIDE)
-    if result.kind == "dicom":
-        from zoidberg.data.dicom_facts import read_dicom_facts
-
-        result.header = read_dicom_facts(item.data)
-    return result, gray
-
-
-def predict_decoded(ensemble: Any, pairs: Sequence[tuple[ImageResult, np.ndarray]]) -> list[ImageResult]:
-    """Predicts decoded images through the CLI's path (zoidberg.inference.batch.score_decoded); one bad image costs only itself."""
-    from zoidberg.inference.batch import score_decoded
-
-    scored = score_decoded(ensemble, [gray for _, gray in pairs], headers=[getattr(result, "header", None) for result, _ in pairs])
-    for (result, _), item in zip(pairs, scored):
-        if item.error:
-            result.error = item.error
-            result.display = None
-            continue
-        result.prediction, result.model_input, result.verdict = item.prediction, item.model_input, item.verdict
-    return [result for result, _ in pairs]
+    # The session keeps the film at display size only: what a Grad-CAM capture written back needs.
+    film.gray = result.display if film.ok else None
+    if not film.ok:
+        result.display = None
+    return result
 
 
 def format_probability(value: float) -> str:
@@ -211,58 +219,41 @@ def overlay_jpeg(ensemble: Any, result: ImageResult, class_index: int, alpha: fl
     return result.encoded[key]
 
 
-def results_table(
-    results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, scale: str = "raw"
-) -> pd.DataFrame:
-    """One row per file: prediction, probability (raw and calibrated), spread, class probabilities, error.
+def results_table(ensemble: Any, results: Sequence[ImageResult], threshold: float | None, scale: str | None = None) -> pd.DataFrame:
+    """One row per file, drawn from its record (record_of): prediction, probability (raw and calibrated), spread, class probabilities, error.
 
     Args:
+        ensemble: The loaded run.
         results: Processed files, in order.
-        class_names: The run's classes.
         threshold: Binary decision threshold, on `scale`.
-        scale: "raw" or "calibrated": the probabilities the threshold applies to.
+        scale: "raw" or "calibrated": the probabilities the threshold applies to (default: the run's).
 
     Returns:
-        The table (also the CSV download).
+        The table shown on the page.
     """
+    class_names = list(ensemble.class_names)
     rows = []
-    binary = len(class_names) == 2
     for result in results:
+        record = result.record(ensemble, threshold, scale)
         row: dict[str, Any] = {"file": result.name, "source": SOURCE_LABELS.get(result.source, result.source)}
-        if result.ok:
-            decision = decide(result.prediction, threshold, scale)
-            row.update(
-                prediction=decision.label,
-                probability=round(decision.probability, 4),
-                spread=round(decision.spread, 4),
-                folds=len(decision.per_fold),
-                scale=decision.scale,
-            )
-            if decision.calibrated_probability is not None:
-                row["raw"] = round(decision.raw_probability, 4)
-                row["calibrated"] = round(decision.calibrated_probability, 4)
-            for name in class_names:
-                row[f"P({name})"] = round(decision.class_probabilities.get(name, float("nan")), 4)
-            if binary:
-                row["threshold"] = round(decision.threshold, 4)
-            if result.refused:
-                # No probability stands where a diagnosis would: the gate says it would mean nothing.
-                row["prediction"] = "refused"
-                for key in list(row):
-                    if key in ("probability", "spread", "raw", "calibrated") or key.startswith("P("):
-                        row[key] = None
-            if result.verdict is not None:
-                row["in_distribution"] = result.verdict.in_distribution
-                row["ood_score"] = round(result.verdict.ood_score, 3)
-        else:
-            row.update(prediction=None, probability=None, spread=None, folds=None, scale=None)
-            for name in class_names:
-                row[f"P({name})"] = None
-            if binary:
-                row["threshold"] = round(float(threshold), 4) if threshold is not None else None
+        diagnosed = "error" not in record and not result.refused
+        row.update(prediction="refused" if result.refused else record.get("label"), probability=_rounded(record.get("probability")),
+                   spread=_rounded(record.get("spread")), folds=len(record["per_fold"]) if diagnosed else None,
+                   scale=record.get("scale"))
+        if diagnosed and record.get("probability_calibrated") is not None:
+            row["raw"], row["calibrated"] = _rounded(record["probability_raw"]), _rounded(record["probability_calibrated"])
+        for name in class_names:
+            row[f"P({name})"] = _rounded((record.get("class_probabilities") or {}).get(name))
+        if len(class_names) == 2:
+            cutoff = record.get("threshold", threshold)
+            row["threshold"] = _rounded(cutoff)
+        if result.verdict is not None or result.film.source.refusal:
+            row["in_distribution"] = record.get("in_distribution")
+            row["ood_score"] = _rounded(record.get("ood_score"), 3)
+            row["ood_reason"] = record.get("ood_reason")
         row["true class"] = result.true_label
-        row["correct"] = (row["prediction"] == result.true_label) if result.true_label and result.ok else None
-        row["error"] = result.error or ""
+        row["correct"] = record.get("correct")
+        row["error"] = record.get("error") or ""
         rows.append(row)
     frame = pd.DataFrame(rows)
     # The reason of a failed file stays visible without scrolling a wide table.
@@ -270,25 +261,13 @@ def results_table(
     return frame[leading + [column for column in frame.columns if column not in leading]]
 
 
-def result_records(results: Sequence[ImageResult], threshold: float | None, scale: str, run_id: str, tta: bool | None = None) -> list[dict]:
-    """The page's results as prediction records (zoidberg.inference.record), as predict --csv writes them."""
-    from zoidberg.inference.gating import gate_fields
-    from zoidberg.inference.record import make_record
+def _rounded(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
 
-    records = []
-    for result in results:
-        row: dict[str, Any] = {"file": result.name}
-        if result.true_label:
-            row["true_label"] = result.true_label
-        if result.ok:
-            decision = decide(result.prediction, threshold, scale)
-            row.update(decision.to_dict(), **gate_fields(result.verdict), tta=tta)
-            if result.true_label:
-                row["correct"] = decision.label == result.true_label
-        else:
-            row["error"] = result.error or "not predicted"
-        records.append(make_record(row, run_id=run_id))
-    return records
+
+def result_records(ensemble: Any, results: Sequence[ImageResult], threshold: float | None, scale: str | None = None) -> list[dict]:
+    """The page's results as prediction records (record_of), as predict --csv writes them."""
+    return [result.record(ensemble, threshold, scale) for result in results]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -367,15 +346,10 @@ def process_all(ensemble: Any, run_key: tuple, items: Sequence[ImageInput]) -> l
     keys = [(run_key, item.name, item.digest) for item in items]
     missing = [index for index, key in enumerate(keys) if key not in cache]
     progress = st.progress(0.0, text="Predicting ...") if len(missing) > 1 else None
-    # Decoded images are predicted in batches: one forward pass per PREDICT_BATCH images.
+    # Files are scored in batches: one forward pass per PREDICT_BATCH images.
     for start in range(0, len(missing), PREDICT_BATCH):
         chunk = missing[start : start + PREDICT_BATCH]
-        decoded = [(index, *decode_input(items[index], ensemble.image_size)) for index in chunk]
-        for index, result, gray in decoded:
-            if gray is None:
-                cache[keys[index]] = result
-        good = [(index, result, gray) for index, result, gray in decoded if gray is not None]
-        for (index, _, _), result in zip(good, predict_decoded(ensemble, [(result, gray) for _, result, gray in good])):
+        for index, result in zip(chunk, score_inputs(ensemble, [items[index] for index in chunk])):
             cache[keys[index]] = result
         if progress is not None:
             done = min(start + PREDICT_BATCH, len(missing))

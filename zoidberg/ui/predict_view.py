@@ -12,7 +12,7 @@ import streamlit as st
 from zoidberg.data.imaging import MAX_UPLOAD_BYTES
 from zoidberg.inference.attention import describe_share, lung_share
 from zoidberg.data.ood import REFUSAL
-from zoidberg.inference.decisions import Decision, decide
+from zoidberg.inference.decisions import Decision
 from zoidberg.inference.record import RECORD_SCHEMA_VERSION, records_csv_text
 from zoidberg.runs.store import Run, RunNotFoundError, RunStore
 from zoidberg.ui import figures
@@ -232,11 +232,10 @@ def _empty_columns(table: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
     ]
 
 
-def show_batch_table(
-    results: Sequence[ImageResult], class_names: Sequence[str], threshold: float | None, run_id: str, scale: str = "raw"
-) -> None:
-    """Draws the batch table with a CSV download (probabilities on `scale`, with both scales when calibrated)."""
-    table = results_table(results, class_names, threshold, scale)
+def show_batch_table(ensemble: Any, results: Sequence[ImageResult], threshold: float | None) -> None:
+    """Draws the batch table with a CSV download (probabilities on the run's scale, with both scales when calibrated)."""
+    class_names, run_id = list(ensemble.class_names), ensemble.run.id
+    table = results_table(ensemble, results, threshold)
     column_config = {
         "probability": st.column_config.ProgressColumn(
             "probability",
@@ -250,7 +249,7 @@ def show_batch_table(
         ),
     }
     # Columns with nothing to say (no demo images, no errors) are hidden on screen but kept in the CSV.
-    shown = table.drop(columns=_empty_columns(table, ("error", "true class", "correct")))
+    shown = table.drop(columns=_empty_columns(table, ("error", "true class", "correct", "ood_reason")))
     # On screen a probability reads "> 0.999", never a bare 1 (the CSV keeps the numbers).
     for column in [name for name in shown.columns if name in ("raw", "calibrated") or name.startswith("P(")]:
         shown[column] = [format_probability(value) if isinstance(value, (int, float)) and value == value else "" for value in shown[column]]
@@ -258,7 +257,7 @@ def show_batch_table(
     failed = int(sum(1 for result in results if not result.ok))
     st.download_button(
         "Download predictions (CSV)",
-        records_csv_text(result_records(results, threshold, scale, run_id), class_names).encode("utf-8", "surrogateescape"),
+        records_csv_text(result_records(ensemble, results, threshold), class_names).encode("utf-8", "surrogateescape"),
         file_name=f"predictions_{run_id}.csv",
         mime="text/csv",
         on_click="ignore",
@@ -289,10 +288,11 @@ def show_card(
         if not result.ok:
             st.error(f"{escape_markdown(result.name)}: {escape_markdown(result.error)}", icon="🚫")
             return
-        decision = decide(result.prediction, threshold, ensemble.scale)
+        record = result.record(ensemble, threshold)
         if result.refused:
-            _show_refusal(result, decision, class_names)
+            _show_refusal(result, record, class_names)
             return
+        decision = Decision.from_record(record)
         show_gradcam, alpha = gradcam
         columns = st.columns([1, 1, 1.3]) if show_gradcam else st.columns([1, 1.3])
         with columns[0]:
@@ -306,14 +306,17 @@ def show_card(
             _show_decision(decision, class_names, result, index)
 
 
-def _show_refusal(result: ImageResult, decision: Decision, class_names: Sequence[str]) -> None:
+def _show_refusal(result: ImageResult, record: dict, class_names: Sequence[str]) -> None:
     """The card of an image the gate refused: the image and why, and no diagnosis."""
     columns = st.columns([1, 1.3])
     with columns[0]:
-        st.image(display_jpeg(result), caption=f"{result.kind.upper()}", width="stretch")
+        if result.display is not None:
+            st.image(display_jpeg(result), caption=f"{result.kind.upper()}", width="stretch")
+        else:
+            st.caption("Not retrieved: what its header says refused it.")
     with columns[1]:
         st.markdown("### :orange[No diagnosis]")
-        reason = result.verdict.reason or ""
+        reason = record.get("ood_reason") or ""
         if reason.startswith(REFUSAL):
             st.error(f"{REFUSAL}. The model's answer would mean nothing here.", icon=":material/block:")
             # The reason repeats the refusal sentence above it; the card shows only why.
@@ -323,9 +326,11 @@ def _show_refusal(result: ImageResult, decision: Decision, class_names: Sequence
             # The feature stage and the DICOM header name what the film likely is: that is the headline.
             st.error(escape_markdown(reason), icon=":material/block:")
             st.caption("Upload a frontal chest X-ray (PA or AP) of a young child, upright and not inverted.")
-        with st.expander("For model developers: what the model would have said"):
-            probability = decision.class_probabilities.get(class_names[-1], decision.probability)
-            st.caption(f"{decision.label} (P({class_names[-1]}) = {probability:.3f}); out-of-distribution score {result.verdict.ood_score:.2f}, refused above 1.")
+        unscored = record.get("not_a_diagnosis")
+        if unscored:
+            with st.expander("For model developers: what the model would have said (not a diagnosis)"):
+                st.caption(f"{unscored['label']} (probability {unscored['probability']:.3f}); out-of-distribution score "
+                           f"{record['ood_score']:.2f}, refused above 1.")
 
 
 def _show_gradcam(ensemble: Any, result: ImageResult, decision: Decision, alpha: float) -> None:
@@ -386,8 +391,12 @@ def load_ensemble_ui(store: RunStore, run: Run, folds: Sequence[int]):
     return None
 
 
-def results_ui(ensemble: Any, run: Run, store: RunStore, items: Sequence[ImageInput], threshold: float | None, gradcam) -> None:
-    """Predicts the files (reusing this session's results) and draws the batch table and one card per file."""
+def results_ui(ensemble: Any, run: Run, store: RunStore, items: Sequence[ImageInput], threshold: float | None, gradcam) -> list[ImageResult]:
+    """Predicts the files (reusing this session's results) and draws the batch table and one card per file.
+
+    Returns:
+        The results, for writing them back to a PACS.
+    """
     run_key = (str(store.root), run.id, models_signature(run))
     results = process_all(ensemble, run_key, items)
     failed = [result for result in results if not result.ok]
@@ -406,8 +415,9 @@ def results_ui(ensemble: Any, run: Run, store: RunStore, items: Sequence[ImageIn
         )
     if ensemble.gate is None:
         st.caption(f"Unchecked: {escape_markdown(ensemble.gate_note)}")
-    show_batch_table(results, list(ensemble.class_names), threshold, run.id, ensemble.scale)
+    show_batch_table(ensemble, results, threshold)
     for index, result in enumerate(results[:CARD_LIMIT]):
         show_card(ensemble, result, threshold, gradcam, index)
     if len(results) > CARD_LIMIT:
         st.caption(f"Showing the first {CARD_LIMIT} cards; the table above lists all {len(results)} files.")
+    return results

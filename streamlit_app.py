@@ -8,6 +8,7 @@ import streamlit as st
 
 from zoidberg.ui.auth import login_gate_ui, user_may_enter
 from zoidberg.ui.frame import mark_framed, requested_page, sidebar_footer
+from zoidberg.ui.script_runs import lighten_script_runs
 
 APP_ROOT = Path(__file__).resolve().parent
 
@@ -40,6 +41,7 @@ pages = available_pages()
 # makes the server ignore the pages/ folder for every session, so no page address is served
 # on its own (zoidberg/ui/frame.py gates and frames one that was, before).
 page = st.navigation(pages, position="sidebar" if user_may_enter() else "hidden")
+lighten_script_runs()
 login_gate_ui()
 sidebar_footer()
 # A session that started at a page's own address was sent here to be gated: open that page.

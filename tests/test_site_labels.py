@@ -166,3 +166,28 @@ def test_labeled_films_load_again_at_another_size_from_their_labels_not_their_fo
     again = load_again(site, label_mode="binary", image_size=8, resize="pad", enhance="none")
     assert again.paths == site.paths and again.labels.tolist() == site.labels.tolist() and again.images.shape == (4, 8, 8)
     assert again.resize == "pad" and again.patients.tolist() == site.patients.tolist()
+
+
+def test_streamlit_s_after_run_clean_up_no_longer_collects_garbage(monkeypatch):
+    """The Label page's next film waited on full collections after every run (Keras' clear_session, postScriptGC)."""
+    import gc
+    import tomllib
+
+    from conftest import REPO_ROOT
+    from streamlit.runtime.scriptrunner import script_runner
+
+    from zoidberg.ui.script_runs import lighten_script_runs
+
+    monkeypatch.setattr(script_runner, "_clean_problem_modules", script_runner._clean_problem_modules)
+    lighten_script_runs()
+    lighten_script_runs()
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
+    import keras
+
+    cleared = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda **kwargs: cleared.append(kwargs))
+    script_runner._clean_problem_modules()
+    assert cleared == [{"free_memory": False}] and collections == []
+    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False and config["server"]["fileWatcherType"] == "none"

@@ -583,3 +583,36 @@ def test_unlabeled_site_films_join_the_standardization_only(store, parent, tmp_p
     assert joined.summary()["adaptation"]["adapted"]["n"] == plain.summary()["adaptation"]["adapted"]["n"]
     with pytest.raises(ValueError, match="unlabeled folder .* does not exist"):
         prepare_adaptation(AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), unlabeled_dir=str(tmp_path / "none")), store)
+
+
+def test_an_adapted_run_is_watched_against_its_site_films_after_go_live(store, parent, tmp_path, capsys):
+    """adapt keeps the gate's scores of its site films; predict --records-log writes what monitor reads, one window per file."""
+    from tests import imagegen
+    from zoidberg.cli import main
+    from zoidberg.runs.store import MONITOR_REFERENCE_FILE
+
+    run = adapt(store, AdaptConfig(parent=parent.ids["frozen"], site_dir=str(parent.site), n_parts=3, run_name="adapted"))
+    reference = run.read_json(MONITOR_REFERENCE_FILE)
+    films = sorted(parent.site.rglob("*.jpeg"))
+    assert reference["films"] == len(films) and len(reference["ood_score"]) == len(films) and 0 <= reference["refused_share"] <= 1
+    week_one, week_two = tmp_path / "week1.jsonl", tmp_path / "week2.jsonl"
+    assert main(["predict", "--run", run.id, "--records-log", str(week_one), *map(str, films)]) in (0, 1)
+    # The second week: half of the films are side views (refused by their header).
+    side = tmp_path / "side"
+    side.mkdir()
+    for index in range(len(films)):
+        (side / f"side{index}.dcm").write_bytes(imagegen.dicom_bytes(imagegen.xray_like(64, 64, seed=index), tags={"ViewPosition": "LL"}))
+    assert main(["predict", "--run", run.id, "--records-log", str(week_two), *map(str, films), str(side)]) in (0, 1)
+    capsys.readouterr()
+    logged = week_one.read_text()
+    assert films[0].name not in logged and '"door": "cli"' in logged
+    assert main(["monitor", "--run", run.id, "--records", str(week_one), str(week_two), "--json"]) == 0
+    first, second = json.loads(capsys.readouterr().out)
+    assert first["window"] == str(week_one) and first["films"] == len(films)
+    assert [shift["against"] for shift in first["shift"]] == ["site films", "training films"]
+    assert second["refused"] >= len(films) and second["alert"] is True and "refused" in second["why"]
+    assert {"window", "films", "refused", "pneumonia_share", "shift", "alert", "why"} <= set(second)
+    assert main(["monitor", "--run", run.id, "--records", str(week_two)]) == 0
+    assert "ALERT" in capsys.readouterr().out
+    assert main(["monitor", "--run", run.id, "--records", str(tmp_path / "missing.jsonl")]) == 2
+    assert "Cannot read" in capsys.readouterr().err

@@ -36,7 +36,7 @@ ALLOWED_IMPORTS = {
 # module, imports only from its own layer or a layer below it, counting imports inside functions.
 LAYERS = (
     "zoidberg", "versions", "options", "config", "data", "runs", "models", "evaluation", "inference", "integrations",
-    "training", "tuning", "adaptation", "reporting", "serving", "launch", "cli", "__main__", "ui",
+    "training", "tuning", "adaptation", "monitoring", "reporting", "serving", "launch", "cli", "__main__", "ui",
 )
 # Only these may import the dashboard and the command line.
 UI_IMPORTERS = ("zoidberg.ui",)

@@ -352,3 +352,15 @@ def test_the_same_pixels_get_the_same_record_through_every_door(client, service,
         side = records["side.dcm"]
         assert side["prediction"] == REFUSED and side["label"] is None and side["probability"] is None, door
         assert "side view" in side["ood_reason"]
+
+
+def test_the_service_appends_each_record_to_its_log_without_the_file_name(service, demo_dir, tmp_path):
+    from zoidberg.monitoring.records_log import read_records
+
+    log = tmp_path / "records.jsonl"
+    settings = ServiceSettings(run_id=service.settings.run_id, runs_dir=service.settings.runs_dir, records_log=str(log))
+    logging_service = PredictionService(settings, ensemble=service.ensemble)
+    answer = asyncio.run(logging_service.predict(films(demo_dir, 1)[0].read_bytes(), "Doe^Jane.jpeg"))
+    (logged,) = read_records(log)
+    assert "file" not in logged and "Doe" not in log.read_text() and logged["door"] == "http"
+    assert logged["probability_raw"] == answer["probability_raw"] and logged["predicted_at"] == answer["predicted_at"]

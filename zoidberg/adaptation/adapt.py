@@ -20,6 +20,7 @@ from zoidberg.runs.store import (
     FOLD_METRICS_FILE,
     FOLDS_FILE,
     HASHES_FILE,
+    MONITOR_REFERENCE_FILE,
     OOF_FILE,
     Run,
     RunNotFoundError,
@@ -237,6 +238,8 @@ def _adapt(run: Run, say: Reporter) -> dict:
         f"sensitivity {describe_figure(adapted['sensitivity'])}, specificity {describe_figure(adapted['specificity'])}: {describe_harm(adapted)}.")
     digests = file_digests(site.root, list(site.paths))
     _write_run_files(run, parent.run, site, rows, labels, crossfit, digests)
+    # What the monitor compares a clinic's new films with: the gate's scores of these site films.
+    run.write_json(MONITOR_REFERENCE_FILE, _site_gate_scores(parent, site, rows))
     run.write_json(ADAPTATION_FILE, {
         "parent": parent.run.id,
         "method": config.method,
@@ -343,3 +346,22 @@ def _stopped(run: Run, say: Reporter) -> dict:
     run.append_event(events.RUN_FINISHED, state="stopped")
     say(f"Stopped; adapt again with: {run.resume_command()}")
     return {"state": "stopped"}
+
+
+def _site_gate_scores(parent, site, rows: np.ndarray) -> dict:
+    """The gate's scores of an adaptation's site films, stored with the adapted run for the monitor.
+
+    Args:
+        parent: The loaded parent run (its gate is the adapted run's).
+        site: The site's data set, at the parent's size.
+        rows: The site films.
+
+    Returns:
+        {"films", "ood_score" (one per film, null where the run has no gate), "refused_share"}.
+    """
+    verdicts = parent.gate_verdicts([site.images[row] for row in rows], prepared=True)
+    scores = [None if verdict is None else round(float(verdict.ood_score), 5) for verdict in verdicts]
+    refused = sum(1 for verdict in verdicts if verdict is not None and not verdict.in_distribution)
+    known = [score for score in scores if score is not None]
+    return {"films": len(rows), "ood_score": known if len(known) == len(scores) else [],
+            "refused_share": refused / len(rows) if len(rows) else 0.0}

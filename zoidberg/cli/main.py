@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoidberg.cli import adapt, data, evaluate, label, outputs, predict, run_configs, runs, serve
+from zoidberg.cli import adapt, data, evaluate, label, monitor, outputs, predict, run_configs, runs, serve
 from zoidberg.cli.options import EXIT_USAGE, CliError
 
 # The commands whose work a full disk cuts short and `resume` picks up; the others are simply run again.
 TRAINING_COMMANDS = ("cv", "tune", "ensemble", "adapt", "resume", "worker")
 # The commands that load TensorFlow anyway: its import is made quiet before they start.
-TENSORFLOW_COMMANDS = TRAINING_COMMANDS + ("label-next", "predict", "evaluate", "export", "report", "attention", "mlflow", "serve")
+TENSORFLOW_COMMANDS = TRAINING_COMMANDS + ("label-next", "monitor", "predict", "evaluate", "export", "report", "attention", "mlflow", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parsers(commands)
     adapt.add_parsers(commands)
     label.add_parsers(commands)
+    monitor.add_parsers(commands)
     predict.add_parsers(commands)
     evaluate.add_parsers(commands)
     outputs.add_parsers(commands)

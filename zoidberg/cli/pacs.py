@@ -23,7 +23,7 @@ def add_pacs_options(predict) -> None:
 
 
 def command_predict_pacs(args) -> int:
-    from zoidberg.cli.prediction_lines import prediction_line, write_predictions_csv
+    from zoidberg.cli.prediction_lines import log_records, prediction_line, write_predictions_csv
     from zoidberg.inference.loading import load_ensemble
     from zoidberg.inference.record import REFUSED
     from zoidberg.integrations.dicomweb import connection_from, make_client, search_studies, secrets_file_section
@@ -52,6 +52,7 @@ def command_predict_pacs(args) -> int:
         records += [prediction.record for prediction in predictions]
     if args.csv:
         write_predictions_csv(args.csv, records, list(ensemble.class_names))
+    log_records(args, records)
     if args.json:
         print(json.dumps(records, indent=2))
     else:

@@ -6,7 +6,7 @@ import json
 
 from zoidberg.cli.options import CliError, add_runs_dir, parse_bool
 from zoidberg.cli.pacs import add_pacs_options, command_predict_pacs
-from zoidberg.cli.prediction_lines import prediction_line, write_predictions_csv
+from zoidberg.cli.prediction_lines import log_records, prediction_line, write_predictions_csv
 
 
 def add_parsers(commands) -> None:
@@ -23,6 +23,8 @@ def add_parsers(commands) -> None:
     predict.add_argument("--threshold", type=float, default=None, help="Decision threshold [default: the run's operating point].")
     predict.add_argument("--tta", type=parse_bool, nargs="?", const=True, default=None, metavar="BOOL", help="Average test-time variants (identity, zoom, darker, brighter): 4x the forward passes [default: the run's setting].")
     predict.add_argument("--json", action="store_true", help="Print JSON.")
+    predict.add_argument("--records-log", default=None, metavar="FILE", help="Also append every record to this log (JSON lines, "
+                         "rotated at 50 MB; no file names, no pixels) for `monitor` to watch.")
     add_pacs_options(predict)
     add_runs_dir(predict)
     predict.set_defaults(handler=command_predict)
@@ -55,6 +57,7 @@ def command_predict(args) -> int:
     seconds = time.perf_counter() - start
     if args.csv:
         write_predictions_csv(args.csv, rows, list(ensemble.class_names))
+    log_records(args, rows)
     failed = [row for row in rows if "error" in row]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoidberg.cli.options import CliError
+
 
 def write_predictions_csv(path: str, records: list[dict], class_names: list[str]) -> None:
     """Writes predict's records as predictions.csv (zoidberg.inference.record: the documented columns, refused films without probabilities)."""
@@ -47,3 +49,15 @@ def prediction_line(row: dict, threshold: float, where: str | None = None) -> st
     if row.get("in_distribution") is False:
         return f"{where}: REFUSED, no diagnosis. {row['ood_reason']}"
     return f"{where}: {describe_prediction(row, threshold)}"
+
+
+def log_records(args, records: list[dict]) -> None:
+    """Appends the records to --records-log, when given (whole lines; a log that cannot be written is one sentence)."""
+    if not getattr(args, "records_log", None):
+        return
+    from zoidberg.monitoring.records_log import append_records
+
+    try:
+        append_records(args.records_log, records)
+    except OSError as error:
+        raise CliError(f"Cannot append to the records log {args.records_log}: {error.strerror or error}.") from None

@@ -35,6 +35,8 @@ def add_parsers(commands) -> None:
     serve.add_argument("--access-log", default=None, metavar="FILE", help="Append one JSON line per request (time, path, status, "
                        "latency, sizes, refusal reason; never a file name, a query or a patient's data) to FILE, rotated at 10 MB "
                        "(5 kept) [default: stderr].")
+    serve.add_argument("--records-log", default=None, metavar="FILE", help="Append every prediction record to FILE (JSON lines, "
+                       "rotated at 50 MB; no file names, no pixels) for `monitor` to watch [default: none].")
     serve.add_argument("--ray", action="store_true", help="Run the same app on Ray Serve (pip install -r requirements-ray.txt).")
     serve.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas, each with the run loaded [default: 1].")
     serve.add_argument("--ray-address", default=None, help="A Ray cluster to join [default: a private local Ray].")
@@ -53,6 +55,7 @@ def settings_from_args(args):
     return ServiceSettings(
         run_id=args.run, runs_dir=getattr(args, "runs_dir", None), api_key=api_key_from(args),
         max_body_bytes=int(args.max_body_mb * 1024**2), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        records_log=getattr(args, "records_log", None),
     )
 
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from zoidberg.data.appending import append_line
+
 LABELS_FORMAT = "zoidberg-labels"
 LABELS_VERSION = 1
 # What a reader may say of a film; "not_usable" films are kept in the file and left out of every fit.
@@ -155,27 +157,7 @@ def append_label(path: str | os.PathLike, entry: LabelEntry) -> None:
     if path.suffix.lower() == ".csv":
         raise LabelsFileError(f"{path} is a CSV: the tool appends to a JSON-lines labels file (.jsonl); give a new name ending .jsonl.")
     entry = entry if entry.labeled_at else LabelEntry(**{**asdict(entry), "labeled_at": now_utc()})
-    line = json.dumps({"format": LABELS_FORMAT, "version": LABELS_VERSION, **asdict(entry)}, ensure_ascii=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(descriptor).st_size
-        if size and _last_byte(path) != b"\n":
-            # The last append was torn by a crash: this line must not be glued to it.
-            line = "\n" + line
-        data = line.encode("utf-8")
-        written = os.write(descriptor, data)
-        if written != len(data):
-            raise OSError(f"wrote {written} of {len(data)} bytes")
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1)
+    append_line(path, json.dumps({"format": LABELS_FORMAT, "version": LABELS_VERSION, **asdict(entry)}, ensure_ascii=False))
 
 
 def read_labels(path: str | os.PathLike, *, films_folder: str | os.PathLike | None = None) -> SiteLabels:

@@ -56,6 +56,8 @@ REPORTS_DIR = "reports"  # reports/report.html and report.pdf: the run told for 
 TENSORBOARD_DIR = "tensorboard"  # tensorboard/fold_<k>/: each fold's epoch scalars, for `tensorboard --logdir runs/`.
 ENSEMBLE_FILE = "ensemble.json"  # How an ensemble combines its members' probabilities (method, stacking weights).
 ADAPTATION_FILE = "adaptation.json"  # An adapted run's parent, site fingerprint, method and fitted site heads.
+# What adapt stores of the site films for the monitor: the gate's scores and refusals (no pixels).
+MONITOR_REFERENCE_FILE = "monitor_reference.json"
 SITE_LABELS_FILE = "site_labels"  # An adapted run's copy of the labels file it read (its suffix kept): labels added later never change it.
 MEMBERS_FILE = "members.json"  # {recipe index: run id} of the member runs an ensemble trained.
 EVALUATIONS_DIR = "evaluations"  # evaluations/<name>/: one folder per evaluation on a labeled folder.

@@ -31,6 +31,7 @@ class ServiceSettings:
         max_batch: The most images in one forward pass.
         max_wait_ms: How long a request waits for others to share its forward pass.
         max_queue: The most images waiting; beyond it requests get 503 and Retry-After.
+        records_log: A JSON-lines log every prediction record is appended to (no file names, no pixels), or None.
     """
 
     run_id: str
@@ -40,6 +41,7 @@ class ServiceSettings:
     max_batch: int = 16
     max_wait_ms: float = 4.0
     max_queue: int = 64
+    records_log: str | None = None
 
     def __post_init__(self):
         if not self.run_id:
@@ -99,6 +101,10 @@ class PredictionService:
         if not film.ok:
             raise UnusableUpload(f"{name}: {film.error}")
         record = record_of(self.ensemble, film, door="http")
+        if self.settings.records_log:
+            from zoidberg.monitoring.records_log import append_records
+
+            await asyncio.to_thread(append_records, self.settings.records_log, [record])
         if gradcam:
             # A refused film has no diagnosis, so nothing to explain.
             record["gradcam_png"] = None if record["prediction"] == REFUSED else await asyncio.to_thread(

@@ -19,6 +19,7 @@ PAGES = (
     ("pages/compare.py", "Compare", "📊"),
     ("pages/predict.py", "Predict", "🩺"),
     ("pages/label.py", "Label", "🏷️"),
+    ("pages/monitor.py", "Monitor", "📈"),
     ("pages/tune.py", "Tune", "🎛️"),
 )
 

@@ -616,3 +616,12 @@ def test_an_adapted_run_is_watched_against_its_site_films_after_go_live(store, p
     assert "ALERT" in capsys.readouterr().out
     assert main(["monitor", "--run", run.id, "--records", str(tmp_path / "missing.jsonl")]) == 2
     assert "Cannot read" in capsys.readouterr().err
+    # The Monitor page reads the same log and says the same.
+    from tests.apptest_helpers import assert_no_exception, open_app, texts
+
+    app = open_app(parent.demo, "pages/monitor.py")
+    app.selectbox(key="monitor_run").set_value(run.id).run()
+    app.text_input(key="monitor_log").set_value(str(week_two)).run()
+    assert_no_exception(app)
+    assert "refused" in texts(app.error) and "Re-check the model" in texts(app.error)
+    assert len(app.dataframe) == 1 and app.dataframe[0].value["films"].sum() == second["films"]

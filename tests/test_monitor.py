@@ -11,9 +11,11 @@ from zoidberg.monitoring.reference import Reference
 from zoidberg.monitoring.watch import make_windows, watch_window
 
 
-def record(positive: float, *, when: str = "2026-12-08T10:00:00.000Z", ood: float = 0.0, refused: bool = False, **more) -> dict:
+def record(positive: float, *, when: str = "2026-12-08T10:00:00.000Z", ood: float = 0.0, refused: bool = False, exposure=(120.0, 60.0),
+           **more) -> dict:
     """A binary run's record as record_of writes it (a refused film without its diagnosis)."""
     base = {"schema_version": RECORD_SCHEMA_VERSION, "run_id": "r", "predicted_at": when, "door": "http", "file": "Doe^Jane.png",
+            "pixel_mean": exposure[0], "pixel_std": exposure[1],
             "threshold": 0.5, "scale": "raw", "in_distribution": not refused, "ood_score": ood, "ood_reason": "a side view" if refused else None}
     if refused:
         return {**base, "prediction": REFUSED, "label": None, "probability": None, "probability_raw": None, **more}
@@ -25,12 +27,14 @@ def record(positive: float, *, when: str = "2026-12-08T10:00:00.000Z", ood: floa
 def site_reference(rng, n: int = 300) -> Reference:
     labels = rng.random(n) < 0.6
     positive = np.clip(np.where(labels, rng.beta(8, 2, n), rng.beta(2, 8, n)), 0.001, 0.999)
-    return Reference("site films", positive, rng.normal(0.0, 0.3, n), 0.01, float(labels.mean()))
+    exposure = np.column_stack([rng.normal(120, 10, n), rng.normal(60, 5, n)])
+    return Reference("site films", positive, rng.normal(0.0, 0.3, n), 0.01, float(labels.mean()), exposure=exposure)
 
 
 def stable_window(rng, reference: Reference, n: int = 50) -> list[dict]:
     rows = rng.integers(0, len(reference.positive), n)
-    return [record(float(reference.positive[row]), ood=float(rng.normal(0.0, 0.3))) for row in rows]
+    return [record(float(reference.positive[row]), ood=float(rng.normal(0.0, 0.3)), exposure=(rng.normal(120, 10), rng.normal(60, 5)))
+            for row in rows]
 
 
 def test_the_log_keeps_whole_lines_rotates_and_never_holds_a_name_or_pixels(tmp_path):
@@ -91,9 +95,13 @@ def test_stable_windows_stay_quiet_and_a_fifth_of_other_films_raises_the_alert()
     # A fifth the gate lets through but scores unlike the site's films (adults).
     adults = stable_window(rng, reference, 40) + [record(float(rng.random()), ood=float(rng.uniform(0.7, 0.95))) for _ in range(10)]
     assert watch_window("adults", adults, [reference])["alert"]
-    # Scores of another acquisition: everything called pneumonia.
+    # A fifth at another contrast (brighter, flatter), scored and let through as the site's films are.
+    brighter = stable_window(rng, reference, 40) + [record(float(rng.random()), exposure=(175.0, 40.0)) for _ in range(10)]
+    exposed = watch_window("contrast", brighter, [reference])
+    assert exposed["alert"] and "another contrast" in exposed["why"]
+    # Scores of another population: everything called pneumonia.
     contrast = [record(float(rng.uniform(0.9, 1.0)), ood=float(rng.normal(0.0, 0.3))) for _ in range(50)]
-    shifted = watch_window("contrast", contrast, [reference])
+    shifted = watch_window("population", contrast, [reference])
     assert shifted["alert"] and "KS distance" in shifted["why"] and shifted["pneumonia_share"] == 1.0
 
 

@@ -357,11 +357,15 @@ def _site_gate_scores(parent, site, rows: np.ndarray) -> dict:
         rows: The site films.
 
     Returns:
-        {"films", "ood_score" (one per film, null where the run has no gate), "refused_share"}.
+        {"films", "ood_score" (one per film; empty where the run has no gate), "refused_share", "pixel_mean", "pixel_std"}.
     """
     verdicts = parent.gate_verdicts([site.images[row] for row in rows], prepared=True)
     scores = [None if verdict is None else round(float(verdict.ood_score), 5) for verdict in verdicts]
     refused = sum(1 for verdict in verdicts if verdict is not None and not verdict.in_distribution)
     known = [score for score in scores if score is not None]
+    from zoidberg.inference.scoring import film_exposure
+
+    exposures = [film_exposure(site.images[row]) for row in rows]
     return {"films": len(rows), "ood_score": known if len(known) == len(scores) else [],
-            "refused_share": refused / len(rows) if len(rows) else 0.0}
+            "refused_share": refused / len(rows) if len(rows) else 0.0,
+            "pixel_mean": [item["pixel_mean"] for item in exposures], "pixel_std": [item["pixel_std"] for item in exposures]}

@@ -37,6 +37,8 @@ RECORD_FIELDS: tuple[tuple[str, str], ...] = (
     ("ood_score", "the gate's distance in threshold units (refused above 1)"),
     ("ood_reason", "why the gate refused it, in one line"),
     ("not_a_diagnosis", "a refused film only: what the model would have said ({label, probability}), for developers of the gate; never a finding"),
+    ("pixel_mean", "the mean gray level (0-255) of the film as the model saw it: with pixel_std, what the monitor compares acquisitions by (no pixels)"),
+    ("pixel_std", "the standard deviation of those gray levels"),
     ("tta", "whether test-time variants were averaged"),
     ("true_label", "the class its folder names (NORMAL/PNEUMONIA folders only)"),
     ("correct", "whether label equals true_label"),

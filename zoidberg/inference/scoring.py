@@ -152,7 +152,15 @@ def record_of(ensemble, film: ScoredFilm, threshold: float | None = None, scale:
                    tta=ensemble.tta if tta is None else tta)
         if row.get("true_label") is not None:
             row["correct"] = row["label"] == row["true_label"]
+    if film.model_input is not None:
+        row.update(film_exposure(film.model_input))
     return make_record(row, run_id=ensemble.run.id, predicted_at=film.scored_at, door=door)
+
+
+def film_exposure(model_input: np.ndarray) -> dict:
+    """The film's gray levels in two numbers (mean and standard deviation, 0-255): how the monitor tells acquisitions apart."""
+    values = np.asarray(model_input, dtype=np.float32)
+    return {"pixel_mean": round(float(values.mean()), 2), "pixel_std": round(float(values.std()), 2)}
 
 
 def predict_sources(ensemble, sources: Sequence[FilmSource], *, door: str, threshold: float | None = None,

@@ -23,6 +23,7 @@ class Reference:
             (training films: median 0, 99.5 % below 1).
         refused_share: The share of them the gate refuses.
         prevalence: Their share of pneumonia.
+        exposure: (N, 2) mean and standard deviation of each film's gray levels, or None (training films).
         alerts: Whether a difference from them raises the alert (an adapted run's site films: yes;
             its parent's training films, which the site differs from by design: no).
     """
@@ -33,6 +34,7 @@ class Reference:
     refused_share: float
     prevalence: float
     alerts: bool = True
+    exposure: np.ndarray | None = None
 
 
 def load_references(run: Run) -> list[Reference]:
@@ -66,5 +68,7 @@ def _site_reference(run: Run) -> Reference:
     positive, prevalence = _positive_and_prevalence(run)
     stored = run.read_json(MONITOR_REFERENCE_FILE) or {}
     scores = stored.get("ood_score")
+    means, spreads = stored.get("pixel_mean") or [], stored.get("pixel_std") or []
+    exposure = np.column_stack([means, spreads]).astype(float) if means and len(means) == len(spreads) else None
     return Reference("site films", positive, np.asarray(scores, dtype=float) if scores else None,
-                     float(stored.get("refused_share", TRAINING_REFUSED_SHARE)), prevalence, True)
+                     float(stored.get("refused_share", TRAINING_REFUSED_SHARE)), prevalence, True, exposure)

@@ -18,6 +18,8 @@ REFUSED_MARGIN = 0.05
 # The gate's score: the share of films above the reference films' 95th percentile must reach this.
 TAIL_QUANTILE = 0.95
 TAIL_SHARE = 0.15
+# The films' brightness and contrast: the share outside the reference films' central 95 % must exceed theirs by this.
+EXPOSURE_MARGIN = 0.10
 # The model's scores: the two-sample Kolmogorov-Smirnov distance must reach this.
 SCORE_DISTANCE = 0.25
 # Fewer diagnosed films than this give no score test (the distance of a handful means nothing).
@@ -103,8 +105,8 @@ def _reason_key(reason: str | None) -> str:
 
 
 def _shift(readable: list[dict], diagnosed: list[dict], reference: Reference) -> dict:
-    """The window against one reference: refusals and the gate's score tail (Fisher's exact test: the reference is a
-    sample too), the model's scores (Kolmogorov-Smirnov)."""
+    """The window against one reference: refusals, the gate's score tail and the films' exposure (Fisher's exact tests:
+    the reference is a sample too), the model's scores (Kolmogorov-Smirnov)."""
     from scipy.stats import fisher_exact, ks_2samp
 
     why = []
@@ -130,6 +132,19 @@ def _shift(readable: list[dict], diagnosed: list[dict], reference: Reference) ->
         result.update(gate_tail_share=above / len(scores), gate_tail_p=float(p))
         if p < ALERT_P and above / len(scores) >= TAIL_SHARE:
             why.append(f"{above / len(scores):.0%} of the films look less like the {reference.name} to the gate than 95 % of them do")
+    exposure = np.array([[record["pixel_mean"], record["pixel_std"]] for record in readable
+                         if record.get("pixel_mean") is not None and record.get("pixel_std") is not None], dtype=float)
+    if reference.exposure is not None and len(reference.exposure) and len(exposure):
+        # Outside the reference films' central 95 % in brightness or contrast: another acquisition, even where the gate lets it through.
+        low, high = np.quantile(reference.exposure, [(1 - TAIL_QUANTILE) / 2, (1 + TAIL_QUANTILE) / 2], axis=0)
+        outside = int(np.sum(np.any((exposure < low) | (exposure > high), axis=1)))
+        reference_outside = int(np.sum(np.any((reference.exposure < low) | (reference.exposure > high), axis=1)))
+        p = fisher_exact([[outside, len(exposure) - outside], [reference_outside, len(reference.exposure) - reference_outside]],
+                         alternative="greater").pvalue
+        result.update(exposure_outside_share=outside / len(exposure), exposure_p=float(p))
+        if p < ALERT_P and outside / len(exposure) >= EXPOSURE_MARGIN + reference_outside / len(reference.exposure):
+            why.append(f"{outside / len(exposure):.0%} of the films are brighter, darker or of another contrast than 95 % of the "
+                       f"{reference.name}")
     positive = np.array([record["probability_raw"] for record in diagnosed], dtype=float)
     if len(positive) >= MIN_SCORED:
         test = ks_2samp(positive, reference.positive)

@@ -74,7 +74,7 @@ def adapted_run(parent_id: str, adapt_dir: Path, done: list[dict]) -> str:
     from zoidberg.adaptation.config import AdaptConfig
     from zoidberg.runs.store import RunStore
 
-    previous = next((row["adapted"] for row in done if row.get("step") == "adapt"), None)
+    previous = next((row["adapted"] for row in reversed(done) if row.get("step") == "adapt"), None)
     store = RunStore()
     from zoidberg.runs.store import MONITOR_REFERENCE_FILE
 

@@ -28,7 +28,8 @@ def site_reference(rng, n: int = 300) -> Reference:
     labels = rng.random(n) < 0.6
     positive = np.clip(np.where(labels, rng.beta(8, 2, n), rng.beta(2, 8, n)), 0.001, 0.999)
     exposure = np.column_stack([rng.normal(120, 10, n), rng.normal(60, 5, n)])
-    return Reference("site films", positive, rng.normal(0.0, 0.3, n), 0.01, float(labels.mean()), exposure=exposure)
+    return Reference("site films", positive, rng.normal(0.0, 0.3, n), 0.01, float(labels.mean()), exposure=exposure,
+                     labels=labels.astype(int))
 
 
 def stable_window(rng, reference: Reference, n: int = 50) -> list[dict]:
@@ -99,7 +100,12 @@ def test_stable_windows_stay_quiet_and_a_fifth_of_other_films_raises_the_alert()
     brighter = stable_window(rng, reference, 40) + [record(float(rng.random()), exposure=(175.0, 40.0)) for _ in range(10)]
     exposed = watch_window("contrast", brighter, [reference])
     assert exposed["alert"] and "another contrast" in exposed["why"]
-    # Scores of another population: everything called pneumonia.
+    # An epidemic week (pneumonia only) is no shift: its scores are those of the reference's pneumonia films.
+    pneumonias = np.flatnonzero(reference.labels == 1)
+    epidemic = [record(float(reference.positive[row]), ood=float(rng.normal(0.0, 0.3))) for row in rng.choice(pneumonias, 50)]
+    busy = watch_window("epidemic", epidemic, [reference])
+    assert not busy["alert"] and busy["pneumonia_share"] > 0.8 and busy["shift"][0]["score_mix_pneumonia"] > 0.8
+    # Scores of another population: everything called pneumonia, surer than any pneumonia the site knows.
     contrast = [record(float(rng.uniform(0.9, 1.0)), ood=float(rng.normal(0.0, 0.3))) for _ in range(50)]
     shifted = watch_window("population", contrast, [reference])
     assert shifted["alert"] and "KS distance" in shifted["why"] and shifted["pneumonia_share"] == 1.0

@@ -349,3 +349,13 @@ def test_writing_a_studys_results_again_keeps_what_the_run_wrote(trained, orthan
     assert code == 0, err
     assert {uid for record in json.loads(out) for uid in record.get("written_back") or []} == first
     assert instance_count(orthanc) == after_first
+
+
+def test_monitor_scores_a_period_of_studies_dated_by_the_study(trained, orthanc, pacs_login, capsys):
+    code = main(["--runs-dir", str(trained.dir), "monitor", "--run", trained.ids["baseline"], "--dicomweb", orthanc.dicomweb,
+                 "--since", "2026-11-30", "--until", "2026-12-01", "--json"])
+    assert code == 0, capsys.readouterr().err
+    (window,) = json.loads(capsys.readouterr().out)
+    # The child's study of 2026-12-01: its three films, the side view refused by its header; against the training films.
+    assert window["window"] == "2026-W49" and window["films"] == 3 and window["refused"] >= 1
+    assert window["shift"][0]["against"] == "training films" and isinstance(window["alert"], bool)

@@ -24,6 +24,7 @@ class Reference:
         refused_share: The share of them the gate refuses.
         prevalence: Their share of pneumonia.
         exposure: (N, 2) mean and standard deviation of each film's gray levels, or None (training films).
+        labels: Each film's class (1: pneumonia), so that a window is compared with any mix of the two classes.
         alerts: Whether a difference from them raises the alert (an adapted run's site films: yes;
             its parent's training films, which the site differs from by design: no).
     """
@@ -35,6 +36,7 @@ class Reference:
     prevalence: float
     alerts: bool = True
     exposure: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 def load_references(run: Run) -> list[Reference]:
@@ -50,25 +52,25 @@ def load_references(run: Run) -> list[Reference]:
     return [site, _training_reference(parent, alerts=False)]
 
 
-def _positive_and_prevalence(run: Run) -> tuple[np.ndarray, float]:
+def _positive_and_labels(run: Run) -> tuple[np.ndarray, np.ndarray]:
     from zoidberg.evaluation.out_of_fold import read_out_of_fold
 
     out_of_fold = read_out_of_fold(run)
     if len(out_of_fold.class_names) != 2:
         raise ValueError(f"Run {run.id} is three-class: the monitor watches normal-vs-pneumonia runs.")
-    return out_of_fold.raw[:, 1], float(np.mean(out_of_fold.labels == 1))
+    return out_of_fold.raw[:, 1], (out_of_fold.labels == 1).astype(int)
 
 
 def _training_reference(run: Run, *, alerts: bool) -> Reference:
-    positive, prevalence = _positive_and_prevalence(run)
-    return Reference("training films", positive, None, TRAINING_REFUSED_SHARE, prevalence, alerts)
+    positive, labels = _positive_and_labels(run)
+    return Reference("training films", positive, None, TRAINING_REFUSED_SHARE, float(labels.mean()), alerts, labels=labels)
 
 
 def _site_reference(run: Run) -> Reference:
-    positive, prevalence = _positive_and_prevalence(run)
+    positive, labels = _positive_and_labels(run)
     stored = run.read_json(MONITOR_REFERENCE_FILE) or {}
     scores = stored.get("ood_score")
     means, spreads = stored.get("pixel_mean") or [], stored.get("pixel_std") or []
     exposure = np.column_stack([means, spreads]).astype(float) if means and len(means) == len(spreads) else None
     return Reference("site films", positive, np.asarray(scores, dtype=float) if scores else None,
-                     float(stored.get("refused_share", TRAINING_REFUSED_SHARE)), prevalence, True, exposure)
+                     float(stored.get("refused_share", TRAINING_REFUSED_SHARE)), float(labels.mean()), True, exposure, labels)

@@ -107,7 +107,7 @@ def _reason_key(reason: str | None) -> str:
 def _shift(readable: list[dict], diagnosed: list[dict], reference: Reference) -> dict:
     """The window against one reference: refusals, the gate's score tail and the films' exposure (Fisher's exact tests:
     the reference is a sample too), the model's scores (Kolmogorov-Smirnov)."""
-    from scipy.stats import fisher_exact, ks_2samp
+    from scipy.stats import fisher_exact
 
     why = []
     result: dict = {"against": reference.name, "reference_films": int(len(reference.positive))}
@@ -147,12 +147,44 @@ def _shift(readable: list[dict], diagnosed: list[dict], reference: Reference) ->
                        f"{reference.name}")
     positive = np.array([record["probability_raw"] for record in diagnosed], dtype=float)
     if len(positive) >= MIN_SCORED:
-        test = ks_2samp(positive, reference.positive)
-        result.update(score_distance=float(test.statistic), score_p=float(test.pvalue))
-        if test.pvalue < ALERT_P and test.statistic >= SCORE_DISTANCE:
-            why.append(f"the model's scores are distributed unlike those of the {reference.name} (KS distance {test.statistic:.2f})")
+        distance, p, share = _score_shift(positive, reference)
+        result.update(score_distance=distance, score_p=p, score_mix_pneumonia=share)
+        if p < ALERT_P and distance >= SCORE_DISTANCE:
+            why.append(f"the model's scores are distributed unlike those of the {reference.name}, whatever their mix of normal and "
+                       f"pneumonia (KS distance {distance:.2f})")
     result["why"] = why
     return result
+
+
+def _score_shift(positive: np.ndarray, reference: Reference) -> tuple[float, float, float | None]:
+    """The Kolmogorov-Smirnov distance of the window's scores from the nearest mix of the reference's two classes.
+
+    A week with more pneumonia than the reference (an epidemic) shifts the scores without any
+    change in the films: it is compared with the reference's normal and pneumonia films mixed in
+    the proportion that fits it best, so that only scores no mix explains raise the alert.
+
+    Returns:
+        (distance, its p-value (two-sample, the reference counted as a sample), the best mix's share of pneumonia or None).
+    """
+    from scipy.stats import kstwobign
+
+    if reference.labels is None or len(np.unique(reference.labels)) < 2:
+        from scipy.stats import ks_2samp
+
+        test = ks_2samp(positive, reference.positive)
+        return float(test.statistic), float(test.pvalue), None
+    grid = np.union1d(positive, reference.positive)
+    window_cdf = np.searchsorted(np.sort(positive), grid, side="right") / len(positive)
+    normal = np.sort(reference.positive[reference.labels == 0])
+    pneumonia = np.sort(reference.positive[reference.labels == 1])
+    normal_cdf = np.searchsorted(normal, grid, side="right") / len(normal)
+    pneumonia_cdf = np.searchsorted(pneumonia, grid, side="right") / len(pneumonia)
+    shares = np.linspace(0.0, 1.0, 51)
+    distances = [float(np.max(np.abs(window_cdf - (share * pneumonia_cdf + (1 - share) * normal_cdf)))) for share in shares]
+    best = int(np.argmin(distances))
+    n, m = len(positive), len(reference.positive)
+    p = float(kstwobign.sf(distances[best] * np.sqrt(n * m / (n + m))))
+    return distances[best], p, float(shares[best])
 
 
 def _sentence(summary: dict, shift: dict, reasons: list[str]) -> str:

@@ -364,3 +364,23 @@ def test_the_service_appends_each_record_to_its_log_without_the_file_name(servic
     (logged,) = read_records(log)
     assert "file" not in logged and "Doe" not in log.read_text() and logged["door"] == "http"
     assert logged["probability_raw"] == answer["probability_raw"] and logged["predicted_at"] == answer["predicted_at"]
+
+
+def test_the_access_log_goes_to_a_rotated_file_or_says_what_is_wrong(tmp_path):
+    import logging
+
+    from zoidberg.serving.access_log import LOGGER_NAME, access_entry, configure_access_log
+
+    with pytest.raises(ValueError, match="does not exist"):
+        configure_access_log(str(tmp_path / "missing" / "access.log"))
+    logger = configure_access_log(str(tmp_path / "access.log"))
+    try:
+        logger.info(json.dumps(access_entry(method="POST", path="/v1/predict", status=413, seconds=0.01, request_bytes=10, response_bytes=5)))
+        (line,) = (tmp_path / "access.log").read_text().splitlines()
+        assert json.loads(line)["reason"] == "body too large"
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
+        logging.getLogger(LOGGER_NAME).setLevel(logging.NOTSET)

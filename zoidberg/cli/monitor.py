@@ -61,9 +61,10 @@ def _windows(args, make_windows) -> list[tuple[str, list[dict]]]:
     """The windows of the records files (one per file when several and no --window) or of the PACS's studies."""
     from zoidberg.monitoring.records_log import read_records
 
+    if args.window is not None and args.window not in ("week", "day") and not (str(args.window).isdigit() and int(args.window) >= 1):
+        raise CliError(f"--window must be week, day or a number of records (got {args.window!r}).")
     if args.dicomweb:
-        records = _pacs_records(args)
-        return make_windows(records, args.window or "week")
+        return make_windows(_pacs_records(args), args.window or "week")
     try:
         per_file = [(path, read_records(path)) for path in args.records]
     except ValueError as error:

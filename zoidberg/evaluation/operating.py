@@ -252,7 +252,8 @@ def rates_to_read(point: dict, evaluations: list[dict]) -> list[dict]:
     sensitivity, specificity = pooled.get("sensitivity"), pooled.get("specificity")
     if sensitivity is None or specificity is None:
         return rows
-    carried = [("cross-validation, out of fold (the training data's prevalence)", point.get("prevalence"))]
+    # Out of fold: the prevalence of the films the threshold was validated on (an adapted run's: the site's labeled films).
+    carried = [("cross-validation, out of fold (the prevalence of the films it was validated on)", point.get("prevalence"))]
     carried += [(f"cross-validation carried to {item['name']}'s prevalence ({SAME_FILMS_ASSUMPTION})",
                  (item.get("predictive_values") or {}).get("prevalence")) for item in evaluations]
     carried += [(f"cross-validation carried to {share:.0%} prevalence ({SAME_FILMS_ASSUMPTION})", share) for share in (0.10, 0.50)]

@@ -100,12 +100,15 @@ def method_section(run: Run) -> Section:
             f"{config.get('n_splits', '–')}-fold cross-validation grouped by patient: every X-ray of a child lies in one fold, "
             "so each fold is scored by a model that never saw that patient. Folds are stratified by class."
         )
-    rows = [["Run", f"{run.name} ({run.id})"], ["Kind", run.kind], ["Preset", str(config.get("preset") or "none")]]
+    rows = [["Run", f"{run.name} ({run.id})"], ["Kind", run.kind]]
+    if config.get("preset"):
+        rows.append(["Preset", str(config["preset"])])
     if run.kind == "adapt":
         adaptation = summary.get("adaptation") or {}
+        method = {"head": "site heads", "recalibrate": "a recalibration of the parent's scores"}.get(config.get("method"), str(config.get("method")))
         rows.append(["Adapted from", f"{adaptation.get('parent_name') or ''} ({config.get('parent')})"])
-        rows.append(["Site", f"{config.get('site_dir')}: {(adaptation.get('adapted') or {}).get('n', '–')} labeled films, "
-                     f"{config.get('method')} heads cross-fitted by patient in {config.get('n_parts')} parts"])
+        rows.append(["Site", f"{config.get('labels_file') or config.get('site_dir')}: {(adaptation.get('adapted') or {}).get('n', '–')} "
+                     f"labeled films, {method} cross-fitted by patient in {config.get('n_parts')} parts"])
     elif run.kind == "ensemble":
         members = summary.get("members") or []
         rows.append(["Combination", f"{summary.get('method', '–')} of {len(members)} runs"])

@@ -175,6 +175,15 @@ def test_an_ensemble_adapts_with_one_prior_per_member(store, parent):
     assert main(["--runs-dir", str(store.root), "export", "--run", run.id, "--format", "keras", "--check"]) == 0
     card = json.loads((run.path / "exports" / "keras" / "model_card.json").read_text())
     assert card["scoring"]["parent"] == ensemble.id and card["scoring"]["site_heads"] == 2 and card["parity_max_difference"] < 1e-4
+    # The card's model facts hold the lineage and the cross-fitted figures as the run's own files give them.
+    facts = card["model_facts"]
+    adapted = run.summary()["adaptation"]["adapted"]
+    assert facts["adaptation"]["parent"] == ensemble.id and facts["adaptation"]["site_fingerprint"] == run.config["site_fingerprint"]
+    for name in ("roc_auc", "accuracy", "sensitivity", "specificity"):
+        assert facts["adaptation"]["cross_fitted"][name] == {key: adapted[name][key] for key in ("estimate", "low", "high")}
+    assert facts["threshold_rule"]["threshold"] == pytest.approx(run.read_json("operating_point.json")["threshold"])
+    assert facts["training_data"]["images"] == store.get(parent.ids["frozen"]).read_json("data.json")["n_images"]
+    assert facts["versions"] == run.config["versions"]
 
 
 def test_recalibrate_needs_no_frozen_member_and_head_refuses_without_one(store, parent):

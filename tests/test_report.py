@@ -123,3 +123,26 @@ def test_the_operating_point_section_leads_with_measured_rates_and_names_its_ass
     (copied.path / "data.json").write_text(json.dumps({**data, "n_test": 0}))
     text = html_module.unescape(re.sub(r"<[^>]+>", " ", render_html(build_report(copied, examples=0, gradcam=False))))
     assert "in a test split" not in text
+
+
+def test_the_first_page_holds_the_model_facts_each_from_the_run_s_own_files(runs):
+    from zoidberg.inference.model_facts import model_facts
+    from zoidberg.reporting.content import build_report
+
+    store, ids = runs
+    run = store.get(ids["baseline"])
+    facts = model_facts(run)
+    data, point, calibration = run.read_json("data.json"), run.read_json("operating_point.json"), run.read_json("calibration.json")
+    assert facts["training_data"]["images"] == data["n_images"] and facts["training_data"]["patients"] == data["n_patients"]
+    assert facts["training_data"]["class_counts"] == data["class_counts"] and facts["training_data"]["synthetic"] is True
+    assert facts["population"].startswith("Synthetic demo films")
+    assert facts["threshold_rule"]["threshold"] == point["threshold"]
+    assert facts["calibration"]["ece_raw"] == calibration["out_of_fold"]["raw"]["ece"]
+    assert facts["adaptation"] is None and facts["versions"] == (run.config.get("versions") or {})
+    assert "monitor" in facts["monitoring_plan"] and any("Adults" in item for item in facts["out_of_scope"])
+    first = build_report(run, examples=0, gradcam=False).sections[0]
+    assert first.heading == "Model facts"
+    labels = [row[0] for row in first.tables[0].rows]
+    assert labels[:8] == ["Intended use", "Intended users", "Population", "Out of scope", "Known risks", "Training data",
+                          "Model selection", "Threshold rule"]
+    assert {"Gate", "Calibration", "Monitoring plan", "Versions"} <= set(labels)

@@ -78,6 +78,7 @@ def test_the_model_card_states_the_operating_point_and_intended_use(client, trai
     card = client.get("/v1/model").json()
     assert card["run_id"] == trained.ids["baseline"] and card["not_a_medical_device"] is True
     assert "threshold" in card["operating_point"] and "Not a medical device" in card["intended_use"]
+    assert card["model_facts"]["threshold_rule"]["threshold"] == pytest.approx(card["operating_point"]["threshold"])
 
 
 def test_the_docs_need_the_key_and_swagger_ui_comes_from_the_service_itself(url):

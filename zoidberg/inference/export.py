@@ -88,6 +88,7 @@ def _training_data(ensemble) -> dict:
 def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
     """What the exported file is, how to feed it, when to trust it: the card written beside it."""
     from zoidberg.evaluation.stored import current_evaluations
+    from zoidberg.inference.model_facts import model_facts
 
     config = run.config
     summary = run.summary() or {}
@@ -126,6 +127,8 @@ def model_card(run: Run, ensemble, fmt: str, artifact: str) -> dict:
             "decision": "pneumonia when the output named by `probabilities` is ≥ threshold" if ensemble.is_binary else "the most probable class",
         },
         "calibration": ensemble.calibration.to_dict() if ensemble.calibration else None,
+        # What the reporting guidelines ask, the same facts as the report's first page.
+        "model_facts": model_facts(run),
         "architecture": (config.get("model") or {}).get("architecture") or sorted({part["architecture"] for part in scoring.get("members", []) if part["architecture"]}),
         "preset": next((item.get("preset") for item in lineage if item.get("preset")), None),
         "cross_validation": {

@@ -625,6 +625,17 @@ def test_an_adapted_run_is_watched_against_its_site_films_after_go_live(store, p
     assert "ALERT" in capsys.readouterr().out
     assert main(["monitor", "--run", run.id, "--records", str(tmp_path / "missing.jsonl")]) == 2
     assert "Cannot read" in capsys.readouterr().err
+    # The report agrees with the run view, figure for figure: the site's pooled figures with their intervals, the same counts.
+    from zoidberg.reporting.content import build_report
+    from zoidberg.reporting.numbers import estimate
+
+    report = build_report(run, examples=0, gradcam=False)
+    results = next(section for section in report.sections if section.heading == "Results").tables[0]
+    adapted = run.summary()["adaptation"]["adapted"]
+    assert results.rows[1][1:] == [estimate(adapted[name]) for name in ("roc_auc", "accuracy", "sensitivity", "specificity")]
+    confusion = next(section for section in report.sections if section.heading == "Confusion matrices").tables[0]
+    assert f"{adapted['normal_called_pneumonia']} of {adapted['n_normal']} normal films called pneumonia" in confusion.caption
+    assert report.sections[0].heading == "Model facts"
     # The Monitor page reads the same log and says the same.
     from tests.apptest_helpers import assert_no_exception, open_app, texts
 

@@ -36,7 +36,7 @@ def model_facts(run: Run) -> dict:
     Returns:
         {"intended_use", "intended_users", "population", "out_of_scope", "known_risks", "training_data",
         "selection", "threshold_rule", "evaluations", "adaptation", "gate", "calibration", "monitoring_plan",
-        "versions"}.
+        "subgroups", "versions"}.
     """
     store = RunStore(run.path.parent)
     config = run.config or {}
@@ -56,6 +56,7 @@ def model_facts(run: Run) -> dict:
         "adaptation": _adaptation(run) if run.kind == "adapt" else None,
         "gate": _gate(run),
         "calibration": _calibration(run),
+        "subgroups": _subgroups(run),
         "monitoring_plan": MONITORING_PLAN,
         "versions": config.get("versions") or {},
     }
@@ -81,8 +82,8 @@ def _selection(run: Run) -> dict:
         "validation": f"{config.get('n_splits', '–')}-fold cross-validation grouped by patient, stratified by class",
         "preset": config.get("preset"),
         "kind": run.kind,
-        "members": [{"name": member.get("name"), "architecture": member.get("architecture"), "cv_roc_auc": member.get("roc_auc")}
-                    for member in members],
+        "members": [{"name": member.get("name"), "architecture": member.get("architecture"),
+                     "cv_roc_auc": member_cv_auc(RunStore(run.path.parent), member)} for member in members],
         "tuned_by": config.get("tuned_by") or (config.get("trial") or {}).get("tune_run"),
     }
 
@@ -151,3 +152,23 @@ def _calibration(run: Run) -> dict | None:
         "method": (stored.get("calibration") or {}).get("method"), "fitted_on": stored.get("fitted_on"), "films": stored.get("n"),
         "ece_raw": (out_of_fold.get("raw") or {}).get("ece"), "ece_calibrated": (out_of_fold.get("calibrated") or {}).get("ece"),
     }
+
+
+def _subgroups(run: Run) -> list[dict]:
+    """The out-of-fold decisions by subgroup, where the data names them (zoidberg.evaluation.subgroups); [] when it cannot."""
+    from zoidberg.evaluation.subgroups import run_subgroups
+
+    try:
+        return run_subgroups(run)
+    except (ValueError, OSError):
+        return []
+
+
+def member_cv_auc(store: RunStore, member: dict) -> float | None:
+    """A member's cross-validation AUC as the run view shows it: the mean over its folds, from the member's own summary."""
+    try:
+        summary = store.get(member["run_id"]).summary() or {}
+    except (KeyError, ValueError, OSError):
+        return member.get("roc_auc")
+    mean = ((summary.get("mean_std") or {}).get("roc_auc") or {}).get("mean")
+    return member.get("roc_auc") if mean is None else float(mean)

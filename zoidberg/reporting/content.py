@@ -11,7 +11,8 @@ from zoidberg.evaluation.gap import CV_COLUMN, gap_table
 from zoidberg.evaluation.leakage import evaluation_notes
 from zoidberg.evaluation.operating import SAME_FILMS_ASSUMPTION, rates_to_read
 from zoidberg.reporting.document import Example, Report, Section, Table
-from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_KINDS, OPERATING_POINT_FILE, Run, now_iso
+from zoidberg.reporting.numbers import estimate as _estimate, interval as _interval, number, percent
+from zoidberg.runs.store import CALIBRATION_FILE, DATA_FILE, MODEL_KINDS, OPERATING_POINT_FILE, Run, RunStore, now_iso
 
 logger = logging.getLogger(__name__)
 
@@ -29,94 +30,6 @@ EXAMPLE_SIDE = 320
 # The figures of CV mean ± std, in this order.
 CV_METRICS = (("roc_auc", "AUC"), ("accuracy", "Accuracy"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
               ("precision", "PPV (precision)"), ("f1", "F1"), ("balanced_accuracy", "Balanced accuracy"))
-
-
-def percent(value) -> str:
-    """0.953 -> "95.3 %"; None -> "–"."""
-    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "–"
-
-
-def number(value, digits: int = 3) -> str:
-    """0.95312 -> "0.953"; None -> "–"."""
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
-
-
-def _interval(ci: dict | None) -> str:
-    return f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci and ci.get("low") is not None and ci.get("high") is not None else ""
-
-
-def model_facts_section(run: Run) -> Section:
-    """The first page: the model's facts as the reporting guidelines ask them (the model card carries the same)."""
-    from zoidberg.inference.model_facts import model_facts
-
-    facts = model_facts(run)
-    section = Section("Model facts")
-    section.paragraphs.append("What GMLP, TRIPOD+AI, CLAIM and the HTI-1 \"model facts\" ask, in one place, each read from the run's "
-                              "own files; export writes the same into model_card.json.")
-    data = facts["training_data"]
-    rows = [
-        ["Intended use", facts["intended_use"]], ["Intended users", facts["intended_users"]], ["Population", facts["population"]],
-        ["Out of scope", " ".join(facts["out_of_scope"])], ["Known risks", " ".join(facts["known_risks"])],
-        ["Training data", f"{data.get('images')} films of {data.get('patients')} patients ({_counts(data.get('class_counts'))}), "
-                          f"{data.get('grouping')}; {_duplicates(data.get('duplicates'))}; folder {data.get('folder')}"],
-        ["Model selection", _selection_text(facts["selection"])],
-        ["Threshold rule", f"{facts['threshold_rule']['rule']}: {number(facts['threshold_rule']['threshold'])} on "
-                           f"{facts['threshold_rule']['probabilities']} probabilities, chosen on {facts['threshold_rule']['chosen_on']}"],
-    ]
-    for item in facts["evaluations"]:
-        rows.append([f"Evaluation: {item['name']}", f"{item['films']} films: AUC {number(item['roc_auc'])}{_interval(item['roc_auc_interval'])}, "
-                     f"accuracy {percent(item['accuracy'])}, sensitivity {percent(item['sensitivity'])}, specificity {percent(item['specificity'])}"])
-    adaptation = facts["adaptation"]
-    if adaptation:
-        rows.append(["Adaptation", f"from {adaptation['parent_name'] or ''} ({adaptation['parent']}) on {adaptation['site']} "
-                     f"(fingerprint {adaptation['site_fingerprint']}" + (f", labels SHA-256 {adaptation['labels_digest'][:12]}…" if adaptation["labels_digest"] else "")
-                     + f"), {adaptation['parts']} patient-grouped parts"])
-        for name, block in (("Site, zero-shot", adaptation["zero_shot"]), ("Site, adapted (cross-fitted)", adaptation["cross_fitted"])):
-            if block:
-                rows.append([name, ", ".join(f"{label} {_estimate(block.get(key))}" for key, label in
-                                             (("roc_auc", "AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"))
-                                             if block.get(key))])
-        if adaptation["shift"]:
-            rows.append(["Shift check", adaptation["shift"]])
-    gate = facts["gate"]
-    rows.append(["Gate", f"{gate['rule']}; refuses {percent(gate['refused_of_training_films'])} of training films by construction"
-                 + (f", {percent(gate['refused_of_site_films'])} of the site's films" if gate["refused_of_site_films"] is not None else "")
-                 + f"; {gate['measured']}"])
-    calibration = facts["calibration"]
-    if calibration:
-        rows.append(["Calibration", f"{calibration['method']} on {calibration['fitted_on']}: ECE {number(calibration['ece_raw'])} → "
-                                    f"{number(calibration['ece_calibrated'])}"])
-    rows.append(["Monitoring plan", facts["monitoring_plan"]])
-    rows.append(["Versions", ", ".join(f"{name} {version}" for name, version in sorted(facts["versions"].items())) or "–"])
-    section.tables.append(Table(["", ""], rows))
-    return section
-
-
-def _counts(counts: dict | None) -> str:
-    return ", ".join(f"{count} {name}" for name, count in (counts or {}).items()) or "–"
-
-
-def _duplicates(duplicates: dict | None) -> str:
-    if not duplicates:
-        return "duplicates not checked"
-    return (f"{duplicates.get('exact_images') or 0} exact and {duplicates.get('near_images') or 0} near duplicates found, kept in one "
-            f"fold ({duplicates.get('policy')})")
-
-
-def _selection_text(selection: dict) -> str:
-    text = selection["validation"] + (f"; preset {selection['preset']}" if selection.get("preset") else "")
-    if selection["members"]:
-        text += "; an ensemble of " + ", ".join(f"{member['name']} (CV AUC {number(member['cv_roc_auc'])})" for member in selection["members"])
-    if selection.get("tuned_by"):
-        text += f"; tuned by run {selection['tuned_by']}"
-    return text
-
-
-def _estimate(block: dict | None) -> str:
-    """An estimate with its patient-bootstrap interval, as the run view writes it."""
-    if not block or block.get("estimate") is None:
-        return "–"
-    return f"{block['estimate']:.3f} [{block['low']:.3f}, {block['high']:.3f}]"
 
 
 def intended_use_section() -> Section:
@@ -186,8 +99,12 @@ def method_section(run: Run) -> Section:
     elif run.kind == "ensemble":
         members = summary.get("members") or []
         rows.append(["Combination", f"{summary.get('method', '–')} of {len(members)} runs"])
-        rows += [[f"Member {index}", f"{member.get('name')} · {member.get('architecture')} at {member.get('image_size')} px · CV AUC {number(member.get('roc_auc'))}"]
-                 for index, member in enumerate(members, start=1)]
+        from zoidberg.inference.model_facts import member_cv_auc
+
+        store = RunStore(run.path.parent)
+        # The CV AUC the run view shows: the mean over each member's folds.
+        rows += [[f"Member {index}", f"{member.get('name')} · {member.get('architecture')} at {member.get('image_size')} px · CV AUC "
+                  f"{number(member_cv_auc(store, member))} (mean over folds)"] for index, member in enumerate(members, start=1)]
     else:
         from zoidberg.options.registry import ARCHITECTURES
 
@@ -207,6 +124,18 @@ def results_section(run: Run, evaluations: list[dict]) -> Section:
     """CV mean ± std per metric, every external evaluation with its AUC interval, and the gap between them."""
     summary = run.summary() or {}
     section = Section("Results")
+    adaptation = summary.get("adaptation") or {}
+    if adaptation.get("adapted"):
+        # The run view's figures: the site's films, pooled, each with its patient-bootstrap interval.
+        blocks = (("Zero-shot (the parent at its own threshold)", adaptation.get("zero_shot") or {}),
+                  ("Adapted, cross-fitted by patient", adaptation["adapted"]))
+        section.tables.append(Table(["The site's films", "AUC", "Accuracy", "Sensitivity", "Specificity"],
+                                    [[name, *(_estimate(block.get(key)) for key in ("roc_auc", "accuracy", "sensitivity", "specificity"))]
+                                     for name, block in blocks],
+                                    "As the run view shows them: every site film pooled, each part decided at its own threshold; "
+                                    "[95 % interval] from resampling patients."))
+        if (adaptation.get("shift") or {}).get("sentence"):
+            section.paragraphs.append(f"Shift check: {adaptation['shift']['sentence']}")
     mean_std = summary.get("mean_std") or {}
     pooled = summary.get("out_of_fold") or {}
     rows = [[label, f"{number(mean_std[key].get('mean'))} ± {number(mean_std[key].get('std'))}", number(pooled.get(key))]
@@ -272,9 +201,17 @@ def confusion_section(run: Run, evaluations: list[dict]) -> Section:
     summary = run.summary() or {}
     class_names = summary.get("class_names") or []
     section = Section("Confusion matrices")
+    adapted = (summary.get("adaptation") or {}).get("adapted") or {}
+    if adapted.get("n_normal") is not None and adapted.get("n_pneumonia") is not None:
+        normal_wrong, missed = adapted.get("normal_called_pneumonia", 0), adapted.get("pneumonia_missed", 0)
+        section.tables.append(confusion_table([[adapted["n_normal"] - normal_wrong, normal_wrong], [missed, adapted["n_pneumonia"] - missed]],
+                                              class_names, f"The site's films, cross-fitted, each part at its own threshold (as the run "
+                                              f"view: {normal_wrong} of {adapted['n_normal']} normal films called pneumonia, {missed} of "
+                                              f"{adapted['n_pneumonia']} pneumonias missed)."))
     matrix = (summary.get("out_of_fold") or {}).get("confusion_matrix")
     if matrix:
-        section.tables.append(confusion_table(matrix, class_names, "Out-of-fold, at the operating point."))
+        caption = ("Out-of-fold scores at the single threshold chosen for new films." if adapted else "Out-of-fold, at the operating point.")
+        section.tables.append(confusion_table(matrix, class_names, caption))
     for item in evaluations:
         if item["metrics"].get("confusion_matrix"):
             section.tables.append(confusion_table(item["metrics"]["confusion_matrix"], item.get("class_names") or class_names, f"{item['name']}, at the operating point."))
@@ -440,6 +377,8 @@ def build_report(run: Run, *, examples: int = DEFAULT_EXAMPLES, gradcam: bool = 
     if not summary or not summary.get("mean_std"):
         raise ValueError(f"Run {run.id} has no results yet ({run.status().get('state', 'unknown')}): report it once it has finished.")
     evaluations = [item for item in current_evaluations(run) if item.get("metrics")]
+    from zoidberg.reporting.facts_page import model_facts_section
+
     sections = [
         model_facts_section(run), intended_use_section(), data_section(run), method_section(run), results_section(run, evaluations),
         figures_section(run, evaluations), operating_point_section(run, evaluations), confusion_section(run, evaluations),

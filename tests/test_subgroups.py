@@ -1,0 +1,37 @@
+"""Figures by subgroup: the Kermany file names' bacterial and viral pneumonia, and a DICOM header's view, sex and age."""
+
+import numpy as np
+
+from tests import imagegen
+from zoidberg.evaluation.subgroups import bootstrap_rate, pneumonia_kind, subgroup_figures
+
+
+def test_the_kermany_names_say_bacterial_or_viral():
+    assert pneumonia_kind("PNEUMONIA/person1_bacteria_1.jpeg") == "bacterial"
+    assert pneumonia_kind("person12_virus_44.jpeg") == "viral" and pneumonia_kind("NORMAL/IM-0003-0001.jpeg") is None
+
+
+def test_each_subgroup_gets_its_rate_with_a_patient_bootstrap_interval(tmp_path):
+    paths, labels, decided, patients = [], [], [], []
+    for index in range(30):
+        paths.append(f"person{index}_bacteria_{index}.jpeg"), labels.append(1), decided.append(int(index % 10 != 0)), patients.append(f"b{index // 2}")
+        paths.append(f"person{100 + index}_virus_{index}.jpeg"), labels.append(1), decided.append(int(index % 3 != 0)), patients.append(f"v{index}")
+        name = f"film{index}.dcm"
+        (tmp_path / name).write_bytes(imagegen.dicom_bytes(imagegen.xray_like(32, 32), tags={
+            "ViewPosition": "AP" if index % 2 else "PA", "PatientSex": "F", "PatientAge": "003Y"}))
+        paths.append(name), labels.append(0), decided.append(0), patients.append(f"n{index}")
+    rows = {row["subgroup"]: row for row in subgroup_figures(paths, np.array(labels), np.array(decided), np.array(patients), root=tmp_path)}
+    assert rows["bacterial pneumonia"]["measure"] == "sensitivity" and rows["bacterial pneumonia"]["estimate"] == 0.9
+    assert abs(rows["viral pneumonia"]["estimate"] - 2 / 3) < 1e-9 and rows["bacterial pneumonia"]["patients"] == 15
+    assert rows["normal films"]["measure"] == "specificity" and rows["normal films"]["estimate"] == 1.0
+    assert rows["AP view"]["films"] == 15 and rows["female"]["films"] == 30 and rows["aged 1 to 5 years"]["films"] == 30
+    viral = rows["viral pneumonia"]
+    assert viral["low"] < 2 / 3 < viral["high"] and viral["high"] - viral["low"] < 0.5
+
+
+def test_the_interval_resamples_patients_not_films():
+    # One patient's twenty films count as one draw: the interval is wider than twenty independent films would give.
+    correct = np.array([1] * 20 + [0] * 20 + [1] * 20)
+    clustered = bootstrap_rate(correct, np.repeat(["a", "b", "c"], 20))
+    independent = bootstrap_rate(correct, np.arange(60).astype(str))
+    assert clustered["high"] - clustered["low"] > 2 * (independent["high"] - independent["low"])

@@ -35,3 +35,30 @@ def test_the_interval_resamples_patients_not_films():
     clustered = bootstrap_rate(correct, np.repeat(["a", "b", "c"], 20))
     independent = bootstrap_rate(correct, np.arange(60).astype(str))
     assert clustered["high"] - clustered["low"] > 2 * (independent["high"] - independent["low"])
+
+
+def test_an_evaluation_on_dicom_films_gets_its_figures_by_view_and_sex(trained, demo_dir, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from zoidberg.cli import main
+    from zoidberg.inference.model_facts import model_facts
+    from zoidberg.runs.store import RunStore
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained.dir / trained.ids["baseline"], runs / trained.ids["baseline"])
+    folder = tmp_path / "clinic"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (folder / label).mkdir(parents=True)
+        for index, path in enumerate(sorted((demo_dir / "train" / label).glob("*.jpeg"))[:12]):
+            pixels = np.asarray(Image.open(path).convert("L"))
+            tags = {"ViewPosition": "AP" if index % 2 else "PA", "PatientSex": "F" if index < 6 else "M", "PatientAge": "002Y",
+                    "PatientID": f"{label}-{index}"}
+            (folder / label / f"{label}-{index}.dcm").write_bytes(imagegen.dicom_bytes(pixels, tags=tags))
+    assert main(["--runs-dir", str(runs), "evaluate", "--run", trained.ids["baseline"], "--data", str(folder)]) == 0
+    evaluation = next(item for item in model_facts(RunStore(runs).get(trained.ids["baseline"]))["evaluations"] if item["name"] == "clinic")
+    groups = {row["subgroup"]: row for row in evaluation["subgroups"]}
+    assert groups["AP view"]["films"] == 12 and groups["PA view"]["films"] == 12
+    assert groups["female"]["films"] == 12 and groups["aged 1 to 5 years"]["films"] == 24
+    assert all(row["measure"] == "accuracy" and 0 <= row["estimate"] <= 1 for row in groups.values())

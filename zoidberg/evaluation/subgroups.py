@@ -121,3 +121,16 @@ def run_subgroups(run) -> list[dict]:
     root = (run.read_json("data.json") or {}).get("root")
     return subgroup_figures(out_of_fold.paths, (out_of_fold.labels == 1).astype(int), (positive >= threshold).astype(int),
                             out_of_fold.patients, root=root)
+
+
+def evaluation_subgroups(run, evaluation: dict) -> list[dict]:
+    """A stored evaluation's decisions by subgroup, at the threshold it is shown at (current_evaluations), its films read for DICOM headers."""
+    from zoidberg.evaluation.stored import read_predictions
+
+    stored = read_predictions(run, evaluation["name"])
+    if len(stored["class_names"]) != 2:
+        return []
+    scores = stored["calibrated"] if evaluation.get("scale") == "calibrated" and stored["calibrated"] is not None else stored["raw"]
+    threshold = evaluation.get("threshold", 0.5)
+    return subgroup_figures(stored["paths"], (stored["labels"] == 1).astype(int), (scores[:, 1] >= threshold).astype(int),
+                            stored["patients"], root=evaluation.get("data_dir"))

@@ -105,9 +105,18 @@ def _threshold_rule(run: Run) -> dict:
 def _evaluations(run: Run) -> list[dict]:
     from zoidberg.evaluation.stored import current_evaluations
 
-    return [{"name": item["name"], "films": item.get("n_images"),
-             **{key: item["metrics"].get(key) for key in ("roc_auc", "accuracy", "sensitivity", "specificity")},
-             "roc_auc_interval": item.get("auc_ci")} for item in current_evaluations(run)]
+    from zoidberg.evaluation.subgroups import evaluation_subgroups
+
+    facts = []
+    for item in current_evaluations(run):
+        try:
+            subgroups = evaluation_subgroups(run, item)
+        except (ValueError, OSError, KeyError):
+            subgroups = []
+        facts.append({"name": item["name"], "films": item.get("n_images"),
+                      **{key: item["metrics"].get(key) for key in ("roc_auc", "accuracy", "sensitivity", "specificity")},
+                      "roc_auc_interval": item.get("auc_ci"), "subgroups": subgroups})
+    return facts
 
 
 def _adaptation(run: Run) -> dict:

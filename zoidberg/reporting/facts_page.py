@@ -28,6 +28,9 @@ def model_facts_section(run: Run) -> Section:
     for item in facts["evaluations"]:
         rows.append([f"Evaluation: {item['name']}", f"{item['films']} films: AUC {number(item['roc_auc'])}{_interval(item['roc_auc_interval'])}, "
                      f"accuracy {percent(item['accuracy'])}, sensitivity {percent(item['sensitivity'])}, specificity {percent(item['specificity'])}"])
+        for group in item.get("subgroups") or []:
+            rows.append([f"  {item['name']}: {group['subgroup']}", f"{group['measure']} {_estimate(group)} over {group['films']} films "
+                         f"of {group['patients']} patients"])
     adaptation = facts["adaptation"]
     if adaptation:
         rows.append(["Adaptation", f"from {adaptation['parent_name'] or ''} ({adaptation['parent']}) on {adaptation['site']} "

@@ -118,9 +118,13 @@ def run_subgroups(run) -> list[dict]:
     threshold = point.get("threshold", summary.get("threshold", 0.5))
     scale = (point.get("choice") or {}).get("probabilities", "raw")
     positive = out_of_fold.scaled(scale)[:, 1]
+    decided = (positive >= threshold).astype(int)
+    part_thresholds = (run.read_json("adaptation.json") or {}).get("part_thresholds") if run.kind == "adapt" else None
+    if part_thresholds:
+        # An adapted run's site films, decided as its run view decides them: each part at its own threshold.
+        decided = (out_of_fold.raw[:, 1] >= np.asarray(part_thresholds)[out_of_fold.fold_of]).astype(int)
     root = (run.read_json("data.json") or {}).get("root")
-    return subgroup_figures(out_of_fold.paths, (out_of_fold.labels == 1).astype(int), (positive >= threshold).astype(int),
-                            out_of_fold.patients, root=root)
+    return subgroup_figures(out_of_fold.paths, (out_of_fold.labels == 1).astype(int), decided, out_of_fold.patients, root=root)
 
 
 def evaluation_subgroups(run, evaluation: dict) -> list[dict]:

@@ -53,7 +53,7 @@ def model_facts_section(run: Run) -> Section:
                                     f"{number(calibration['ece_calibrated'])}"])
     for group in facts["subgroups"]:
         rows.append([f"Subgroup: {group['subgroup']}", f"{group['measure']} {_estimate(group)} over {group['films']} films "
-                     f"of {group['patients']} patients (out of fold, at the run's threshold)"])
+                     f"of {group['patients']} patients (out of fold, decided as the run view decides)"])
     if not facts["subgroups"]:
         rows.append(["Subgroups", "none named by the data: Kermany file names give bacterial and viral pneumonia, DICOM headers "
                                   "give view, sex and age"])

@@ -101,7 +101,7 @@ def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool
                 parts_mean: bool = False) -> dict:
     """Adapts on the labeled films (cross-fitted) and scores the rest with the adapted model, as adapt would."""
     from zoidberg.adaptation.crossfit import crossfit_heads
-    from zoidberg.adaptation.figures import site_figures
+    from zoidberg.evaluation.site_figures import site_figures
     from zoidberg.evaluation.operating import choose_threshold
 
     labels, groups = site["labels"], site["groups"]
@@ -138,7 +138,7 @@ def adapt_point(site: dict, labeled: np.ndarray, seed: int, with_unlabeled: bool
 
 def zero_shot_point(site: dict, labeled: np.ndarray) -> dict:
     """The parent's own figures on the films not labeled (at its threshold): the curve's start."""
-    from zoidberg.adaptation.figures import site_figures
+    from zoidberg.evaluation.site_figures import site_figures
 
     rest = np.flatnonzero(~labeled)
     decided = (site["positive"][rest] >= site["threshold"]).astype(int)

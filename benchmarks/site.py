@@ -135,7 +135,7 @@ def zero_shot(run, site: Path) -> dict:
     """The run's figures on the site at its own operating point, with patient-bootstrap intervals."""
     import numpy as np
 
-    from zoidberg.adaptation.figures import site_figures
+    from zoidberg.evaluation.site_figures import site_figures
     from zoidberg.inference.evaluate import evaluate_run
     from zoidberg.evaluation.stored import read_predictions
 
@@ -206,7 +206,7 @@ def resolve_paths(args) -> tuple[Path, Path, RunStore]:
 
 
 def figure(block: dict | None, name: str) -> str:
-    from zoidberg.adaptation.figures import describe_figure
+    from zoidberg.evaluation.site_figures import describe_figure
 
     if not block or "skipped" in block:
         return "—"

@@ -28,7 +28,7 @@ ALLOWED_IMPORTS = {
     "zoidberg.config": ("zoidberg.options.registry",),
     "zoidberg.models": ("zoidberg.models", "zoidberg.config", "zoidberg.options"),
     "zoidberg.models.site_heads": (),
-    "zoidberg.adaptation.figures": ("zoidberg.evaluation.statistics",),
+    "zoidberg.evaluation.site_figures": ("zoidberg.evaluation.statistics",),
     "zoidberg.adaptation.config": ("zoidberg.config",),
     "zoidberg.runs.worker": ("zoidberg.config", "zoidberg.data", "zoidberg.runs.store", "zoidberg.runs.progress"),
 }

@@ -1,6 +1,7 @@
 """Figures by subgroup: the Kermany file names' bacterial and viral pneumonia, and a DICOM header's view, sex and age."""
 
 import numpy as np
+import pytest
 
 from tests import imagegen
 from zoidberg.evaluation.subgroups import bootstrap_rate, pneumonia_kind, subgroup_figures
@@ -62,3 +63,7 @@ def test_an_evaluation_on_dicom_films_gets_its_figures_by_view_and_sex(trained, 
     assert groups["AP view"]["films"] == 12 and groups["PA view"]["films"] == 12
     assert groups["female"]["films"] == 12 and groups["aged 1 to 5 years"]["films"] == 24
     assert all(row["measure"] == "accuracy" and 0 <= row["estimate"] <= 1 for row in groups.values())
+    # Every headline figure of the evaluation carries its patient-bootstrap interval, the estimate as stored.
+    for name in ("accuracy", "sensitivity", "specificity"):
+        figure = evaluation["intervals"][name]
+        assert figure["estimate"] == pytest.approx(evaluation[name]) and figure["low"] <= figure["estimate"] <= figure["high"]

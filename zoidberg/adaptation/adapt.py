@@ -11,7 +11,7 @@ import numpy as np
 from zoidberg.evaluation import metrics
 from zoidberg.adaptation.config import AdaptConfig
 from zoidberg.adaptation.crossfit import crossfit_heads
-from zoidberg.adaptation.figures import describe_figure, describe_harm, site_figures
+from zoidberg.evaluation.site_figures import describe_figure, describe_harm, site_figures
 from zoidberg.config import OperatingPointChoice
 from zoidberg.runs import progress as events
 from zoidberg.runs.store import (

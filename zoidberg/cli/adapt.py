@@ -53,7 +53,7 @@ def _choice_or_parent(args: argparse.Namespace):
 
 
 def command_adapt(args) -> int:
-    from zoidberg.adaptation.figures import describe_figure, describe_harm
+    from zoidberg.evaluation.site_figures import describe_figure, describe_harm
     from zoidberg.cli.runs import run_or_start
 
     config = AdaptConfig(

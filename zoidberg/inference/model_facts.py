@@ -115,8 +115,25 @@ def _evaluations(run: Run) -> list[dict]:
             subgroups = []
         facts.append({"name": item["name"], "films": item.get("n_images"),
                       **{key: item["metrics"].get(key) for key in ("roc_auc", "accuracy", "sensitivity", "specificity")},
-                      "roc_auc_interval": item.get("auc_ci"), "subgroups": subgroups})
+                      "roc_auc_interval": item.get("auc_ci"), "intervals": _evaluation_intervals(run, item), "subgroups": subgroups})
     return facts
+
+
+def _evaluation_intervals(run: Run, item: dict) -> dict | None:
+    """Every headline figure of a stored evaluation with its patient-bootstrap interval, from its predictions.csv."""
+    from zoidberg.evaluation.site_figures import site_figures
+    from zoidberg.evaluation.stored import read_predictions
+
+    try:
+        stored = read_predictions(run, item["name"])
+    except (ValueError, OSError, KeyError):
+        return None
+    if len(stored["class_names"]) != 2 or len(set(stored["labels"].tolist())) < 2:
+        return None
+    scores = stored["calibrated"] if item.get("scale") == "calibrated" and stored["calibrated"] is not None else stored["raw"]
+    figures = site_figures(stored["labels"], scores[:, 1], (scores[:, 1] >= item.get("threshold", 0.5)).astype(int), stored["patients"])
+    return {name: {key: figures[name].get(key) for key in ("estimate", "low", "high")}
+            for name in ("roc_auc", "accuracy", "sensitivity", "specificity")}
 
 
 def _adaptation(run: Run) -> dict:

@@ -26,8 +26,14 @@ def model_facts_section(run: Run) -> Section:
                            f"{facts['threshold_rule']['probabilities']} probabilities, chosen on {facts['threshold_rule']['chosen_on']}"],
     ]
     for item in facts["evaluations"]:
-        rows.append([f"Evaluation: {item['name']}", f"{item['films']} films: AUC {number(item['roc_auc'])}{_interval(item['roc_auc_interval'])}, "
-                     f"accuracy {percent(item['accuracy'])}, sensitivity {percent(item['sensitivity'])}, specificity {percent(item['specificity'])}"])
+        intervals = item.get("intervals")
+        if intervals:
+            text = ", ".join(f"{label} {_estimate(intervals.get(key))}" for key, label in
+                             (("roc_auc", "AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity")))
+        else:
+            text = (f"AUC {number(item['roc_auc'])}{_interval(item['roc_auc_interval'])}, accuracy {percent(item['accuracy'])}, "
+                    f"sensitivity {percent(item['sensitivity'])}, specificity {percent(item['specificity'])}")
+        rows.append([f"Evaluation: {item['name']}", f"{item['films']} films: {text}"])
         for group in item.get("subgroups") or []:
             rows.append([f"  {item['name']}: {group['subgroup']}", f"{group['measure']} {_estimate(group)} over {group['films']} films "
                          f"of {group['patients']} patients"])

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from zoidberg.adaptation.config import ADAPT_METHOD_HELP, ADAPT_METHODS, AdaptConfig
-from zoidberg.adaptation.figures import describe_figure, describe_harm
+from zoidberg.evaluation.site_figures import describe_figure, describe_harm
 from zoidberg.runs.store import Run
 from zoidberg.ui import state
 from zoidberg.ui.widgets import show_error

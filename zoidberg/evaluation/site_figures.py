@@ -1,4 +1,4 @@
-"""Site figures with patient-bootstrap intervals: AUC of the scores, accuracy, sensitivity and specificity of the decisions."""
+"""Figures of labeled films with patient-bootstrap intervals (a site's, an evaluation's): AUC of the scores, accuracy, sensitivity and specificity of the decisions."""
 
 from __future__ import annotations
 

@@ -216,17 +216,13 @@ def summary_table(rows: list[dict], what: str = "unlabeled", target: float = 0.9
 
 def write_doc(path: Path) -> None:
     rows = read_results(path)
-    block = (f"{DOC_START}\n**On the films not labeled yet** (the adapted model at its own threshold, as a clinic's next films; means over "
+    from benchmarks.harness import replace_doc_block
+
+    block = (f"**On the films not labeled yet** (the adapted model at its own threshold, as a clinic's next films; means over "
              f"the seeds of accuracy (± the mean half-width of its patient-bootstrap interval) · specificity · sensitivity, and "
              f"(in brackets) in how many seeds sensitivity kept the parent's 95 % target of all seeds run):\n\n{summary_table(rows, 'unlabeled')}\n\n"
-             f"**Cross-fitted on the labeled films** (what the Label page's curve shows):\n\n{summary_table(rows, 'crossfit')}\n{DOC_END}")
-    doc = REPO_ROOT / "BENCHMARKS.md"
-    text = doc.read_text()
-    if DOC_START in text:
-        text = text[: text.index(DOC_START)] + block + text[text.index(DOC_END) + len(DOC_END):]
-    else:
-        text += f"\n\n## Which films to label first\n\n{block}\n"
-    doc.write_text(text)
+             f"**Cross-fitted on the labeled films** (what the Label page's curve shows):\n\n{summary_table(rows, 'crossfit')}")
+    replace_doc_block(block, start=DOC_START, end=DOC_END, heading="Which films to label first")
 
 
 def quick_site(seed: int = 0) -> dict:

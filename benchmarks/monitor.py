@@ -167,14 +167,10 @@ def write_doc() -> int:
     for row in rows:
         what = "none (the site's held-out films)" if row["windows"] == "site" else f"{row['changed_films']} {row['windows']}"
         lines.append(f"| {row['windows']} | {row['window_films']} | {what} | **{row['alert_rate']:.0%}** | {row['refused_share']:.0%} |")
-    block = f"{DOC_START}\n" + "\n".join(lines) + f"\n\nAdapted run {latest}; example: \"{rows[-1]['example_why']}\"\n{DOC_END}"
-    doc = REPO_ROOT / "BENCHMARKS.md"
-    text = doc.read_text()
-    if DOC_START in text:
-        text = text[: text.index(DOC_START)] + block + text[text.index(DOC_END) + len(DOC_END):]
-    else:
-        text += f"\n\n## Watching a run after go-live\n\n{block}\n"
-    doc.write_text(text)
+    from benchmarks.harness import replace_doc_block
+
+    replace_doc_block("\n".join(lines) + f"\n\nAdapted run {latest}; example: \"{rows[-1]['example_why']}\"", start=DOC_START, end=DOC_END,
+                      heading="Watching a run after go-live")
     return 0
 
 

@@ -211,14 +211,9 @@ def table(results: list[dict], holdout: str) -> list[str]:
 def write_doc(markdown: str, *, start: str = DOC_START, end: str = DOC_END,
               heading: str = "Generalization: presets on images they never saw") -> None:
     """Replaces BENCHMARKS.md's block between `start` and `end` markers (appended under `heading` when absent)."""
-    text = DOC_PATH.read_text(encoding="utf-8")
-    block = f"{start}\n{markdown}\n{end}"
-    if start in text:
-        before, rest = text.split(start, 1)
-        text = before + block + rest.split(end, 1)[1]
-    else:
-        text += f"\n## {heading}\n\n" + block + "\n"
-    DOC_PATH.write_text(text, encoding="utf-8")
+    from harness import replace_doc_block
+
+    replace_doc_block(markdown, start=start, end=end, heading=heading)
 
 
 # --------------------------------------------------------------------------- main

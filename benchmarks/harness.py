@@ -385,12 +385,11 @@ def update_doc(payload: dict) -> bool:
 
 def replace_doc_block(markdown: str, *, start: str, end: str, heading: str) -> None:
     """Replaces BENCHMARKS.md's block between the `start` and `end` markers (appended under `heading` when absent)."""
-    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    text = path.read_text(encoding="utf-8")
+    text = DOC_PATH.read_text(encoding="utf-8")
     block = f"{start}\n{markdown}\n{end}"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         text = before + block + rest.split(end, 1)[1]
     else:
         text += f"\n\n## {heading}\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+    DOC_PATH.write_text(text, encoding="utf-8")
